@@ -1,1 +1,638 @@
-//! (stub, being written)
+//! The decision core: per-source state, PortSentry's SCAN_TRIGGER, the ignore list,
+//! "already blocked", and damping of our own output. Sans-IO: probes and outcomes come in
+//! with the current time, actions are pulled out with [`Engine::poll_action`].
+//!
+//! Invariants:
+//! - The ignore list is checked before any state for a source exists, so an ignored
+//!   address never occupies a slot and is never acted on.
+//! - State is keyed by (source address, protocol), like PortSentry 1.2 whose TCP and UDP
+//!   modes ran as separate processes with separate counters and blocked files.
+//! - Memory is bounded: at most `capacity` sources are tracked; when full, the source
+//!   that was created first is evicted (oldest-first, as scanlogd does). Blocked
+//!   sources live in the same table, so a flood of spoofed sources can evict a blocked
+//!   one: its ban stays in the firewall, only our "already blocked" memory goes, and a
+//!   later hit from it runs the response again (the same as a 1.2 restart).
+//! - A source never has two responses in flight: while one runs, further hits are
+//!   counted and reported in one damped line.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::ignore::IgnoreSet;
+use crate::probe::{Probe, Proto};
+use crate::time::Millis;
+
+/// Tunables of the engine. Every value is documented with its reason in one place.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// PortSentry's SCAN_TRIGGER: hits 1..=N from a source are grace hits and stay
+    /// silent; hit N+1 raises the alert and runs the response. 0 acts on the first hit.
+    pub scan_trigger: u32,
+    /// Most (source, protocol) pairs tracked at once. 65,536 entries cost a few MiB; a
+    /// scan from more distinct sources than that is a spoofed flood, and oldest-first
+    /// eviction keeps the newest sources, which are the ones still sending.
+    pub capacity: usize,
+    /// A source's grace-hit count is forgotten after this long without a hit, so a
+    /// stray packet today and another next week do not add up to a scan.
+    pub forget_after: Duration,
+    /// At most one line per source and kind of event per this period for repeated
+    /// events (already blocked, ignored, hits while a response runs); the next line
+    /// says how many were suppressed. Bounds log volume under a 65,535-port scan.
+    pub log_damping: Duration,
+    /// After a response failed, wait this long before running it again for the same
+    /// source, so a broken KILL_ROUTE is not forked once per probe.
+    pub retry_after_failure: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            scan_trigger: 0,
+            capacity: 65_536,
+            forget_after: Duration::from_secs(3600),
+            log_damping: Duration::from_secs(60),
+            retry_after_failure: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the engine asks the daemon to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// A probe crossed the trigger: log the attack (`attackalert: ... from host: ...`).
+    /// `suppressed` counts earlier hits of this source that were not logged by damping.
+    Alert { probe: Probe, suppressed: u32 },
+    /// Run the configured response (BLOCK_x, KILL_*) against `probe.src`, then report
+    /// back through [`Engine::handle_outcome`].
+    Respond { probe: Probe },
+    /// A hit from a source that is already blocked.
+    AlreadyBlocked { probe: Probe, suppressed: u32 },
+    /// A hit from a source on the ignore list; it is never acted on.
+    Ignored { probe: Probe, suppressed: u32 },
+}
+
+/// How a response ended, as the responder observed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every configured block action succeeded: the source is blocked.
+    Blocked,
+    /// The configuration says not to block (BLOCK_x=0, or only a command ran): the
+    /// source was reported but is not blocked.
+    Reported,
+    /// A block action failed; the response may be retried later.
+    Failed,
+}
+
+/// Counters for metrics and the shutdown summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub probes: u64,
+    pub grace_hits: u64,
+    pub alerts: u64,
+    pub responses: u64,
+    pub ignored: u64,
+    pub already_blocked: u64,
+    pub suppressed_lines: u64,
+    pub evictions: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// Counting grace hits, or triggered with no response run yet.
+    Watching,
+    /// A response is running.
+    Pending,
+    Blocked,
+    Reported,
+    Failed {
+        at: Millis,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct SourceState {
+    /// Creation order, to tell a live entry from a stale eviction-queue record.
+    generation: u64,
+    hits: u32,
+    last_hit: Millis,
+    status: Status,
+    damper: Damper,
+}
+
+/// Rate limit for repeated lines about one source.
+#[derive(Debug, Clone, Copy, Default)]
+struct Damper {
+    last_emitted: Option<Millis>,
+    suppressed: u32,
+}
+
+impl Damper {
+    /// Returns `Some(suppressed_before)` when a line may be emitted now.
+    fn admit(&mut self, now: Millis, period: Duration) -> Option<u32> {
+        match self.last_emitted {
+            Some(t) if now.since(t) < period => {
+                self.suppressed = self.suppressed.saturating_add(1);
+                None
+            }
+            _ => {
+                self.last_emitted = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+type Key = (IpAddr, Proto);
+
+/// The sans-IO decision engine.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    ignore: IgnoreSet,
+    sources: HashMap<Key, SourceState>,
+    /// Keys in creation order, for oldest-first eviction; records whose generation no
+    /// longer matches the live entry are stale and skipped.
+    order: VecDeque<(Key, u64)>,
+    next_generation: u64,
+    /// Damping for ignored sources, kept apart so they never take a state slot.
+    ignored_log: HashMap<IpAddr, Damper>,
+    actions: VecDeque<Action>,
+    stats: EngineStats,
+}
+
+impl Engine {
+    /// Bound on the ignored-source damping table; past it the table is cleared, which
+    /// only costs one extra log line per ignored source.
+    const IGNORED_LOG_CAPACITY: usize = 4096;
+
+    pub fn new(config: EngineConfig, ignore: IgnoreSet) -> Self {
+        let capacity = config.capacity.max(1);
+        Engine {
+            config: EngineConfig { capacity, ..config },
+            ignore,
+            sources: HashMap::with_capacity(capacity.min(4096)),
+            order: VecDeque::new(),
+            next_generation: 0,
+            ignored_log: HashMap::new(),
+            actions: VecDeque::new(),
+            stats: EngineStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// Number of (source, protocol) pairs currently tracked.
+    pub fn tracked_sources(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Replace the ignore list (e.g. after the file was re-read).
+    pub fn set_ignore(&mut self, ignore: IgnoreSet) {
+        self.ignore = ignore;
+    }
+
+    /// Is this source currently known as blocked for `proto`?
+    pub fn is_blocked(&self, src: IpAddr, proto: Proto) -> bool {
+        self.sources
+            .get(&(src, proto))
+            .is_some_and(|s| s.status == Status::Blocked)
+    }
+
+    /// Feed one probe that hit a watched, unused local port.
+    pub fn handle_probe(&mut self, now: Millis, probe: Probe) {
+        self.stats.probes += 1;
+        if self.ignore.contains(probe.src) {
+            self.stats.ignored += 1;
+            self.note_ignored(now, probe);
+            return;
+        }
+        let key = (probe.src, probe.proto());
+        if !self.sources.contains_key(&key) {
+            self.insert_source(key, now);
+        }
+        let config = &self.config;
+        let Some(state) = self.sources.get_mut(&key) else {
+            return;
+        };
+        let config_damping = config.log_damping;
+        match state.status {
+            Status::Blocked => {
+                self.stats.already_blocked += 1;
+                match state.damper.admit(now, config_damping) {
+                    Some(suppressed) => self
+                        .actions
+                        .push_back(Action::AlreadyBlocked { probe, suppressed }),
+                    None => self.stats.suppressed_lines += 1,
+                }
+                state.last_hit = now;
+                return;
+            }
+            Status::Pending | Status::Reported => {
+                state.last_hit = now;
+                Self::damped_alert(
+                    &mut self.actions,
+                    &mut self.stats,
+                    state,
+                    now,
+                    probe,
+                    config_damping,
+                );
+                return;
+            }
+            Status::Failed { at } if now.since(at) < config.retry_after_failure => {
+                state.last_hit = now;
+                Self::damped_alert(
+                    &mut self.actions,
+                    &mut self.stats,
+                    state,
+                    now,
+                    probe,
+                    config_damping,
+                );
+                return;
+            }
+            Status::Failed { .. } | Status::Watching => {}
+        }
+        if now.since(state.last_hit) >= config.forget_after {
+            state.hits = 0;
+        }
+        state.last_hit = now;
+        state.hits = state.hits.saturating_add(1);
+        if state.hits <= config.scan_trigger {
+            self.stats.grace_hits += 1;
+            return;
+        }
+        // Triggered: the alert line is always written for the hit that acts, and it
+        // restarts the damping period for later hits of this source.
+        let suppressed = std::mem::take(&mut state.damper.suppressed);
+        state.damper.last_emitted = Some(now);
+        state.status = Status::Pending;
+        self.stats.alerts += 1;
+        self.stats.responses += 1;
+        self.actions.push_back(Action::Alert { probe, suppressed });
+        self.actions.push_back(Action::Respond { probe });
+    }
+
+    /// Report how a [`Action::Respond`] ended.
+    pub fn handle_outcome(&mut self, now: Millis, src: IpAddr, proto: Proto, outcome: Outcome) {
+        let key = (src, proto);
+        if !self.sources.contains_key(&key) {
+            // Evicted while the response ran: remember the result anyway, since a
+            // blocked source must read as blocked.
+            self.insert_source(key, now);
+        }
+        if let Some(state) = self.sources.get_mut(&key) {
+            // A new status starts a new damping period, so the first "already
+            // blocked" line comes at once and carries the hits suppressed meanwhile.
+            state.damper.last_emitted = None;
+            state.status = match outcome {
+                Outcome::Blocked => Status::Blocked,
+                Outcome::Reported => Status::Reported,
+                Outcome::Failed => Status::Failed { at: now },
+            };
+        }
+    }
+
+    /// Housekeeping: forget idle sources that are not blocked. Spurious calls are
+    /// harmless.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        let forget_after = self.config.forget_after;
+        self.sources.retain(|_, s| {
+            matches!(s.status, Status::Blocked | Status::Pending)
+                || now.since(s.last_hit) < forget_after
+        });
+        let sources = &self.sources;
+        self.order.retain(|(key, generation)| {
+            sources
+                .get(key)
+                .is_some_and(|s| s.generation == *generation)
+        });
+    }
+
+    /// When [`Engine::handle_timeout`] next has work to do, if ever.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.sources
+            .values()
+            .filter(|s| !matches!(s.status, Status::Blocked | Status::Pending))
+            .map(|s| s.last_hit + self.config.forget_after)
+            .min()
+    }
+
+    /// Next action for the daemon to carry out, in the order they were decided.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    fn damped_alert(
+        actions: &mut VecDeque<Action>,
+        stats: &mut EngineStats,
+        state: &mut SourceState,
+        now: Millis,
+        probe: Probe,
+        period: Duration,
+    ) {
+        match state.damper.admit(now, period) {
+            Some(suppressed) => {
+                stats.alerts += 1;
+                actions.push_back(Action::Alert { probe, suppressed });
+            }
+            None => stats.suppressed_lines += 1,
+        }
+    }
+
+    fn note_ignored(&mut self, now: Millis, probe: Probe) {
+        if self.ignored_log.len() >= Self::IGNORED_LOG_CAPACITY
+            && !self.ignored_log.contains_key(&probe.src)
+        {
+            self.ignored_log.clear();
+        }
+        let damper = self.ignored_log.entry(probe.src).or_default();
+        match damper.admit(now, self.config.log_damping) {
+            Some(suppressed) => self
+                .actions
+                .push_back(Action::Ignored { probe, suppressed }),
+            None => self.stats.suppressed_lines += 1,
+        }
+    }
+
+    fn insert_source(&mut self, key: Key, now: Millis) {
+        while self.sources.len() >= self.config.capacity {
+            let Some((old_key, generation)) = self.order.pop_front() else {
+                break;
+            };
+            if self
+                .sources
+                .get(&old_key)
+                .is_some_and(|s| s.generation == generation)
+            {
+                self.sources.remove(&old_key);
+                self.stats.evictions += 1;
+            }
+        }
+        // Keep the order queue from growing without bound when entries are removed
+        // by handle_timeout rather than by eviction.
+        if self.order.len() > self.config.capacity.saturating_mul(2) {
+            let sources = &self.sources;
+            self.order
+                .retain(|(k, g)| sources.get(k).is_some_and(|s| s.generation == *g));
+        }
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.sources.insert(
+            key,
+            SourceState {
+                generation,
+                hits: 0,
+                last_hit: now,
+                status: Status::Watching,
+                damper: Damper::default(),
+            },
+        );
+        self.order.push_back((key, generation));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{ProbeKind, TcpFlags};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn v4(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(198, 18, 0, last))
+    }
+
+    fn probe(src: IpAddr, dport: u16, kind: ProbeKind) -> Probe {
+        Probe {
+            src,
+            dst: v4(1),
+            sport: 40000,
+            dport,
+            kind,
+            ip_options: false,
+            ttl: 64,
+        }
+    }
+
+    fn syn(src: IpAddr, dport: u16) -> Probe {
+        probe(src, dport, ProbeKind::Syn)
+    }
+
+    fn drain(engine: &mut Engine) -> Vec<Action> {
+        std::iter::from_fn(|| engine.poll_action()).collect()
+    }
+
+    fn engine(trigger: u32) -> Engine {
+        Engine::new(
+            EngineConfig {
+                scan_trigger: trigger,
+                ..EngineConfig::default()
+            },
+            IgnoreSet::new(),
+        )
+    }
+
+    #[test]
+    fn trigger_zero_acts_on_first_hit() {
+        let mut e = engine(0);
+        e.handle_probe(Millis(0), syn(v4(2), 23));
+        assert_eq!(
+            drain(&mut e),
+            vec![
+                Action::Alert {
+                    probe: syn(v4(2), 23),
+                    suppressed: 0
+                },
+                Action::Respond {
+                    probe: syn(v4(2), 23)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn scan_trigger_two_acts_on_third_hit_not_before() {
+        let mut e = engine(2);
+        e.handle_probe(Millis(0), syn(v4(2), 23));
+        e.handle_probe(Millis(10), syn(v4(2), 24));
+        assert!(drain(&mut e).is_empty(), "grace hits must stay silent");
+        e.handle_probe(Millis(20), syn(v4(2), 25));
+        let actions = drain(&mut e);
+        assert!(matches!(actions[0], Action::Alert { probe, .. } if probe.dport == 25));
+        assert!(matches!(actions[1], Action::Respond { .. }));
+        assert_eq!(e.stats().grace_hits, 2);
+    }
+
+    #[test]
+    fn counts_are_per_source_and_per_protocol() {
+        let mut e = engine(1);
+        e.handle_probe(Millis(0), syn(v4(2), 23));
+        e.handle_probe(Millis(0), syn(v4(3), 23));
+        e.handle_probe(Millis(0), probe(v4(2), 53, ProbeKind::Udp));
+        assert!(drain(&mut e).is_empty());
+        e.handle_probe(Millis(1), syn(v4(2), 24));
+        assert_eq!(drain(&mut e).len(), 2);
+    }
+
+    #[test]
+    fn grace_hits_are_forgotten_after_idle_period() {
+        let mut e = engine(1);
+        e.handle_probe(Millis(0), syn(v4(2), 23));
+        let later = Millis(0) + e.config().forget_after;
+        e.handle_probe(later, syn(v4(2), 24));
+        assert!(drain(&mut e).is_empty(), "old hit must not count");
+        e.handle_probe(later + Duration::from_secs(1), syn(v4(2), 25));
+        assert_eq!(drain(&mut e).len(), 2);
+    }
+
+    #[test]
+    fn ignored_source_is_reported_damped_and_never_acted_on() {
+        let mut ignore = IgnoreSet::new();
+        ignore.insert("198.18.0.0/30".parse().unwrap());
+        ignore.insert("fd00:5e17::7/128".parse().unwrap());
+        let mut e = Engine::new(EngineConfig::default(), ignore);
+        for port in 1..100 {
+            e.handle_probe(Millis(u64::from(port)), syn(v4(2), port));
+        }
+        let v6: IpAddr = IpAddr::V6("fd00:5e17::7".parse::<Ipv6Addr>().unwrap());
+        e.handle_probe(Millis(200), syn(v6, 22));
+        let actions = drain(&mut e);
+        assert_eq!(actions.len(), 2, "{actions:?}");
+        assert!(actions.iter().all(|a| matches!(a, Action::Ignored { .. })));
+        assert_eq!(e.tracked_sources(), 0, "ignored sources take no state");
+        // After the damping period, one line with the suppressed count.
+        e.handle_probe(Millis(61_000), syn(v4(2), 5));
+        assert_eq!(
+            drain(&mut e),
+            vec![Action::Ignored {
+                probe: syn(v4(2), 5),
+                suppressed: 98
+            }]
+        );
+    }
+
+    #[test]
+    fn one_response_in_flight_then_already_blocked() {
+        let mut e = engine(0);
+        e.handle_probe(Millis(0), syn(v4(2), 1));
+        assert_eq!(drain(&mut e).len(), 2);
+        // More probes while the response runs: no second Respond, damped alerts.
+        for port in 2..50 {
+            e.handle_probe(Millis(1), syn(v4(2), port));
+        }
+        assert!(drain(&mut e).is_empty());
+        e.handle_outcome(Millis(5), v4(2), Proto::Tcp, Outcome::Blocked);
+        assert!(e.is_blocked(v4(2), Proto::Tcp));
+        e.handle_probe(Millis(6), syn(v4(2), 60));
+        e.handle_probe(Millis(7), syn(v4(2), 61));
+        assert_eq!(
+            drain(&mut e),
+            vec![Action::AlreadyBlocked {
+                probe: syn(v4(2), 60),
+                suppressed: 48
+            }]
+        );
+    }
+
+    #[test]
+    fn failed_response_is_retried_only_after_backoff() {
+        let mut e = engine(0);
+        e.handle_probe(Millis(0), syn(v4(2), 1));
+        drain(&mut e);
+        e.handle_outcome(Millis(10), v4(2), Proto::Tcp, Outcome::Failed);
+        e.handle_probe(Millis(20), syn(v4(2), 2));
+        assert!(
+            !drain(&mut e)
+                .iter()
+                .any(|a| matches!(a, Action::Respond { .. }))
+        );
+        e.handle_probe(Millis(10) + e.config().retry_after_failure, syn(v4(2), 3));
+        assert!(
+            drain(&mut e)
+                .iter()
+                .any(|a| matches!(a, Action::Respond { .. }))
+        );
+    }
+
+    #[test]
+    fn reported_source_is_not_responded_to_again() {
+        let mut e = engine(0);
+        e.handle_probe(Millis(0), probe(v4(2), 53, ProbeKind::Udp));
+        drain(&mut e);
+        e.handle_outcome(Millis(1), v4(2), Proto::Udp, Outcome::Reported);
+        e.handle_probe(Millis(70_000), probe(v4(2), 54, ProbeKind::Udp));
+        assert_eq!(
+            drain(&mut e),
+            vec![Action::Alert {
+                probe: probe(v4(2), 54, ProbeKind::Udp),
+                suppressed: 0
+            }]
+        );
+        assert!(!e.is_blocked(v4(2), Proto::Udp));
+    }
+
+    #[test]
+    fn memory_is_bounded_under_spoofed_flood() {
+        let mut e = Engine::new(
+            EngineConfig {
+                scan_trigger: 3,
+                capacity: 1000,
+                ..EngineConfig::default()
+            },
+            IgnoreSet::new(),
+        );
+        for i in 0..100_000u32 {
+            let src = IpAddr::V4(Ipv4Addr::from(0xC612_0000 | i));
+            e.handle_probe(Millis(u64::from(i)), syn(src, 23));
+            assert!(e.tracked_sources() <= 1000);
+        }
+        assert_eq!(e.stats().evictions, 99_000);
+        assert!(
+            drain(&mut e).is_empty(),
+            "single hits stay under the trigger"
+        );
+    }
+
+    #[test]
+    fn timeout_forgets_idle_sources_but_keeps_blocked_ones() {
+        let mut e = engine(5);
+        e.handle_probe(Millis(0), syn(v4(2), 1));
+        let mut blocked = engine(0);
+        blocked.handle_probe(Millis(0), syn(v4(3), 1));
+        blocked.handle_outcome(Millis(1), v4(3), Proto::Tcp, Outcome::Blocked);
+        let deadline = e.poll_timeout().expect("idle source has a deadline");
+        assert_eq!(deadline, Millis(0) + e.config().forget_after);
+        e.handle_timeout(Millis(1)); // spurious: no-op
+        assert_eq!(e.tracked_sources(), 1);
+        e.handle_timeout(deadline);
+        assert_eq!(e.tracked_sources(), 0);
+        blocked.handle_timeout(Millis(10_000_000));
+        assert!(blocked.is_blocked(v4(3), Proto::Tcp));
+        assert_eq!(blocked.poll_timeout(), None);
+    }
+
+    #[test]
+    fn other_flag_probe_is_handled_like_any_probe() {
+        let mut e = engine(0);
+        let p = probe(
+            v4(9),
+            7,
+            ProbeKind::Other(TcpFlags(TcpFlags::SYN | TcpFlags::FIN)),
+        );
+        e.handle_probe(Millis(0), p);
+        assert_eq!(
+            drain(&mut e)[0],
+            Action::Alert {
+                probe: p,
+                suppressed: 0
+            }
+        );
+    }
+}

@@ -1,4 +1,14 @@
 //! The portsentry daemon as a library: configuration readers, sensors, responders,
 //! output files and logging around the sans-IO engine. `main.rs` is a thin shell over it.
 
+pub mod bpf;
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod logger;
+pub mod records;
+pub mod resolve;
+pub mod respond;
+pub mod sensor;
+pub mod settings;
+pub mod sockets;

@@ -1,1 +1,71 @@
-fn main() {}
+//! `portsentry`: parse the arguments, build the settings, run; map failures to the
+//! documented exit codes (see `--help`).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use portsentry::cli::Cli;
+use portsentry::logger::Logger;
+use portsentry::{daemon, settings};
+
+const EXIT_CONFIG: u8 = 3;
+const EXIT_RUNTIME: u8 = 4;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_args();
+    let settings = match settings::from_cli(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("portsentry: configuration error: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if cli.check_config {
+        for notice in &settings.notices {
+            println!("{notice}");
+        }
+        println!("portsentry: configuration OK ({})", settings.config_source);
+        return ExitCode::SUCCESS;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "portsentry: warning: not running as root; the packet socket will probably be refused"
+        );
+    }
+    if !cli.foreground {
+        // Detach before any thread exists: fork() keeps only the calling thread.
+        // SAFETY: no threads have been started yet.
+        if unsafe { libc::daemon(0, 0) } != 0 {
+            eprintln!(
+                "portsentry: cannot detach: {}",
+                std::io::Error::last_os_error()
+            );
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    }
+    let syslog = (!cli.no_syslog).then_some(cli.syslog_socket.as_path());
+    let log = Arc::new(Logger::new(syslog, cli.foreground));
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for signal in [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ] {
+        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&shutdown)) {
+            eprintln!("portsentry: cannot install signal handler: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    }
+    match daemon::run(settings, Arc::clone(&log), shutdown) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log.log(&format!("adminalert: ERROR: {e:#}"));
+            if !cli.foreground {
+                eprintln!("portsentry: {e:#}");
+            }
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}

@@ -1,1 +1,162 @@
-//! (stub, being written)
+//! Readers for the configuration files a PortSentry installation already has:
+//! `portsentry.conf` (1.2 and 2.x syntax, [`parse_legacy`]), Debian's
+//! `/etc/default/portsentry` ([`parse_debian_defaults`]) and `portsentry.ignore`
+//! ([`load_ignore`], over the engine's [`IgnoreSet::parse`]).
+//!
+//! Layout follows ripgrep's flags crate: every `parse_*` function is pure over `&str` and
+//! tested from string literals; every `load_*` function only reads the file, hands the
+//! text to its parser and stamps the path into the messages. Parsers turn raw text into
+//! validated types and collect every problem with file:line, because a security daemon
+//! refuses to start on a config error rather than guess what the admin meant.
+//!
+//! Files are read as bytes and decoded lossily: a Latin-1 comment must not stop the daemon,
+//! while a value holding undecodable bytes is still refused by its parser (it sees U+FFFD).
+
+mod debian;
+mod legacy;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use portsentry_engine::ignore::IgnoreSet;
+
+pub use debian::{DebianDefaults, TcpMode, UdpMode, load_debian_defaults, parse_debian_defaults};
+pub use legacy::{
+    BlockMode, LegacyConfig, WRAPPER_HOSTS_DENY, legacy_keys, load_legacy, parse_legacy,
+};
+
+/// One error or warning about a configuration file, tied to a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file as it was named to the parser.
+    pub file: PathBuf,
+    /// 1-based line number; 0 when the message is about the file as a whole.
+    pub line: usize,
+    pub message: String,
+}
+
+impl Diagnostic {
+    fn new(file: &Path, line: usize, message: impl Into<String>) -> Self {
+        Diagnostic {
+            file: file.to_path_buf(),
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+/// `FILE:LINE: message`, the form editors and `grep -n` users jump to; `FILE: message`
+/// when no line applies.
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+        }
+    }
+}
+
+impl std::error::Error for Diagnostic {}
+
+/// Joins diagnostics one per line, for an `anyhow` error.
+fn join(diags: &[Diagnostic]) -> String {
+    diags
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads a whole config file, decoding invalid UTF-8 lossily (see the module doc).
+fn read_text(path: &Path) -> std::io::Result<String> {
+    let bytes = std::fs::read(path)?;
+    Ok(match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
+/// Reads and parses a `portsentry.ignore` file. Every bad line is reported, one per line,
+/// as "path:line: reason (`text`)".
+pub fn load_ignore(path: &Path) -> anyhow::Result<IgnoreSet> {
+    let text =
+        read_text(path).with_context(|| format!("cannot read ignore file {}", path.display()))?;
+    IgnoreSet::parse(&text).map_err(|errors| {
+        let diags: Vec<Diagnostic> = errors
+            .iter()
+            .map(|e| Diagnostic::new(path, e.line, format!("{} (`{}`)", e.reason, e.text)))
+            .collect();
+        anyhow::anyhow!(join(&diags))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    /// A scratch file under the target-independent temp dir, removed on drop.
+    pub(crate) struct TempFile(pub PathBuf);
+
+    impl TempFile {
+        pub(crate) fn new(name: &str, contents: &[u8]) -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "portsentry-config-test-{}-{name}",
+                std::process::id()
+            ));
+            std::fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn diagnostic_display() {
+        let d = Diagnostic::new(Path::new("/etc/portsentry/portsentry.conf"), 61, "boom");
+        assert_eq!(d.to_string(), "/etc/portsentry/portsentry.conf:61: boom");
+        let d = Diagnostic::new(Path::new("x.conf"), 0, "whole file");
+        assert_eq!(d.to_string(), "x.conf: whole file");
+    }
+
+    #[test]
+    fn load_ignore_ok_with_latin1_comment() {
+        let f = TempFile::new(
+            "ignore-ok",
+            b"# J\xf6rg's desk\r\n127.0.0.1/32\r\n0.0.0.0\r\n192.0.2.7 # admin",
+        );
+        let set = load_ignore(&f.0).unwrap();
+        assert_eq!(set.len(), 3);
+        assert!(set.contains("192.0.2.7".parse::<IpAddr>().unwrap()));
+    }
+
+    #[test]
+    fn load_ignore_reports_every_bad_line_with_path() {
+        let f = TempFile::new("ignore-bad", b"127.0.0.1\nlocalhost\n10.0.0.0/33\n");
+        let err = load_ignore(&f.0).unwrap_err().to_string();
+        let p = f.0.display();
+        assert_eq!(
+            err,
+            format!(
+                "{p}:2: `localhost` is not an IPv4 or IPv6 address (`localhost`)\n\
+                 {p}:3: prefix length `33` is not a number 0-32 (netmask notation such as \
+                 255.255.255.0 is not accepted) (`10.0.0.0/33`)"
+            )
+        );
+    }
+
+    #[test]
+    fn load_ignore_missing_file() {
+        let err = load_ignore(Path::new("/nonexistent/portsentry.ignore")).unwrap_err();
+        assert!(
+            format!("{err:#}")
+                .starts_with("cannot read ignore file /nonexistent/portsentry.ignore")
+        );
+    }
+}

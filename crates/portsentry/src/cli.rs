@@ -1,0 +1,136 @@
+//! Command line: PortSentry 1.2's single-dash mode flags (`-atcp`, `-audp`, ...), the
+//! 2.x options that apply, and ours. 1.2 flags are rewritten to their `--` form before
+//! clap sees them, so `portsentry -atcp -audp` works exactly as the init scripts call it.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Default locations, as Debian's package installs them.
+pub const DEFAULT_CONFIG: &str = "/etc/portsentry/portsentry.conf";
+pub const DEFAULT_DEBIAN_DEFAULTS: &str = "/etc/default/portsentry";
+pub const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
+
+/// Port-scan detector: logs scans of this host and blocks the scanner.
+///
+/// Runs as a daemon unless --foreground is given. With no mode flag, the modes come
+/// from TCP_MODE/UDP_MODE in /etc/default/portsentry, or default to -atcp -audp.
+#[derive(Debug, Parser)]
+#[command(name = "portsentry", version, about, long_about = None, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Classic TCP mode (1.2 `-tcp`); runs as stealth mode on TCP_PORTS for now.
+    #[arg(long = "tcp")]
+    pub tcp: bool,
+    /// Stealth TCP mode: watch the ports in TCP_PORTS.
+    #[arg(long = "stcp")]
+    pub stcp: bool,
+    /// Advanced stealth TCP mode: watch every port below ADVANCED_PORTS_TCP that has no
+    /// listening service, except ADVANCED_EXCLUDE_TCP.
+    #[arg(long = "atcp")]
+    pub atcp: bool,
+    /// Classic UDP mode (1.2 `-udp`); runs as stealth mode on UDP_PORTS for now.
+    #[arg(long = "udp")]
+    pub udp: bool,
+    /// Stealth UDP mode: watch the ports in UDP_PORTS.
+    #[arg(long = "sudp")]
+    pub sudp: bool,
+    /// Advanced stealth UDP mode: watch every port below ADVANCED_PORTS_UDP with no
+    /// bound socket, except ADVANCED_EXCLUDE_UDP.
+    #[arg(long = "audp")]
+    pub audp: bool,
+
+    /// Configuration file (PortSentry 1.2 or 2.x syntax).
+    #[arg(short = 'c', long = "configfile", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Stay attached to the terminal and also log to stderr.
+    #[arg(long = "foreground", short = 'F')]
+    pub foreground: bool,
+    /// Detach and run in the background (the default; accepted for 2.x compatibility).
+    #[arg(short = 'D', long = "daemon", conflicts_with = "foreground")]
+    pub daemon: bool,
+    /// Read the configuration, report every problem with file:line, and exit.
+    #[arg(long = "check-config")]
+    pub check_config: bool,
+
+    /// Debian's mode selection file, read when no mode flag is given.
+    #[arg(long = "defaults-file", value_name = "FILE", default_value = DEFAULT_DEBIAN_DEFAULTS)]
+    pub defaults_file: PathBuf,
+    /// File that KILL_HOSTS_DENY lines are added to (overrides HOSTS_DENY_FILE).
+    #[arg(long = "hosts-deny", value_name = "FILE")]
+    pub hosts_deny: Option<PathBuf>,
+    /// Unix datagram socket of the syslog daemon.
+    #[arg(long = "syslog-socket", value_name = "PATH", default_value = DEFAULT_SYSLOG_SOCKET)]
+    pub syslog_socket: PathBuf,
+    /// Do not send log lines to syslog (they still go to stderr in the foreground).
+    #[arg(long = "no-syslog")]
+    pub no_syslog: bool,
+}
+
+const AFTER_HELP: &str = "\
+Legacy flags are accepted with one dash, as PortSentry 1.2 takes them:
+  portsentry -atcp            advanced stealth TCP
+  portsentry -atcp -audp      TCP and UDP in one process
+
+Exit status: 0 on a clean shutdown, 2 on a usage error, 3 on a configuration error,
+4 when the sensor or another resource cannot be set up.";
+
+impl Cli {
+    /// Parse from the process arguments, accepting 1.2's single-dash mode flags.
+    pub fn parse_args() -> Self {
+        Cli::parse_from(normalize_legacy_flags(std::env::args_os()))
+    }
+
+    pub fn has_mode_flag(&self) -> bool {
+        self.tcp || self.stcp || self.atcp || self.udp || self.sudp || self.audp
+    }
+}
+
+/// Rewrite `-tcp`, `-stcp`, ... to `--tcp`, `--stcp`, ...; other arguments unchanged.
+pub fn normalize_legacy_flags<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
+    const LEGACY: [&str; 6] = ["-tcp", "-udp", "-stcp", "-atcp", "-sudp", "-audp"];
+    args.into_iter()
+        .map(|a| match a.to_str() {
+            Some(s) if LEGACY.contains(&s) => OsString::from(format!("-{s}")),
+            _ => a,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(normalize_legacy_flags(args.iter().map(OsString::from))).unwrap()
+    }
+
+    #[test]
+    fn legacy_single_dash_modes_are_accepted() {
+        let cli = parse(&["portsentry", "-atcp", "-audp"]);
+        assert!(cli.atcp && cli.audp && !cli.stcp);
+        let cli = parse(&["portsentry", "-stcp", "-c", "/tmp/x.conf", "--foreground"]);
+        assert!(cli.stcp && cli.foreground);
+        assert_eq!(
+            cli.config.as_deref(),
+            Some(std::path::Path::new("/tmp/x.conf"))
+        );
+    }
+
+    #[test]
+    fn no_mode_flag_is_allowed() {
+        assert!(!parse(&["portsentry"]).has_mode_flag());
+    }
+
+    #[test]
+    fn unknown_flag_is_a_usage_error() {
+        let args = normalize_legacy_flags(["portsentry", "-xtcp"].iter().map(OsString::from));
+        assert!(Cli::try_parse_from(args).is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,332 @@
+//! Debian's `/etc/default/portsentry`: the shell file that picks the TCP and UDP modes
+//! (`TCP_MODE="atcp"`, `UDP_MODE="audp"`) the init script passed as `-$TCP_MODE`.
+//!
+//! Owns [`DebianDefaults`] and its reader. The file is sourced by a shell, so we read it
+//! as one: plain `NAME=value` assignments with optional `"…"` or `'…'` quoting and an
+//! optional `export`, `#` comments, and the last assignment wins. Lines that are not an
+//! assignment of TCP_MODE or UDP_MODE are other shell content and are left alone. What a
+//! shell would read differently from what the admin wrote (`TCP_MODE = atcp`, which runs
+//! a command named TCP_MODE) or an empty or unknown mode is an error, not a guess.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use super::{Diagnostic, join, read_text};
+
+/// The TCP detection mode, as named by PortSentry's flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpMode {
+    /// `tcp`: bind the listed ports, a full connect is a hit.
+    Classic,
+    /// `stcp`: watch the listed ports for any probe.
+    Stealth,
+    /// `atcp`: watch every port below ADVANCED_PORTS_TCP that nothing listens on.
+    Advanced,
+}
+
+impl TcpMode {
+    /// The flag without its dash: "tcp", "stcp", "atcp".
+    pub fn flag(self) -> &'static str {
+        match self {
+            TcpMode::Classic => "tcp",
+            TcpMode::Stealth => "stcp",
+            TcpMode::Advanced => "atcp",
+        }
+    }
+
+    /// The mode a flag (without its dash) names; exact and lower-case, as 1.2 compared it.
+    pub fn from_flag(s: &str) -> Option<Self> {
+        [TcpMode::Classic, TcpMode::Stealth, TcpMode::Advanced]
+            .into_iter()
+            .find(|m| m.flag() == s)
+    }
+}
+
+/// The UDP detection mode, as named by PortSentry's flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpMode {
+    /// `udp`: bind the listed ports, a datagram is a hit.
+    Classic,
+    /// `sudp`: watch the listed ports for any datagram.
+    Stealth,
+    /// `audp`: watch every port below ADVANCED_PORTS_UDP that nothing listens on.
+    Advanced,
+}
+
+impl UdpMode {
+    /// The flag without its dash: "udp", "sudp", "audp".
+    pub fn flag(self) -> &'static str {
+        match self {
+            UdpMode::Classic => "udp",
+            UdpMode::Stealth => "sudp",
+            UdpMode::Advanced => "audp",
+        }
+    }
+
+    /// The mode a flag (without its dash) names; exact and lower-case, as 1.2 compared it.
+    pub fn from_flag(s: &str) -> Option<Self> {
+        [UdpMode::Classic, UdpMode::Stealth, UdpMode::Advanced]
+            .into_iter()
+            .find(|m| m.flag() == s)
+    }
+}
+
+/// The modes `/etc/default/portsentry` selects; `None` where the file does not set one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DebianDefaults {
+    pub tcp_mode: Option<TcpMode>,
+    pub udp_mode: Option<UdpMode>,
+}
+
+fn is_blank(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+/// Parses the text of `/etc/default/portsentry`; `file` only labels diagnostics. Every
+/// error is collected.
+pub fn parse_debian_defaults(text: &str, file: &Path) -> Result<DebianDefaults, Vec<Diagnostic>> {
+    let mut out = DebianDefaults::default();
+    let mut errors = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let line = raw.trim_matches(|c| is_blank(c) || c == '\r');
+        let line = line
+            .strip_prefix("export")
+            .filter(|rest| rest.starts_with(is_blank))
+            .map_or(line, |rest| rest.trim_start_matches(is_blank));
+        let name_len = line
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(line.len());
+        let (name, rest) = line.split_at(name_len);
+        if name != "TCP_MODE" && name != "UDP_MODE" {
+            continue;
+        }
+        let value = match assigned_value(name, rest) {
+            Ok(Some(v)) => v,
+            Ok(None) => continue,
+            Err(msg) => {
+                errors.push(Diagnostic::new(file, line_no, msg));
+                continue;
+            }
+        };
+        let known = if name == "TCP_MODE" {
+            let mode = TcpMode::from_flag(&value);
+            out.tcp_mode = mode.or(out.tcp_mode);
+            mode.is_some()
+        } else {
+            let mode = UdpMode::from_flag(&value);
+            out.udp_mode = mode.or(out.udp_mode);
+            mode.is_some()
+        };
+        if !known {
+            let expected = if name == "TCP_MODE" {
+                "tcp, stcp or atcp"
+            } else {
+                "udp, sudp or audp"
+            };
+            let msg = if value.is_empty() {
+                format!("{name} is empty (expected {expected})")
+            } else {
+                format!("{name}=\"{value}\" is not a mode (expected {expected})")
+            };
+            errors.push(Diagnostic::new(file, line_no, msg));
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The value assigned by `rest` (the text after the variable name), read as a shell would
+/// read one word. `Ok(None)` when the line is not an assignment at all.
+fn assigned_value(name: &str, rest: &str) -> Result<Option<String>, String> {
+    let Some(word) = rest.strip_prefix('=') else {
+        if rest.trim_start_matches(is_blank).starts_with('=') {
+            return Err(format!(
+                "spaces around `=`: a shell runs this as a command instead of setting {name}; \
+                 write {name}=\"value\""
+            ));
+        }
+        return Ok(None);
+    };
+    if word.starts_with(is_blank) {
+        return Err(format!(
+            "space after `=`: a shell sets {name} to nothing here; write {name}=\"value\""
+        ));
+    }
+    let (value, after) = match word.chars().next() {
+        Some(q @ ('"' | '\'')) => match word[1..].split_once(q) {
+            Some((v, after)) => (v, after),
+            None => return Err(format!("the value of {name} has no closing `{q}`")),
+        },
+        _ => word.split_at(word.find(is_blank).unwrap_or(word.len())),
+    };
+    let after = after.trim_start_matches(is_blank);
+    if !after.is_empty() && !after.starts_with('#') {
+        return Err(format!(
+            "unexpected text after the value of {name}: `{after}` (one word, then an optional \
+             # comment)"
+        ));
+    }
+    Ok(Some(value.to_string()))
+}
+
+/// Reads and parses `/etc/default/portsentry`; `Ok(None)` when the file does not exist
+/// (a non-Debian system). Errors are one per line, as "path:line: message".
+pub fn load_debian_defaults(path: &Path) -> anyhow::Result<Option<DebianDefaults>> {
+    let text = match read_text(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read {}", path.display()));
+        }
+    };
+    parse_debian_defaults(&text, path)
+        .map(Some)
+        .map_err(|errors| anyhow::anyhow!(join(&errors)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::TempFile;
+    use super::*;
+
+    const F: &str = "/etc/default/portsentry";
+
+    fn parse(text: &str) -> Result<DebianDefaults, Vec<String>> {
+        parse_debian_defaults(text, Path::new(F))
+            .map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
+    fn modes(tcp: Option<TcpMode>, udp: Option<UdpMode>) -> DebianDefaults {
+        DebianDefaults {
+            tcp_mode: tcp,
+            udp_mode: udp,
+        }
+    }
+
+    #[test]
+    fn flags_round_trip() {
+        for m in [TcpMode::Classic, TcpMode::Stealth, TcpMode::Advanced] {
+            assert_eq!(TcpMode::from_flag(m.flag()), Some(m));
+        }
+        for m in [UdpMode::Classic, UdpMode::Stealth, UdpMode::Advanced] {
+            assert_eq!(UdpMode::from_flag(m.flag()), Some(m));
+        }
+        assert_eq!(TcpMode::Advanced.flag(), "atcp");
+        assert_eq!(UdpMode::Stealth.flag(), "sudp");
+        assert_eq!(TcpMode::from_flag("udp"), None);
+        assert_eq!(TcpMode::from_flag("ATCP"), None);
+        assert_eq!(UdpMode::from_flag("-audp"), None);
+    }
+
+    #[test]
+    fn as_written_by_postinst() {
+        let text = "# /etc/default/portsentry\n#\n# This file is read by \
+                    /etc/init.d/portsentry. See the portsentry.8\n# manpage for details.\n#\n\
+                    # The options in this file refer to commandline arguments (all in \
+                    lowercase)\n# of portsentry. Use only one tcp and udp mode at a time.\n#\n\
+                    TCP_MODE=\"tcp\"\nUDP_MODE=\"udp\"\n";
+        assert_eq!(
+            parse(text).unwrap(),
+            modes(Some(TcpMode::Classic), Some(UdpMode::Classic))
+        );
+    }
+
+    #[test]
+    fn quoting_styles_and_layout() {
+        assert_eq!(
+            parse("TCP_MODE=atcp\r\nUDP_MODE='audp'  # tutorial says so").unwrap(),
+            modes(Some(TcpMode::Advanced), Some(UdpMode::Advanced))
+        );
+        assert_eq!(
+            parse("  export TCP_MODE=\"stcp\"\n").unwrap(),
+            modes(Some(TcpMode::Stealth), None)
+        );
+        assert_eq!(parse("").unwrap(), DebianDefaults::default());
+    }
+
+    #[test]
+    fn last_assignment_wins_like_a_shell() {
+        assert_eq!(
+            parse("TCP_MODE=\"tcp\"\n#TCP_MODE=\"stcp\"\nTCP_MODE=\"atcp\"\n").unwrap(),
+            modes(Some(TcpMode::Advanced), None)
+        );
+    }
+
+    #[test]
+    fn other_shell_content_is_left_alone() {
+        let text = "DAEMON_OPTS=\"-v\"\nTCP_MODE_OLD=\"bogus\"\nexportTCP_MODE=x\n\
+                    if [ -f /x ]; then\n  :\nfi\nTCP_MODE\nUDP_MODE=\"sudp\"\n";
+        assert_eq!(parse(text).unwrap(), modes(None, Some(UdpMode::Stealth)));
+    }
+
+    #[test]
+    fn empty_and_unknown_modes_are_errors() {
+        let text = "TCP_MODE=\"\"\nUDP_MODE=\"udp \"\nTCP_MODE=\"ATCP\"\nUDP_MODE=\"stcp\"\n\
+                    TCP_MODE=$MODE\n";
+        assert_eq!(
+            parse(text).unwrap_err(),
+            [
+                "/etc/default/portsentry:1: TCP_MODE is empty (expected tcp, stcp or atcp)",
+                "/etc/default/portsentry:2: UDP_MODE=\"udp \" is not a mode (expected udp, sudp \
+                 or audp)",
+                "/etc/default/portsentry:3: TCP_MODE=\"ATCP\" is not a mode (expected tcp, stcp \
+                 or atcp)",
+                "/etc/default/portsentry:4: UDP_MODE=\"stcp\" is not a mode (expected udp, sudp \
+                 or audp)",
+                "/etc/default/portsentry:5: TCP_MODE=\"$MODE\" is not a mode (expected tcp, stcp \
+                 or atcp)",
+            ]
+        );
+        assert_eq!(parse("UDP_MODE=").unwrap_err().len(), 1);
+    }
+
+    #[test]
+    fn shell_syntax_errors() {
+        let text = "TCP_MODE = \"atcp\"\nUDP_MODE= audp\nTCP_MODE=\"atcp\nUDP_MODE=audp sudp\n\
+                    TCP_MODE=\"at\"cp\n";
+        assert_eq!(
+            parse(text).unwrap_err(),
+            [
+                "/etc/default/portsentry:1: spaces around `=`: a shell runs this as a command \
+                 instead of setting TCP_MODE; write TCP_MODE=\"value\"",
+                "/etc/default/portsentry:2: space after `=`: a shell sets UDP_MODE to nothing \
+                 here; write UDP_MODE=\"value\"",
+                "/etc/default/portsentry:3: the value of TCP_MODE has no closing `\"`",
+                "/etc/default/portsentry:4: unexpected text after the value of UDP_MODE: `sudp` \
+                 (one word, then an optional # comment)",
+                "/etc/default/portsentry:5: unexpected text after the value of TCP_MODE: `cp` \
+                 (one word, then an optional # comment)",
+            ]
+        );
+    }
+
+    #[test]
+    fn load_missing_file_is_none() {
+        assert_eq!(
+            load_debian_defaults(Path::new("/nonexistent/default/portsentry")).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn load_reads_and_labels() {
+        let f = TempFile::new("default-ok", b"TCP_MODE=\"atcp\"\nUDP_MODE=\"audp\"\n");
+        assert_eq!(
+            load_debian_defaults(&f.0).unwrap(),
+            Some(modes(Some(TcpMode::Advanced), Some(UdpMode::Advanced)))
+        );
+        let f = TempFile::new("default-bad", b"# ok\nTCP_MODE=\"xtcp\"\n");
+        assert_eq!(
+            load_debian_defaults(&f.0).unwrap_err().to_string(),
+            format!(
+                "{}:2: TCP_MODE=\"xtcp\" is not a mode (expected tcp, stcp or atcp)",
+                f.0.display()
+            )
+        );
+    }
+}

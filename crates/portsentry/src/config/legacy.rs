@@ -1,0 +1,1004 @@
+//! `portsentry.conf` in the syntax of PortSentry 1.2 and 2.x: `KEY="value"` lines.
+//!
+//! Owns [`LegacyConfig`] (the validated values), the key table `KEYS` (each key's name,
+//! doc and validating setter side by side) and the line parser. Where 1.2 and 2.x
+//! disagree we take the rule that never misparses silently (see COMPAT.md):
+//! - spaces/tabs around `=` are fine (both); `#` comments may be indented (1.2);
+//! - the first occurrence of a key wins, as in 1.2, with a warning naming both lines;
+//! - unknown keys are a warning (1.2 ignored them, 2.x refused to start); keys match
+//!   exactly, never by prefix (2.x took `BLOCK=` as BLOCK_TCP);
+//! - a known key without a quoted value is an error (1.2 skipped it with only a log line);
+//! - an empty value is "unset", as in 1.2, with a warning (2.x refused to start);
+//! - values are validated strictly: no atoi of "1-100", no u16 wrap of 70000.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use portsentry_engine::ports::PortSet;
+
+use super::{Diagnostic, join, read_text};
+
+/// Where 1.2 appends `KILL_HOSTS_DENY` lines (compile-time `WRAPPER_HOSTS_DENY`); used when
+/// our `HOSTS_DENY_FILE` key is not set.
+pub const WRAPPER_HOSTS_DENY: &str = "/etc/hosts.deny";
+
+/// What `BLOCK_TCP` / `BLOCK_UDP` ask for on an alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BlockMode {
+    /// `0`: log only.
+    #[default]
+    LogOnly,
+    /// `1`: run the blocking actions (native ban, KILL_HOSTS_DENY, KILL_ROUTE, KILL_RUN_CMD).
+    Block,
+    /// `2`: run KILL_RUN_CMD only.
+    RunCmdOnly,
+}
+
+/// Validated values from a 1.2 or 2.x `portsentry.conf`.
+///
+/// A key absent from the file (or set to `""`) keeps its [`Default`] value, which is the
+/// 1.2 built-in fallback. Whether a mode can run without a key (e.g. `-stcp` without
+/// TCP_PORTS) is for the caller to decide: the reader does not know the mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyConfig {
+    pub tcp_ports: Option<PortSet>,
+    pub udp_ports: Option<PortSet>,
+    /// `-atcp` watches ports 1..N-1. 1..=65536.
+    pub advanced_ports_tcp: u32,
+    /// `-audp` watches ports 1..N-1. 1..=65536.
+    pub advanced_ports_udp: u32,
+    pub advanced_exclude_tcp: PortSet,
+    pub advanced_exclude_udp: PortSet,
+    pub ignore_file: Option<PathBuf>,
+    pub history_file: Option<PathBuf>,
+    pub blocked_file: Option<PathBuf>,
+    pub resolve_host: bool,
+    pub block_tcp: BlockMode,
+    pub block_udp: BlockMode,
+    /// Contains `$TARGET$` (checked).
+    pub kill_route: Option<String>,
+    /// Contains `$TARGET$` (checked).
+    pub kill_hosts_deny: Option<String>,
+    pub kill_run_cmd: Option<String>,
+    pub kill_run_cmd_first: bool,
+    /// 0..=10000.
+    pub scan_trigger: u32,
+    pub port_banner: Option<String>,
+    /// Our extension key HOSTS_DENY_FILE; `None` means [`WRAPPER_HOSTS_DENY`].
+    pub hosts_deny_file: Option<PathBuf>,
+}
+
+impl Default for LegacyConfig {
+    /// The 1.2 built-in fallbacks: nothing watched by the listed modes, advanced modes
+    /// below 1024 with no exclusions, log only, trigger 0, no files, no commands.
+    fn default() -> Self {
+        LegacyConfig {
+            tcp_ports: None,
+            udp_ports: None,
+            advanced_ports_tcp: 1024,
+            advanced_ports_udp: 1024,
+            advanced_exclude_tcp: PortSet::new(),
+            advanced_exclude_udp: PortSet::new(),
+            ignore_file: None,
+            history_file: None,
+            blocked_file: None,
+            resolve_host: false,
+            block_tcp: BlockMode::LogOnly,
+            block_udp: BlockMode::LogOnly,
+            kill_route: None,
+            kill_hosts_deny: None,
+            kill_run_cmd: None,
+            kill_run_cmd_first: false,
+            scan_trigger: 0,
+            port_banner: None,
+            hosts_deny_file: None,
+        }
+    }
+}
+
+impl LegacyConfig {
+    /// The hosts.deny file KILL_HOSTS_DENY writes to.
+    pub fn hosts_deny_path(&self) -> &Path {
+        self.hosts_deny_file
+            .as_deref()
+            .unwrap_or(Path::new(WRAPPER_HOSTS_DENY))
+    }
+}
+
+/// A setter validates a non-empty value and stores it; it may push warnings.
+type Setter = fn(&mut LegacyConfig, &str, &mut Vec<String>) -> Result<(), String>;
+
+/// One configuration key: its name, what it means, and how its value is validated.
+struct Key {
+    name: &'static str,
+    doc: &'static str,
+    set: Setter,
+}
+
+/// Every key we know: the 1.2 keys (all of which 2.x kept or dropped, never renamed) plus
+/// our HOSTS_DENY_FILE.
+const KEYS: &[Key] = &[
+    Key {
+        name: "TCP_PORTS",
+        doc: "TCP ports for -tcp and -stcp: comma list with optional a-b ranges.",
+        set: |c, v, _| {
+            c.tcp_ports = Some(ports(v)?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "UDP_PORTS",
+        doc: "UDP ports for -udp and -sudp: comma list with optional a-b ranges.",
+        set: |c, v, _| {
+            c.udp_ports = Some(ports(v)?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "ADVANCED_PORTS_TCP",
+        doc: "-atcp watches every TCP port below this number (1-65536; default 1024).",
+        set: |c, v, _| {
+            c.advanced_ports_tcp = number(v, 1, 65536)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "ADVANCED_PORTS_UDP",
+        doc: "-audp watches every UDP port below this number (1-65536; default 1024).",
+        set: |c, v, _| {
+            c.advanced_ports_udp = number(v, 1, 65536)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "ADVANCED_EXCLUDE_TCP",
+        doc: "TCP ports -atcp never alarms on (besides listening services).",
+        set: |c, v, _| {
+            c.advanced_exclude_tcp = ports(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "ADVANCED_EXCLUDE_UDP",
+        doc: "UDP ports -audp never alarms on (besides listening services).",
+        set: |c, v, _| {
+            c.advanced_exclude_udp = ports(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "IGNORE_FILE",
+        doc: "Path of the never-block list (addresses and networks, one per line).",
+        set: |c, v, _| {
+            c.ignore_file = Some(path(v)?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "HISTORY_FILE",
+        doc: "Path of the append-only history of acted-on hosts (1.2 line format).",
+        set: |c, v, _| {
+            c.history_file = Some(path(v)?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "BLOCKED_FILE",
+        doc: "Path of the 1.2 per-session blocked list (`.<mode>` is appended).",
+        set: |c, v, _| {
+            c.blocked_file = Some(path(v)?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "RESOLVE_HOST",
+        doc: "1 looks up host names for logs and files; 0 does not (default).",
+        set: |c, v, _| {
+            c.resolve_host = flag(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "BLOCK_TCP",
+        doc: "On a TCP alarm: 0 log only (default), 1 block, 2 run KILL_RUN_CMD only.",
+        set: |c, v, _| {
+            c.block_tcp = block(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "BLOCK_UDP",
+        doc: "On a UDP alarm: 0 log only (default), 1 block, 2 run KILL_RUN_CMD only.",
+        set: |c, v, _| {
+            c.block_udp = block(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "KILL_ROUTE",
+        doc: "Command that blocks a host; must contain $TARGET$ ($PORT$, $MODE$ optional).",
+        set: |c, v, w| {
+            c.kill_route = Some(command(v, true, w)?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "KILL_HOSTS_DENY",
+        doc: "Line appended to hosts.deny; must contain $TARGET$.",
+        set: |c, v, w| {
+            c.kill_hosts_deny = Some(command(v, true, w)?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "KILL_RUN_CMD",
+        doc: "Command run on an alarm; $TARGET$, $PORT$ and $MODE$ are optional.",
+        set: |c, v, w| {
+            c.kill_run_cmd = Some(command(v, false, w)?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "KILL_RUN_CMD_FIRST",
+        doc: "1 runs KILL_RUN_CMD before the blocks, 0 after them (default).",
+        set: |c, v, _| {
+            c.kill_run_cmd_first = flag(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "SCAN_TRIGGER",
+        doc: "Hits from one host allowed before the alarm (0-10000; 0 reacts at once).",
+        set: |c, v, _| {
+            c.scan_trigger = number(v, 0, 10000)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "PORT_BANNER",
+        doc: "Text sent to a client that connects in -tcp/-udp mode.",
+        set: |c, v, _| {
+            c.port_banner = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Key {
+        name: "HOSTS_DENY_FILE",
+        doc: "Where KILL_HOSTS_DENY writes (extension; default /etc/hosts.deny).",
+        set: |c, v, _| {
+            c.hosts_deny_file = Some(path(v)?);
+            Ok(())
+        },
+    },
+];
+
+/// Every known key with its one-line doc, for `--help`, the man page and `check-config`.
+pub fn legacy_keys() -> impl Iterator<Item = (&'static str, &'static str)> {
+    KEYS.iter().map(|k| (k.name, k.doc))
+}
+
+fn ports(v: &str) -> Result<PortSet, String> {
+    PortSet::parse_list(v).map_err(|e| e.to_string())
+}
+
+/// A whole number in `lo..=hi`: ASCII digits only, so "1-100" is refused rather than read
+/// as 1, and 70000 is out of range rather than wrapped.
+fn number(v: &str, lo: u32, hi: u32) -> Result<u32, String> {
+    let v = v.trim();
+    let expected = || format!("must be a whole number from {lo} to {hi}");
+    if !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(expected());
+    }
+    match v.parse::<u32>() {
+        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+        _ => Err(expected()),
+    }
+}
+
+fn flag(v: &str) -> Result<bool, String> {
+    match v.trim() {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        _ => Err("must be 0 or 1".into()),
+    }
+}
+
+fn block(v: &str) -> Result<BlockMode, String> {
+    match v.trim() {
+        "0" => Ok(BlockMode::LogOnly),
+        "1" => Ok(BlockMode::Block),
+        "2" => Ok(BlockMode::RunCmdOnly),
+        _ => Err("must be 0 (log only), 1 (block) or 2 (run KILL_RUN_CMD only)".into()),
+    }
+}
+
+/// An absolute path: the daemon runs from `/`, so a relative one would name a file the
+/// admin did not mean.
+fn path(v: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(v.trim());
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err("must be an absolute path".into())
+    }
+}
+
+/// Macros the responders substitute.
+const MACROS: &[&str] = &["$TARGET$", "$PORT$", "$MODE$"];
+
+/// A command or hosts.deny template. Unknown `$NAME$` macros are passed through verbatim
+/// (as 1.2 does) but warned about, since a typo such as `$TAGRET$` would block nothing.
+fn command(v: &str, needs_target: bool, warnings: &mut Vec<String>) -> Result<String, String> {
+    let v = v.trim();
+    if needs_target && !v.contains("$TARGET$") {
+        return Err("must contain $TARGET$ (the address to block)".into());
+    }
+    let mut rest = v;
+    while let Some(start) = rest.find('$') {
+        let after = &rest[start + 1..];
+        let Some(len) = after.find('$') else { break };
+        let name = &after[..len];
+        if !name.is_empty() && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+            let mac = &rest[start..start + len + 2];
+            if !MACROS.contains(&mac) {
+                warnings.push(format!(
+                    "unknown macro {mac} is left as is (known: $TARGET$, $PORT$, $MODE$)"
+                ));
+            }
+            rest = &after[len + 1..];
+        } else {
+            // The closing `$` may open the next macro.
+            rest = &after[len..];
+        }
+    }
+    Ok(v.to_string())
+}
+
+/// Why a character may not appear in a value, if it may not.
+fn bad_char(c: char) -> Option<String> {
+    if c == '\u{FFFD}' {
+        Some("contains bytes that are not valid UTF-8".into())
+    } else if c.is_control() {
+        Some(format!(
+            "contains the non-printable character U+{:04X}",
+            u32::from(c)
+        ))
+    } else {
+        None
+    }
+}
+
+fn is_blank(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+/// Parses the text of a `portsentry.conf`; `file` is only used to label diagnostics.
+///
+/// Returns `(result, warnings)`: the validated config or every error found, and the
+/// warnings, which are produced either way (unknown keys, duplicates, empty values…).
+/// See the module doc for the syntax rules.
+pub fn parse_legacy(
+    text: &str,
+    file: &Path,
+) -> (Result<LegacyConfig, Vec<Diagnostic>>, Vec<Diagnostic>) {
+    let mut cfg = LegacyConfig::default();
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    // Line of each key's first occurrence, indexed like KEYS.
+    let mut first_line = [0usize; KEYS.len()];
+
+    for (i, raw) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let mut error = |msg: String| errors.push(Diagnostic::new(file, line_no, msg));
+        let mut warn = |msg: String| warnings.push(Diagnostic::new(file, line_no, msg));
+
+        let line = raw.trim_matches(|c| is_blank(c) || c == '\r');
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key_len = line
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(line.len());
+        let (key, rest) = line.split_at(key_len);
+        let Some(k) = KEYS.iter().position(|k| k.name == key) else {
+            warn(unknown_key(key));
+            continue;
+        };
+        let spec = &KEYS[k];
+        let Some(value_part) = rest.trim_start_matches(is_blank).strip_prefix('=') else {
+            error(format!("expected `=` after {key}, as in {key}=\"value\""));
+            continue;
+        };
+        if first_line[k] != 0 {
+            warn(format!(
+                "{key} is set again here; the first setting, on line {}, is used \
+                 (PortSentry 1.2 rule; 2.x used the last)",
+                first_line[k]
+            ));
+            continue;
+        }
+        first_line[k] = line_no;
+
+        let Some(quoted) = value_part.trim_start_matches(is_blank).strip_prefix('"') else {
+            error(format!(
+                "the value of {key} must be in double quotes, as in {key}=\"value\" \
+                 (PortSentry 1.2 skipped this line)"
+            ));
+            continue;
+        };
+        let Some((value, after)) = quoted.split_once('"') else {
+            error(format!("the value of {key} has no closing `\"`"));
+            continue;
+        };
+        let after = after.trim_start_matches(is_blank);
+        if !after.is_empty() && !after.starts_with('#') {
+            warn(format!(
+                "text after the closing quote of {key} is ignored: `{after}`"
+            ));
+        }
+        if let Some(why) = value.chars().find_map(bad_char) {
+            error(format!("the value of {key} {why}"));
+            continue;
+        }
+        if value.trim().is_empty() {
+            warn(format!("{key} is empty and is treated as unset"));
+            continue;
+        }
+        let mut notes = Vec::new();
+        match (spec.set)(&mut cfg, value, &mut notes) {
+            Ok(()) => notes
+                .into_iter()
+                .for_each(|n| warn(format!("{key}=\"{value}\": {n}"))),
+            Err(reason) => error(format!("{key}=\"{value}\": {reason}")),
+        }
+    }
+
+    // A setting that can do nothing is legal but almost certainly not what was meant.
+    for (name, mode) in [("BLOCK_TCP", cfg.block_tcp), ("BLOCK_UDP", cfg.block_udp)] {
+        if mode == BlockMode::RunCmdOnly && cfg.kill_run_cmd.is_none() {
+            let line = KEYS
+                .iter()
+                .position(|k| k.name == name)
+                .map_or(0, |k| first_line[k]);
+            warnings.push(Diagnostic::new(
+                file,
+                line,
+                format!(
+                    "{name}=\"2\" runs only KILL_RUN_CMD, which is not set: \
+                     alarms will only be logged"
+                ),
+            ));
+        }
+    }
+
+    let result = if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(errors)
+    };
+    (result, warnings)
+}
+
+/// The warning for a line whose key we do not know, with a hint when it looks like a
+/// known key written in the wrong case or cut short (2.x matched keys by prefix).
+fn unknown_key(key: &str) -> String {
+    if key.is_empty() {
+        return "not a KEY=\"value\" line; ignored".into();
+    }
+    if let Some(k) = KEYS.iter().find(|k| k.name.eq_ignore_ascii_case(key)) {
+        return format!(
+            "unknown key {key}, ignored (keys are case-sensitive: did you mean {}?)",
+            k.name
+        );
+    }
+    let prefixed: Vec<&str> = KEYS
+        .iter()
+        .map(|k| k.name)
+        .filter(|n| {
+            n.strip_prefix(key)
+                .is_some_and(|tail| tail.starts_with('_'))
+        })
+        .collect();
+    if !prefixed.is_empty() {
+        return format!(
+            "unknown key {key}, ignored (keys must be written in full: did you mean {}?)",
+            prefixed.join(" or ")
+        );
+    }
+    format!("unknown key {key}, ignored")
+}
+
+/// Reads and parses a `portsentry.conf`. On success returns the config and its warnings;
+/// on failure the error holds every error, one per line, as "path:line: message".
+pub fn load_legacy(path: &Path) -> anyhow::Result<(LegacyConfig, Vec<Diagnostic>)> {
+    let text =
+        read_text(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    match parse_legacy(&text, path) {
+        (Ok(cfg), warnings) => Ok((cfg, warnings)),
+        (Err(errors), _) => Err(anyhow::anyhow!(join(&errors))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::TempFile;
+    use super::*;
+
+    const F: &str = "portsentry.conf";
+
+    fn parse(text: &str) -> (Result<LegacyConfig, Vec<Diagnostic>>, Vec<Diagnostic>) {
+        parse_legacy(text, Path::new(F))
+    }
+
+    /// Parses text that must be valid; returns the config and the warnings as strings.
+    fn ok(text: &str) -> (LegacyConfig, Vec<String>) {
+        let (res, warnings) = parse(text);
+        let cfg = res.unwrap_or_else(|e| panic!("unexpected errors: {e:#?}"));
+        (cfg, warnings.iter().map(ToString::to_string).collect())
+    }
+
+    /// Parses text that must fail; returns the errors as strings.
+    fn errs(text: &str) -> Vec<String> {
+        match parse(text).0 {
+            Ok(cfg) => panic!("expected errors, got {cfg:#?}"),
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn set(ports: &[u16]) -> PortSet {
+        ports.iter().copied().collect()
+    }
+
+    fn fixture(name: &str) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    const TCP_1_2: &[u16] = &[
+        1, 11, 15, 79, 111, 119, 143, 540, 635, 1080, 1524, 2000, 5742, 6667, 12345, 12346, 20034,
+        27665, 31337, 32771, 32772, 32773, 32774, 40421, 49724, 54320,
+    ];
+    const UDP_1_2: &[u16] = &[
+        1, 7, 9, 69, 161, 162, 513, 635, 640, 641, 700, 37444, 34555, 31335, 32770, 32771, 32772,
+        32773, 32774, 31337, 54321,
+    ];
+
+    #[test]
+    fn defaults_are_the_1_2_fallbacks() {
+        let d = LegacyConfig::default();
+        assert_eq!(d.advanced_ports_tcp, 1024);
+        assert_eq!(d.advanced_ports_udp, 1024);
+        assert!(d.advanced_exclude_tcp.is_empty() && d.advanced_exclude_udp.is_empty());
+        assert_eq!(d.block_tcp, BlockMode::LogOnly);
+        assert_eq!(d.block_udp, BlockMode::LogOnly);
+        assert_eq!(d.scan_trigger, 0);
+        assert!(!d.resolve_host && !d.kill_run_cmd_first);
+        assert!(d.tcp_ports.is_none() && d.ignore_file.is_none() && d.kill_route.is_none());
+        assert_eq!(d.hosts_deny_path(), Path::new("/etc/hosts.deny"));
+        let (cfg, warnings) = ok("");
+        assert_eq!(cfg, d);
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn upstream_1_2_conf() {
+        let (cfg, warnings) = ok(&fixture("portsentry-1.2.conf"));
+        assert!(warnings.is_empty(), "{warnings:#?}");
+        let psionic = Path::new("/usr/local/psionic/portsentry");
+        let expected = LegacyConfig {
+            tcp_ports: Some(set(TCP_1_2)),
+            udp_ports: Some(set(UDP_1_2)),
+            advanced_ports_tcp: 1024,
+            advanced_ports_udp: 1024,
+            advanced_exclude_tcp: set(&[113, 139]),
+            advanced_exclude_udp: set(&[520, 138, 137, 67]),
+            ignore_file: Some(psionic.join("portsentry.ignore")),
+            history_file: Some(psionic.join("portsentry.history")),
+            blocked_file: Some(psionic.join("portsentry.blocked")),
+            resolve_host: true,
+            block_tcp: BlockMode::Block,
+            block_udp: BlockMode::Block,
+            kill_route: None,
+            kill_hosts_deny: Some("ALL: $TARGET$".into()),
+            kill_run_cmd: None,
+            kill_run_cmd_first: false,
+            scan_trigger: 0,
+            port_banner: None,
+            hosts_deny_file: None,
+        };
+        assert_eq!(cfg, expected);
+        assert_eq!(cfg.tcp_ports.as_ref().unwrap().len(), 26);
+        assert_eq!(cfg.udp_ports.as_ref().unwrap().len(), 21);
+    }
+
+    #[test]
+    fn debian_conf() {
+        let text = fixture("portsentry-debian.conf");
+        // 2.x stops at line 61 of this file; it must be ADVANCED_PORTS_TCP, as reported.
+        assert!(
+            text.lines()
+                .nth(60)
+                .unwrap()
+                .starts_with("ADVANCED_PORTS_TCP=")
+        );
+        let (cfg, warnings) = ok(&text);
+        assert!(warnings.is_empty(), "{warnings:#?}");
+        let expected = LegacyConfig {
+            tcp_ports: Some(set(TCP_1_2)),
+            udp_ports: Some(set(UDP_1_2)),
+            advanced_ports_tcp: 1024,
+            advanced_ports_udp: 1024,
+            advanced_exclude_tcp: set(&[113, 139]),
+            advanced_exclude_udp: set(&[520, 138, 137, 67]),
+            ignore_file: Some("/etc/portsentry/portsentry.ignore".into()),
+            history_file: Some("/var/lib/portsentry/portsentry.history".into()),
+            blocked_file: Some("/var/lib/portsentry/portsentry.blocked".into()),
+            resolve_host: false,
+            block_tcp: BlockMode::LogOnly,
+            block_udp: BlockMode::LogOnly,
+            kill_route: Some("/sbin/route add -host $TARGET$ reject".into()),
+            kill_hosts_deny: Some("ALL: $TARGET$ : DENY".into()),
+            kill_run_cmd: None,
+            kill_run_cmd_first: false,
+            scan_trigger: 0,
+            port_banner: None,
+            hosts_deny_file: None,
+        };
+        assert_eq!(cfg, expected);
+    }
+
+    #[test]
+    fn debian_conf_with_crlf_and_no_final_newline() {
+        let text = fixture("portsentry-debian.conf").replace('\n', "\r\n");
+        let text = text.trim_end();
+        let (cfg, warnings) = ok(text);
+        assert!(warnings.is_empty());
+        assert_eq!(cfg.kill_hosts_deny.as_deref(), Some("ALL: $TARGET$ : DENY"));
+    }
+
+    #[test]
+    fn two_x_example_syntax() {
+        let (cfg, warnings) = ok(concat!(
+            "# 2.x example\n",
+            "TCP_PORTS = \"1,7,9,11,13,15,17,19,20,21,70,79,111,113,119,389,512-515,540,",
+            "543-544,873,989,990,992,1080\"\n",
+            "UDP_PORTS\t=\t\"7,9,13,19,111,389,513,517-518\"\n",
+            "IGNORE_FILE = \"/etc/portsentry/portsentry.ignore\"\n",
+            "HISTORY_FILE = \"/var/log/portsentry.log\"\n",
+            "BLOCKED_FILE = \"/tmp/portsentry.blocked\"\n",
+            "KILL_HOSTS_DENY = \"ALL: $TARGET$\"\n",
+            "KILL_RUN_CMD = \"/some/path/here/script $TARGET$ $PORT$\"\n",
+        ));
+        assert!(warnings.is_empty());
+        let tcp = cfg.tcp_ports.unwrap();
+        assert!(tcp.contains(514) && tcp.contains(544) && !tcp.contains(516));
+        assert_eq!(tcp.len(), 28);
+        assert_eq!(cfg.udp_ports.unwrap().len(), 9);
+        assert_eq!(
+            cfg.kill_run_cmd.as_deref(),
+            Some("/some/path/here/script $TARGET$ $PORT$")
+        );
+    }
+
+    #[test]
+    fn every_value_kind() {
+        let (cfg, warnings) = ok(concat!(
+            "ADVANCED_PORTS_TCP=\"65536\"\n",
+            "ADVANCED_PORTS_UDP=\"1\"\n",
+            "RESOLVE_HOST=\"1\"\n",
+            "BLOCK_TCP=\"2\"\n",
+            "BLOCK_UDP=\"1\"\n",
+            "KILL_RUN_CMD=\"/usr/local/bin/page $TARGET$ $PORT$ $MODE$\"\n",
+            "KILL_RUN_CMD_FIRST=\"1\"\n",
+            "SCAN_TRIGGER=\"10000\"\n",
+            "PORT_BANNER=\"  ** GO AWAY **  \"\n",
+            "HOSTS_DENY_FILE=\"/etc/hosts.deny.portsentry\"\n",
+        ));
+        assert!(warnings.is_empty(), "{warnings:#?}");
+        assert_eq!(cfg.advanced_ports_tcp, 65536);
+        assert_eq!(cfg.advanced_ports_udp, 1);
+        assert!(cfg.resolve_host && cfg.kill_run_cmd_first);
+        assert_eq!(cfg.block_tcp, BlockMode::RunCmdOnly);
+        assert_eq!(cfg.block_udp, BlockMode::Block);
+        assert_eq!(cfg.scan_trigger, 10000);
+        // The banner is sent as written, spaces included.
+        assert_eq!(cfg.port_banner.as_deref(), Some("  ** GO AWAY **  "));
+        assert_eq!(
+            cfg.hosts_deny_path(),
+            Path::new("/etc/hosts.deny.portsentry")
+        );
+    }
+
+    #[test]
+    fn layout_tolerated() {
+        let (cfg, warnings) = ok(concat!(
+            "   # indented comment\n",
+            "\t\n",
+            "  SCAN_TRIGGER \t= \"3\"   # trailing comment\n",
+            "BLOCK_TCP=\"1\"# tight comment\n",
+            "RESOLVE_HOST = \" 1 \"\r\n",
+            "TCP_PORTS=\"1, 2 ,3-4\""
+        ));
+        assert!(warnings.is_empty(), "{warnings:#?}");
+        assert_eq!(cfg.scan_trigger, 3);
+        assert_eq!(cfg.block_tcp, BlockMode::Block);
+        assert!(cfg.resolve_host);
+        assert_eq!(cfg.tcp_ports, Some(set(&[1, 2, 3, 4])));
+    }
+
+    #[test]
+    fn text_after_closing_quote_is_ignored_with_warning() {
+        let (cfg, warnings) = ok("KILL_HOSTS_DENY=\"ALL: $TARGET$\" junk\n");
+        assert_eq!(cfg.kill_hosts_deny.as_deref(), Some("ALL: $TARGET$"));
+        assert_eq!(
+            warnings,
+            [
+                "portsentry.conf:1: text after the closing quote of KILL_HOSTS_DENY is ignored: `junk`"
+            ]
+        );
+    }
+
+    #[test]
+    fn first_occurrence_wins_with_warning() {
+        let (cfg, warnings) = ok("BLOCK_TCP=\"1\"\n\nBLOCK_TCP=\"0\"\nBLOCK_TCP=\"bogus\"\n");
+        assert_eq!(cfg.block_tcp, BlockMode::Block);
+        assert_eq!(
+            warnings,
+            [
+                "portsentry.conf:3: BLOCK_TCP is set again here; the first setting, on line 1, \
+                 is used (PortSentry 1.2 rule; 2.x used the last)",
+                "portsentry.conf:4: BLOCK_TCP is set again here; the first setting, on line 1, \
+                 is used (PortSentry 1.2 rule; 2.x used the last)",
+            ]
+        );
+    }
+
+    #[test]
+    fn debian_uncommented_anal_lists_first_wins() {
+        // Admins uncomment the "really anal" lists above the default ones; 1.2 used them.
+        let (cfg, warnings) = ok(concat!("TCP_PORTS=\"1,7,9\"\n", "TCP_PORTS=\"1,11,15\"\n",));
+        assert_eq!(cfg.tcp_ports, Some(set(&[1, 7, 9])));
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].starts_with("portsentry.conf:2: TCP_PORTS is set again"));
+    }
+
+    #[test]
+    fn empty_value_is_unset_with_warning() {
+        let (cfg, warnings) =
+            ok("KILL_ROUTE=\"\"\nADVANCED_PORTS_TCP=\"  \"\nKILL_ROUTE=\"x $TARGET$\"\n");
+        assert_eq!(cfg.kill_route, None, "first (empty) occurrence wins");
+        assert_eq!(cfg.advanced_ports_tcp, 1024);
+        assert_eq!(
+            warnings,
+            [
+                "portsentry.conf:1: KILL_ROUTE is empty and is treated as unset",
+                "portsentry.conf:2: ADVANCED_PORTS_TCP is empty and is treated as unset",
+                "portsentry.conf:3: KILL_ROUTE is set again here; the first setting, on line 1, \
+                 is used (PortSentry 1.2 rule; 2.x used the last)",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_warn_and_never_match_by_prefix() {
+        let (cfg, warnings) = ok(concat!(
+            "BLOCK=\"1\"\n",
+            "KILL=\"/sbin/route add $TARGET$\"\n",
+            "block_tcp=\"1\"\n",
+            "SYSLOG_FACILITY=\"LOG_DAEMON\"\n",
+            "TCP_PORTS_EXTRA=\"1\"\n",
+            "\"1,2,3\"\n",
+        ));
+        assert_eq!(cfg, LegacyConfig::default());
+        assert_eq!(
+            warnings,
+            [
+                "portsentry.conf:1: unknown key BLOCK, ignored (keys must be written in full: \
+                 did you mean BLOCK_TCP or BLOCK_UDP?)",
+                "portsentry.conf:2: unknown key KILL, ignored (keys must be written in full: \
+                 did you mean KILL_ROUTE or KILL_HOSTS_DENY or KILL_RUN_CMD or KILL_RUN_CMD_FIRST?)",
+                "portsentry.conf:3: unknown key block_tcp, ignored (keys are case-sensitive: \
+                 did you mean BLOCK_TCP?)",
+                "portsentry.conf:4: unknown key SYSLOG_FACILITY, ignored",
+                "portsentry.conf:5: unknown key TCP_PORTS_EXTRA, ignored",
+                "portsentry.conf:6: not a KEY=\"value\" line; ignored",
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_on_known_keys() {
+        assert_eq!(
+            errs("SCAN_TRIGGER=0\nTCP_PORTS \"1\"\nBLOCK_TCP=\"1\nRESOLVE_HOST='1'\n"),
+            [
+                "portsentry.conf:1: the value of SCAN_TRIGGER must be in double quotes, as in \
+                 SCAN_TRIGGER=\"value\" (PortSentry 1.2 skipped this line)",
+                "portsentry.conf:2: expected `=` after TCP_PORTS, as in TCP_PORTS=\"value\"",
+                "portsentry.conf:3: the value of BLOCK_TCP has no closing `\"`",
+                "portsentry.conf:4: the value of RESOLVE_HOST must be in double quotes, as in \
+                 RESOLVE_HOST=\"value\" (PortSentry 1.2 skipped this line)",
+            ]
+        );
+    }
+
+    #[test]
+    fn value_errors_name_line_and_value() {
+        let e = errs(concat!(
+            "TCP_PORTS=\"1,abc,3\"\n",
+            "UDP_PORTS=\"70000\"\n",
+            "ADVANCED_PORTS_TCP=\"0\"\n",
+            "ADVANCED_PORTS_UDP=\"65537\"\n",
+            "ADVANCED_EXCLUDE_TCP=\"5-3\"\n",
+            "ADVANCED_EXCLUDE_UDP=\"0\"\n",
+            "BLOCK_TCP=\"3\"\n",
+            "BLOCK_UDP=\"yes\"\n",
+            "RESOLVE_HOST=\"2\"\n",
+            "KILL_RUN_CMD_FIRST=\"true\"\n",
+            "SCAN_TRIGGER=\"1-100\"\n",
+            "KILL_ROUTE=\"/sbin/route add -host $TARGET reject\"\n",
+            "KILL_HOSTS_DENY=\"ALL: HOST\"\n",
+            "IGNORE_FILE=\"portsentry.ignore\"\n",
+        ));
+        assert_eq!(
+            e,
+            [
+                "portsentry.conf:1: TCP_PORTS=\"1,abc,3\": bad port `abc`: `abc` is not a number",
+                "portsentry.conf:2: UDP_PORTS=\"70000\": bad port `70000`: 70000 is out of range \
+                 (ports are 1-65535)",
+                "portsentry.conf:3: ADVANCED_PORTS_TCP=\"0\": must be a whole number from 1 to 65536",
+                "portsentry.conf:4: ADVANCED_PORTS_UDP=\"65537\": must be a whole number from 1 \
+                 to 65536",
+                "portsentry.conf:5: ADVANCED_EXCLUDE_TCP=\"5-3\": bad port `5-3`: range start 5 \
+                 is above its end 3",
+                "portsentry.conf:6: ADVANCED_EXCLUDE_UDP=\"0\": bad port `0`: port 0 is not a \
+                 valid port (ports are 1-65535)",
+                "portsentry.conf:7: BLOCK_TCP=\"3\": must be 0 (log only), 1 (block) or 2 (run \
+                 KILL_RUN_CMD only)",
+                "portsentry.conf:8: BLOCK_UDP=\"yes\": must be 0 (log only), 1 (block) or 2 (run \
+                 KILL_RUN_CMD only)",
+                "portsentry.conf:9: RESOLVE_HOST=\"2\": must be 0 or 1",
+                "portsentry.conf:10: KILL_RUN_CMD_FIRST=\"true\": must be 0 or 1",
+                "portsentry.conf:11: SCAN_TRIGGER=\"1-100\": must be a whole number from 0 to 10000",
+                "portsentry.conf:12: KILL_ROUTE=\"/sbin/route add -host $TARGET reject\": must \
+                 contain $TARGET$ (the address to block)",
+                "portsentry.conf:13: KILL_HOSTS_DENY=\"ALL: HOST\": must contain $TARGET$ (the \
+                 address to block)",
+                "portsentry.conf:14: IGNORE_FILE=\"portsentry.ignore\": must be an absolute path",
+            ]
+        );
+    }
+
+    #[test]
+    fn scan_trigger_is_not_wrapped() {
+        // 2.x stored 70000 as uint16 4464.
+        for v in ["70000", "4294967296", "-1", "+5", "1e3", "0x10", "5 5"] {
+            let e = errs(&format!("SCAN_TRIGGER=\"{v}\"\n"));
+            assert!(
+                e[0].ends_with("must be a whole number from 0 to 10000"),
+                "{v}: {e:?}"
+            );
+        }
+        assert_eq!(ok("SCAN_TRIGGER=\"007\"").0.scan_trigger, 7);
+    }
+
+    #[test]
+    fn non_printable_values_are_errors() {
+        let e = errs(
+            "KILL_RUN_CMD=\"/bin/x\t$TARGET$\"\n\
+             PORT_BANNER=\"hi\u{1b}[31m\"\n\
+             KILL_ROUTE=\"a\u{FFFD} $TARGET$\"\n",
+        );
+        assert_eq!(
+            e,
+            [
+                "portsentry.conf:1: the value of KILL_RUN_CMD contains the non-printable character \
+                 U+0009",
+                "portsentry.conf:2: the value of PORT_BANNER contains the non-printable character \
+                 U+001B",
+                "portsentry.conf:3: the value of KILL_ROUTE contains bytes that are not valid UTF-8",
+            ]
+        );
+        // A lone CR inside the value is not a line ending.
+        assert_eq!(errs("PORT_BANNER=\"a\rb\"\n").len(), 1);
+        // Non-ASCII text is printable.
+        assert_eq!(
+            ok("PORT_BANNER=\"Zugriff verweigert — geh weg\"")
+                .0
+                .port_banner
+                .as_deref(),
+            Some("Zugriff verweigert — geh weg")
+        );
+    }
+
+    #[test]
+    fn errors_and_warnings_are_all_collected() {
+        let (res, warnings) = parse(concat!(
+            "FOO=\"1\"\n",
+            "BLOCK_TCP=\"9\"\n",
+            "SCAN_TRIGGER=\"x\"\n",
+            "SCAN_TRIGGER=\"1\"\n",
+        ));
+        let lines: Vec<usize> = res.unwrap_err().iter().map(|d| d.line).collect();
+        assert_eq!(lines, [2, 3]);
+        let wlines: Vec<usize> = warnings.iter().map(|d| d.line).collect();
+        assert_eq!(wlines, [1, 4]);
+        assert!(warnings.iter().all(|d| d.file == Path::new(F)));
+    }
+
+    #[test]
+    fn unknown_macros_warn() {
+        let (cfg, warnings) = ok(concat!(
+            "KILL_ROUTE=\"/sbin/iptables -I INPUT -s $TARGET$ -j DROP && logger $TAGRET$\"\n",
+            "KILL_RUN_CMD=\"echo $HOME $TARGET$$PORT$ $MODE$ costs $5 or $$\"\n",
+        ));
+        assert!(cfg.kill_route.unwrap().contains("&& logger $TAGRET$"));
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        assert!(warnings[0].starts_with("portsentry.conf:1: KILL_ROUTE=\""));
+        assert!(
+            warnings[0].ends_with(
+                "unknown macro $TAGRET$ is left as is (known: $TARGET$, $PORT$, $MODE$)"
+            )
+        );
+    }
+
+    #[test]
+    fn block_2_without_run_cmd_warns() {
+        let (_, warnings) = ok("\nBLOCK_UDP=\"2\"\n");
+        assert_eq!(
+            warnings,
+            [
+                "portsentry.conf:2: BLOCK_UDP=\"2\" runs only KILL_RUN_CMD, which is not set: \
+              alarms will only be logged"
+            ]
+        );
+        let (_, warnings) = ok("BLOCK_UDP=\"2\"\nKILL_RUN_CMD=\"/bin/true\"\n");
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn keys_are_documented_and_unique() {
+        let keys: Vec<_> = legacy_keys().collect();
+        assert_eq!(keys.len(), 19);
+        for (i, (name, doc)) in keys.iter().enumerate() {
+            assert!(!doc.is_empty(), "{name}");
+            assert!(
+                name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
+                "{name}"
+            );
+            assert!(keys[i + 1..].iter().all(|(n, _)| n != name), "{name} twice");
+        }
+    }
+
+    #[test]
+    fn load_legacy_reads_and_labels() {
+        let f = TempFile::new(
+            "legacy-ok.conf",
+            b"# \xe9t\xe9\nBLOCK_TCP=\"1\"\nFOO=\"bar\"\n",
+        );
+        let (cfg, warnings) = load_legacy(&f.0).unwrap();
+        assert_eq!(cfg.block_tcp, BlockMode::Block);
+        assert_eq!(
+            warnings[0].to_string(),
+            format!("{}:3: unknown key FOO, ignored", f.0.display())
+        );
+
+        let f = TempFile::new(
+            "legacy-bad.conf",
+            b"BLOCK_TCP=\"5\"\nSCAN_TRIGGER=\"\xff\"\n",
+        );
+        let err = load_legacy(&f.0).unwrap_err().to_string();
+        let p = f.0.display();
+        assert_eq!(
+            err,
+            format!(
+                "{p}:1: BLOCK_TCP=\"5\": must be 0 (log only), 1 (block) or 2 (run KILL_RUN_CMD \
+                 only)\n{p}:2: the value of SCAN_TRIGGER contains bytes that are not valid UTF-8"
+            )
+        );
+
+        let err = load_legacy(Path::new("/nonexistent/portsentry.conf")).unwrap_err();
+        assert!(format!("{err:#}").starts_with("cannot read config file /nonexistent/"));
+    }
+}

@@ -1,0 +1,141 @@
+//! Where our log lines go: syslog (`/dev/log`, ident `portsentry`, facility daemon,
+//! level notice, as PortSentry 1.2 wrote them) and, in the foreground, stderr.
+//!
+//! Lines are the 1.2 `adminalert:` / `attackalert:` texts; this module only adds the
+//! transport framing. Logging never fails the caller: a missing or restarting syslog
+//! daemon costs a single warning on stderr, and the socket is re-tried on later lines.
+
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// RFC 3164 priority: facility daemon (3) * 8 + severity notice (5).
+const PRIORITY_DAEMON_NOTICE: u8 = 29;
+
+pub struct Logger {
+    syslog: Option<Mutex<SyslogSink>>,
+    to_stderr: bool,
+    pid: u32,
+}
+
+struct SyslogSink {
+    path: PathBuf,
+    socket: Option<UnixDatagram>,
+    warned: bool,
+}
+
+impl Logger {
+    /// `syslog_path` None disables syslog (used by tests and `check-config`).
+    pub fn new(syslog_path: Option<&Path>, to_stderr: bool) -> Self {
+        Logger {
+            syslog: syslog_path.map(|p| {
+                Mutex::new(SyslogSink {
+                    path: p.to_path_buf(),
+                    socket: None,
+                    warned: false,
+                })
+            }),
+            to_stderr,
+            pid: std::process::id(),
+        }
+    }
+
+    /// Log one line (e.g. `attackalert: ...`).
+    pub fn log(&self, message: &str) {
+        let now = chrono::Local::now();
+        if self.to_stderr {
+            let line = format!(
+                "{} portsentry[{}]: {}\n",
+                now.format("%Y-%m-%dT%H:%M:%S%.3f%:z"),
+                self.pid,
+                message
+            );
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        }
+        if let Some(sink) = &self.syslog {
+            let frame = format!(
+                "<{}>{} portsentry[{}]: {}",
+                PRIORITY_DAEMON_NOTICE,
+                now.format("%b %e %H:%M:%S"),
+                self.pid,
+                message
+            );
+            let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
+            sink.send(frame.as_bytes(), self.to_stderr);
+        }
+    }
+}
+
+impl SyslogSink {
+    fn send(&mut self, frame: &[u8], stderr_too: bool) {
+        // Two tries: the cached socket may point at a syslog daemon that restarted.
+        for _ in 0..2 {
+            if self.socket.is_none() {
+                match UnixDatagram::unbound().and_then(|s| s.connect(&self.path).map(|()| s)) {
+                    Ok(s) => self.socket = Some(s),
+                    Err(e) => {
+                        if !self.warned {
+                            self.warned = true;
+                            let _ = writeln!(
+                                std::io::stderr(),
+                                "portsentry: warning: cannot reach syslog at {}: {e}{}",
+                                self.path.display(),
+                                if stderr_too {
+                                    ""
+                                } else {
+                                    " (log lines are lost until it is back)"
+                                }
+                            );
+                        }
+                        return;
+                    }
+                }
+            }
+            if let Some(s) = &self.socket {
+                if s.send(frame).is_ok() {
+                    self.warned = false;
+                    return;
+                }
+                self.socket = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syslog_frame_has_daemon_notice_priority_and_ident() {
+        let dir = std::env::temp_dir().join(format!("ps-logger-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log.sock");
+        let _ = std::fs::remove_file(&path);
+        let server = UnixDatagram::bind(&path).unwrap();
+        let logger = Logger::new(Some(&path), false);
+        logger.log("attackalert: test line");
+        let mut buf = [0u8; 512];
+        server
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let n = server.recv(&mut buf).unwrap();
+        let text = std::str::from_utf8(&buf[..n]).unwrap();
+        assert!(text.starts_with("<29>"), "{text}");
+        assert!(
+            text.ends_with(&format!(
+                "portsentry[{}]: attackalert: test line",
+                std::process::id()
+            )),
+            "{text}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn missing_syslog_socket_does_not_fail() {
+        let logger = Logger::new(Some(Path::new("/nonexistent/dev/log")), false);
+        logger.log("adminalert: nothing listens");
+    }
+}

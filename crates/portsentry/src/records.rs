@@ -1,0 +1,293 @@
+//! The files PortSentry users and their tools read: the history file (append-only,
+//! never truncated, one 1.2-format line per acted-on host — fail2ban's stock
+//! `portsentry` filter anchors on its `Host: <HOST>`), the per-mode blocked file, and
+//! `/etc/hosts.deny` (deduplicated, replaced atomically so TCP wrappers never read a
+//! half-written file).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Local, TimeZone};
+use portsentry_engine::Proto;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("cannot open {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot replace {path}: {source}")]
+    Replace { path: PathBuf, source: io::Error },
+}
+
+/// One `... Host: name/ip Port: N PROTO Blocked` line, the 1.2 format (Y2K-fixed):
+/// `942286729 - 11/10/1999 20:18:49 Host: 192.168.2.12/192.168.2.12 Port: 111 TCP Blocked`.
+pub fn blocked_line<Tz: TimeZone>(
+    when: &DateTime<Tz>,
+    resolved: &str,
+    ip: IpAddr,
+    port: u16,
+    proto: Proto,
+) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    format!(
+        "{} - {} Host: {}/{} Port: {} {} Blocked\n",
+        when.timestamp(),
+        when.format("%m/%d/%Y %H:%M:%S"),
+        resolved,
+        ip,
+        port,
+        proto
+    )
+}
+
+/// An append-only record file (history or blocked). Each line is written with one
+/// `write` on an O_APPEND descriptor and flushed to disk, so a crash loses nothing that
+/// was reported as written and concurrent writers never interleave within a line.
+pub struct RecordFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl RecordFile {
+    /// Open for appending, creating the file (mode 0600) and its parent directory.
+    /// `truncate` empties it first: 1.2 does that for the per-session blocked file,
+    /// never for history.
+    pub fn open(path: &Path, truncate: bool) -> Result<Self, RecordError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(|source| RecordError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let mut options = OpenOptions::new();
+        options.create(true).mode(0o600);
+        if truncate {
+            options.write(true).truncate(true);
+        } else {
+            options.append(true);
+        }
+        let file = options.open(path).map_err(|source| RecordError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if truncate {
+            // Re-open in append mode so every later write lands at the end.
+            drop(file);
+            return Self::open(path, false);
+        }
+        Ok(RecordFile {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn append(&mut self, line: &str) -> Result<(), RecordError> {
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|()| self.file.sync_data())
+            .map_err(|source| RecordError::Write {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
+
+/// Convenience: a blocked line stamped with the local wall clock now.
+pub fn blocked_line_now(resolved: &str, ip: IpAddr, port: u16, proto: Proto) -> String {
+    blocked_line(&Local::now(), resolved, ip, port, proto)
+}
+
+/// Result of adding a line to hosts.deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostsDenyResult {
+    Added,
+    AlreadyPresent,
+}
+
+/// Add `line` to the hosts.deny file at `path` unless an identical line is there.
+/// The new content is written to a temporary file beside it, flushed, and renamed over
+/// the original, keeping its permissions.
+pub fn add_hosts_deny_line(path: &Path, line: &str) -> Result<HostsDenyResult, RecordError> {
+    let existing = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(source) => {
+            return Err(RecordError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let wanted = line.trim();
+    if existing.lines().any(|l| l.trim() == wanted) {
+        return Ok(HostsDenyResult::AlreadyPresent);
+    }
+    let mut content = existing;
+    if !content.is_empty() && !content.ends_with('\n') {
+        content.push('\n');
+    }
+    content.push_str(wanted);
+    content.push('\n');
+
+    let mode = fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o644);
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "hosts.deny".into());
+    let tmp = path.with_file_name(format!(".{file_name}.portsentry.{}", std::process::id()));
+    let replace_err = |source| RecordError::Replace {
+        path: path.to_path_buf(),
+        source,
+    };
+    let write = || -> io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(content.as_bytes())?;
+        f.sync_all()?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+        fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // Make the rename itself durable.
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        replace_err(e)
+    })?;
+    Ok(HostsDenyResult::Added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::FixedOffset;
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ps-records-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn blocked_line_matches_the_1_2_example() {
+        let tz = FixedOffset::west_opt(8 * 3600).unwrap();
+        let when = tz.timestamp_opt(942286729, 0).unwrap();
+        let line = blocked_line(
+            &when,
+            "192.168.2.12",
+            "192.168.2.12".parse().unwrap(),
+            111,
+            Proto::Tcp,
+        );
+        assert_eq!(
+            line,
+            "942286729 - 11/10/1999 18:18:49 Host: 192.168.2.12/192.168.2.12 Port: 111 TCP Blocked\n"
+        );
+    }
+
+    #[test]
+    fn fail2ban_stock_filter_shape_matches() {
+        // fail2ban's filter.d/portsentry.conf: failregex = /<HOST> Port\: [0-9]+ (TCP|UDP) Blocked$
+        let line = blocked_line_now(
+            "fd00:5e17::2",
+            "fd00:5e17::2".parse().unwrap(),
+            53,
+            Proto::Udp,
+        );
+        assert!(
+            line.trim_end()
+                .ends_with("/fd00:5e17::2 Port: 53 UDP Blocked"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn history_is_appended_never_truncated_and_blocked_is_truncated() {
+        let d = tmpdir("append");
+        let h = d.join("sub/portsentry.history");
+        RecordFile::open(&h, false)
+            .unwrap()
+            .append("one\n")
+            .unwrap();
+        RecordFile::open(&h, false)
+            .unwrap()
+            .append("two\n")
+            .unwrap();
+        assert_eq!(fs::read_to_string(&h).unwrap(), "one\ntwo\n");
+        let b = d.join("portsentry.blocked.atcp");
+        RecordFile::open(&b, false)
+            .unwrap()
+            .append("old\n")
+            .unwrap();
+        let mut f = RecordFile::open(&b, true).unwrap();
+        f.append("new\n").unwrap();
+        f.append("newer\n").unwrap();
+        assert_eq!(fs::read_to_string(&b).unwrap(), "new\nnewer\n");
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn hosts_deny_is_deduplicated_and_keeps_content_and_mode() {
+        let d = tmpdir("deny");
+        let p = d.join("hosts.deny");
+        fs::write(&p, "# comment\nsshd: 198.18.0.9").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(
+            add_hosts_deny_line(&p, "ALL: 198.18.0.2").unwrap(),
+            HostsDenyResult::Added
+        );
+        assert_eq!(
+            add_hosts_deny_line(&p, "ALL: 198.18.0.2").unwrap(),
+            HostsDenyResult::AlreadyPresent
+        );
+        assert_eq!(
+            fs::read_to_string(&p).unwrap(),
+            "# comment\nsshd: 198.18.0.9\nALL: 198.18.0.2\n"
+        );
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        assert_eq!(
+            fs::read_dir(&d).unwrap().count(),
+            1,
+            "no temp file left behind"
+        );
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn hosts_deny_is_created_when_missing() {
+        let d = tmpdir("create");
+        let p = d.join("hosts.deny");
+        add_hosts_deny_line(&p, "ALL: fd00:5e17::2 : DENY").unwrap();
+        assert_eq!(
+            fs::read_to_string(&p).unwrap(),
+            "ALL: fd00:5e17::2 : DENY\n"
+        );
+        let _ = fs::remove_dir_all(&d);
+    }
+}

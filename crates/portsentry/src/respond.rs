@@ -1,0 +1,341 @@
+//! The legacy responses of PortSentry 1.2, run for one source when the engine asks:
+//! BLOCK_TCP/BLOCK_UDP 0/1/2, KILL_HOSTS_DENY, KILL_ROUTE, KILL_RUN_CMD (first or last),
+//! and the blocked/history records that follow a successful response.
+//!
+//! Rules that differ from 1.2 on purpose (COMPAT.md):
+//! - "has been blocked" is logged only when the command exited 0 (1.2 only checked
+//!   that the shell could be started); a failure is logged as a failure and the host
+//!   is not recorded as blocked, so it is tried again later.
+//! - Commands get a time limit, so a hung KILL_ROUTE cannot wedge the responder.
+//! - Macro values are produced by us (an IP address, a port number, a mode name), so the
+//!   `/bin/sh -c` that 1.2 configs rely on (`&&`, pipes) cannot be injected into.
+
+use std::io::Read;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use portsentry_engine::engine::Outcome;
+use portsentry_engine::{Probe, Proto};
+use wait_timeout::ChildExt;
+
+use crate::config::BlockMode;
+use crate::logger::Logger;
+use crate::records::{self, HostsDenyResult, RecordFile};
+
+/// How long one KILL_* command may run before it is killed and counted as failed.
+pub const COMMAND_TIME_LIMIT: Duration = Duration::from_secs(30);
+
+/// The response settings of one protocol's mode, as read from the config.
+#[derive(Debug, Clone)]
+pub struct ResponsePlan {
+    /// Mode name for `$MODE$` and the blocked-file suffix ("atcp", "sudp", ...).
+    pub mode: String,
+    pub block: BlockMode,
+    pub kill_route: Option<String>,
+    pub kill_hosts_deny: Option<String>,
+    pub kill_run_cmd: Option<String>,
+    pub kill_run_cmd_first: bool,
+    pub hosts_deny_file: PathBuf,
+}
+
+/// Runs responses and writes the records that follow them. Owned by the reporter thread.
+pub struct Responder {
+    tcp: Option<ResponsePlan>,
+    udp: Option<ResponsePlan>,
+    tcp_blocked: Option<RecordFile>,
+    udp_blocked: Option<RecordFile>,
+    history: Option<RecordFile>,
+}
+
+/// One step of the 1.2 action chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    HostsDeny,
+    Route,
+    RunCmd,
+}
+
+impl Responder {
+    pub fn new(
+        tcp: Option<ResponsePlan>,
+        udp: Option<ResponsePlan>,
+        tcp_blocked: Option<RecordFile>,
+        udp_blocked: Option<RecordFile>,
+        history: Option<RecordFile>,
+    ) -> Self {
+        Responder {
+            tcp,
+            udp,
+            tcp_blocked,
+            udp_blocked,
+            history,
+        }
+    }
+
+    /// Run the configured response against `probe.src` and record it.
+    pub fn respond(&mut self, log: &Logger, probe: &Probe, resolved: &str) -> Outcome {
+        let proto = probe.proto();
+        let plan = match proto {
+            Proto::Tcp => self.tcp.as_ref(),
+            Proto::Udp => self.udp.as_ref(),
+        };
+        let Some(plan) = plan else {
+            return Outcome::Reported;
+        };
+        let target = probe.src;
+        let (outcome, ok) = match plan.block {
+            BlockMode::LogOnly => {
+                log.log(&format!(
+                    "attackalert: Ignoring {proto} response per configuration file setting."
+                ));
+                (Outcome::Reported, true)
+            }
+            BlockMode::RunCmdOnly => match &plan.kill_run_cmd {
+                Some(_) => {
+                    let ok = run_step(log, plan, Step::RunCmd, target, probe.dport);
+                    (
+                        if ok {
+                            Outcome::Blocked
+                        } else {
+                            Outcome::Failed
+                        },
+                        ok,
+                    )
+                }
+                None => {
+                    log.log(&format!(
+                        "attackalert: BLOCK_{proto}=2 but KILL_RUN_CMD is not set: nothing run for host {target}."
+                    ));
+                    (Outcome::Reported, true)
+                }
+            },
+            BlockMode::Block => {
+                let order: [Step; 3] = if plan.kill_run_cmd_first {
+                    [Step::RunCmd, Step::HostsDeny, Step::Route]
+                } else {
+                    [Step::HostsDeny, Step::Route, Step::RunCmd]
+                };
+                let mut ran_any = false;
+                let mut all_ok = true;
+                for step in order {
+                    let configured = match step {
+                        Step::HostsDeny => plan.kill_hosts_deny.is_some(),
+                        Step::Route => plan.kill_route.is_some(),
+                        Step::RunCmd => plan.kill_run_cmd.is_some(),
+                    };
+                    if configured {
+                        ran_any = true;
+                        // 1.2 runs every configured step even after one failed.
+                        all_ok &= run_step(log, plan, step, target, probe.dport);
+                    }
+                }
+                if !ran_any {
+                    log.log(&format!(
+                        "attackalert: BLOCK_{proto}=1 but no KILL_ROUTE, KILL_HOSTS_DENY or KILL_RUN_CMD is set: host {target} is not blocked."
+                    ));
+                    (Outcome::Reported, true)
+                } else if all_ok {
+                    (Outcome::Blocked, true)
+                } else {
+                    (Outcome::Failed, false)
+                }
+            }
+        };
+        if !ok {
+            log.log(&format!(
+                "attackalert: ERROR: Could not block host {resolved}/{target}!!"
+            ));
+            return outcome;
+        }
+        // Like 1.2, an acted-on host is written to the blocked and history files, also
+        // with BLOCK_x=0: fail2ban setups depend on that history line.
+        let line = records::blocked_line_now(resolved, target, probe.dport, proto);
+        let blocked = match proto {
+            Proto::Tcp => self.tcp_blocked.as_mut(),
+            Proto::Udp => self.udp_blocked.as_mut(),
+        };
+        for file in [blocked, self.history.as_mut()].into_iter().flatten() {
+            if let Err(e) = file.append(&line) {
+                log.log(&format!("adminalert: ERROR: {e}"));
+            }
+        }
+        outcome
+    }
+}
+
+/// Substitute the 1.2 macros. `$TARGET$` is bracketed for IPv6 in hosts.deny lines,
+/// since TCP wrappers only match IPv6 addresses written as `[addr]`.
+pub fn expand_macros(
+    template: &str,
+    target: IpAddr,
+    port: u16,
+    mode: &str,
+    for_hosts_deny: bool,
+) -> String {
+    let target = match target {
+        IpAddr::V6(v6) if for_hosts_deny => format!("[{v6}]"),
+        other => other.to_string(),
+    };
+    template
+        .replace("$TARGET$", &target)
+        .replace("$PORT$", &port.to_string())
+        .replace("$MODE$", mode)
+}
+
+fn run_step(log: &Logger, plan: &ResponsePlan, step: Step, target: IpAddr, port: u16) -> bool {
+    match step {
+        Step::HostsDeny => {
+            let Some(template) = &plan.kill_hosts_deny else {
+                return true;
+            };
+            let line = expand_macros(template, target, port, &plan.mode, true);
+            match records::add_hosts_deny_line(&plan.hosts_deny_file, &line) {
+                Ok(HostsDenyResult::Added) => {
+                    log.log(&format!(
+                        "attackalert: Host {target} has been blocked via wrappers with string: \"{line}\""
+                    ));
+                    true
+                }
+                Ok(HostsDenyResult::AlreadyPresent) => {
+                    log.log(&format!(
+                        "attackalert: Host {target} already in hosts.deny file, skipping."
+                    ));
+                    true
+                }
+                Err(e) => {
+                    log.log(&format!(
+                        "attackalert: ERROR: KILL_HOSTS_DENY failed for host {target}: {e}"
+                    ));
+                    false
+                }
+            }
+        }
+        Step::Route | Step::RunCmd => {
+            let (key, template) = match step {
+                Step::Route => ("KILL_ROUTE", &plan.kill_route),
+                _ => ("KILL_RUN_CMD", &plan.kill_run_cmd),
+            };
+            let Some(template) = template else {
+                return true;
+            };
+            let command = expand_macros(template, target, port, &plan.mode, false);
+            match run_shell(&command, COMMAND_TIME_LIMIT) {
+                Ok(()) => {
+                    log.log(&match step {
+                        Step::Route => format!(
+                            "attackalert: Host {target} has been blocked via dropped route using command: \"{command}\""
+                        ),
+                        _ => format!(
+                            "attackalert: External command run for host: {target} using command: \"{command}\""
+                        ),
+                    });
+                    true
+                }
+                Err(why) => {
+                    log.log(&format!(
+                        "attackalert: ERROR: {key} command failed for host {target} ({why}): \"{command}\""
+                    ));
+                    false
+                }
+            }
+        }
+    }
+}
+
+/// Run `command` through `/bin/sh -c` (1.2 used `system()`), wait at most `limit`.
+/// Err carries a short reason: exit status, signal, time-out, or spawn error, plus the
+/// first line the command wrote to stderr.
+pub fn run_shell(command: &str, limit: Duration) -> Result<(), String> {
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start /bin/sh: {e}"))?;
+    let status = match child.wait_timeout(limit) {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("killed after {} s time limit", limit.as_secs()));
+        }
+        Err(e) => return Err(format!("wait failed: {e}")),
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        // Non-blocking: a background child of the command may still hold the pipe open,
+        // and its end must not be waited for.
+        use std::os::fd::AsRawFd;
+        // SAFETY: fcntl on a descriptor we own; no memory is passed.
+        unsafe {
+            let fd = pipe.as_raw_fd();
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = pipe.read(&mut buf) {
+            stderr = String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+    }
+    let reason = match status.code() {
+        Some(code) => format!("exit status {code}"),
+        None => "killed by a signal".to_string(),
+    };
+    match stderr
+        .lines()
+        .next()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
+        Some(first) => Err(format!("{reason}: {first}")),
+        None => Err(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macros_are_substituted_and_ipv6_bracketed_only_for_hosts_deny() {
+        let v6: IpAddr = "fd00:5e17::2".parse().unwrap();
+        assert_eq!(
+            expand_macros("ALL: $TARGET$ : DENY", v6, 22, "atcp", true),
+            "ALL: [fd00:5e17::2] : DENY"
+        );
+        assert_eq!(
+            expand_macros(
+                "/sbin/route add -host $TARGET$ reject # $PORT$ $MODE$",
+                "198.18.0.2".parse().unwrap(),
+                111,
+                "audp",
+                false
+            ),
+            "/sbin/route add -host 198.18.0.2 reject # 111 audp"
+        );
+        assert_eq!(
+            expand_macros("x $TARGET$", v6, 1, "atcp", false),
+            "x fd00:5e17::2"
+        );
+    }
+
+    #[test]
+    fn shell_result_reflects_exit_status() {
+        assert_eq!(run_shell("true && exit 0", Duration::from_secs(5)), Ok(()));
+        let err = run_shell("echo boom >&2; exit 3", Duration::from_secs(5)).unwrap_err();
+        assert_eq!(err, "exit status 3: boom");
+    }
+
+    #[test]
+    fn hung_command_is_killed_at_the_limit() {
+        let err = run_shell("sleep 30", Duration::from_millis(200)).unwrap_err();
+        assert!(err.contains("time limit"), "{err}");
+    }
+}

@@ -1,0 +1,293 @@
+//! Everything the daemon needs to run, merged from the command line, the legacy
+//! `portsentry.conf`, Debian's `/etc/default/portsentry`, and the embedded defaults, and
+//! validated before anything starts. A bad value stops startup with file:line; nothing
+//! here guesses.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use portsentry_engine::Proto;
+use portsentry_engine::engine::EngineConfig;
+use portsentry_engine::ignore::IgnoreSet;
+use portsentry_engine::ports::Watch;
+
+use crate::cli::{Cli, DEFAULT_CONFIG};
+use crate::config::{self, BlockMode, LegacyConfig, TcpMode, UdpMode};
+use crate::respond::ResponsePlan;
+
+/// Embedded defaults used when no config file exists (the quick start): advanced
+/// stealth TCP and UDP, log only, records under Debian's paths.
+pub const DEFAULT_HISTORY_FILE: &str = "/var/lib/portsentry/portsentry.history";
+pub const DEFAULT_BLOCKED_FILE: &str = "/var/lib/portsentry/portsentry.blocked";
+pub const DEFAULT_IGNORE_FILE: &str = "/etc/portsentry/portsentry.ignore";
+pub const DEFAULT_HOSTS_DENY: &str = "/etc/hosts.deny";
+
+/// One protocol's detection mode.
+#[derive(Debug, Clone)]
+pub struct ModeSettings {
+    /// 1.2 mode name: "stcp", "atcp", "sudp", "audp".
+    pub name: &'static str,
+    pub proto: Proto,
+    pub watch: Watch,
+    pub plan: ResponsePlan,
+    /// Blocked-file path for this mode (BLOCKED_FILE + "." + mode).
+    pub blocked_file: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct Settings {
+    pub tcp: Option<ModeSettings>,
+    pub udp: Option<ModeSettings>,
+    pub ignore: IgnoreSet,
+    pub ignore_file: Option<PathBuf>,
+    pub engine: EngineConfig,
+    pub history_file: PathBuf,
+    pub resolve_host: bool,
+    /// Where the configuration came from, for the startup log.
+    pub config_source: String,
+    /// Lines to log at startup (warnings about the config, mode substitutions).
+    pub notices: Vec<String>,
+}
+
+impl Settings {
+    /// Highest port any mode watches, for the kernel filter.
+    pub fn max_watched_port(&self) -> u16 {
+        [&self.tcp, &self.udp]
+            .into_iter()
+            .flatten()
+            .map(|m| m.watch.max_port())
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub fn mode(&self, proto: Proto) -> Option<&ModeSettings> {
+        match proto {
+            Proto::Tcp => self.tcp.as_ref(),
+            Proto::Udp => self.udp.as_ref(),
+        }
+    }
+}
+
+/// Build the settings from the command line.
+pub fn from_cli(cli: &Cli) -> Result<Settings> {
+    let mut notices = Vec::new();
+
+    let (legacy, config_source) = match &cli.config {
+        Some(path) => (load_config(path, &mut notices)?, path.display().to_string()),
+        None if Path::new(DEFAULT_CONFIG).exists() => (
+            load_config(Path::new(DEFAULT_CONFIG), &mut notices)?,
+            DEFAULT_CONFIG.to_string(),
+        ),
+        None => (
+            embedded_defaults(),
+            "built-in defaults (no config file)".to_string(),
+        ),
+    };
+
+    let (tcp_mode, udp_mode) = select_modes(cli, &mut notices)?;
+
+    let hosts_deny_file = cli
+        .hosts_deny
+        .clone()
+        .or_else(|| legacy.hosts_deny_file.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_HOSTS_DENY));
+    let blocked_base = legacy
+        .blocked_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_BLOCKED_FILE));
+    let history_file = legacy
+        .history_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_HISTORY_FILE));
+
+    let plan = |mode: &str, block: BlockMode| ResponsePlan {
+        mode: mode.to_string(),
+        block,
+        kill_route: legacy.kill_route.clone(),
+        kill_hosts_deny: legacy.kill_hosts_deny.clone(),
+        kill_run_cmd: legacy.kill_run_cmd.clone(),
+        kill_run_cmd_first: legacy.kill_run_cmd_first,
+        hosts_deny_file: hosts_deny_file.clone(),
+    };
+    let blocked_for = |mode: &str| {
+        let mut p = blocked_base.clone().into_os_string();
+        p.push(format!(".{mode}"));
+        PathBuf::from(p)
+    };
+
+    let tcp = match tcp_mode {
+        None => None,
+        Some(mode) => {
+            let (name, watch) = match mode {
+                TcpMode::Classic | TcpMode::Stealth => {
+                    let Some(ports) = legacy.tcp_ports.clone() else {
+                        bail!(
+                            "{config_source}: TCP_PORTS is required for -{}",
+                            mode.flag()
+                        );
+                    };
+                    ("stcp", Watch::Listed(ports))
+                }
+                TcpMode::Advanced => (
+                    "atcp",
+                    Watch::Advanced {
+                        below: legacy.advanced_ports_tcp,
+                        exclude: legacy.advanced_exclude_tcp.clone(),
+                    },
+                ),
+            };
+            Some(ModeSettings {
+                name,
+                proto: Proto::Tcp,
+                watch,
+                plan: plan(name, legacy.block_tcp),
+                blocked_file: blocked_for(name),
+            })
+        }
+    };
+    let udp = match udp_mode {
+        None => None,
+        Some(mode) => {
+            let (name, watch) = match mode {
+                UdpMode::Classic | UdpMode::Stealth => {
+                    let Some(ports) = legacy.udp_ports.clone() else {
+                        bail!(
+                            "{config_source}: UDP_PORTS is required for -{}",
+                            mode.flag()
+                        );
+                    };
+                    ("sudp", Watch::Listed(ports))
+                }
+                UdpMode::Advanced => (
+                    "audp",
+                    Watch::Advanced {
+                        below: legacy.advanced_ports_udp,
+                        exclude: legacy.advanced_exclude_udp.clone(),
+                    },
+                ),
+            };
+            Some(ModeSettings {
+                name,
+                proto: Proto::Udp,
+                watch,
+                plan: plan(name, legacy.block_udp),
+                blocked_file: blocked_for(name),
+            })
+        }
+    };
+
+    let (ignore, ignore_file) = match &legacy.ignore_file {
+        Some(path) => (
+            config::load_ignore(path).with_context(|| format!("IGNORE_FILE {}", path.display()))?,
+            Some(path.clone()),
+        ),
+        None => {
+            notices.push(format!(
+                "adminalert: WARNING: IGNORE_FILE is not set; only the loopback range is ignored (set it to {DEFAULT_IGNORE_FILE} to whitelist hosts)"
+            ));
+            (loopback_ignore(), None)
+        }
+    };
+
+    if legacy.port_banner.is_some() {
+        notices.push(
+            "adminalert: PORT_BANNER is set but only applies to the classic connect modes, which this version runs as stealth modes; it is not sent".to_string(),
+        );
+    }
+
+    Ok(Settings {
+        tcp,
+        udp,
+        ignore,
+        ignore_file,
+        engine: EngineConfig {
+            scan_trigger: legacy.scan_trigger,
+            ..EngineConfig::default()
+        },
+        history_file,
+        resolve_host: legacy.resolve_host,
+        config_source,
+        notices,
+    })
+}
+
+fn load_config(path: &Path, notices: &mut Vec<String>) -> Result<LegacyConfig> {
+    let (legacy, warnings) = config::load_legacy(path)?;
+    notices.extend(warnings.iter().map(|w| format!("adminalert: WARNING: {w}")));
+    Ok(legacy)
+}
+
+/// The no-config defaults: 1.2's built-in fallbacks, Debian's file locations, and the
+/// Debian ignore file when it exists.
+fn embedded_defaults() -> LegacyConfig {
+    LegacyConfig {
+        history_file: Some(PathBuf::from(DEFAULT_HISTORY_FILE)),
+        blocked_file: Some(PathBuf::from(DEFAULT_BLOCKED_FILE)),
+        ignore_file: Path::new(DEFAULT_IGNORE_FILE)
+            .exists()
+            .then(|| PathBuf::from(DEFAULT_IGNORE_FILE)),
+        ..LegacyConfig::default()
+    }
+}
+
+fn loopback_ignore() -> IgnoreSet {
+    let mut set = IgnoreSet::new();
+    set.insert("127.0.0.0/8".parse().expect("valid network"));
+    set.insert("::1/128".parse().expect("valid network"));
+    set
+}
+
+/// Modes from the flags; without flags, from /etc/default/portsentry; else atcp+audp.
+fn select_modes(
+    cli: &Cli,
+    notices: &mut Vec<String>,
+) -> Result<(Option<TcpMode>, Option<UdpMode>)> {
+    let (tcp, udp) = if cli.has_mode_flag() {
+        let tcp_count = [cli.tcp, cli.stcp, cli.atcp].iter().filter(|b| **b).count();
+        let udp_count = [cli.udp, cli.sudp, cli.audp].iter().filter(|b| **b).count();
+        if tcp_count > 1 || udp_count > 1 {
+            bail!(
+                "usage: give at most one TCP mode (-tcp, -stcp, -atcp) and one UDP mode (-udp, -sudp, -audp)"
+            );
+        }
+        let tcp = if cli.atcp {
+            Some(TcpMode::Advanced)
+        } else if cli.stcp {
+            Some(TcpMode::Stealth)
+        } else if cli.tcp {
+            Some(TcpMode::Classic)
+        } else {
+            None
+        };
+        let udp = if cli.audp {
+            Some(UdpMode::Advanced)
+        } else if cli.sudp {
+            Some(UdpMode::Stealth)
+        } else if cli.udp {
+            Some(UdpMode::Classic)
+        } else {
+            None
+        };
+        (tcp, udp)
+    } else {
+        match config::load_debian_defaults(&cli.defaults_file)? {
+            Some(defaults) if defaults.tcp_mode.is_some() || defaults.udp_mode.is_some() => {
+                notices.push(format!(
+                    "adminalert: modes taken from {}",
+                    cli.defaults_file.display()
+                ));
+                (defaults.tcp_mode, defaults.udp_mode)
+            }
+            _ => (Some(TcpMode::Advanced), Some(UdpMode::Advanced)),
+        }
+    };
+    if tcp == Some(TcpMode::Classic) {
+        notices.push("adminalert: classic -tcp mode runs as stealth mode -stcp on TCP_PORTS (it sees every probe to those ports, not only completed connections)".to_string());
+    }
+    if udp == Some(UdpMode::Classic) {
+        notices.push(
+            "adminalert: classic -udp mode runs as stealth mode -sudp on UDP_PORTS".to_string(),
+        );
+    }
+    Ok((tcp, udp))
+}

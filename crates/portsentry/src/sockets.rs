@@ -1,0 +1,514 @@
+//! Which local ports have a service on them, read live from the kernel's socket table.
+//!
+//! PortSentry's "advanced" modes watch every port below a bound *except* the ones a
+//! local service is using: a SYN to a listening sshd is a client, not a probe. That
+//! set is not fixed at start-up: a service started after the daemon must not make its
+//! clients look like scanners, and a service that stops makes its port watched again.
+//!
+//! [`PortUsage`] owns one `NETLINK_SOCK_DIAG` socket and, per protocol, a snapshot of
+//! the kernel's table as a 65536-bit set of local ports:
+//!
+//! * TCP: ports with a socket in `LISTEN` state, on any address, IPv4 or IPv6;
+//! * UDP: ports with any UDP socket bound to them, in any state, IPv4 or IPv6.
+//!
+//! # Why sock_diag
+//!
+//! PortSentry 1.2 found used ports by trying to `bind()` each one: that changes the
+//! table it measures, and a real service starting at the same moment can lose its
+//! `bind()` to the daemon's probe. An `inet_diag` dump over `NETLINK_SOCK_DIAG` (what
+//! `ss` uses) only reads the table, needs no privilege, and answers for all ports in
+//! one request per address family.
+//!
+//! # The cache rule
+//!
+//! Each protocol's snapshot carries the [`Instant`] taken just before its dump was
+//! requested. For `in_use(proto, port, now)`, with `age = now - taken` (zero when `now`
+//! is earlier than `taken`, e.g. a packet timestamped before the last read):
+//!
+//! 1. no snapshot yet, or `age > max_age` → read the table again, answer from it;
+//! 2. else `port` is in the snapshot → `true`, no read;
+//! 3. else `age > recheck_age` → read the table again (once), answer from it;
+//! 4. else → `false`, no read.
+//!
+//! A port *not* in the snapshot is the attack case, so an answer of "free" is never
+//! older than `recheck_age` (default [`DEFAULT_RECHECK_AGE`], 1 ms) unless a read fails;
+//! "in use" may be up to `max_age` old (default [`DEFAULT_MAX_AGE`], 5 ms). A sweep of
+//! free ports therefore costs at most one dump per `recheck_age`. A read that fails
+//! leaves the previous snapshot untouched and returns the error.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use netlink_packet_core::{
+    DoneBuffer, ErrorBuffer, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP,
+    NLMSG_OVERRUN, NetlinkBuffer, NetlinkHeader, NetlinkMessage, Parseable,
+};
+use netlink_packet_sock_diag::SockDiagMessage;
+use netlink_packet_sock_diag::constants::{
+    AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SOCK_DIAG_BY_FAMILY, TCP_LISTEN,
+};
+use netlink_packet_sock_diag::inet::{
+    ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags,
+};
+use netlink_sys::protocols::NETLINK_SOCK_DIAG;
+use netlink_sys::{Socket, SocketAddr};
+use portsentry_engine::Proto;
+
+/// Default for how old a snapshot may be before any query re-reads it.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_millis(5);
+/// Default for how old a snapshot may be before a query for a port *not* in it re-reads it.
+pub const DEFAULT_RECHECK_AGE: Duration = Duration::from_millis(1);
+
+/// Receive buffer for dump replies. The kernel sizes each dump datagram to at most
+/// 32 KiB (less once it has seen our reads), so this never truncates; a reply that
+/// would is reported as an error rather than misread.
+const RECV_BUF_LEN: usize = 64 * 1024;
+/// A blocked read of a dump reply gives up after this long (the kernel answers at
+/// once; this only guards the daemon against a wedged socket).
+const RECV_TIMEOUT: Duration = Duration::from_secs(1);
+/// Netlink header (16) + `inet_diag_req_v2` (56).
+const REQUEST_LEN: usize = 16 + 56;
+
+/// Live view of the local ports in use, per protocol. See the module doc for the rule.
+pub struct PortUsage {
+    sock: Socket,
+    /// Reused for every reply datagram.
+    buf: Vec<u8>,
+    /// Filled by a read, swapped into place only when the read succeeded.
+    scratch: Box<PortSet>,
+    tcp: Snapshot,
+    udp: Snapshot,
+    seq: u32,
+    max_age: Duration,
+    recheck_age: Duration,
+}
+
+struct Snapshot {
+    ports: Box<PortSet>,
+    taken: Option<Instant>,
+}
+
+/// One bit per port number.
+struct PortSet([u64; 1024]);
+
+impl PortSet {
+    fn new() -> Box<Self> {
+        Box::new(PortSet([0; 1024]))
+    }
+
+    fn clear(&mut self) {
+        self.0.fill(0);
+    }
+
+    fn insert(&mut self, port: u16) {
+        self.0[usize::from(port >> 6)] |= 1 << (port & 63);
+    }
+
+    fn contains(&self, port: u16) -> bool {
+        self.0[usize::from(port >> 6)] & (1 << (port & 63)) != 0
+    }
+
+    fn to_vec(&self) -> Vec<u16> {
+        (0..=u16::MAX).filter(|&p| self.contains(p)).collect()
+    }
+}
+
+impl PortUsage {
+    /// Opens the `NETLINK_SOCK_DIAG` socket, with the default ages
+    /// ([`DEFAULT_MAX_AGE`], [`DEFAULT_RECHECK_AGE`]). Reads nothing yet: the first
+    /// query for each protocol does.
+    pub fn new() -> io::Result<Self> {
+        Ok(PortUsage {
+            sock: open_socket()?,
+            buf: vec![0; RECV_BUF_LEN],
+            scratch: PortSet::new(),
+            tcp: Snapshot {
+                ports: PortSet::new(),
+                taken: None,
+            },
+            udp: Snapshot {
+                ports: PortSet::new(),
+                taken: None,
+            },
+            seq: 0,
+            max_age: DEFAULT_MAX_AGE,
+            recheck_age: DEFAULT_RECHECK_AGE,
+        })
+    }
+
+    /// Sets the two ages of the cache rule (see the module doc): any answer is re-read
+    /// when the snapshot is older than `max_age`; an answer of "not in use" when it is
+    /// older than `recheck_age`.
+    pub fn with_ages(mut self, max_age: Duration, recheck_age: Duration) -> Self {
+        self.max_age = max_age;
+        self.recheck_age = recheck_age;
+        self
+    }
+
+    /// Is `port` in use locally for `proto`? TCP: a socket in `LISTEN` state on that
+    /// local port (any address, IPv4 or IPv6). UDP: any UDP socket bound to that local
+    /// port (any state, IPv4 or IPv6).
+    ///
+    /// `now` is the caller's clock (typically when the probe was seen). Answers from the
+    /// protocol's snapshot, re-reading the kernel's table when the snapshot is older
+    /// than `max_age`, or when `port` is not in it and it is older than `recheck_age`
+    /// (the exact rule is in the module doc). Allocates nothing unless a read fails.
+    pub fn in_use(&mut self, proto: Proto, port: u16, now: Instant) -> io::Result<bool> {
+        let (max_age, recheck_age) = (self.max_age, self.recheck_age);
+        let snap = self.snapshot(proto);
+        let fresh_enough = match snap.taken {
+            None => false,
+            Some(taken) => {
+                let age = now.saturating_duration_since(taken);
+                age <= max_age && (snap.ports.contains(port) || age <= recheck_age)
+            }
+        };
+        if !fresh_enough {
+            self.refresh(proto)?;
+        }
+        Ok(self.snapshot(proto).ports.contains(port))
+    }
+
+    /// Reads the table now and returns every port in use for `proto`, ascending (for
+    /// start-up logging: "Ignored TCP port: N" lines). Also refreshes the cache.
+    pub fn listening_ports(&mut self, proto: Proto) -> io::Result<Vec<u16>> {
+        self.refresh(proto)?;
+        Ok(self.snapshot(proto).ports.to_vec())
+    }
+
+    fn snapshot(&self, proto: Proto) -> &Snapshot {
+        match proto {
+            Proto::Tcp => &self.tcp,
+            Proto::Udp => &self.udp,
+        }
+    }
+
+    /// Dumps `proto`'s sockets for both address families into `scratch`, then swaps it
+    /// in. On failure the old snapshot stays and the socket is replaced, since a dump
+    /// abandoned half-way would leave its tail queued (and the kernel refuses a new
+    /// dump on a socket with one still running).
+    fn refresh(&mut self, proto: Proto) -> io::Result<()> {
+        let (protocol, states, want_state) = match proto {
+            Proto::Tcp => (IPPROTO_TCP, StateFlags::LISTEN, Some(TCP_LISTEN)),
+            Proto::Udp => (IPPROTO_UDP, StateFlags::from_bits_retain(u32::MAX), None),
+        };
+        let taken = Instant::now();
+        self.scratch.clear();
+        let mut result = Ok(());
+        for family in [AF_INET, AF_INET6] {
+            self.seq = self.seq.wrapping_add(1);
+            let query = Query {
+                seq: self.seq,
+                family,
+                protocol,
+                states: states.clone(),
+                want_state,
+            };
+            result = query.run(&self.sock, &mut self.buf, &mut self.scratch);
+            if result.is_err() {
+                break;
+            }
+        }
+        if let Err(e) = result {
+            if let Ok(sock) = open_socket() {
+                self.sock = sock;
+            }
+            return Err(e);
+        }
+        let snap = match proto {
+            Proto::Tcp => &mut self.tcp,
+            Proto::Udp => &mut self.udp,
+        };
+        std::mem::swap(&mut snap.ports, &mut self.scratch);
+        snap.taken = Some(taken);
+        Ok(())
+    }
+}
+
+fn open_socket() -> io::Result<Socket> {
+    let mut sock = Socket::new(NETLINK_SOCK_DIAG)?;
+    sock.bind_auto()?;
+    sock.connect(&SocketAddr::new(0, 0))?;
+    let tv = libc::timeval {
+        tv_sec: RECV_TIMEOUT.as_secs() as libc::time_t,
+        tv_usec: RECV_TIMEOUT.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: the fd is open for the life of `sock`; `tv` is a valid `timeval` and the
+    // length passed is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const tv).cast::<libc::c_void>(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sock)
+}
+
+/// One `inet_diag_req_v2` dump: one address family, one protocol.
+struct Query {
+    seq: u32,
+    family: u8,
+    protocol: u8,
+    states: StateFlags,
+    /// Count only sockets in this state (the kernel filters by `states` already; this
+    /// is a second check).
+    want_state: Option<u8>,
+}
+
+impl Query {
+    fn run(&self, sock: &Socket, buf: &mut [u8], into: &mut PortSet) -> io::Result<()> {
+        self.send(sock)?;
+        loop {
+            let n = recv(sock, buf)?;
+            if n > buf.len() {
+                return Err(bad(format!(
+                    "sock_diag reply of {n} bytes truncated to {}",
+                    buf.len()
+                )));
+            }
+            if self.parse_datagram(&buf[..n], into)? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn send(&self, sock: &Socket) -> io::Result<()> {
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        header.sequence_number = self.seq;
+        let socket_id = if self.family == AF_INET6 {
+            SocketId::new_v6()
+        } else {
+            SocketId::new_v4()
+        };
+        let mut msg = NetlinkMessage::new(
+            header,
+            SockDiagMessage::InetRequest(InetRequest {
+                family: self.family,
+                protocol: self.protocol,
+                extensions: ExtensionFlags::empty(),
+                states: self.states.clone(),
+                socket_id,
+            })
+            .into(),
+        );
+        msg.finalize();
+        let len = msg.buffer_len();
+        let mut out = [0u8; REQUEST_LEN];
+        if len > out.len() {
+            return Err(bad(format!("sock_diag request of {len} bytes")));
+        }
+        msg.serialize(&mut out[..len]);
+        loop {
+            match sock.send(&out[..len], 0) {
+                Ok(sent) if sent == len => return Ok(()),
+                Ok(sent) => return Err(bad(format!("sock_diag request: sent {sent} of {len}"))),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Walks the netlink messages of one datagram; `Ok(true)` once `NLMSG_DONE` for
+    /// this query is seen. Messages of an older query (another sequence number) are
+    /// skipped.
+    fn parse_datagram(&self, mut data: &[u8], into: &mut PortSet) -> io::Result<bool> {
+        while !data.is_empty() {
+            let msg = NetlinkBuffer::new_checked(data).map_err(bad)?;
+            let len = msg.length() as usize;
+            let payload = msg.payload();
+            if msg.sequence_number() == self.seq {
+                match msg.message_type() {
+                    SOCK_DIAG_BY_FAMILY => {
+                        let h = InetResponseHeader::parse(payload).map_err(bad)?;
+                        if h.family == self.family && self.want_state.is_none_or(|s| s == h.state) {
+                            into.insert(h.socket_id.source_port);
+                        }
+                    }
+                    NLMSG_DONE => {
+                        // A dump that failed part-way reports a negative errno here.
+                        let code = match DoneBuffer::new_checked(payload) {
+                            Ok(done) => done.code(),
+                            Err(_) => 0, // old kernels may send an empty DONE
+                        };
+                        if code < 0 {
+                            return Err(io::Error::from_raw_os_error(-code));
+                        }
+                        return Ok(true);
+                    }
+                    NLMSG_ERROR => {
+                        let err = ErrorBuffer::new_checked(payload).map_err(bad)?;
+                        if let Some(code) = err.code() {
+                            return Err(io::Error::from_raw_os_error(code.get().saturating_abs()));
+                        }
+                        // A plain ACK: not requested, harmless.
+                    }
+                    NLMSG_NOOP => {}
+                    NLMSG_OVERRUN => return Err(bad("sock_diag: netlink overrun")),
+                    other => {
+                        return Err(bad(format!("sock_diag: unexpected message type {other}")));
+                    }
+                }
+            }
+            // Messages are 4-byte aligned; the last one may lack its padding.
+            let next = len.next_multiple_of(4).min(data.len());
+            data = &data[next..];
+        }
+        Ok(false)
+    }
+}
+
+/// One datagram into `buf`; returns its full length (larger than `buf` if truncated).
+fn recv(sock: &Socket, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match sock.recv(&mut &mut buf[..], libc::MSG_TRUNC) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "sock_diag: no reply from the kernel",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn bad(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream, UdpSocket};
+
+    /// A `now` past `max_age`, so the next query re-reads whatever the snapshot says.
+    fn later() -> Instant {
+        Instant::now() + DEFAULT_MAX_AGE + Duration::from_millis(10)
+    }
+
+    #[test]
+    fn tcp_listener_v4_is_in_use_until_dropped() {
+        let mut usage = PortUsage::new().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(usage.in_use(Proto::Tcp, port, Instant::now()).unwrap());
+        assert!(usage.listening_ports(Proto::Tcp).unwrap().contains(&port));
+
+        drop(listener);
+        // Still in the snapshot, which is not older than max_age yet: cached answer.
+        let taken = usage.tcp.taken.unwrap();
+        assert!(usage.in_use(Proto::Tcp, port, taken).unwrap());
+        // Aged past max_age: re-read, gone.
+        assert!(!usage.in_use(Proto::Tcp, port, later()).unwrap());
+        assert!(!usage.listening_ports(Proto::Tcp).unwrap().contains(&port));
+    }
+
+    #[test]
+    fn tcp_listener_v6_is_in_use_until_dropped() {
+        let Ok(listener) = TcpListener::bind("[::1]:0") else {
+            eprintln!("no IPv6 loopback here; skipping");
+            return;
+        };
+        let mut usage = PortUsage::new().unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(usage.in_use(Proto::Tcp, port, Instant::now()).unwrap());
+        drop(listener);
+        assert!(!usage.in_use(Proto::Tcp, port, later()).unwrap());
+    }
+
+    #[test]
+    fn tcp_client_port_is_not_listening() {
+        let mut usage = PortUsage::new().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server_port = listener.local_addr().unwrap().port();
+        let client = TcpStream::connect(("127.0.0.1", server_port)).unwrap();
+        let (_accepted, _) = listener.accept().unwrap();
+        let client_port = client.local_addr().unwrap().port();
+
+        assert!(
+            usage
+                .in_use(Proto::Tcp, server_port, Instant::now())
+                .unwrap()
+        );
+        assert!(!usage.in_use(Proto::Tcp, client_port, later()).unwrap());
+        // A TCP port says nothing about UDP.
+        assert!(!usage.in_use(Proto::Udp, server_port, later()).unwrap());
+    }
+
+    #[test]
+    fn udp_socket_is_in_use_until_dropped() {
+        let mut usage = PortUsage::new().unwrap();
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = sock.local_addr().unwrap().port();
+        assert!(usage.in_use(Proto::Udp, port, Instant::now()).unwrap());
+        assert!(usage.listening_ports(Proto::Udp).unwrap().contains(&port));
+        drop(sock);
+        assert!(!usage.in_use(Proto::Udp, port, later()).unwrap());
+
+        if let Ok(sock6) = UdpSocket::bind("[::1]:0") {
+            let port6 = sock6.local_addr().unwrap().port();
+            assert!(usage.in_use(Proto::Udp, port6, later()).unwrap());
+            drop(sock6);
+            assert!(!usage.in_use(Proto::Udp, port6, later()).unwrap());
+        }
+    }
+
+    #[test]
+    fn unused_port_is_free() {
+        let mut usage = PortUsage::new().unwrap();
+        // An OS-assigned port that was just released: nobody else holds it.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        assert!(!usage.in_use(Proto::Tcp, port, Instant::now()).unwrap());
+        assert!(!usage.in_use(Proto::Udp, port, Instant::now()).unwrap());
+    }
+
+    #[test]
+    fn miss_rechecks_after_recheck_age() {
+        let mut usage = PortUsage::new()
+            .unwrap()
+            .with_ages(Duration::from_secs(3600), Duration::from_millis(1));
+        assert!(usage.listening_ports(Proto::Tcp).is_ok());
+        let taken = usage.tcp.taken.unwrap();
+        // A listener that appears after the snapshot.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Within recheck_age: the snapshot's "free" stands.
+        assert!(!usage.in_use(Proto::Tcp, port, taken).unwrap());
+        // Past recheck_age (but well within max_age): a miss re-reads once.
+        let now = taken + Duration::from_millis(2);
+        assert!(usage.in_use(Proto::Tcp, port, now).unwrap());
+        assert!(usage.tcp.taken.unwrap() > taken);
+    }
+
+    #[test]
+    fn multi_part_dump_sees_every_listener() {
+        // Enough sockets that the kernel must split the dump over several datagrams.
+        let listeners: Vec<TcpListener> = (0..150)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let mut usage = PortUsage::new().unwrap();
+        let ports = usage.listening_ports(Proto::Tcp).unwrap();
+        for l in &listeners {
+            assert!(ports.contains(&l.local_addr().unwrap().port()));
+        }
+        // Twice on the same socket: the first dump was fully drained.
+        let again = usage.listening_ports(Proto::Tcp).unwrap();
+        for l in &listeners {
+            assert!(again.contains(&l.local_addr().unwrap().port()));
+        }
+    }
+}
