@@ -25,6 +25,9 @@ fn main() -> ExitCode {
         for notice in &settings.notices {
             println!("{notice}");
         }
+        for line in settings.describe() {
+            println!("{line}");
+        }
         println!("portsentry: configuration OK ({})", settings.config_source);
         return ExitCode::SUCCESS;
     }

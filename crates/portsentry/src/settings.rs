@@ -60,6 +60,43 @@ impl Settings {
             .unwrap_or(0)
     }
 
+    /// Human-readable summary of the effective settings (for `--check-config`).
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for mode in [&self.tcp, &self.udp].into_iter().flatten() {
+            let watch = match &mode.watch {
+                Watch::Listed(ports) => format!("ports {ports}"),
+                Watch::Advanced { below, exclude } if exclude.is_empty() => {
+                    format!("ports below {below}")
+                }
+                Watch::Advanced { below, exclude } => {
+                    format!("ports below {below} except {exclude}")
+                }
+            };
+            let block = match mode.plan.block {
+                crate::config::BlockMode::LogOnly => "log only",
+                crate::config::BlockMode::Block => "block",
+                crate::config::BlockMode::RunCmdOnly => "run KILL_RUN_CMD only",
+            };
+            lines.push(format!(
+                "mode {}: {watch}, {block}, blocked file {}",
+                mode.name,
+                mode.blocked_file.display()
+            ));
+        }
+        lines.push(format!("history file: {}", self.history_file.display()));
+        lines.push(format!(
+            "ignore list: {} entries{}",
+            self.ignore.len(),
+            self.ignore_file
+                .as_ref()
+                .map(|p| format!(" from {}", p.display()))
+                .unwrap_or_default()
+        ));
+        lines.push(format!("scan trigger: {}", self.engine.scan_trigger));
+        lines
+    }
+
     pub fn mode(&self, proto: Proto) -> Option<&ModeSettings> {
         match proto {
             Proto::Tcp => self.tcp.as_ref(),
