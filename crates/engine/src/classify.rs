@@ -238,6 +238,36 @@ impl Default for Classifier {
     }
 }
 
+/// Classify an inbound segment that the kernel already judged: an nftables trap rule
+/// matched it after the `socket` check found no local socket owning it, so an
+/// ACK-bearing segment is itself the probe (no reply needs to be watched). RSTs and
+/// SYN+ACK (backscatter of someone else's spoofed SYN) are never probes.
+pub fn classify_trapped(seg: &Segment) -> Option<Probe> {
+    let flags = match seg.l4 {
+        L4::Udp => return Some(probe_from(seg, ProbeKind::Udp)),
+        L4::Tcp { flags } => flags,
+    };
+    let f = flags.0 & CLASSIC_FLAGS;
+    const FIN: u8 = TcpFlags::FIN;
+    const SYN: u8 = TcpFlags::SYN;
+    const ACK: u8 = TcpFlags::ACK;
+    const FIN_ACK: u8 = TcpFlags::FIN | TcpFlags::ACK;
+    const XMAS: u8 = TcpFlags::FIN | TcpFlags::PSH | TcpFlags::URG;
+    if f & TcpFlags::RST != 0 || f & (SYN | ACK) == SYN | ACK {
+        return None;
+    }
+    let kind = match f {
+        SYN => ProbeKind::Syn,
+        FIN => ProbeKind::Fin,
+        0 => ProbeKind::Null,
+        XMAS => ProbeKind::Xmas,
+        ACK => ProbeKind::AckWindow,
+        FIN_ACK => ProbeKind::Maimon,
+        _ => ProbeKind::Other(flags),
+    };
+    Some(probe_from(seg, kind))
+}
+
 /// A probe whose fields come straight from an inbound segment.
 fn probe_from(seg: &Segment, kind: ProbeKind) -> Probe {
     Probe {
@@ -248,6 +278,55 @@ fn probe_from(seg: &Segment, kind: ProbeKind) -> Probe {
         kind,
         ip_options: seg.ip_options,
         ttl: seg.ttl,
+    }
+}
+
+#[cfg(test)]
+mod trapped_tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn seg(l4: L4) -> Segment {
+        Segment {
+            src: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
+            dst: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
+            sport: 40000,
+            dport: 80,
+            l4,
+            ip_options: false,
+            ttl: 64,
+        }
+    }
+
+    fn kind(flags: u8) -> Option<ProbeKind> {
+        classify_trapped(&seg(L4::Tcp {
+            flags: TcpFlags(flags),
+        }))
+        .map(|p| p.kind)
+    }
+
+    #[test]
+    fn trapped_segments_are_classified_by_their_own_flags() {
+        assert_eq!(kind(TcpFlags::SYN), Some(ProbeKind::Syn));
+        assert_eq!(kind(TcpFlags::ACK), Some(ProbeKind::AckWindow));
+        assert_eq!(kind(TcpFlags::FIN | TcpFlags::ACK), Some(ProbeKind::Maimon));
+        assert_eq!(kind(0), Some(ProbeKind::Null));
+        assert_eq!(kind(TcpFlags::FIN), Some(ProbeKind::Fin));
+        assert_eq!(
+            kind(TcpFlags::FIN | TcpFlags::PSH | TcpFlags::URG),
+            Some(ProbeKind::Xmas)
+        );
+        assert_eq!(
+            classify_trapped(&seg(L4::Udp)).map(|p| p.kind),
+            Some(ProbeKind::Udp)
+        );
+    }
+
+    #[test]
+    fn resets_and_backscatter_are_never_probes() {
+        assert_eq!(kind(TcpFlags::RST), None);
+        assert_eq!(kind(TcpFlags::RST | TcpFlags::ACK), None);
+        assert_eq!(kind(TcpFlags::SYN | TcpFlags::ACK), None);
     }
 }
 

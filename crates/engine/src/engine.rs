@@ -75,8 +75,9 @@ pub enum Action {
 /// How a response ended, as the responder observed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Every configured block action succeeded: the source is blocked.
-    Blocked,
+    /// Every configured block action succeeded: the source is blocked until `until`
+    /// (engine time), or for good when None.
+    Blocked { until: Option<Millis> },
     /// The configuration says not to block (BLOCK_x=0, or only a command ran): the
     /// source was reported but is not blocked.
     Reported,
@@ -103,11 +104,19 @@ enum Status {
     Watching,
     /// A response is running.
     Pending,
-    Blocked,
+    Blocked {
+        until: Option<Millis>,
+    },
     Reported,
     Failed {
         at: Millis,
     },
+}
+
+impl Status {
+    fn is_blocked(self) -> bool {
+        matches!(self, Status::Blocked { .. })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -202,7 +211,7 @@ impl Engine {
     pub fn is_blocked(&self, src: IpAddr, proto: Proto) -> bool {
         self.sources
             .get(&(src, proto))
-            .is_some_and(|s| s.status == Status::Blocked)
+            .is_some_and(|s| s.status.is_blocked())
     }
 
     /// Feed one probe that hit a watched, unused local port.
@@ -222,8 +231,16 @@ impl Engine {
             return;
         };
         let config_damping = config.log_damping;
+        // A ban that ran out makes the source a new one: it is judged again from zero.
+        if let Status::Blocked { until: Some(until) } = state.status
+            && now >= until
+        {
+            state.status = Status::Watching;
+            state.hits = 0;
+            state.damper = Damper::default();
+        }
         match state.status {
-            Status::Blocked => {
+            Status::Blocked { .. } => {
                 self.stats.already_blocked += 1;
                 match state.damper.admit(now, config_damping) {
                     Some(suppressed) => self
@@ -293,7 +310,7 @@ impl Engine {
             // blocked" line comes at once and carries the hits suppressed meanwhile.
             state.damper.last_emitted = None;
             state.status = match outcome {
-                Outcome::Blocked => Status::Blocked,
+                Outcome::Blocked { until } => Status::Blocked { until },
                 Outcome::Reported => Status::Reported,
                 Outcome::Failed => Status::Failed { at: now },
             };
@@ -305,8 +322,12 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Millis) {
         let forget_after = self.config.forget_after;
         self.sources.retain(|_, s| {
-            matches!(s.status, Status::Blocked | Status::Pending)
-                || now.since(s.last_hit) < forget_after
+            let live_ban = match s.status {
+                Status::Blocked { until } => until.is_none_or(|u| now < u),
+                Status::Pending => true,
+                _ => false,
+            };
+            live_ban || now.since(s.last_hit) < forget_after
         });
         let sources = &self.sources;
         self.order.retain(|(key, generation)| {
@@ -320,8 +341,13 @@ impl Engine {
     pub fn poll_timeout(&self) -> Option<Millis> {
         self.sources
             .values()
-            .filter(|s| !matches!(s.status, Status::Blocked | Status::Pending))
-            .map(|s| s.last_hit + self.config.forget_after)
+            .filter_map(|s| match s.status {
+                Status::Pending | Status::Blocked { until: None } => None,
+                Status::Blocked { until: Some(until) } => {
+                    Some(until.max(s.last_hit + self.config.forget_after))
+                }
+                _ => Some(s.last_hit + self.config.forget_after),
+            })
             .min()
     }
 
@@ -528,7 +554,12 @@ mod tests {
             e.handle_probe(Millis(1), syn(v4(2), port));
         }
         assert!(drain(&mut e).is_empty());
-        e.handle_outcome(Millis(5), v4(2), Proto::Tcp, Outcome::Blocked);
+        e.handle_outcome(
+            Millis(5),
+            v4(2),
+            Proto::Tcp,
+            Outcome::Blocked { until: None },
+        );
         assert!(e.is_blocked(v4(2), Proto::Tcp));
         e.handle_probe(Millis(6), syn(v4(2), 60));
         e.handle_probe(Millis(7), syn(v4(2), 61));
@@ -606,7 +637,12 @@ mod tests {
         e.handle_probe(Millis(0), syn(v4(2), 1));
         let mut blocked = engine(0);
         blocked.handle_probe(Millis(0), syn(v4(3), 1));
-        blocked.handle_outcome(Millis(1), v4(3), Proto::Tcp, Outcome::Blocked);
+        blocked.handle_outcome(
+            Millis(1),
+            v4(3),
+            Proto::Tcp,
+            Outcome::Blocked { until: None },
+        );
         let deadline = e.poll_timeout().expect("idle source has a deadline");
         assert_eq!(deadline, Millis(0) + e.config().forget_after);
         e.handle_timeout(Millis(1)); // spurious: no-op
@@ -616,6 +652,36 @@ mod tests {
         blocked.handle_timeout(Millis(10_000_000));
         assert!(blocked.is_blocked(v4(3), Proto::Tcp));
         assert_eq!(blocked.poll_timeout(), None);
+    }
+
+    #[test]
+    fn expired_ban_makes_the_source_new_again() {
+        let mut e = engine(1);
+        e.handle_probe(Millis(0), syn(v4(2), 1));
+        e.handle_probe(Millis(1), syn(v4(2), 2));
+        drain(&mut e);
+        let until = Millis(3_600_000);
+        e.handle_outcome(
+            Millis(2),
+            v4(2),
+            Proto::Tcp,
+            Outcome::Blocked { until: Some(until) },
+        );
+        e.handle_probe(Millis(10), syn(v4(2), 3));
+        assert!(matches!(drain(&mut e)[..], [Action::AlreadyBlocked { .. }]));
+        // After expiry, the grace hits start again from zero.
+        e.handle_probe(until, syn(v4(2), 4));
+        assert!(
+            drain(&mut e).is_empty(),
+            "first hit after expiry is a grace hit"
+        );
+        assert!(!e.is_blocked(v4(2), Proto::Tcp));
+        e.handle_probe(until + Duration::from_secs(1), syn(v4(2), 5));
+        assert!(
+            drain(&mut e)
+                .iter()
+                .any(|a| matches!(a, Action::Respond { .. }))
+        );
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl Responder {
                     let ok = run_step(log, plan, Step::RunCmd, target, probe.dport);
                     (
                         if ok {
-                            Outcome::Blocked
+                            Outcome::Blocked { until: None }
                         } else {
                             Outcome::Failed
                         },
@@ -137,7 +137,7 @@ impl Responder {
                     ));
                     (Outcome::Reported, true)
                 } else if all_ok {
-                    (Outcome::Blocked, true)
+                    (Outcome::Blocked { until: None }, true)
                 } else {
                     (Outcome::Failed, false)
                 }

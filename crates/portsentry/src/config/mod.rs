@@ -14,6 +14,7 @@
 
 mod debian;
 mod legacy;
+mod toml_file;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use portsentry_engine::ignore::IgnoreSet;
 
+pub use toml_file::{
+    Backend, BanSettings, DEFAULT_SETTINGS_FILE, FirewallSettings, ProtectSettings, StateSettings,
+    TomlSettings, load_toml_settings, parse_toml_settings,
+};
 pub use debian::{DebianDefaults, TcpMode, UdpMode, load_debian_defaults, parse_debian_defaults};
 pub use legacy::{
     BlockMode, LegacyConfig, WRAPPER_HOSTS_DENY, legacy_keys, load_legacy, parse_legacy,

@@ -1,0 +1,275 @@
+//! `/etc/portsentry/portsentry.toml`: the settings PortSentry never had (the kernel
+//! fast path, ban lifecycle, protected set, state file), beside the unchanged legacy
+//! `portsentry.conf`. Every key is optional and has the default documented here; an
+//! unknown key or a bad value is an error with file:line, never ignored.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use serde::Deserialize;
+
+/// Default location; read when it exists and no `--settings` is given.
+pub const DEFAULT_SETTINGS_FILE: &str = "/etc/portsentry/portsentry.toml";
+
+/// Which firewall carries the bans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// nftables when the `nft` tool and the kernel answer, else no native bans (the
+    /// legacy KILL_* commands still run).
+    #[default]
+    Auto,
+    Nftables,
+    /// No native bans: only the legacy KILL_* commands act (PortSentry 1.2 behaviour).
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FirewallSettings {
+    pub backend: Backend,
+    /// Ban in the kernel on the very packet that hits a trap (nftables, SCAN_TRIGGER=0).
+    /// Off: the daemon decides every ban (still added to the nftables set).
+    pub fast_path: bool,
+    /// Name of our `inet` table. Only this table is ever created or removed.
+    pub table: String,
+    /// NFLOG group the trap rules log to.
+    pub nflog_group: u16,
+    /// Hook priority of our input chain; below 0 runs before the usual filter chains.
+    pub priority: i32,
+    /// Most bans per address family in the kernel set.
+    pub set_size: u32,
+}
+
+impl Default for FirewallSettings {
+    fn default() -> Self {
+        FirewallSettings {
+            backend: Backend::Auto,
+            fast_path: true,
+            table: "portsentry".into(),
+            nflog_group: 5817,
+            priority: -10,
+            set_size: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BanSettings {
+    /// First ban of a source.
+    #[serde(with = "humantime_serde_compat")]
+    pub time: Duration,
+    /// Each repeat offence multiplies the ban time by this (1 = no escalation).
+    pub escalation: u32,
+    /// Longest escalated ban.
+    #[serde(with = "humantime_serde_compat")]
+    pub max_time: Duration,
+    /// From this offence on, bans are permanent (0 = never).
+    pub permanent_after: u32,
+    /// Ban the whole /N around an IPv4 scanner (32 = just the address).
+    pub group_v4: u8,
+    /// Ban the whole /N around an IPv6 scanner (64 is common; 128 = just the address).
+    pub group_v6: u8,
+    /// An offender quiet for this long starts again at its first offence.
+    #[serde(with = "humantime_serde_compat")]
+    pub forget_offences_after: Duration,
+}
+
+impl Default for BanSettings {
+    fn default() -> Self {
+        BanSettings {
+            time: Duration::from_secs(3600),
+            escalation: 2,
+            max_time: Duration::from_secs(7 * 24 * 3600),
+            permanent_after: 0,
+            group_v4: 32,
+            group_v6: 128,
+            forget_offences_after: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtectSettings {
+    /// Never ban this host's own addresses, its default gateways and its resolvers.
+    pub enabled: bool,
+    /// Where the resolvers are read from.
+    pub resolv_conf: PathBuf,
+    /// More networks never to ban (besides IGNORE_FILE).
+    pub extra: Vec<ipnet::IpNet>,
+}
+
+impl Default for ProtectSettings {
+    fn default() -> Self {
+        ProtectSettings {
+            enabled: true,
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            extra: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateSettings {
+    /// Bans, their expiry and offence counts, kept across restarts and crashes.
+    pub file: PathBuf,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings {
+            file: PathBuf::from("/var/lib/portsentry/state.json"),
+        }
+    }
+}
+
+/// The whole TOML file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TomlSettings {
+    pub firewall: FirewallSettings,
+    pub bans: BanSettings,
+    pub protect: ProtectSettings,
+    pub state: StateSettings,
+}
+
+impl TomlSettings {
+    fn validate(&self) -> std::result::Result<(), String> {
+        let b = &self.bans;
+        if b.time.is_zero() {
+            return Err("bans.time must be longer than 0".into());
+        }
+        if b.max_time < b.time {
+            return Err("bans.max_time must be at least bans.time".into());
+        }
+        if b.escalation == 0 {
+            return Err("bans.escalation must be 1 or more".into());
+        }
+        if !(8..=32).contains(&b.group_v4) {
+            return Err("bans.group_v4 must be from 8 to 32".into());
+        }
+        if !(16..=128).contains(&b.group_v6) {
+            return Err("bans.group_v6 must be from 16 to 128".into());
+        }
+        let table = &self.firewall.table;
+        if table.is_empty()
+            || table.len() > 32
+            || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "firewall.table `{table}`: use 1-32 letters, digits, '_' or '-'"
+            ));
+        }
+        if self.firewall.set_size == 0 {
+            return Err("firewall.set_size must be more than 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Parse the text of a settings file; errors carry `file:line:column`.
+pub fn parse_toml_settings(text: &str, file: &Path) -> Result<TomlSettings> {
+    let settings: TomlSettings = toml::from_str(text).map_err(|e| {
+        let (line, col) = e
+            .span()
+            .map(|span| line_col(text, span.start))
+            .unwrap_or((0, 0));
+        anyhow!("{}:{line}:{col}: {}", file.display(), e.message())
+    })?;
+    settings
+        .validate()
+        .map_err(|m| anyhow!("{}: {m}", file.display()))?;
+    Ok(settings)
+}
+
+/// Read `path`; Ok(None) when it does not exist.
+pub fn load_toml_settings(path: &Path) -> Result<Option<TomlSettings>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_toml_settings(&text, path).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    (line, col)
+}
+
+/// Durations as humans write them ("1h", "30m", "7d 12h") or as whole seconds.
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Seconds(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Seconds(s) => Ok(Duration::from_secs(s)),
+            Raw::Text(t) => humantime::parse_duration(&t).map_err(|e| {
+                serde::de::Error::custom(format!("`{t}` is not a duration like \"1h\" or \"30m\": {e}"))
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<TomlSettings> {
+        parse_toml_settings(text, Path::new("/etc/portsentry/portsentry.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let s = parse("").unwrap();
+        assert_eq!(s, TomlSettings::default());
+        assert_eq!(s.bans.time, Duration::from_secs(3600));
+        assert!(s.firewall.fast_path && s.protect.enabled);
+        assert_eq!(s.firewall.backend, Backend::Auto);
+    }
+
+    #[test]
+    fn values_are_read() {
+        let s = parse(
+            "[firewall]\nbackend = \"nftables\"\nfast_path = false\n\n[bans]\ntime = \"5s\"\nmax_time = 60\nescalation = 3\npermanent_after = 4\ngroup_v6 = 64\n\n[protect]\nextra = [\"198.18.0.0/24\", \"fd00:5e17::/64\"]\n\n[state]\nfile = \"/tmp/x.json\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.firewall.backend, Backend::Nftables);
+        assert!(!s.firewall.fast_path);
+        assert_eq!(s.bans.time, Duration::from_secs(5));
+        assert_eq!(s.bans.max_time, Duration::from_secs(60));
+        assert_eq!(s.bans.permanent_after, 4);
+        assert_eq!(s.protect.extra.len(), 2);
+        assert_eq!(s.state.file, PathBuf::from("/tmp/x.json"));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_line_and_column() {
+        let err = parse("[bans]\ntime = \"1h\"\nbantime = \"2h\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("/etc/portsentry/portsentry.toml:3:1:"), "{err}");
+        assert!(err.contains("bantime"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_and_ranges_are_errors() {
+        let err = parse("[bans]\ntime = \"an hour\"\n").unwrap_err().to_string();
+        assert!(err.contains(":2:"), "{err}");
+        assert!(parse("[bans]\ngroup_v4 = 4\n").is_err());
+        assert!(parse("[bans]\ntime = \"2h\"\nmax_time = \"1h\"\n").is_err());
+        assert!(parse("[firewall]\ntable = \"bad name\"\n").is_err());
+        assert!(parse("[firewall]\nbackend = \"ipchains\"\n").is_err());
+    }
+}
