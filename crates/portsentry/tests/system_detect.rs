@@ -1,0 +1,304 @@
+//! Acceptance tests for "Detect and block a port scan end to end": real nmap scans
+//! from an attacker namespace against the daemon in a defender namespace, and the
+//! effects a user would check (log lines, iptables rule, hosts.deny, history and
+//! blocked files, the attacker's connection failing).
+//!
+//! Every test builds its own lab (namespaces, 198.18.0.0/15 and fd00:5e17::/64
+//! addresses, no default route) and its own daemon, so they run in parallel.
+
+mod common;
+
+use std::time::Duration;
+
+use common::checks::{self, BlockExpect, QUIET, REACT, alert_prefix, nmap};
+use common::daemon::{line_format_ok, ports_after};
+use common::{Conf, Daemon, Lab, TcpServer, can_connect};
+
+/// The open service on the defender: above ADVANCED_PORTS_TCP=1024, so not watched.
+const OPEN: u16 = 8080;
+/// Watched TCP ports scanned (all below 1024, none excluded or listening).
+const TCP_WATCHED: &[u16] = &[21, 22, 23, 25, 79, 111, 143];
+const TCP_SCAN_PORTS: &str = "21,22,23,25,79,111,143,8080";
+/// Watched UDP ports scanned (none excluded or listening).
+const UDP_WATCHED: &[u16] = &[7, 53, 69, 111, 161, 514];
+const UDP_SCAN_PORTS: &str = "7,53,69,111,161,514";
+
+/// One nmap scan type and what the daemon must report for it.
+struct Case {
+    test: &'static str,
+    flag: &'static str,
+    v6: bool,
+    kind: &'static str,
+    /// Also configure KILL_RUN_CMD and check it ran.
+    run_cmd: bool,
+}
+
+fn scan_is_detected_and_blocked(case: Case) {
+    if !common::scan_test_or_skip(case.test) {
+        return;
+    }
+    let udp = case.flag == "-sU";
+    let lab = Lab::builder().peer("attacker").build();
+    let def = &lab.defender;
+    let atk = lab.peer("attacker");
+    let _srv = TcpServer::start(&def.ns, OPEN);
+
+    let mut conf = Conf::new();
+    let marker = conf.path("run_cmd.out");
+    let record = common::script("record.sh");
+    if case.run_cmd {
+        conf = conf.set(
+            "KILL_RUN_CMD",
+            &format!("/bin/sh {record} {} $TARGET$ $PORT$", marker.display()),
+        );
+    }
+    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
+    d.wait_ready();
+    let ready = d.lines_with("adminalert: PortSentry is now active and listening.");
+    d.check(
+        line_format_ok(&ready[0]),
+        format!(
+            "line not in the 'TIMESTAMP portsentry[PID]: msg' shape: {:?}",
+            ready[0]
+        ),
+    );
+
+    d.check(
+        can_connect(&atk.ns, def.addr(case.v6), OPEN, Duration::from_secs(2)),
+        "before the scan the attacker must reach the open service",
+    );
+
+    let ports = if udp { UDP_SCAN_PORTS } else { TCP_SCAN_PORTS };
+    let out = nmap(atk, &[case.flag, "-p", ports], def.addr(case.v6));
+    let (proto, mode, watched) = if udp {
+        ("UDP", "audp", UDP_WATCHED)
+    } else {
+        ("TCP", "atcp", TCP_WATCHED)
+    };
+    let exp = BlockExpect {
+        kind: case.kind,
+        proto,
+        mode,
+        ports: watched,
+    };
+    let ip = atk.addr(case.v6);
+    if !d.wait_for_line(&alert_prefix(case.kind, ip, proto), REACT) {
+        eprintln!("nmap output:\n{out}");
+    }
+    checks::assert_blocked(&d, &conf, def, atk, case.v6, OPEN, &exp);
+
+    if case.run_cmd {
+        let prefix = alert_prefix(case.kind, ip, proto);
+        let port = ports_after(&d.lines(), &prefix)[0];
+        let expected_cmd = format!("/bin/sh {record} {} {ip} {port}", marker.display());
+        let line = format!(
+            "attackalert: External command run for host: {ip} using command: \"{expected_cmd}\""
+        );
+        d.check(
+            d.wait_for_line(&line, REACT),
+            format!("no line containing {line:?}"),
+        );
+        let rec = Conf::read(&marker);
+        d.check(
+            rec.lines().next() == Some(format!("{ip} {port}").as_str()),
+            format!("KILL_RUN_CMD did not run as expected; it recorded {rec:?}"),
+        );
+    }
+
+    // The scan went on after the block: later hits are damped, not re-acted on.
+    let acted = d.lines_with(&format!(
+        "attackalert: Host {ip} has been blocked via dropped route"
+    ));
+    d.check(
+        acted.len() == 1,
+        format!("KILL_ROUTE reported {} times for one source", acted.len()),
+    );
+
+    d.stop();
+    d.check(
+        d.has_line("adminalert: PortSentry is shutting down"),
+        "no shutdown line after SIGTERM",
+    );
+}
+
+macro_rules! scan_case {
+    ($name:ident, $flag:expr, $v6:expr, $kind:expr, $run_cmd:expr) => {
+        #[test]
+        fn $name() {
+            scan_is_detected_and_blocked(Case {
+                test: stringify!($name),
+                flag: $flag,
+                v6: $v6,
+                kind: $kind,
+                run_cmd: $run_cmd,
+            });
+        }
+    };
+}
+
+scan_case!(
+    detect_block_nmap_ss_v4,
+    "-sS",
+    false,
+    "TCP SYN/Normal scan",
+    true
+);
+scan_case!(
+    detect_block_nmap_st_v4,
+    "-sT",
+    false,
+    "TCP SYN/Normal scan",
+    false
+);
+scan_case!(detect_block_nmap_sf_v4, "-sF", false, "TCP FIN scan", false);
+scan_case!(
+    detect_block_nmap_sn_v4,
+    "-sN",
+    false,
+    "TCP NULL scan",
+    false
+);
+scan_case!(
+    detect_block_nmap_sx_v4,
+    "-sX",
+    false,
+    "TCP XMAS scan",
+    false
+);
+scan_case!(
+    detect_block_nmap_sa_v4,
+    "-sA",
+    false,
+    "TCP ACK/Window scan",
+    false
+);
+scan_case!(
+    detect_block_nmap_sw_v4,
+    "-sW",
+    false,
+    "TCP ACK/Window scan",
+    false
+);
+scan_case!(
+    detect_block_nmap_sm_v4,
+    "-sM",
+    false,
+    "TCP Maimon (FIN/ACK) scan",
+    false
+);
+scan_case!(detect_block_nmap_su_v4, "-sU", false, "UDP scan", false);
+scan_case!(
+    detect_block_nmap_ss_v6,
+    "-sS",
+    true,
+    "TCP SYN/Normal scan",
+    true
+);
+scan_case!(detect_block_nmap_su_v6, "-sU", true, "UDP scan", false);
+
+/// Stealth mode with a port list: a scan of the neighbouring ports raises
+/// nothing; the listed ports alert (and block, into `portsentry.blocked.<mode>`).
+///
+/// In 1.2 a source is written to the blocked file on its first alert even with
+/// BLOCK_TCP=0, so later hits are "already blocked"; each listed port is therefore
+/// hit by its own attacker.
+struct StealthCase {
+    test: &'static str,
+    mode: &'static str,
+    nmap_flag: &'static str,
+    kind: &'static str,
+    proto: &'static str,
+    key: &'static str,
+    /// (listed port, nmap range around it)
+    listed: [(u16, &'static str); 2],
+    /// The ranges without the listed ports.
+    others: &'static str,
+}
+
+fn stealth_alerts_only_listed_ports(c: StealthCase) {
+    if !common::scan_test_or_skip(c.test) {
+        return;
+    }
+    let lab = Lab::builder().peer("a").peer("b").build();
+    let def = &lab.defender;
+    let atk = [lab.peer("a"), lab.peer("b")];
+    let _srv = TcpServer::start(&def.ns, OPEN);
+    let list = format!("{},{}", c.listed[0].0, c.listed[1].0);
+    let conf = Conf::new().set(c.key, &list);
+    let flag = format!("-{}", c.mode);
+    let mut d = Daemon::start(&def.ns, &conf, &[&flag]);
+    d.wait_ready();
+
+    // Only ports that are not listed: nothing at all.
+    nmap(atk[0], &[c.nmap_flag, "-p", c.others], def.addr(false));
+    std::thread::sleep(QUIET);
+    let lines = d.lines_with("attackalert:");
+    d.check(
+        lines.is_empty(),
+        format!("scan of unlisted ports {} raised: {lines:?}", c.others),
+    );
+    d.check(
+        !checks::has_drop_rule(def, atk[0].addr(false)),
+        "DROP rule after a scan of unlisted ports",
+    );
+
+    // Each listed port, from its own attacker, with its neighbours.
+    for (a, (port, range)) in atk.iter().zip(c.listed) {
+        nmap(a, &[c.nmap_flag, "-p", range], def.addr(false));
+        let prefix = alert_prefix(c.kind, a.addr(false), c.proto);
+        d.check(
+            d.wait_for_line(&prefix, REACT),
+            format!("no alert containing {prefix:?}"),
+        );
+        checks::assert_blocked(
+            &d,
+            &conf,
+            def,
+            a,
+            false,
+            OPEN,
+            &BlockExpect {
+                kind: c.kind,
+                proto: c.proto,
+                mode: c.mode,
+                ports: &[port],
+            },
+        );
+    }
+    let mut ports = ports_after(&d.lines(), &format!(" to {} port: ", c.proto));
+    ports.sort_unstable();
+    ports.dedup();
+    let want = vec![c.listed[0].0, c.listed[1].0];
+    d.check(
+        ports == want,
+        format!("alerted ports {ports:?}, expected only {want:?}"),
+    );
+}
+
+#[test]
+fn stealth_tcp_alerts_only_listed_ports() {
+    stealth_alerts_only_listed_ports(StealthCase {
+        test: "stealth_tcp_alerts_only_listed_ports",
+        mode: "stcp",
+        nmap_flag: "-sS",
+        kind: "TCP SYN/Normal scan",
+        proto: "TCP",
+        key: "TCP_PORTS",
+        listed: [(23, "20-30"), (666, "660-670")],
+        others: "20-22,24-30,660-665,667-670",
+    });
+}
+
+#[test]
+fn stealth_udp_alerts_only_listed_ports() {
+    stealth_alerts_only_listed_ports(StealthCase {
+        test: "stealth_udp_alerts_only_listed_ports",
+        mode: "sudp",
+        nmap_flag: "-sU",
+        kind: "UDP scan",
+        proto: "UDP",
+        key: "UDP_PORTS",
+        listed: [(69, "66-72"), (161, "158-164")],
+        others: "66-68,70-72,158-160,162-164",
+    });
+}

@@ -1,0 +1,453 @@
+//! Acceptance tests for "Detect and block a port scan end to end", policy side:
+//! benign traffic is left alone, ignored sources are logged but not blocked,
+//! SCAN_TRIGGER delays the reaction, a failing KILL_ROUTE is reported as a
+//! failure, and the history file survives restarts.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use common::checks::{self, BlockExpect, QUIET, REACT, alert_prefix, hping_syn, nmap};
+use common::{Conf, Daemon, HistoryLine, Lab, TcpServer, UdpServer, can_connect, net};
+
+const OPEN: u16 = 8080;
+const SYN: &str = "TCP SYN/Normal scan";
+
+/// Benign traffic: 200 connections to an open service on a watched port, and the
+/// defender's own outgoing TCP and UDP from low source ports with the replies
+/// coming back, raise no alert and no ban. A scan at the end proves the daemon was
+/// watching all along.
+#[test]
+fn benign_traffic_is_not_flagged() {
+    if !common::scan_test_or_skip("benign_traffic_is_not_flagged") {
+        return;
+    }
+    let lab = Lab::builder()
+        .peer("client")
+        .peer("server")
+        .peer("attacker")
+        .build();
+    let def = &lab.defender;
+    let client = lab.peer("client");
+    let server = lab.peer("server");
+    let atk = lab.peer("attacker");
+    // Port 80 is below ADVANCED_PORTS_TCP, but it has a listener: not a trap.
+    let web = TcpServer::start(&def.ns, 80);
+    let _open = TcpServer::start(&def.ns, OPEN);
+    let _peer_web = TcpServer::start(&server.ns, 80);
+    let _peer_dns = UdpServer::start(&server.ns, 53);
+    // A UDP service on a watched port, running before the daemon starts.
+    let dns = UdpServer::start(&def.ns, 53);
+    let conf = Conf::new();
+    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
+    d.wait_ready();
+
+    let t = Duration::from_secs(2);
+    let n4 = net::connect_many(&client.ns, def.addr(false), 80, 150, t);
+    let n6 = net::connect_many(&client.ns, def.addr(true), 80, 50, t);
+    d.check(
+        n4 == 150 && n6 == 50,
+        format!("only {n4}/150 v4 and {n6}/50 v6 connections to port 80 worked"),
+    );
+    d.check(web.accepted() >= 200, "server did not see 200 connections");
+
+    // Services on watched ports that start after the daemon (live tracking of
+    // ports in use): TCP 443 and UDP 69, used once they have been up a moment.
+    let late_tcp = TcpServer::start(&def.ns, 443);
+    let late_udp = UdpServer::start(&def.ns, 69);
+    std::thread::sleep(Duration::from_millis(1500));
+    for v6 in [false, true] {
+        let n = net::connect_many(&client.ns, def.addr(v6), 443, 5, t);
+        d.check(n == 5, format!("{n}/5 connections to the late TCP service"));
+        for port in [53, 69] {
+            for _ in 0..5 {
+                let ok = net::udp_roundtrip(&client.ns, def.addr(v6), port, t);
+                d.check(ok, format!("no reply from the defender's UDP port {port}"));
+            }
+        }
+    }
+    d.check(
+        dns.received() >= 10 && late_udp.received() >= 10 && late_tcp.accepted() >= 10,
+        "the defender's services did not see the client's traffic",
+    );
+
+    // The defender's own outgoing connections from low source ports: TCP with nc
+    // -p, UDP from a socket bound long before (an NTP-style client on 123) and from
+    // one bound just before the query (a fresh low port), the peer answering each.
+    for (v6, tport, long_port, fresh_port) in
+        [(false, "600", 123u16, 700u16), (true, "601", 124, 701)]
+    {
+        let dst = server.addr(v6).to_string();
+        let out = def.ns.exec(
+            &["nc", "-n", "-w", "3", "-p", tport, &dst, "80"],
+            Duration::from_secs(10),
+        );
+        d.check(
+            out.stdout.contains("pst-ok"),
+            format!("defender's nc -p {tport} {dst} 80 got no banner:\n{out}"),
+        );
+        for (lport, settle) in [
+            (long_port, Duration::from_millis(1500)),
+            (fresh_port, Duration::ZERO),
+        ] {
+            let linger = Duration::from_millis(1000);
+            let ok = udp_from_port(&def.ns, lport, server.addr(v6), 53, settle, linger);
+            d.check(
+                ok,
+                format!("defender's UDP from port {lport} to {dst}:53 got no reply"),
+            );
+        }
+    }
+
+    std::thread::sleep(QUIET);
+    let alerts = d.lines_with("attackalert:");
+    d.check(
+        alerts.is_empty(),
+        format!("benign traffic raised alerts: {alerts:?}"),
+    );
+    for h in [client, server] {
+        for v6 in [false, true] {
+            checks::assert_not_blocked(&d, &conf, def, h, v6, OPEN);
+        }
+    }
+
+    // Positive control: the daemon is watching.
+    nmap(atk, &["-sS", "-p", "23"], def.addr(false));
+    let prefix = alert_prefix(SYN, atk.addr(false), "TCP");
+    d.check(
+        d.wait_for_line(&prefix, REACT),
+        "control scan was not detected",
+    );
+}
+
+/// Binds local UDP port `lport` in `ns`, waits `settle`, sends one datagram to
+/// `dst:port`, waits for the echo, and keeps the socket open `linger` afterwards
+/// (as `nc -u -w 1` does).
+fn udp_from_port(
+    ns: &common::Netns,
+    lport: u16,
+    dst: IpAddr,
+    port: u16,
+    settle: Duration,
+    linger: Duration,
+) -> bool {
+    ns.run_in(move || {
+        let bind = if dst.is_ipv6() { "::" } else { "0.0.0.0" };
+        let Ok(s) = std::net::UdpSocket::bind((bind, lport)) else {
+            return false;
+        };
+        std::thread::sleep(settle);
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.send_to(b"query", (dst, port)).is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 64];
+        let ok = s.recv_from(&mut buf).is_ok();
+        std::thread::sleep(linger);
+        ok
+    })
+}
+
+/// Stricter than 1.2 (whose advanced UDP mode checks the port with bind() when the
+/// packet is processed, and so flags this too): the defender sends from a low UDP
+/// port and closes the socket as soon as the answer is read. The answer is a reply
+/// to our own outgoing datagram, not a probe, even though no socket holds the port
+/// any more when the daemon looks.
+#[test]
+#[ignore = "beyond the 1.2 contract: needs outgoing-flow tracking; run with --ignored"]
+fn benign_udp_reply_to_closed_socket_not_flagged() {
+    if !common::scan_test_or_skip("benign_udp_reply_to_closed_socket_not_flagged") {
+        return;
+    }
+    let lab = Lab::builder().peer("server").build();
+    let def = &lab.defender;
+    let server = lab.peer("server");
+    let _peer_dns = UdpServer::start(&server.ns, 53);
+    let conf = Conf::new();
+    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
+    d.wait_ready();
+    for (v6, lport) in [(false, 700u16), (true, 701u16)] {
+        let ok = udp_from_port(
+            &def.ns,
+            lport,
+            server.addr(v6),
+            53,
+            Duration::ZERO,
+            Duration::ZERO,
+        );
+        d.check(ok, format!("no UDP reply to port {lport}"));
+    }
+    std::thread::sleep(QUIET);
+    let alerts = d.lines_with("attackalert:");
+    d.check(
+        alerts.is_empty(),
+        format!("replies to our own datagrams raised alerts: {alerts:?}"),
+    );
+}
+
+/// Sources in the ignore file, by single address and by CIDR, v4 and v6: the
+/// "Ignored host" line is logged (once per source), nothing is blocked. A source
+/// that is not ignored is blocked, in the same daemon.
+#[test]
+fn ignored_sources_are_logged_not_blocked() {
+    if !common::scan_test_or_skip("ignored_sources_are_logged_not_blocked") {
+        return;
+    }
+    let lab = Lab::builder()
+        .peer_at("single", 5)
+        .peer_at("cidr", 130)
+        .peer_at("attacker", 6)
+        .build();
+    let def = &lab.defender;
+    let single = lab.peer("single");
+    let cidr = lab.peer("cidr");
+    let atk = lab.peer("attacker");
+    let _srv = TcpServer::start(&def.ns, OPEN);
+    let conf = Conf::new()
+        .ignore(&single.v4.to_string())
+        .ignore(&format!("{}/25", lab.v4(128)))
+        .ignore(&single.v6.to_string())
+        .ignore(&format!("{}/121", lab.v6(128)));
+    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
+    d.wait_ready();
+
+    for h in [single, cidr] {
+        for v6 in [false, true] {
+            nmap(h, &["-sS", "-p", "21,22,23"], def.addr(v6));
+        }
+    }
+    for h in [single, cidr] {
+        for v6 in [false, true] {
+            let ip = h.addr(v6);
+            let needle = format!("attackalert: Ignored host: {ip}/{ip} sent {SYN} to TCP port: ");
+            d.check(
+                d.wait_for_line(&needle, REACT),
+                format!("no line containing {needle:?}"),
+            );
+            for l in d.lines_with(&needle) {
+                d.check(
+                    l.ends_with(" (in ignore file, not blocked)"),
+                    format!("Ignored line has a different ending: {l}"),
+                );
+            }
+        }
+    }
+    std::thread::sleep(QUIET);
+    for h in [single, cidr] {
+        for v6 in [false, true] {
+            let ip = h.addr(v6);
+            let needle = format!("attackalert: Ignored host: {ip}/{ip} sent ");
+            let n = d.lines_with(&needle).len();
+            d.check(
+                n == 1,
+                format!("{n} Ignored lines for {ip} (3 ports scanned), expected 1 (damped)"),
+            );
+            let alert = alert_prefix(SYN, ip, "TCP");
+            d.check(
+                !d.has_line(&alert),
+                format!("ignored {ip} got a scan alert"),
+            );
+            checks::assert_not_blocked(&d, &conf, def, h, v6, OPEN);
+        }
+    }
+    // Positive control: a source not in the ignore file is blocked.
+    nmap(atk, &["-sS", "-p", "21,22,23"], def.addr(false));
+    checks::assert_blocked(
+        &d,
+        &conf,
+        def,
+        atk,
+        false,
+        OPEN,
+        &BlockExpect {
+            kind: SYN,
+            proto: "TCP",
+            mode: "atcp",
+            ports: &[21, 22, 23],
+        },
+    );
+}
+
+/// SCAN_TRIGGER=2 with hping3 SYNs (IPv4): hits 1 and 2 are silent, hit 3 alerts
+/// and blocks.
+#[test]
+fn scan_trigger_two_v4_hping3() {
+    if !common::root_or_skip(
+        "scan_trigger_two_v4_hping3",
+        &["hping3", "iptables", "nmap"],
+    ) {
+        return;
+    }
+    scan_trigger_two(false);
+}
+
+/// SCAN_TRIGGER=2 over IPv6, one nmap SYN probe per port.
+#[test]
+fn scan_trigger_two_v6_nmap() {
+    if !common::scan_test_or_skip("scan_trigger_two_v6_nmap") {
+        return;
+    }
+    scan_trigger_two(true);
+}
+
+fn scan_trigger_two(v6: bool) {
+    let lab = Lab::builder().peer("attacker").build();
+    let def = &lab.defender;
+    let atk = lab.peer("attacker");
+    let _srv = TcpServer::start(&def.ns, OPEN);
+    let conf = Conf::new().set("SCAN_TRIGGER", "2");
+    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
+    d.wait_ready();
+    let ip = atk.addr(v6);
+    let dst = def.addr(v6);
+    let hit = |port: u16| {
+        if v6 {
+            nmap(atk, &["-sS", "-p", &port.to_string()], dst);
+        } else {
+            let out = hping_syn(atk, dst, port);
+            assert!(!out.timed_out, "hping3 timed out:\n{out}");
+        }
+    };
+    for port in [21, 22] {
+        hit(port);
+    }
+    std::thread::sleep(QUIET);
+    let lines = checks::attack_lines_for(&d, ip);
+    d.check(
+        lines.is_empty(),
+        format!("after 2 hits with SCAN_TRIGGER=2, expected silence, got: {lines:?}"),
+    );
+    d.check(
+        !checks::has_drop_rule(def, ip),
+        "blocked after 2 hits with SCAN_TRIGGER=2",
+    );
+    d.check(
+        can_connect(&atk.ns, dst, OPEN, Duration::from_secs(2)),
+        "attacker lost access after 2 hits",
+    );
+    hit(23);
+    checks::assert_blocked(
+        &d,
+        &conf,
+        def,
+        atk,
+        v6,
+        OPEN,
+        &BlockExpect {
+            kind: SYN,
+            proto: "TCP",
+            mode: "atcp",
+            ports: &[23],
+        },
+    );
+}
+
+/// A KILL_ROUTE that fails is reported as a failure and never as "blocked"; the
+/// history file keeps its earlier lines across restarts.
+#[test]
+fn failing_kill_route_and_history_kept_across_restart() {
+    if !common::scan_test_or_skip("failing_kill_route_and_history_kept_across_restart") {
+        return;
+    }
+    let lab = Lab::builder().peer("first").peer("second").build();
+    let def = &lab.defender;
+    let first = lab.peer("first");
+    let second = lab.peer("second");
+    let _srv = TcpServer::start(&def.ns, OPEN);
+
+    let old =
+        "942286729 - 11/10/1999 20:18:49 Host: 198.19.255.77/198.19.255.77 Port: 111 TCP Blocked";
+    let mut conf = Conf::new().unset("KILL_HOSTS_DENY");
+    let marker = conf.path("fail.out");
+    std::fs::write(conf.history_path(), format!("{old}\n")).expect("seed history");
+    let fail_cmd = format!(
+        "/bin/sh {} $TARGET$ {}",
+        common::script("fail.sh"),
+        marker.display()
+    );
+    conf = conf.set("KILL_ROUTE", &fail_cmd);
+
+    let ip = first.addr(false);
+    {
+        let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
+        d.wait_ready();
+        nmap(first, &["-sS", "-p", "21,22,23"], def.addr(false));
+        d.check(
+            d.wait_for_line(&alert_prefix(SYN, ip, "TCP"), REACT),
+            "no alert for the scan",
+        );
+        let could_not = format!("attackalert: ERROR: Could not block host {ip}/{ip}!!");
+        d.check(
+            d.wait_for_line(&could_not, REACT),
+            format!("no line containing {could_not:?}"),
+        );
+        d.check(
+            d.lines_with("attackalert: ERROR:")
+                .iter()
+                .any(|l| l.contains("failed")),
+            "no 'attackalert: ERROR: ... failed' line",
+        );
+        let rec = Conf::read(&marker);
+        d.check(
+            rec.lines().any(|l| l == ip.to_string()),
+            format!("the failing KILL_ROUTE was not run with the target; it recorded {rec:?}"),
+        );
+        let blocked: Vec<String> = d
+            .lines_with("has been blocked")
+            .into_iter()
+            .filter(|l| checks::mentions(l, &ip.to_string()))
+            .collect();
+        d.check(
+            blocked.is_empty(),
+            format!("failure reported as blocked: {blocked:?}"),
+        );
+        d.check(
+            !checks::has_drop_rule(def, ip),
+            "a DROP rule appeared though KILL_ROUTE failed",
+        );
+        d.stop();
+        d.check(
+            d.has_line("adminalert: PortSentry is shutting down"),
+            "no shutdown line after SIGTERM",
+        );
+        let hist = Conf::read(&conf.history_path());
+        d.check(
+            hist.lines().next() == Some(old),
+            format!("history lost its first line after the first run:\n{hist}"),
+        );
+    }
+
+    // Second run, with a working KILL_ROUTE: a new source is blocked and appended.
+    conf = conf.set(
+        "KILL_ROUTE",
+        &format!("/bin/sh {} $TARGET$", common::script("block.sh")),
+    );
+    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
+    d.wait_ready();
+    let ip2 = second.addr(false);
+    nmap(second, &["-sS", "-p", "21,22,23"], def.addr(false));
+    let route = format!("attackalert: Host {ip2} has been blocked via dropped route");
+    d.check(d.wait_for_line(&route, REACT), format!("no {route:?} line"));
+    d.check(
+        common::wait_until(REACT, Duration::from_millis(100), || {
+            HistoryLine::parse_all(&Conf::read(&conf.history_path()))
+                .iter()
+                .any(|h| h.ip == ip2.to_string())
+        }),
+        "no history line for the second source",
+    );
+    let hist = Conf::read(&conf.history_path());
+    d.check(
+        hist.lines().next() == Some(old),
+        format!("history was truncated across the restart:\n{hist}"),
+    );
+    d.check(
+        checks::has_drop_rule(def, ip2),
+        "no DROP rule for the second source",
+    );
+    d.check(
+        !can_connect(&second.ns, def.addr(false), OPEN, Duration::from_secs(2)),
+        "second source can still connect",
+    );
+}
