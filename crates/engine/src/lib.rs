@@ -2,6 +2,7 @@
 //! decisions. Nothing in this crate reads a clock, a file or a socket; time is passed in
 //! as a [`Millis`] value, so every behaviour is deterministic and replayable.
 
+pub mod bans;
 pub mod classify;
 pub mod engine;
 pub mod ignore;

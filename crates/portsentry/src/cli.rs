@@ -53,6 +53,11 @@ pub struct Cli {
     #[arg(long = "check-config")]
     pub check_config: bool,
 
+    /// Settings file for bans, the kernel fast path and the protected set (TOML).
+    /// Default: /etc/portsentry/portsentry.toml when it exists, else built-in defaults.
+    #[arg(long = "settings", value_name = "FILE")]
+    pub settings: Option<PathBuf>,
+
     /// Debian's mode selection file, read when no mode flag is given.
     #[arg(long = "defaults-file", value_name = "FILE", default_value = DEFAULT_DEBIAN_DEFAULTS)]
     pub defaults_file: PathBuf,
@@ -65,12 +70,33 @@ pub struct Cli {
     /// Do not send log lines to syslog (they still go to stderr in the foreground).
     #[arg(long = "no-syslog")]
     pub no_syslog: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
+}
+
+/// Client commands; without one, portsentry runs the daemon.
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// List the bans in force: from the state file, and what the kernel set holds now.
+    List,
+    /// Lift bans. `--all` removes our nftables table (and only it) and forgets every
+    /// ban in the state file; the offence history is kept for escalation.
+    Flush {
+        /// Remove every ban and our whole nftables table.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 const AFTER_HELP: &str = "\
 Legacy flags are accepted with one dash, as PortSentry 1.2 takes them:
   portsentry -atcp            advanced stealth TCP
   portsentry -atcp -audp      TCP and UDP in one process
+
+Commands:
+  portsentry list             bans in force (state file and kernel)
+  portsentry flush --all      remove our nftables table and every ban
 
 Exit status: 0 on a clean shutdown, 2 on a usage error, 3 on a configuration error,
 4 when the sensor or another resource cannot be set up.";

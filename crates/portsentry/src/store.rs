@@ -1,0 +1,595 @@
+//! The state file: every ban and the offence history behind it, kept across restarts,
+//! reboots and `kill -9`.
+//!
+//! Format: one pretty-printed JSON object, readable and editable with `jq`:
+//! ```json
+//! { "format": "portsentry-state", "version": 1, "saved_at": 1700000000,
+//!   "settled_through": 1700000000,
+//!   "bans": [ { "key": "198.18.0.2/32", "offences": 2, "banned_at": 1700000000,
+//!               "expires_at": 1700007200, "last_offence": 1700000000,
+//!               "reason": "TCP SYN/Normal scan to TCP port 23" } ] }
+//! ```
+//! `expires_at` is `null` for a permanent ban; a record whose `expires_at` has passed is
+//! offence history (it still counts towards escalation). `settled_through` is
+//! [`BanBook::settled_through`]: bans that ended after it were perhaps not yet removed
+//! from the firewall when the file was written, so after loading they are handed out
+//! once more by [`BanBook::take_expired`].
+//!
+//! Invariants: the file at the path is always a complete state, old or new — a save
+//! writes a temporary file in the same directory (mode 0600), fsyncs it, renames it over
+//! the target and fsyncs the directory. A file this code cannot read with certainty
+//! (corrupt, unknown version) is an error, never an empty state: the daemon refuses to
+//! start rather than silently forget bans.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use portsentry_engine::bans::{Ban, BanBook};
+use serde::{Deserialize, Serialize};
+
+/// The `format` value that marks our file.
+pub const FORMAT: &str = "portsentry-state";
+/// The version this code writes and reads.
+pub const VERSION: u64 = 1;
+
+/// Where the daemon keeps its state unless configured otherwise.
+pub fn default_path() -> &'static Path {
+    Path::new("/var/lib/portsentry/state.json")
+}
+
+/// A failed save or load, with the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("cannot create temporary file {path}: {source}")]
+    CreateTemp { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot flush {path} to disk: {source}")]
+    Sync { path: PathBuf, source: io::Error },
+    #[error("cannot rename {temp} over {path}: {source}")]
+    Replace {
+        path: PathBuf,
+        temp: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot flush directory {path} to disk: {source}")]
+    SyncDir { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{path}:{line}:{column}: corrupt state file: {source}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        source: serde_json::Error,
+    },
+    #[error("{path}: not a portsentry state file (\"format\" is {found:?}, expected \"{FORMAT}\")")]
+    Format {
+        path: PathBuf,
+        found: Option<String>,
+    },
+    #[error(
+        "{path}: unsupported state file version {}, this portsentry reads version {VERSION}",
+        version.map_or("(missing)".to_string(), |v| v.to_string())
+    )]
+    Version { path: PathBuf, version: Option<u64> },
+    #[error("{path}: ban #{index}: bad key {key:?}: {source}")]
+    BadKey {
+        path: PathBuf,
+        index: usize,
+        key: String,
+        source: ipnet::AddrParseError,
+    },
+    #[error("cannot encode the state for {path}: {source}")]
+    Encode {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// What [`load`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadedState {
+    /// When the file was written; `None` when there was no file.
+    pub saved_at: Option<u64>,
+    /// The saved [`BanBook::settled_through`].
+    pub settled_through: u64,
+    /// Every record: active bans and offender history, in file order.
+    pub records: Vec<Ban>,
+    /// Records with a ban still in force at load time (these go back into the firewall
+    /// with their remaining time).
+    pub active: usize,
+    /// Bans that ended between the save and load time: not restored as bans; after
+    /// [`into_book`](Self::into_book) the first `take_expired` hands them out once so
+    /// leftovers in non-expiring backends (routes, iptables) are removed.
+    pub expired: usize,
+}
+
+impl LoadedState {
+    /// A ban book with these records restored (see [`BanBook::restore`]).
+    pub fn into_book(self, capacity: usize) -> BanBook {
+        let mut book = BanBook::new(capacity);
+        book.set_settled_through(self.settled_through);
+        for ban in self.records {
+            book.restore(ban);
+        }
+        book
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    format: String,
+    version: u64,
+    saved_at: u64,
+    #[serde(default)]
+    settled_through: u64,
+    bans: Vec<BanRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BanRecord {
+    key: String,
+    offences: u32,
+    banned_at: u64,
+    expires_at: Option<u64>,
+    last_offence: u64,
+    reason: String,
+}
+
+/// Only what decides whether we can read the rest.
+#[derive(Deserialize)]
+struct Header {
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    version: Option<u64>,
+}
+
+/// Write `book` to `path` atomically: at every instant `path` holds either the previous
+/// complete state or the new one. The parent directory is created (mode 0700) if missing.
+pub fn save(path: &Path, book: &BanBook, now: u64) -> Result<(), StoreError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+
+    let mut records: Vec<&Ban> = book.records().collect();
+    records.sort_by_key(|b| b.key);
+    let file = StateFile {
+        format: FORMAT.to_string(),
+        version: VERSION,
+        saved_at: now,
+        settled_through: book.settled_through(now),
+        bans: records.into_iter().map(to_record).collect(),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&file).map_err(|source| StoreError::Encode {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    bytes.push(b'\n');
+
+    let name = path
+        .file_name()
+        .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
+    let temp = dir.join(format!(".{name}.tmp"));
+    write_synced(&temp, &bytes).inspect_err(|_| {
+        let _ = fs::remove_file(&temp);
+    })?;
+    fs::rename(&temp, path).map_err(|source| {
+        let _ = fs::remove_file(&temp);
+        StoreError::Replace {
+            path: path.to_path_buf(),
+            temp: temp.clone(),
+            source,
+        }
+    })?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StoreError::SyncDir {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Create `temp` afresh (a leftover from a killed save is removed first; `create_new`
+/// never follows a planted symlink), write `bytes`, fsync.
+fn write_synced(temp: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let create = |source| StoreError::CreateTemp {
+        path: temp.to_path_buf(),
+        source,
+    };
+    match fs::remove_file(temp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(create(e)),
+        _ => {}
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(temp)
+        .map_err(create)?;
+    f.write_all(bytes).map_err(|source| StoreError::Write {
+        path: temp.to_path_buf(),
+        source,
+    })?;
+    f.sync_all().map_err(|source| StoreError::Sync {
+        path: temp.to_path_buf(),
+        source,
+    })
+}
+
+/// Read the state at `path`. A missing file is an empty state; anything unreadable is
+/// an error naming the file (and line:column for bad JSON). `now` only sorts the
+/// records into the `active` / `expired` counts.
+pub fn load(path: &Path, now: u64) -> Result<LoadedState, StoreError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LoadedState::default()),
+        Err(source) => {
+            return Err(StoreError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let parse_error = |source: serde_json::Error| StoreError::Parse {
+        path: path.to_path_buf(),
+        line: source.line(),
+        column: source.column(),
+        source,
+    };
+    let header: Header = serde_json::from_slice(&bytes).map_err(parse_error)?;
+    if header.format.as_deref() != Some(FORMAT) {
+        return Err(StoreError::Format {
+            path: path.to_path_buf(),
+            found: header.format,
+        });
+    }
+    if header.version != Some(VERSION) {
+        return Err(StoreError::Version {
+            path: path.to_path_buf(),
+            version: header.version,
+        });
+    }
+    let file: StateFile = serde_json::from_slice(&bytes).map_err(parse_error)?;
+
+    let mut state = LoadedState {
+        saved_at: Some(file.saved_at),
+        settled_through: file.settled_through,
+        records: Vec::with_capacity(file.bans.len()),
+        active: 0,
+        expired: 0,
+    };
+    for (index, r) in file.bans.into_iter().enumerate() {
+        let ban = from_record(r).map_err(|(key, source)| StoreError::BadKey {
+            path: path.to_path_buf(),
+            index,
+            key,
+            source,
+        })?;
+        match ban.expires_at {
+            None => state.active += 1,
+            Some(t) if t > now => state.active += 1,
+            Some(t) if t > file.settled_through => state.expired += 1,
+            Some(_) => {}
+        }
+        state.records.push(ban);
+    }
+    Ok(state)
+}
+
+fn to_record(b: &Ban) -> BanRecord {
+    BanRecord {
+        key: b.key.to_string(),
+        offences: b.offences,
+        banned_at: b.banned_at,
+        expires_at: b.expires_at,
+        last_offence: b.last_offence,
+        reason: b.reason.clone(),
+    }
+}
+
+/// A key is `addr/bits`; a bare address (as an admin might write with `jq`) is a host.
+fn from_record(r: BanRecord) -> Result<Ban, (String, ipnet::AddrParseError)> {
+    let key = match r.key.parse::<IpNet>() {
+        Ok(n) => n,
+        Err(e) => match r.key.parse::<std::net::IpAddr>() {
+            Ok(a) => IpNet::from(a),
+            Err(_) => return Err((r.key, e)),
+        },
+    };
+    Ok(Ban {
+        key: key.trunc(),
+        offences: r.offences,
+        banned_at: r.banned_at,
+        expires_at: r.expires_at,
+        last_offence: r.last_offence,
+        reason: r.reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portsentry_engine::bans::BanPolicy;
+    use std::net::IpAddr;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    const H: u64 = 3600;
+    const T0: u64 = 1_700_000_000;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn sample_book() -> BanBook {
+        let p = BanPolicy {
+            group_v6: 64,
+            ..BanPolicy::default()
+        };
+        let mut book = BanBook::new(100);
+        book.offend(
+            &p,
+            ip("198.18.0.2"),
+            T0,
+            "TCP SYN/Normal scan to TCP port 23",
+        );
+        book.offend(
+            &p,
+            ip("198.18.0.2"),
+            T0 + 10,
+            "TCP SYN/Normal scan to TCP port 23",
+        );
+        book.offend(&p, ip("2001:db8:1::5"), T0, "UDP scan to UDP port 161");
+        book.ban(
+            &p,
+            "203.0.113.0/24".parse().unwrap(),
+            T0,
+            None,
+            "manual \"quoted\"",
+        );
+        book.offend(&p, ip("198.18.0.9"), T0, "old");
+        book.unban("198.18.0.9/32".parse().unwrap(), T0 + 20);
+        book
+    }
+
+    fn sorted(mut v: Vec<Ban>) -> Vec<Ban> {
+        v.sort_by_key(|b| b.key);
+        v
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.json");
+        let book = sample_book();
+        save(&path, &book, T0 + 30).unwrap();
+
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.json"], "no temporary file left behind");
+
+        let json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(json["format"], "portsentry-state");
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["saved_at"], T0 + 30);
+        assert_eq!(json["bans"][0]["key"], "198.18.0.2/32");
+        assert_eq!(json["bans"][0]["offences"], 2);
+        assert_eq!(json["bans"][2]["key"], "203.0.113.0/24");
+        assert!(json["bans"][2]["expires_at"].is_null());
+
+        let loaded = load(&path, T0 + 30).unwrap();
+        assert_eq!(loaded.saved_at, Some(T0 + 30));
+        assert_eq!((loaded.active, loaded.expired), (3, 0));
+        let want = sorted(book.records().cloned().collect());
+        assert_eq!(sorted(loaded.records.clone()), want);
+
+        let mut again = loaded.into_book(100);
+        assert_eq!(sorted(again.records().cloned().collect()), want);
+        assert!(again.is_banned(ip("198.18.0.2"), T0 + 30));
+        assert!(again.is_banned(ip("2001:db8:1::ffff"), T0 + 30));
+        assert!(again.is_banned(ip("203.0.113.200"), T0 + 30));
+        assert!(!again.is_banned(ip("198.18.0.9"), T0 + 30));
+        // The lifted ban is history, not handed out again.
+        assert!(again.take_expired(T0 + 30).is_empty());
+    }
+
+    #[test]
+    fn missing_file_is_empty_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = load(&dir.path().join("state.json"), T0).unwrap();
+        assert_eq!(loaded, LoadedState::default());
+        assert!(loaded.into_book(10).is_empty());
+    }
+
+    #[test]
+    fn failed_save_leaves_old_file_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        save(&path, &sample_book(), T0).unwrap();
+        let before = fs::read(&path).unwrap();
+
+        // The temporary file cannot be created (a non-empty directory holds its name),
+        // which fails the save whoever runs the test, root included.
+        let blocker = dir.path().join(".state.json.tmp");
+        fs::create_dir(&blocker).unwrap();
+        fs::write(blocker.join("x"), b"x").unwrap();
+        let err = save(&path, &BanBook::new(10), T0 + 1).unwrap_err();
+        assert!(matches!(err, StoreError::CreateTemp { .. }), "{err}");
+        assert!(err.to_string().contains(".state.json.tmp"), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), before);
+        assert_eq!(load(&path, T0).unwrap().records.len(), 4);
+    }
+
+    #[test]
+    fn save_under_a_file_fails_without_creating_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        fs::write(&file, b"keep").unwrap();
+        let err = save(&file.join("state.json"), &sample_book(), T0).unwrap_err();
+        assert!(matches!(err, StoreError::CreateDir { .. }), "{err}");
+        assert_eq!(fs::read(&file).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn leftover_temp_from_killed_save_is_harmless() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        save(&path, &sample_book(), T0).unwrap();
+        // What `kill -9` in the middle of a write leaves: a partial temporary file.
+        let temp = dir.path().join(".state.json.tmp");
+        fs::write(&temp, b"{ \"format\": \"portsentry-st").unwrap();
+        assert_eq!(load(&path, T0).unwrap().records.len(), 4);
+        save(&path, &BanBook::new(10), T0 + 1).unwrap();
+        assert!(!temp.exists());
+        assert!(load(&path, T0 + 1).unwrap().records.is_empty());
+    }
+
+    #[test]
+    fn expired_bans_dropped_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let p = BanPolicy::default();
+        let mut book = BanBook::new(10);
+        book.offend(&p, ip("198.18.0.2"), T0, "scan");
+        book.ban(&p, "198.18.0.3/32".parse().unwrap(), T0, None, "manual");
+        book.ban(
+            &p,
+            "198.18.0.4/32".parse().unwrap(),
+            T0,
+            Some(Duration::from_secs(10 * H)),
+            "manual",
+        );
+        save(&path, &book, T0 + 1).unwrap();
+
+        // Down for two hours: the 1 h ban ended meanwhile.
+        let now = T0 + 2 * H;
+        let loaded = load(&path, now).unwrap();
+        assert_eq!((loaded.active, loaded.expired), (2, 1));
+        let mut again = loaded.into_book(10);
+        assert!(!again.is_banned(ip("198.18.0.2"), now));
+        assert!(again.is_banned(ip("198.18.0.3"), now));
+        assert!(again.is_banned(ip("198.18.0.4"), now));
+        assert_eq!(again.active(now).count(), 2);
+        // Handed out once so a leftover route is removed; the record stays as history.
+        let out = again.take_expired(now);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].key, "198.18.0.2/32".parse::<IpNet>().unwrap());
+        assert!(again.take_expired(now).is_empty());
+        assert_eq!(again.offend(&p, ip("198.18.0.2"), now, "x").offences, 2);
+
+        // Saved again, the ended ban is plain history: neither active nor expired.
+        save(&path, &again, now).unwrap();
+        let loaded = load(&path, now + 1).unwrap();
+        assert_eq!((loaded.active, loaded.expired), (3, 0));
+    }
+
+    #[test]
+    fn corrupt_file_reports_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(
+            &path,
+            "{\n  \"format\": \"portsentry-state\",\n  \"version\": 1,\n  \"saved_at\": 12,,\n",
+        )
+        .unwrap();
+        let err = load(&path, T0).unwrap_err();
+        let StoreError::Parse { line, column, .. } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!((*line, *column), (4, 18));
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("{}:4:18: ", path.display())),
+            "{msg}"
+        );
+
+        // Truncated (a file cut short by a full disk, say) is corrupt too, not empty.
+        fs::write(&path, "{\n  \"format\": \"portsentry-state\",\n  \"ver").unwrap();
+        let err = load(&path, T0).unwrap_err();
+        assert!(matches!(err, StoreError::Parse { line: 3, .. }), "{err}");
+
+        // Valid JSON with a wrongly typed field: still file:line:column.
+        fs::write(
+            &path,
+            "{\"format\":\"portsentry-state\",\"version\":1,\"saved_at\":1,\n\"bans\":[{\"key\":\"198.18.0.2/32\",\"offences\":\"two\"}]}",
+        )
+        .unwrap();
+        let err = load(&path, T0).unwrap_err();
+        assert!(matches!(err, StoreError::Parse { line: 2, .. }), "{err}");
+    }
+
+    #[test]
+    fn bad_key_names_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(
+            &path,
+            r#"{"format":"portsentry-state","version":1,"saved_at":1,"bans":[
+              {"key":"198.18.0.2","offences":1,"banned_at":1,"expires_at":null,"last_offence":1,"reason":""},
+              {"key":"198.18.0.300/32","offences":1,"banned_at":1,"expires_at":null,"last_offence":1,"reason":""}]}"#,
+        )
+        .unwrap();
+        let err = load(&path, T0).unwrap_err();
+        assert!(matches!(err, StoreError::BadKey { index: 1, .. }), "{err}");
+        assert!(err.to_string().contains("198.18.0.300/32"), "{err}");
+    }
+
+    #[test]
+    fn version_mismatch_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(
+            &path,
+            r#"{"format":"portsentry-state","version":2,"saved_at":1,"bans":[],"new":{}}"#,
+        )
+        .unwrap();
+        let err = load(&path, T0).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Version {
+                    version: Some(2),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("version 2"), "{msg}");
+
+        fs::write(&path, r#"{"format":"portsentry-state","bans":[]}"#).unwrap();
+        let err = load(&path, T0).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Version { version: None, .. }),
+            "{err}"
+        );
+
+        fs::write(&path, r#"{"hello":"world"}"#).unwrap();
+        let err = load(&path, T0).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Format { found: None, .. }),
+            "{err}"
+        );
+    }
+}
