@@ -7,6 +7,8 @@ pub mod config;
 pub mod daemon;
 pub mod logger;
 pub mod nflog;
+pub mod nft;
+pub mod protect;
 pub mod records;
 pub mod resolve;
 pub mod respond;

@@ -1,0 +1,642 @@
+//! The kernel fast path: our own nftables table `inet portsentry` (name configurable)
+//! whose trap rules ban a source in the kernel on the very packet that hits a trap.
+//!
+//! Owns: rendering the table ([`ruleset`]), applying it as one atomic `nft -f -`
+//! transaction and verifying it by reading it back ([`Nft`]), and writing ban set
+//! elements over netlink without forking ([`BanSetWriter`]).
+//!
+//! Invariants:
+//! - only `inet <table>` is ever created, changed or deleted; nothing else in the
+//!   host's ruleset is touched, read-only listings aside;
+//! - bans outlive the daemon and a re-apply: applying never flushes the ban sets, and a
+//!   clean stop ([`Nft::remove_traps`]) keeps the sets and their drop rules, so bans
+//!   keep expiring in the kernel while the daemon is down;
+//! - when a changed definition cannot be applied in place (for instance a new hook
+//!   priority: the kernel cannot change it on an existing chain, or a set change an
+//!   older kernel refuses), [`Nft::apply`] rebuilds the table in one transaction and
+//!   carries every ban over with its remaining time (and the protected list), see
+//!   [`Applied::Rebuilt`];
+//! - `nft` is forked only for rare events (apply, verify, remove, protected list); a
+//!   ban from the user-space decision path is one netlink batch.
+
+mod netlink;
+pub mod ruleset;
+
+use std::fmt::Write as _;
+use std::io::{self, Read as _, Write as _};
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use wait_timeout::ChildExt as _;
+
+pub use netlink::{BanSetWriter, KernelError, kernel_errno};
+use ruleset::{
+    CHAIN_INPUT, CHAIN_OBSERVE, SET_BANNED4, SET_BANNED6, SET_PROTECTED4, SET_PROTECTED6,
+};
+pub use ruleset::{
+    DEFAULT_PRIORITY, DEFAULT_SET_SIZE, DEFAULT_TABLE, PREFIX_BANNED, PREFIX_OBSERVED, TrapSpec,
+    merge_nets, render_ruleset, valid_table_name,
+};
+
+/// How long one `nft` run may take (a rebuild with a million bans parses a big file).
+const NFT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One element of a ban set as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelBan {
+    pub addr: IpAddr,
+    /// The element's timeout (its own or the set's default); `None` = permanent.
+    pub timeout: Option<Duration>,
+    /// Time left; `None` = never expires.
+    pub expires: Option<Duration>,
+}
+
+/// What [`Nft::apply`] had to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Table created, or updated in place (sets and their elements untouched).
+    InPlace,
+    /// The existing table could not take the new definition in place, so it was
+    /// deleted and recreated in one transaction, with `bans` ban elements and
+    /// `protected` protected entries carried over. Bans the kernel added between our
+    /// reading and the transaction (milliseconds) are lost.
+    Rebuilt { bans: usize, protected: usize },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("invalid nftables table name {0:?} (a letter, then letters, digits, '_')")]
+    InvalidName(String),
+    #[error("the ruleset is for table {spec:?}, not {ours:?}")]
+    TableMismatch { ours: String, spec: String },
+    #[error("cannot run nft ({op}): {source}")]
+    Run { op: &'static str, source: io::Error },
+    #[error("nft did not finish within {0:?} ({1})")]
+    Timeout(Duration, &'static str),
+    #[error("applying table inet {table} failed: {stderr}")]
+    Apply { table: String, stderr: String },
+    #[error("table inet {table} is not as applied: {problem}")]
+    Verify { table: String, problem: String },
+    #[error("deleting table inet {table} failed: {stderr}")]
+    Remove { table: String, stderr: String },
+    #[error("removing the traps of table inet {table} failed: {stderr}")]
+    RemoveTraps { table: String, stderr: String },
+    #[error("setting the protected sets of table inet {table} failed: {stderr}")]
+    SetProtected { table: String, stderr: String },
+    #[error("listing table inet {table} failed: {stderr}")]
+    List { table: String, stderr: String },
+    #[error("reading the ban sets of table inet {table} failed: {source}")]
+    ListBans { table: String, source: io::Error },
+}
+
+/// Output of one `nft` run.
+struct Output {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn nft_binary() -> &'static str {
+    ["/usr/sbin/nft", "/sbin/nft", "/usr/local/sbin/nft"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("nft")
+}
+
+/// Runs `nft args…` with `stdin`, bounded by [`NFT_TIMEOUT`].
+fn run_nft(op: &'static str, args: &[&str], stdin: Option<&str>) -> Result<Output, NftError> {
+    let run = |source| NftError::Run { op, source };
+    let mut child = Command::new(nft_binary())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(run)?;
+    // Feed and drain on threads: a big transaction or listing must not deadlock on
+    // a full pipe.
+    let writer = child.stdin.take().map(|mut w| {
+        let text = stdin.unwrap_or_default().to_owned();
+        std::thread::spawn(move || w.write_all(text.as_bytes()))
+    });
+    let reader = |r: Option<Box<dyn io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut s);
+            }
+            s
+        })
+    };
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn io::Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn io::Read + Send>),
+    );
+    let status = match child.wait_timeout(NFT_TIMEOUT).map_err(run)? {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(NftError::Timeout(NFT_TIMEOUT, op));
+        }
+    };
+    if let Some(w) = writer {
+        // nft may exit before reading everything (a syntax error): its stderr says why.
+        let _ = w.join();
+    }
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    Ok(Output {
+        ok: status.success(),
+        stdout,
+        stderr: stderr.trim().to_string(),
+    })
+}
+
+/// The objects of `nft -j` output (`{"nftables": [ {"table": …}, {"set": …}, … ]}`).
+fn json_objects(stdout: &str) -> Result<Vec<Value>, String> {
+    let v: Value = serde_json::from_str(stdout).map_err(|e| format!("nft -j output: {e}"))?;
+    match v.get("nftables") {
+        Some(Value::Array(items)) => Ok(items.clone()),
+        _ => Err("nft -j output without an \"nftables\" array".into()),
+    }
+}
+
+/// Our table through `nft`. Every method names `inet <table>` only.
+#[derive(Debug, Clone)]
+pub struct Nft {
+    table: String,
+}
+
+impl Nft {
+    pub fn new(table: &str) -> Result<Self, NftError> {
+        if !valid_table_name(table) {
+            return Err(NftError::InvalidName(table.to_string()));
+        }
+        Ok(Nft {
+            table: table.to_string(),
+        })
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Whether the `nft` binary runs and the kernel answers (`nft list tables`).
+    pub fn available() -> bool {
+        run_nft("list tables", &["list", "tables"], None).is_ok_and(|o| o.ok)
+    }
+
+    /// Whether our table exists.
+    pub fn exists(&self) -> Result<bool, NftError> {
+        let out = run_nft("list tables", &["-j", "list", "tables"], None)?;
+        if !out.ok {
+            return Err(NftError::List {
+                table: self.table.clone(),
+                stderr: out.stderr,
+            });
+        }
+        let objects = json_objects(&out.stdout).map_err(|stderr| NftError::List {
+            table: self.table.clone(),
+            stderr,
+        })?;
+        Ok(objects.iter().filter_map(|o| o.get("table")).any(|t| {
+            t.get("family").and_then(Value::as_str) == Some("inet")
+                && t.get("name").and_then(Value::as_str) == Some(self.table.as_str())
+        }))
+    }
+
+    /// Applies `spec` as one atomic transaction, then verifies it. Ban elements and
+    /// the protected list are kept; if the table cannot take the definition in place
+    /// it is rebuilt with them carried over (see [`Applied::Rebuilt`]).
+    pub fn apply(&self, spec: &TrapSpec) -> Result<Applied, NftError> {
+        if spec.table != self.table {
+            return Err(NftError::TableMismatch {
+                ours: self.table.clone(),
+                spec: spec.table.clone(),
+            });
+        }
+        let text = render_ruleset(spec);
+        let out = run_nft("apply", &["-f", "-"], Some(&text))?;
+        if out.ok {
+            self.verify(spec)?;
+            return Ok(Applied::InPlace);
+        }
+        if !self.exists()? {
+            return Err(NftError::Apply {
+                table: self.table.clone(),
+                stderr: out.stderr,
+            });
+        }
+        // The existing table refused the new definition: rebuild it.
+        match self.rebuild(&text) {
+            Ok(applied) => {
+                self.verify(spec)?;
+                Ok(applied)
+            }
+            Err(e) => Err(NftError::Apply {
+                table: self.table.clone(),
+                stderr: format!("{}; rebuilding the table failed too: {e}", out.stderr),
+            }),
+        }
+    }
+
+    /// `delete table` + the new table + every current ban (its remaining time as
+    /// timeout) + the protected entries, in one transaction. nft 1.0.6 cannot write a
+    /// permanent element into a set with a default timeout, so permanent bans go in
+    /// with the default and are made permanent over netlink right after.
+    fn rebuild(&self, ruleset: &str) -> Result<Applied, NftError> {
+        let t = &self.table;
+        let bans = self.list_bans()?;
+        let protected = self.protected_elements()?;
+        let mut text = format!("delete table inet {t}\n");
+        text.push_str(ruleset);
+        let mut count = 0;
+        for (set, v4) in [(SET_BANNED4, true), (SET_BANNED6, false)] {
+            let items: Vec<String> = bans
+                .iter()
+                .filter(|b| b.addr.is_ipv4() == v4)
+                .map(|b| match b.expires {
+                    Some(left) => format!("{} timeout {}", b.addr, ruleset::nft_duration(left)),
+                    None => b.addr.to_string(),
+                })
+                .collect();
+            count += items.len();
+            for chunk in items.chunks(4096) {
+                let _ = writeln!(
+                    text,
+                    "add element inet {t} {set} {{ {} }}",
+                    chunk.join(", ")
+                );
+            }
+        }
+        let mut protected_count = 0;
+        for (set, items) in [
+            (SET_PROTECTED4, &protected.0),
+            (SET_PROTECTED6, &protected.1),
+        ] {
+            protected_count += items.len();
+            if !items.is_empty() {
+                let _ = writeln!(
+                    text,
+                    "add element inet {t} {set} {{ {} }}",
+                    items.join(", ")
+                );
+            }
+        }
+        let out = run_nft("rebuild", &["-f", "-"], Some(&text))?;
+        if !out.ok {
+            return Err(NftError::Apply {
+                table: t.clone(),
+                stderr: out.stderr,
+            });
+        }
+        let permanent: Vec<(IpAddr, Option<Duration>)> = bans
+            .iter()
+            .filter(|b| b.expires.is_none())
+            .map(|b| (b.addr, None))
+            .collect();
+        if !permanent.is_empty() {
+            BanSetWriter::open(t)
+                .and_then(|mut w| w.add_many(&permanent))
+                .map_err(|e| NftError::Apply {
+                    table: t.clone(),
+                    stderr: format!("making {} bans permanent again: {e}", permanent.len()),
+                })?;
+        }
+        Ok(Applied::Rebuilt {
+            bans: count,
+            protected: protected_count,
+        })
+    }
+
+    /// The protected sets' elements in nft syntax (`a`, `a/len`, `a-b`), v4 and v6.
+    fn protected_elements(&self) -> Result<(Vec<String>, Vec<String>), NftError> {
+        let mut out = (Vec::new(), Vec::new());
+        for set in [SET_PROTECTED4, SET_PROTECTED6] {
+            let objects = self.list_json(&["list", "set", "inet", &self.table, set])?;
+            let into = if set == SET_PROTECTED4 {
+                &mut out.0
+            } else {
+                &mut out.1
+            };
+            for elem in objects
+                .iter()
+                .filter_map(|o| o.get("set"))
+                .filter_map(|s| s.get("elem").and_then(Value::as_array))
+                .flatten()
+            {
+                let text = match elem {
+                    Value::String(a) => Some(a.clone()),
+                    Value::Object(o) => {
+                        if let Some(p) = o.get("prefix") {
+                            p.get("addr")
+                                .and_then(Value::as_str)
+                                .zip(p.get("len").and_then(Value::as_u64))
+                                .map(|(a, l)| format!("{a}/{l}"))
+                        } else if let Some(Value::Array(r)) = o.get("range") {
+                            match (
+                                r.first().and_then(Value::as_str),
+                                r.get(1).and_then(Value::as_str),
+                            ) {
+                                (Some(a), Some(b)) => Some(format!("{a}-{b}")),
+                                _ => None,
+                            }
+                        } else {
+                            None
+                        }
+                    }
+                    _ => None,
+                };
+                match text {
+                    Some(t) => into.push(t),
+                    None => {
+                        return Err(NftError::List {
+                            table: self.table.clone(),
+                            stderr: format!("unexpected element {elem} in set {set}"),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn list_json(&self, args: &[&str]) -> Result<Vec<Value>, NftError> {
+        let mut all = vec!["-j"];
+        all.extend_from_slice(args);
+        let out = run_nft("list", &all, None)?;
+        if !out.ok {
+            return Err(NftError::List {
+                table: self.table.clone(),
+                stderr: out.stderr,
+            });
+        }
+        json_objects(&out.stdout).map_err(|stderr| NftError::List {
+            table: self.table.clone(),
+            stderr,
+        })
+    }
+
+    /// Reads the table back (`nft -t -j list table`, set contents omitted) and checks
+    /// the sets (type, flags, timeout, size), the base chain (hook, priority, policy)
+    /// and the number of rules of both chains against `spec`.
+    pub fn verify(&self, spec: &TrapSpec) -> Result<(), NftError> {
+        let objects = self.list_json(&["-t", "list", "table", "inet", &self.table])?;
+        let problem = |p: String| NftError::Verify {
+            table: self.table.clone(),
+            problem: p,
+        };
+        check_table(&objects, spec, &ruleset::plan(spec)).map_err(problem)
+    }
+
+    /// Deletes our table (and with it every ban). Ok if it does not exist.
+    pub fn remove(&self) -> Result<(), NftError> {
+        if !self.exists()? {
+            return Ok(());
+        }
+        let out = run_nft(
+            "delete table",
+            &["delete", "table", "inet", &self.table],
+            None,
+        )?;
+        if out.ok || !self.exists()? {
+            return Ok(());
+        }
+        Err(NftError::Remove {
+            table: self.table.clone(),
+            stderr: out.stderr,
+        })
+    }
+
+    /// Clean daemon stop: the trap and observe rules go, the ban sets, the protected
+    /// sets and the rules dropping banned sources stay, so bans keep being enforced
+    /// and expiring while the daemon is stopped. Ok if the table does not exist.
+    pub fn remove_traps(&self) -> Result<(), NftError> {
+        if !self.exists()? {
+            return Ok(());
+        }
+        let text = ruleset::render_remove_traps(&self.table);
+        let out = run_nft("remove traps", &["-f", "-"], Some(&text))?;
+        if out.ok {
+            return Ok(());
+        }
+        Err(NftError::RemoveTraps {
+            table: self.table.clone(),
+            stderr: out.stderr,
+        })
+    }
+
+    /// Replaces the content of `protected4`/`protected6` in one transaction.
+    /// Duplicates and overlaps are merged first (an interval set refuses overlaps).
+    pub fn set_protected(&self, nets: &[ipnet::IpNet]) -> Result<(), NftError> {
+        let text = ruleset::render_protected(&self.table, nets);
+        let out = run_nft("set protected", &["-f", "-"], Some(&text))?;
+        if out.ok {
+            return Ok(());
+        }
+        Err(NftError::SetProtected {
+            table: self.table.clone(),
+            stderr: out.stderr,
+        })
+    }
+
+    /// The elements of `banned4` and `banned6` with their timeout and time left
+    /// (millisecond precision, read over netlink: `nft -j` rounds to seconds).
+    pub fn list_bans(&self) -> Result<Vec<KernelBan>, NftError> {
+        let err = |source| NftError::ListBans {
+            table: self.table.clone(),
+            source,
+        };
+        BanSetWriter::open(&self.table)
+            .map_err(err)?
+            .list()
+            .map_err(err)
+    }
+}
+
+/// The checks of [`Nft::verify`] on parsed `nft -t -j list table` output.
+fn check_table(objects: &[Value], spec: &TrapSpec, plan: &ruleset::Plan) -> Result<(), String> {
+    let sets: Vec<&Value> = objects.iter().filter_map(|o| o.get("set")).collect();
+    let find_set = |name: &str| {
+        sets.iter()
+            .find(|s| s.get("name").and_then(Value::as_str) == Some(name))
+            .copied()
+            .ok_or_else(|| format!("set {name} is missing"))
+    };
+    let has_flag = |set: &Value, flag: &str| {
+        set.get("flags")
+            .and_then(Value::as_array)
+            .is_some_and(|f| f.iter().any(|x| x.as_str() == Some(flag)))
+    };
+    // nft -j gives set timeouts in whole seconds.
+    let want_timeout = ruleset::nft_duration(spec.ban_timeout);
+    let want_secs = spec.ban_timeout.as_secs();
+    for (name, ty) in [(SET_BANNED4, "ipv4_addr"), (SET_BANNED6, "ipv6_addr")] {
+        let set = find_set(name)?;
+        if set.get("type").and_then(Value::as_str) != Some(ty) {
+            return Err(format!("set {name} is not of type {ty}"));
+        }
+        if !has_flag(set, "timeout") {
+            return Err(format!("set {name} lacks the timeout flag"));
+        }
+        let secs = set.get("timeout").and_then(Value::as_u64).unwrap_or(0);
+        if secs != want_secs && !(want_secs == 0 && secs <= 1) {
+            return Err(format!(
+                "set {name} has timeout {secs}s, expected {want_timeout}"
+            ));
+        }
+        let size = set.get("size").and_then(Value::as_u64);
+        if size != Some(u64::from(spec.set_size)) {
+            return Err(format!(
+                "set {name} has size {size:?}, expected {}",
+                spec.set_size
+            ));
+        }
+    }
+    for (name, ty) in [(SET_PROTECTED4, "ipv4_addr"), (SET_PROTECTED6, "ipv6_addr")] {
+        let set = find_set(name)?;
+        if set.get("type").and_then(Value::as_str) != Some(ty) || !has_flag(set, "interval") {
+            return Err(format!("set {name} is not an interval set of {ty}"));
+        }
+    }
+    let chains: Vec<&Value> = objects.iter().filter_map(|o| o.get("chain")).collect();
+    let chain = |name: &str| {
+        chains
+            .iter()
+            .find(|c| c.get("name").and_then(Value::as_str) == Some(name))
+            .copied()
+            .ok_or_else(|| format!("chain {name} is missing"))
+    };
+    let input = chain(CHAIN_INPUT)?;
+    let field = |c: &Value, k: &str| c.get(k).cloned().unwrap_or(Value::Null);
+    if field(input, "hook") != "input"
+        || field(input, "type") != "filter"
+        || field(input, "prio") != spec.priority
+        || field(input, "policy") != "accept"
+    {
+        return Err(format!(
+            "chain {CHAIN_INPUT} is not `type filter hook input priority {}; policy accept`: {input}",
+            spec.priority
+        ));
+    }
+    let observe = chain(CHAIN_OBSERVE)?;
+    if observe.get("hook").is_some() {
+        return Err(format!("chain {CHAIN_OBSERVE} must not be a base chain"));
+    }
+    for (name, want) in [
+        (CHAIN_INPUT, plan.input.len()),
+        (CHAIN_OBSERVE, plan.observe.len()),
+    ] {
+        let got = objects
+            .iter()
+            .filter_map(|o| o.get("rule"))
+            .filter(|r| r.get("chain").and_then(Value::as_str) == Some(name))
+            .count();
+        if got != want {
+            return Err(format!("chain {name} has {got} rules, expected {want}"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod kernel_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> TrapSpec {
+        TrapSpec {
+            table: "pst".into(),
+            tcp_ports: Some(vec![(1, 1023)]),
+            udp_ports: None,
+            ban_tcp: true,
+            ban_udp: true,
+            ban_timeout: Duration::from_secs(3600),
+            nflog_group: 5,
+            set_size: 1000,
+            priority: -10,
+        }
+    }
+
+    /// Trimmed `nft -t -j list table` of nft 1.0.6 (the flag list omits `dynamic`).
+    fn listing(prio: i64, input_rules: usize) -> String {
+        let mut items = vec![
+            r#"{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}"#.to_string(),
+            r#"{"table": {"family": "inet", "name": "pst", "handle": 1}}"#.to_string(),
+            r#"{"set": {"family": "inet", "name": "banned4", "table": "pst", "type": "ipv4_addr", "handle": 1, "size": 1000, "flags": ["timeout"], "timeout": 3600}}"#.to_string(),
+            r#"{"set": {"family": "inet", "name": "banned6", "table": "pst", "type": "ipv6_addr", "handle": 2, "size": 1000, "flags": ["timeout"], "timeout": 3600}}"#.to_string(),
+            r#"{"set": {"family": "inet", "name": "protected4", "table": "pst", "type": "ipv4_addr", "handle": 3, "flags": ["interval"]}}"#.to_string(),
+            r#"{"set": {"family": "inet", "name": "protected6", "table": "pst", "type": "ipv6_addr", "handle": 4, "flags": ["interval"]}}"#.to_string(),
+            format!(r#"{{"chain": {{"family": "inet", "table": "pst", "name": "input", "handle": 5, "type": "filter", "hook": "input", "prio": {prio}, "policy": "accept"}}}}"#),
+            r#"{"chain": {"family": "inet", "table": "pst", "name": "observe", "handle": 6}}"#.to_string(),
+        ];
+        for i in 0..input_rules {
+            items.push(format!(r#"{{"rule": {{"family": "inet", "table": "pst", "chain": "input", "handle": {}, "expr": []}}}}"#, 10 + i));
+        }
+        items.push(r#"{"rule": {"family": "inet", "table": "pst", "chain": "observe", "handle": 40, "expr": []}}"#.to_string());
+        items.push(r#"{"rule": {"family": "inet", "table": "pst", "chain": "observe", "handle": 41, "expr": []}}"#.to_string());
+        format!(r#"{{"nftables": [{}]}}"#, items.join(", "))
+    }
+
+    #[test]
+    fn verify_accepts_the_listing_of_what_was_applied() {
+        let s = spec();
+        let plan = ruleset::plan(&s);
+        assert_eq!((plan.input.len(), plan.observe.len()), (9, 2));
+        let objects = json_objects(&listing(-10, 9)).unwrap();
+        check_table(&objects, &s, &plan).unwrap();
+    }
+
+    #[test]
+    fn verify_names_what_differs() {
+        let s = spec();
+        let plan = ruleset::plan(&s);
+        let e = check_table(&json_objects(&listing(0, 9)).unwrap(), &s, &plan).unwrap_err();
+        assert!(e.contains("priority -10"), "{e}");
+        let e = check_table(&json_objects(&listing(-10, 8)).unwrap(), &s, &plan).unwrap_err();
+        assert_eq!(e, "chain input has 8 rules, expected 9");
+        let mut other = s.clone();
+        other.set_size = 5;
+        let e = check_table(&json_objects(&listing(-10, 9)).unwrap(), &other, &plan).unwrap_err();
+        assert_eq!(e, "set banned4 has size Some(1000), expected 5");
+        other = s.clone();
+        other.ban_timeout = Duration::from_secs(60);
+        let e = check_table(&json_objects(&listing(-10, 9)).unwrap(), &other, &plan).unwrap_err();
+        assert_eq!(e, "set banned4 has timeout 3600s, expected 60s");
+        let no_sets = r#"{"nftables": [{"table": {"family": "inet", "name": "pst"}}]}"#;
+        let e = check_table(&json_objects(no_sets).unwrap(), &s, &plan).unwrap_err();
+        assert_eq!(e, "set banned4 is missing");
+        assert!(json_objects("{}").is_err());
+        assert!(json_objects("not json").is_err());
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(matches!(
+            Nft::new("bad name"),
+            Err(NftError::InvalidName(_))
+        ));
+        assert!(BanSetWriter::open("x;y").is_err());
+        let nft = Nft::new("pst").unwrap();
+        let mut s = spec();
+        s.table = "other".into();
+        assert!(matches!(nft.apply(&s), Err(NftError::TableMismatch { .. })));
+    }
+}
