@@ -1,32 +1,49 @@
-//! The running daemon: the capture thread (sensor → parse → classify → watch → in-use
-//! check → engine) and the reporter thread (log lines, responses, records).
+//! The running daemon: the capture thread (probe source → engine) and the reporter
+//! thread (log lines, bans, legacy responses, records).
+//!
+//! Two probe sources, chosen at start:
+//! - **nftables** (default where `nft` works): our table's trap rules see every probe
+//!   in the kernel, ban on the very packet when the fast path is on, and log it to an
+//!   NFLOG group; the daemon reads that group. The kernel's `socket` check already
+//!   excluded ports in use and our own connections.
+//! - **packet socket** (no nftables, or `backend = "none"`): AF_PACKET with a BPF
+//!   filter, the classifier (ACK/Maimon from our RSTs), and a live sock_diag check of
+//!   ports in use. Bans are then only what the legacy KILL_* commands do.
 //!
 //! ```text
-//!  capture thread                                  reporter thread
-//!  PacketSensor ─bytes─▶ wire::parse_ip ─▶ Classifier ─Probe─▶ Watch? in use?
-//!        ▲                                                  │
-//!        │                                          Engine::handle_probe
-//!        │ outcomes (mpsc) ◀── Responder ◀── actions (bounded sync_channel)
+//!  capture thread                                         reporter thread
+//!  NFLOG | AF_PACKET ─▶ parse ─▶ classify ─Probe─▶ Engine ─actions─▶ Responder
+//!                                                   ▲                 (nft set, KILL_*,
+//!                                                   └────outcomes──── history, blocked)
 //! ```
 //! The capture thread never blocks on the reporter: when the action queue is full an
 //! alert is dropped and counted, and a dropped response is reported to the engine as
 //! failed so that it is retried after the back-off.
 
+use std::collections::HashMap;
+use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use portsentry_engine::classify::Classifier;
+use anyhow::{Context, Result, bail};
+use ipnet::IpNet;
+use portsentry_engine::classify::{self, Classifier};
 use portsentry_engine::engine::{Action, Engine, Outcome};
-use portsentry_engine::ports::Watch;
+use portsentry_engine::ignore::IgnoreSet;
+use portsentry_engine::ports::{PortSet, Watch};
 use portsentry_engine::wire::{self, ParseStats};
 use portsentry_engine::{Millis, Probe, Proto};
 
+use crate::config::{Backend, BlockMode};
+use crate::kernel_bans::KernelBans;
 use crate::logger::Logger;
+use crate::nflog::NflogReader;
+use crate::nft::{self, Nft, TrapSpec};
+use crate::protect::{self, ChangeWatcher, ProtectedSources};
 use crate::records::RecordFile;
 use crate::resolve::Resolver;
 use crate::respond::Responder;
@@ -41,6 +58,12 @@ const ACTION_QUEUE: usize = 4096;
 const PACKETS_PER_TURN: usize = 256;
 /// Longest sleep of the capture loop, so shutdown and outcomes are seen promptly.
 const MAX_WAIT: Duration = Duration::from_millis(200);
+/// Protected addresses are re-read at most this often when the host's addresses or
+/// routes change (a flapping link must not fork `nft` in a loop).
+const PROTECT_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(2);
+/// Sources the kernel banned recently, remembered so that the response knows the
+/// element is already in the set. Cleared when it grows past this.
+const KERNEL_BANNED_MEMORY: usize = 65_536;
 
 /// Monotonic time that keeps counting through suspend (CLOCK_BOOTTIME).
 pub fn boottime_now() -> Millis {
@@ -58,43 +81,101 @@ pub fn boottime_now() -> Millis {
 struct ProbeReport {
     probe: Probe,
     action: Action,
+    /// The kernel's trap rule already put the source in the ban set.
+    kernel_banned: bool,
+}
+
+/// Where probes come from.
+enum ProbeSource {
+    Nflog(NflogReader),
+    Packet {
+        sensor: PacketSensor,
+        classifier: Classifier,
+        usage: PortUsage,
+    },
+}
+
+/// The nftables side, when active.
+struct NativeFirewall {
+    nft: Nft,
+}
+
+/// Counters of the capture thread, logged at stop.
+#[derive(Default)]
+struct CaptureStats {
+    parse: ParseStats,
+    in_use_skipped: u64,
+    usage_errors: u64,
+    dropped_actions: u64,
 }
 
 /// Run until `shutdown` is set. Returns after both threads ended.
 pub fn run(settings: Settings, log: Arc<Logger>, shutdown: Arc<AtomicBool>) -> Result<()> {
     log.log(&format!(
-        "adminalert: PortSentry {} is starting (config: {}).",
+        "adminalert: PortSentry {} is starting (config: {}; settings: {}).",
         env!("CARGO_PKG_VERSION"),
-        settings.config_source
+        settings.config_source,
+        settings.toml_source
     ));
     for notice in &settings.notices {
         log.log(notice);
     }
+    let native = use_nftables(&settings, &log)?;
 
-    let mut usage = PortUsage::new().context("cannot open the sock_diag netlink socket")?;
-    announce_modes(&settings, &log, &mut usage);
-
-    // Files first, so a bad path stops startup before the sensor is up.
-    let history = RecordFile::open(&settings.history_file, false)
-        .with_context(|| "HISTORY_FILE".to_string())?;
+    // Files first, so a bad path stops startup before anything is installed.
+    let history = RecordFile::open(&settings.history_file, false).context("HISTORY_FILE")?;
     let open_blocked = |proto| -> Result<Option<RecordFile>> {
         settings
             .mode(proto)
             .map(|m| RecordFile::open(&m.blocked_file, true).context("BLOCKED_FILE"))
             .transpose()
     };
+    let tcp_blocked = open_blocked(Proto::Tcp)?;
+    let udp_blocked = open_blocked(Proto::Udp)?;
+
+    let protect_sources = ProtectedSources {
+        resolv_conf: settings.toml.protect.resolv_conf.clone(),
+        extra: settings
+            .ignore
+            .iter()
+            .chain(settings.toml.protect.extra.iter().copied())
+            .collect(),
+    };
+    let protected = gather_protected(&settings, &protect_sources)?;
+    log.log(&format!(
+        "adminalert: {} protected networks (ignore list{}) are never blocked",
+        protected.len(),
+        if settings.toml.protect.enabled {
+            ", local addresses, default gateways, resolvers"
+        } else {
+            ""
+        }
+    ));
+
+    let (source, kernel, firewall) = if native {
+        let (reader, kernel, firewall) = start_nftables(&settings, &log, &protected)?;
+        (ProbeSource::Nflog(reader), Some(kernel), Some(firewall))
+    } else {
+        let mut usage = PortUsage::new().context("cannot open the sock_diag netlink socket")?;
+        announce_modes(&settings, &log, Some(&mut usage));
+        let sensor = PacketSensor::open(settings.max_watched_port())
+            .context("cannot open the packet socket (AF_PACKET needs root or CAP_NET_RAW)")?;
+        let source = ProbeSource::Packet {
+            sensor,
+            classifier: Classifier::new(Classifier::DEFAULT_PENDING_CAPACITY),
+            usage,
+        };
+        (source, None, None)
+    };
+
     let responder = Responder::new(
         settings.tcp.as_ref().map(|m| m.plan.clone()),
         settings.udp.as_ref().map(|m| m.plan.clone()),
-        open_blocked(Proto::Tcp)?,
-        open_blocked(Proto::Udp)?,
+        tcp_blocked,
+        udp_blocked,
         Some(history),
+        kernel,
     );
-
-    let max_port = settings.max_watched_port();
-    let mut sensor = PacketSensor::open(max_port)
-        .context("cannot open the packet socket (AF_PACKET needs root or CAP_NET_RAW)")?;
-
     let (action_tx, action_rx) = mpsc::sync_channel::<ProbeReport>(ACTION_QUEUE);
     let (outcome_tx, outcome_rx) = mpsc::channel::<(IpAddr, Proto, Outcome)>();
     let reporter = {
@@ -107,22 +188,162 @@ pub fn run(settings: Settings, log: Arc<Logger>, shutdown: Arc<AtomicBool>) -> R
     };
 
     log.log("adminalert: PortSentry is now active and listening.");
-    let result = capture_loop(
-        &settings,
-        &log,
-        &shutdown,
-        &mut sensor,
-        &mut usage,
-        action_tx,
-        outcome_rx,
-    );
-    // The action sender is dropped by capture_loop; the reporter drains and ends.
+    let mut capture = Capture {
+        settings: &settings,
+        log: &log,
+        source,
+        firewall: firewall.as_ref(),
+        protect_sources,
+        engine: Engine::new(settings.engine.clone(), ignore_set(&protected)),
+        stats: CaptureStats::default(),
+        kernel_banned: HashMap::new(),
+        probes: Vec::with_capacity(PACKETS_PER_TURN),
+    };
+    let result = capture.run(&shutdown, action_tx, outcome_rx);
+    // The action sender was dropped by run(); the reporter drains and ends.
     let _ = reporter.join();
+    if let Some(fw) = &firewall {
+        match fw.nft.remove_traps() {
+            Ok(()) => log.log(&format!(
+                "adminalert: trap rules removed from table inet {}; bans stay in the kernel until they expire",
+                fw.nft.table()
+            )),
+            Err(e) => log.log(&format!("adminalert: ERROR: cannot remove the trap rules: {e}")),
+        }
+    }
     log.log("adminalert: PortSentry is shutting down");
     result
 }
 
-fn announce_modes(settings: &Settings, log: &Logger, usage: &mut PortUsage) {
+/// Decide whether bans go to our nftables table.
+fn use_nftables(settings: &Settings, log: &Logger) -> Result<bool> {
+    match settings.toml.firewall.backend {
+        Backend::None => Ok(false),
+        Backend::Nftables => {
+            if !Nft::available() {
+                bail!(
+                    "firewall.backend is \"nftables\" but nft is missing or the kernel refuses it"
+                );
+            }
+            Ok(true)
+        }
+        Backend::Auto => {
+            let ok = Nft::available();
+            if !ok {
+                log.log("adminalert: nftables not available: using the packet socket sensor; only the KILL_* commands block");
+            }
+            Ok(ok)
+        }
+    }
+}
+
+fn gather_protected(settings: &Settings, sources: &ProtectedSources) -> Result<Vec<IpNet>> {
+    if settings.toml.protect.enabled {
+        protect::gather(sources).context("cannot read this host's addresses and routes")
+    } else {
+        Ok(sources.extra.clone())
+    }
+}
+
+fn ignore_set(nets: &[IpNet]) -> IgnoreSet {
+    let mut set = IgnoreSet::new();
+    for net in nets {
+        set.insert(*net);
+    }
+    set
+}
+
+/// Ports a mode watches, as inclusive ranges for the kernel's interval set.
+fn port_ranges(watch: &Watch) -> Vec<(u16, u16)> {
+    let set: PortSet = match watch {
+        Watch::Listed(ports) => ports.clone(),
+        Watch::Advanced { below, exclude } => (1..=u16::MAX)
+            .take_while(|p| u32::from(*p) < *below)
+            .filter(|p| !exclude.contains(*p))
+            .collect(),
+    };
+    set.ranges().collect()
+}
+
+fn trap_spec(settings: &Settings) -> TrapSpec {
+    let fw = &settings.toml.firewall;
+    let fast = fw.fast_path && settings.engine.scan_trigger == 0;
+    let bans = |proto| {
+        fast && settings
+            .mode(proto)
+            .is_some_and(|m| m.plan.block == BlockMode::Block)
+    };
+    TrapSpec {
+        table: fw.table.clone(),
+        tcp_ports: settings.tcp.as_ref().map(|m| port_ranges(&m.watch)),
+        udp_ports: settings.udp.as_ref().map(|m| port_ranges(&m.watch)),
+        ban_tcp: bans(Proto::Tcp),
+        ban_udp: bans(Proto::Udp),
+        ban_timeout: settings.toml.bans.time,
+        nflog_group: fw.nflog_group,
+        set_size: fw.set_size,
+        priority: fw.priority,
+    }
+}
+
+/// Install the table, restore bans, open the NFLOG group.
+fn start_nftables(
+    settings: &Settings,
+    log: &Logger,
+    protected: &[IpNet],
+) -> Result<(NflogReader, KernelBans, NativeFirewall)> {
+    let fw = &settings.toml.firewall;
+    // The group is bound before the traps exist, so no trapped packet goes unread.
+    let reader = NflogReader::open(fw.nflog_group)
+        .with_context(|| format!("cannot read NFLOG group {}", fw.nflog_group))?;
+    let nft = Nft::new(&fw.table)?;
+    let spec = trap_spec(settings);
+    let applied = nft
+        .apply(&spec)
+        .with_context(|| format!("cannot install table inet {}", fw.table))?;
+    nft.set_protected(protected)
+        .context("cannot load the protected set")?;
+    if let nft::Applied::Rebuilt { bans, protected } = applied {
+        log.log(&format!(
+            "adminalert: table inet {} rebuilt for a changed definition; {bans} bans and {protected} protected entries carried over",
+            fw.table
+        ));
+    }
+    for mode in [&settings.tcp, &settings.udp].into_iter().flatten() {
+        let ranges = port_ranges(&mode.watch);
+        let ports: usize = ranges.iter().map(|(lo, hi)| usize::from(hi - lo) + 1).sum();
+        let banning = match mode.proto {
+            Proto::Tcp => spec.ban_tcp,
+            Proto::Udp => spec.ban_udp,
+        };
+        log.log(&format!(
+            "adminalert: {} mode: {ports} {} ports trapped in the kernel ({}); ports with a local socket are excluded live",
+            mode.name,
+            mode.proto,
+            if banning {
+                "ban on the first probe"
+            } else {
+                "log only; the daemon decides"
+            }
+        ));
+    }
+    let (kernel, restored) = KernelBans::start(
+        &fw.table,
+        settings.ban_policy(),
+        settings.toml.state.file.clone(),
+    )?;
+    log.log(&format!(
+        "adminalert: bans restored from {}: {} put back, {} still in the kernel, {} found only in the kernel, {} expired",
+        settings.toml.state.file.display(),
+        restored.put_back,
+        restored.already_in_kernel,
+        restored.adopted_from_kernel,
+        restored.expired_dropped
+    ));
+    Ok((reader, kernel, NativeFirewall { nft }))
+}
+
+fn announce_modes(settings: &Settings, log: &Logger, usage: Option<&mut PortUsage>) {
     for mode in [&settings.tcp, &settings.udp].into_iter().flatten() {
         match &mode.watch {
             Watch::Listed(ports) => {
@@ -147,126 +368,251 @@ fn announce_modes(settings: &Settings, log: &Logger, usage: &mut PortUsage) {
                 }
             }
         }
-        // In-use ports are excluded live, at every probe; this list is for the admin.
-        if let Ok(ports) = usage.listening_ports(mode.proto) {
-            for port in ports.into_iter().filter(|p| mode.watch.contains(*p)) {
-                log.log(&format!(
-                    "adminalert: Advanced Stealth scan detection mode activated. Ignored {} port: {port}",
-                    mode.proto
-                ));
+    }
+    // In-use ports are excluded live, at every probe; this list is for the admin.
+    if let Some(usage) = usage {
+        for mode in [&settings.tcp, &settings.udp].into_iter().flatten() {
+            if let Ok(ports) = usage.listening_ports(mode.proto) {
+                for port in ports.into_iter().filter(|p| mode.watch.contains(*p)) {
+                    log.log(&format!(
+                        "adminalert: Advanced Stealth scan detection mode activated. Ignored {} port: {port}",
+                        mode.proto
+                    ));
+                }
             }
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn capture_loop(
-    settings: &Settings,
-    log: &Logger,
-    shutdown: &AtomicBool,
-    sensor: &mut PacketSensor,
-    usage: &mut PortUsage,
-    action_tx: SyncSender<ProbeReport>,
-    outcome_rx: Receiver<(IpAddr, Proto, Outcome)>,
-) -> Result<()> {
-    let mut engine = Engine::new(settings.engine.clone(), settings.ignore.clone());
-    let mut classifier = Classifier::new(Classifier::DEFAULT_PENDING_CAPACITY);
-    let mut parse_stats = ParseStats::default();
-    let mut dropped_actions: u64 = 0;
-    let mut in_use_skipped: u64 = 0;
-    let mut usage_errors: u64 = 0;
+struct Capture<'a> {
+    settings: &'a Settings,
+    log: &'a Logger,
+    source: ProbeSource,
+    firewall: Option<&'a NativeFirewall>,
+    protect_sources: ProtectedSources,
+    engine: Engine,
+    stats: CaptureStats,
+    kernel_banned: HashMap<IpAddr, Millis>,
+    /// Probes of one turn: (probe, the kernel already banned its source).
+    probes: Vec<(Probe, bool)>,
+}
 
-    while !shutdown.load(Ordering::Relaxed) {
-        let now = boottime_now();
-        let wait = engine
-            .poll_timeout()
-            .map(|t| t.since(now))
-            .unwrap_or(MAX_WAIT)
-            .min(MAX_WAIT);
-        if !sensor.wait(wait).context("waiting for packets")? {
-            // Timed out: fall through to housekeeping.
-        }
-        let now = boottime_now();
-        for _ in 0..PACKETS_PER_TURN {
-            let Some(captured) = sensor.recv_next().context("reading the packet socket")? else {
-                break;
-            };
-            let parsed = wire::parse_ip(captured.bytes);
-            parse_stats.record(&parsed);
-            let Ok(segment) = parsed else { continue };
-            let Some(probe) = classifier.classify(now, captured.direction, &segment) else {
-                continue;
-            };
-            let Some(mode) = settings.mode(probe.proto()) else {
-                continue;
-            };
-            if !mode.watch.contains(probe.dport) {
-                continue;
+impl Capture<'_> {
+    fn run(
+        &mut self,
+        shutdown: &AtomicBool,
+        action_tx: SyncSender<ProbeReport>,
+        outcome_rx: Receiver<(IpAddr, Proto, Outcome)>,
+    ) -> Result<()> {
+        let mut watcher = match ChangeWatcher::open() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                self.log.log(&format!(
+                    "adminalert: WARNING: cannot watch address and route changes ({e}); the protected set is read only at start"
+                ));
+                None
             }
-            match usage.in_use(probe.proto(), probe.dport, Instant::now()) {
-                Ok(true) => {
-                    in_use_skipped += 1;
-                    continue;
-                }
-                Ok(false) => {}
-                Err(_) => {
-                    // Without the socket table we cannot tell a service's client from a
-                    // scanner; staying silent is safer than banning clients.
-                    usage_errors += 1;
-                    if usage_errors.is_power_of_two() {
-                        log.log(&format!(
-                            "adminalert: ERROR: cannot read the socket table ({usage_errors} times); probes to port {} not judged",
-                            probe.dport
-                        ));
+        };
+        let mut protect_pending = false;
+        let mut last_protect_refresh = Instant::now();
+
+        while !shutdown.load(Ordering::Relaxed) {
+            let now = boottime_now();
+            let wait = self
+                .engine
+                .poll_timeout()
+                .map(|t| t.since(now))
+                .unwrap_or(MAX_WAIT)
+                .min(MAX_WAIT);
+            self.wait(wait).context("waiting for packets")?;
+            let now = boottime_now();
+            self.read_probes(now).context("reading probes")?;
+            for (probe, kernel_banned) in std::mem::take(&mut self.probes) {
+                if kernel_banned {
+                    if self.kernel_banned.len() >= KERNEL_BANNED_MEMORY {
+                        self.kernel_banned.clear();
                     }
-                    continue;
+                    self.kernel_banned.insert(probe.src, now);
+                }
+                self.engine.handle_probe(now, probe);
+            }
+            while let Ok((src, proto, outcome)) = outcome_rx.try_recv() {
+                self.engine
+                    .handle_outcome(boottime_now(), src, proto, outcome);
+            }
+            let now = boottime_now();
+            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+                self.engine.handle_timeout(now);
+            }
+            self.dispatch(now, &action_tx);
+
+            if watcher.as_mut().is_some_and(ChangeWatcher::changed) {
+                protect_pending = true;
+            }
+            if protect_pending && last_protect_refresh.elapsed() >= PROTECT_REFRESH_MIN_INTERVAL {
+                protect_pending = false;
+                last_protect_refresh = Instant::now();
+                self.refresh_protected();
+            }
+        }
+        drop(action_tx);
+        self.log_stats();
+        Ok(())
+    }
+
+    fn wait(&self, timeout: Duration) -> io::Result<bool> {
+        match &self.source {
+            ProbeSource::Nflog(reader) => reader.wait(timeout),
+            ProbeSource::Packet { sensor, .. } => sensor.wait(timeout),
+        }
+    }
+
+    /// Read up to one turn's worth of packets into `self.probes`.
+    fn read_probes(&mut self, now: Millis) -> io::Result<()> {
+        let settings = self.settings;
+        let stats = &mut self.stats;
+        let probes = &mut self.probes;
+        match &mut self.source {
+            ProbeSource::Nflog(reader) => {
+                reader.drain(|packet| {
+                    let parsed = wire::parse_ip(packet.payload);
+                    stats.parse.record(&parsed);
+                    let Ok(segment) = parsed else { return };
+                    let Some(probe) = classify::classify_trapped(&segment) else {
+                        return;
+                    };
+                    // The kernel matched the port already; the mode must exist.
+                    if settings.mode(probe.proto()).is_none() {
+                        return;
+                    }
+                    let banned = packet.prefix == nft::PREFIX_BANNED;
+                    probes.push((probe, banned));
+                })?;
+            }
+            ProbeSource::Packet {
+                sensor,
+                classifier,
+                usage,
+            } => {
+                for _ in 0..PACKETS_PER_TURN {
+                    let Some(captured) = sensor.recv_next()? else {
+                        break;
+                    };
+                    let parsed = wire::parse_ip(captured.bytes);
+                    stats.parse.record(&parsed);
+                    let Ok(segment) = parsed else { continue };
+                    let Some(probe) = classifier.classify(now, captured.direction, &segment) else {
+                        continue;
+                    };
+                    let Some(mode) = settings.mode(probe.proto()) else {
+                        continue;
+                    };
+                    if !mode.watch.contains(probe.dport) {
+                        continue;
+                    }
+                    match usage.in_use(probe.proto(), probe.dport, Instant::now()) {
+                        Ok(true) => {
+                            stats.in_use_skipped += 1;
+                            continue;
+                        }
+                        Ok(false) => {}
+                        Err(_) => {
+                            // Without the socket table a service's client cannot be told
+                            // from a scanner; staying silent is safer than banning clients.
+                            stats.usage_errors += 1;
+                            continue;
+                        }
+                    }
+                    probes.push((probe, false));
                 }
             }
-            engine.handle_probe(now, probe);
         }
-        while let Ok((src, proto, outcome)) = outcome_rx.try_recv() {
-            engine.handle_outcome(boottime_now(), src, proto, outcome);
-        }
-        let now = boottime_now();
-        if engine.poll_timeout().is_some_and(|t| t <= now) {
-            engine.handle_timeout(now);
-        }
-        while let Some(action) = engine.poll_action() {
+        Ok(())
+    }
+
+    fn dispatch(&mut self, now: Millis, action_tx: &SyncSender<ProbeReport>) {
+        while let Some(action) = self.engine.poll_action() {
             let probe = match &action {
                 Action::Alert { probe, .. }
                 | Action::Respond { probe }
                 | Action::AlreadyBlocked { probe, .. }
                 | Action::Ignored { probe, .. } => *probe,
             };
-            match action_tx.try_send(ProbeReport { probe, action }) {
+            let kernel_banned = matches!(action, Action::Respond { .. })
+                && self.kernel_banned.remove(&probe.src).is_some();
+            let report = ProbeReport {
+                probe,
+                action,
+                kernel_banned,
+            };
+            match action_tx.try_send(report) {
                 Ok(()) => {}
                 Err(TrySendError::Full(report)) | Err(TrySendError::Disconnected(report)) => {
-                    dropped_actions += 1;
+                    self.stats.dropped_actions += 1;
                     if matches!(report.action, Action::Respond { .. }) {
-                        engine.handle_outcome(now, probe.src, probe.proto(), Outcome::Failed);
+                        self.engine
+                            .handle_outcome(now, probe.src, probe.proto(), Outcome::Failed);
                     }
                 }
             }
         }
     }
-    drop(action_tx);
-    let stats = engine.stats();
-    log.log(&format!(
-        "adminalert: statistics: {} probes judged, {} alerts, {} responses, {} from ignored hosts, {} to ports in use skipped, {} log lines damped, {} actions dropped; packets: {} parsed, {} truncated, {} fragments, {} malformed",
-        stats.probes,
-        stats.alerts,
-        stats.responses,
-        stats.ignored,
-        in_use_skipped,
-        stats.suppressed_lines,
-        dropped_actions,
-        parse_stats.parsed,
-        parse_stats.truncated,
-        parse_stats.fragments,
-        parse_stats.malformed,
-    ));
-    Ok(())
+
+    fn refresh_protected(&mut self) {
+        let nets = match gather_protected(self.settings, &self.protect_sources) {
+            Ok(nets) => nets,
+            Err(e) => {
+                self.log.log(&format!(
+                    "adminalert: ERROR: cannot refresh the protected set: {e:#}"
+                ));
+                return;
+            }
+        };
+        if let Some(fw) = self.firewall
+            && let Err(e) = fw.nft.set_protected(&nets)
+        {
+            self.log.log(&format!(
+                "adminalert: ERROR: cannot update the protected set: {e}"
+            ));
+            return;
+        }
+        self.engine.set_ignore(ignore_set(&nets));
+        self.log.log(&format!(
+            "adminalert: addresses or routes changed: {} protected networks",
+            nets.len()
+        ));
+    }
+
+    fn log_stats(&self) {
+        let e = self.engine.stats();
+        let s = &self.stats;
+        let overruns = match &self.source {
+            ProbeSource::Nflog(reader) => reader.overruns(),
+            ProbeSource::Packet { sensor, .. } => {
+                sensor.take_stats().map(|k| k.dropped).unwrap_or(0)
+            }
+        };
+        self.log.log(&format!(
+            "adminalert: statistics: {} probes judged, {} alerts, {} responses, {} from ignored or protected hosts, {} to ports in use skipped, {} socket-table errors, {} log lines damped, {} actions dropped, {} packets lost by the kernel queue; packets: {} parsed, {} truncated, {} fragments, {} malformed",
+            e.probes,
+            e.alerts,
+            e.responses,
+            e.ignored,
+            s.in_use_skipped,
+            s.usage_errors,
+            e.suppressed_lines,
+            s.dropped_actions,
+            overruns,
+            s.parse.parsed,
+            s.parse.truncated,
+            s.parse.fragments,
+            s.parse.malformed,
+        ));
+    }
 }
+
+/// How often the reporter wakes without work, to save the state file and note expiry.
+const REPORTER_TICK: Duration = Duration::from_millis(500);
 
 fn report_loop(
     actions: Receiver<ProbeReport>,
@@ -275,53 +621,89 @@ fn report_loop(
     mut resolver: Resolver,
     log: &Logger,
 ) {
-    for ProbeReport { probe, action } in actions {
-        let ip = probe.src;
-        let name = resolver.name(ip);
-        let proto = probe.proto();
-        match action {
-            Action::Alert { suppressed, .. } => {
-                if suppressed > 0 {
-                    log.log(&format!(
-                        "attackalert: {suppressed} more hits from host: {name}/{ip} were not logged"
-                    ));
-                }
+    loop {
+        match actions.recv_timeout(REPORTER_TICK) {
+            Ok(report) => report_one(report, &outcomes, &mut responder, &mut resolver, log),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        housekeeping(&mut responder, log, false);
+    }
+    housekeeping(&mut responder, log, true);
+}
+
+fn housekeeping(responder: &mut Responder, log: &Logger, force_save: bool) {
+    let Some(kernel) = responder.kernel_mut() else {
+        return;
+    };
+    for ban in kernel.take_expired() {
+        log.log(&format!(
+            "adminalert: ban on {} ended (offence {})",
+            ban.key, ban.offences
+        ));
+    }
+    if let Some(err) = kernel.maybe_save(force_save) {
+        log.log(&format!("adminalert: ERROR: {err}"));
+    }
+}
+
+fn report_one(
+    report: ProbeReport,
+    outcomes: &mpsc::Sender<(IpAddr, Proto, Outcome)>,
+    responder: &mut Responder,
+    resolver: &mut Resolver,
+    log: &Logger,
+) {
+    let ProbeReport {
+        probe,
+        action,
+        kernel_banned,
+    } = report;
+    let ip = probe.src;
+    let name = resolver.name(ip);
+    let proto = probe.proto();
+    let more = |suppressed: u32| {
+        if suppressed > 0 {
+            format!(" ({suppressed} more hits not logged)")
+        } else {
+            String::new()
+        }
+    };
+    match action {
+        Action::Alert { suppressed, .. } => {
+            if suppressed > 0 {
                 log.log(&format!(
-                    "attackalert: {} from host: {name}/{ip} to {proto} port: {}",
-                    probe.kind, probe.dport
+                    "attackalert: {suppressed} more hits from host: {name}/{ip} were not logged"
                 ));
-                if probe.ip_options {
-                    log.log(&format!(
-                        "attackalert: Packet from host: {name}/{ip} to {proto} port: {} has IP options set (detection avoidance technique).",
-                        probe.dport
-                    ));
-                }
             }
-            Action::Respond { .. } => {
-                let outcome = responder.respond(log, &probe, &name);
-                let _ = outcomes.send((ip, proto, outcome));
-            }
-            Action::AlreadyBlocked { suppressed, .. } => {
-                let more = if suppressed > 0 {
-                    format!(" ({suppressed} more hits not logged)")
-                } else {
-                    String::new()
-                };
+            log.log(&format!(
+                "attackalert: {} from host: {name}/{ip} to {proto} port: {}",
+                probe.kind, probe.dport
+            ));
+            if probe.ip_options {
                 log.log(&format!(
-                    "attackalert: Host: {name}/{ip} is already blocked Ignoring{more}"
+                    "attackalert: Packet from host: {name}/{ip} to {proto} port: {} has IP options set (detection avoidance technique).",
+                    probe.dport
                 ));
             }
-            Action::Ignored { suppressed, .. } => {
-                let more = if suppressed > 0 {
-                    format!(" ({suppressed} more hits not logged)")
-                } else {
-                    String::new()
-                };
-                log.log(&format!(
-                    "attackalert: Ignored host: {name}/{ip} sent {} to {proto} port: {} (in ignore file, not blocked){more}",
-                    probe.kind, probe.dport
-                ));
-            }
+        }
+        Action::Respond { .. } => {
+            let outcome = responder.respond(log, &probe, &name, kernel_banned);
+            let _ = outcomes.send((ip, proto, outcome));
+        }
+        Action::AlreadyBlocked { suppressed, .. } => {
+            log.log(&format!(
+                "attackalert: Host: {name}/{ip} is already blocked Ignoring{}",
+                more(suppressed)
+            ));
+        }
+        Action::Ignored { suppressed, .. } => {
+            log.log(&format!(
+                "attackalert: Ignored host: {name}/{ip} sent {} to {proto} port: {} (in ignore file, not blocked){}",
+                probe.kind,
+                probe.dport,
+                more(suppressed)
+            ));
         }
     }
 }

@@ -3,8 +3,10 @@
 
 pub mod bpf;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod kernel_bans;
 pub mod logger;
 pub mod nflog;
 pub mod nft;

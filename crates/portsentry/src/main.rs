@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use portsentry::cli::Cli;
+use portsentry::cli::{Cli, Subcommand};
 use portsentry::logger::Logger;
-use portsentry::{daemon, settings};
+use portsentry::{client, daemon, settings};
 
 const EXIT_CONFIG: u8 = 3;
 const EXIT_RUNTIME: u8 = 4;
@@ -21,6 +21,25 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(command) = &cli.command {
+        let result = match command {
+            Subcommand::List => client::list(&settings),
+            Subcommand::Flush { all: true } => client::flush_all(&settings),
+            Subcommand::Flush { all: false } => {
+                eprintln!(
+                    "portsentry: flush needs --all (lifting single bans needs the control socket, not built yet)"
+                );
+                return ExitCode::from(2);
+            }
+        };
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("portsentry: {e:#}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        };
+    }
     if cli.check_config {
         for notice in &settings.notices {
             println!("{notice}");

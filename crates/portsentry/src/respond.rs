@@ -21,6 +21,8 @@ use portsentry_engine::{Probe, Proto};
 use wait_timeout::ChildExt;
 
 use crate::config::BlockMode;
+use crate::daemon::boottime_now;
+use crate::kernel_bans::{self, KernelBans};
 use crate::logger::Logger;
 use crate::records::{self, HostsDenyResult, RecordFile};
 
@@ -47,6 +49,8 @@ pub struct Responder {
     tcp_blocked: Option<RecordFile>,
     udp_blocked: Option<RecordFile>,
     history: Option<RecordFile>,
+    /// Native bans in the nftables sets, when that backend is active.
+    kernel: Option<KernelBans>,
 }
 
 /// One step of the 1.2 action chain.
@@ -64,6 +68,7 @@ impl Responder {
         tcp_blocked: Option<RecordFile>,
         udp_blocked: Option<RecordFile>,
         history: Option<RecordFile>,
+        kernel: Option<KernelBans>,
     ) -> Self {
         Responder {
             tcp,
@@ -71,12 +76,60 @@ impl Responder {
             tcp_blocked,
             udp_blocked,
             history,
+            kernel,
+        }
+    }
+
+    /// The native ban book, for periodic saves and expiry.
+    pub fn kernel_mut(&mut self) -> Option<&mut KernelBans> {
+        self.kernel.as_mut()
+    }
+
+    /// Native ban first (when enabled), then the legacy chain.
+    fn native_ban(&mut self, log: &Logger, probe: &Probe, kernel_banned: bool) -> Option<Outcome> {
+        let kernel = self.kernel.as_mut()?;
+        let target = probe.src;
+        let reason = format!("{} to {} port {}", probe.kind, probe.proto(), probe.dport);
+        match kernel.ban(target, kernel_banned, &reason) {
+            Ok(banned) => {
+                log.log(&format!(
+                    "attackalert: Host {target} has been banned in the kernel (nftables set {}) for {}, offence {}",
+                    banned.set,
+                    kernel_bans::describe(banned.timeout),
+                    banned.ban.offences
+                ));
+                Some(Outcome::Blocked {
+                    until: banned.timeout.map(|t| boottime_now() + t),
+                })
+            }
+            Err(e) => {
+                log.log(&format!(
+                    "attackalert: ERROR: nftables ban failed for host {target}: {e}"
+                ));
+                None
+            }
         }
     }
 
     /// Run the configured response against `probe.src` and record it.
-    pub fn respond(&mut self, log: &Logger, probe: &Probe, resolved: &str) -> Outcome {
+    pub fn respond(
+        &mut self,
+        log: &Logger,
+        probe: &Probe,
+        resolved: &str,
+        kernel_banned: bool,
+    ) -> Outcome {
         let proto = probe.proto();
+        let wants_block = match proto {
+            Proto::Tcp => self.tcp.as_ref(),
+            Proto::Udp => self.udp.as_ref(),
+        }
+        .is_some_and(|p| p.block == BlockMode::Block);
+        let native = if wants_block {
+            self.native_ban(log, probe, kernel_banned)
+        } else {
+            None
+        };
         let plan = match proto {
             Proto::Tcp => self.tcp.as_ref(),
             Proto::Udp => self.udp.as_ref(),
@@ -131,7 +184,18 @@ impl Responder {
                         all_ok &= run_step(log, plan, step, target, probe.dport);
                     }
                 }
-                if !ran_any {
+                if let Some(native) = native {
+                    if !all_ok {
+                        // 1.2's chain failed (and says so), but the kernel ban holds.
+                        log.log(&format!(
+                            "attackalert: ERROR: Could not block host {resolved}/{target}!!"
+                        ));
+                    }
+                    (native, true)
+                } else if !ran_any && self.kernel.is_some() {
+                    // The nftables ban was the only action, and it failed.
+                    (Outcome::Failed, false)
+                } else if !ran_any {
                     log.log(&format!(
                         "attackalert: BLOCK_{proto}=1 but no KILL_ROUTE, KILL_HOSTS_DENY or KILL_RUN_CMD is set: host {target} is not blocked."
                     ));

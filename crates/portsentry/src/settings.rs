@@ -12,7 +12,7 @@ use portsentry_engine::ignore::IgnoreSet;
 use portsentry_engine::ports::Watch;
 
 use crate::cli::{Cli, DEFAULT_CONFIG};
-use crate::config::{self, BlockMode, LegacyConfig, TcpMode, UdpMode};
+use crate::config::{self, BlockMode, LegacyConfig, TcpMode, TomlSettings, UdpMode};
 use crate::respond::ResponsePlan;
 
 /// Embedded defaults used when no config file exists (the quick start): advanced
@@ -45,6 +45,10 @@ pub struct Settings {
     pub resolve_host: bool,
     /// Where the configuration came from, for the startup log.
     pub config_source: String,
+    /// portsentry.toml: firewall backend, ban lifecycle, protected set, state file.
+    pub toml: TomlSettings,
+    /// Where the TOML settings came from ("built-in defaults" when no file).
+    pub toml_source: String,
     /// Lines to log at startup (warnings about the config, mode substitutions).
     pub notices: Vec<String>,
 }
@@ -94,7 +98,43 @@ impl Settings {
                 .unwrap_or_default()
         ));
         lines.push(format!("scan trigger: {}", self.engine.scan_trigger));
+        let fw = &self.toml.firewall;
+        lines.push(format!(
+            "firewall: backend {:?}, fast path {}, table inet {}, NFLOG group {} (settings: {})",
+            fw.backend,
+            if fw.fast_path { "on" } else { "off" },
+            fw.table,
+            fw.nflog_group,
+            self.toml_source
+        ));
+        let b = &self.toml.bans;
+        lines.push(format!(
+            "bans: {} first, x{} per repeat offence up to {}{}, state file {}",
+            humantime::format_duration(b.time),
+            b.escalation,
+            humantime::format_duration(b.max_time),
+            if b.permanent_after > 0 {
+                format!(", permanent from offence {}", b.permanent_after)
+            } else {
+                String::new()
+            },
+            self.toml.state.file.display()
+        ));
         lines
+    }
+
+    /// The ban lifecycle policy from the `[bans]` settings.
+    pub fn ban_policy(&self) -> portsentry_engine::bans::BanPolicy {
+        let b = &self.toml.bans;
+        portsentry_engine::bans::BanPolicy {
+            ban_time: b.time,
+            escalation_factor: b.escalation,
+            max_ban_time: b.max_time,
+            permanent_after: (b.permanent_after > 0).then_some(b.permanent_after),
+            group_v4: b.group_v4,
+            group_v6: b.group_v6,
+            forget_offences_after: b.forget_offences_after,
+        }
     }
 
     pub fn mode(&self, proto: Proto) -> Option<&ModeSettings> {
@@ -122,6 +162,18 @@ pub fn from_cli(cli: &Cli) -> Result<Settings> {
     };
 
     let (tcp_mode, udp_mode) = select_modes(cli, &mut notices)?;
+
+    let toml_path = cli
+        .settings
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_SETTINGS_FILE));
+    let (toml, toml_source) = match config::load_toml_settings(&toml_path)? {
+        Some(t) => (t, toml_path.display().to_string()),
+        None if cli.settings.is_some() => {
+            bail!("settings file {} does not exist", toml_path.display())
+        }
+        None => (TomlSettings::default(), "built-in defaults".to_string()),
+    };
 
     let hosts_deny_file = cli
         .hosts_deny
@@ -244,6 +296,8 @@ pub fn from_cli(cli: &Cli) -> Result<Settings> {
         history_file,
         resolve_host: legacy.resolve_host,
         config_source,
+        toml,
+        toml_source,
         notices,
     })
 }
@@ -254,10 +308,13 @@ fn load_config(path: &Path, notices: &mut Vec<String>) -> Result<LegacyConfig> {
     Ok(legacy)
 }
 
-/// The no-config defaults: 1.2's built-in fallbacks, Debian's file locations, and the
-/// Debian ignore file when it exists.
+/// The no-config defaults: 1.2's built-in fallbacks, Debian's file locations, the
+/// Debian ignore file when it exists, and blocking on (through the native nftables ban
+/// when available; no KILL_* command is set).
 fn embedded_defaults() -> LegacyConfig {
     LegacyConfig {
+        block_tcp: BlockMode::Block,
+        block_udp: BlockMode::Block,
         history_file: Some(PathBuf::from(DEFAULT_HISTORY_FILE)),
         blocked_file: Some(PathBuf::from(DEFAULT_BLOCKED_FILE)),
         ignore_file: Path::new(DEFAULT_IGNORE_FILE)

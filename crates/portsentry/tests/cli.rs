@@ -34,12 +34,21 @@ fn base_conf(dir: &Path, extra: &str) -> std::path::PathBuf {
 fn bad_values_are_reported_with_file_and_line_and_exit_3() {
     let dir = tempfile::tempdir().unwrap();
     let conf = base_conf(dir.path(), "BLOCK_TCP=\"7\"\nSCAN_TRIGGER=\"70000\"\n");
-    let out = portsentry().arg("-atcp").arg("-c").arg(&conf).arg("--check-config").output().unwrap();
+    let out = portsentry()
+        .arg("-atcp")
+        .arg("-c")
+        .arg(&conf)
+        .arg("--check-config")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     let file = conf.display().to_string();
     assert!(err.contains(&format!("{file}:6: BLOCK_TCP=\"7\"")), "{err}");
-    assert!(err.contains(&format!("{file}:7: SCAN_TRIGGER=\"70000\"")), "{err}");
+    assert!(
+        err.contains(&format!("{file}:7: SCAN_TRIGGER=\"70000\"")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -47,7 +56,12 @@ fn bad_ignore_entry_is_reported_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let conf = base_conf(dir.path(), "");
     write(dir.path(), "portsentry.ignore", "127.0.0.1\n198.18.0.300\n");
-    let out = portsentry().arg("-c").arg(&conf).arg("--check-config").output().unwrap();
+    let out = portsentry()
+        .arg("-c")
+        .arg(&conf)
+        .arg("--check-config")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("portsentry.ignore:2:"), "{err}");
@@ -56,7 +70,12 @@ fn bad_ignore_entry_is_reported_with_file_and_line() {
 #[test]
 fn missing_explicit_config_is_an_error() {
     let out = portsentry()
-        .args(["-atcp", "-c", "/nonexistent/portsentry.conf", "--check-config"])
+        .args([
+            "-atcp",
+            "-c",
+            "/nonexistent/portsentry.conf",
+            "--check-config",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
@@ -67,8 +86,17 @@ fn missing_explicit_config_is_an_error() {
 fn legacy_mode_flags_select_modes_and_can_be_combined() {
     let dir = tempfile::tempdir().unwrap();
     let conf = base_conf(dir.path(), "");
-    let out = portsentry().args(["-stcp", "-audp", "-c"]).arg(&conf).arg("--check-config").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = portsentry()
+        .args(["-stcp", "-audp", "-c"])
+        .arg(&conf)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("mode stcp: ports 1,11,15,79,111"), "{text}");
     assert!(text.contains("mode audp: ports below 1024"), "{text}");
@@ -80,7 +108,12 @@ fn legacy_mode_flags_select_modes_and_can_be_combined() {
 fn two_tcp_modes_are_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let conf = base_conf(dir.path(), "");
-    let out = portsentry().args(["-stcp", "-atcp", "-c"]).arg(&conf).arg("--check-config").output().unwrap();
+    let out = portsentry()
+        .args(["-stcp", "-atcp", "-c"])
+        .arg(&conf)
+        .arg("--check-config")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }
 
@@ -88,7 +121,11 @@ fn two_tcp_modes_are_a_usage_error() {
 fn without_mode_flags_modes_come_from_debian_defaults_file() {
     let dir = tempfile::tempdir().unwrap();
     let conf = base_conf(dir.path(), "");
-    let defaults = write(dir.path(), "default-portsentry", "# Debian\nTCP_MODE=\"atcp\"\nUDP_MODE=\"sudp\"\n");
+    let defaults = write(
+        dir.path(),
+        "default-portsentry",
+        "# Debian\nTCP_MODE=\"atcp\"\nUDP_MODE=\"sudp\"\n",
+    );
     let out = portsentry()
         .arg("-c")
         .arg(&conf)
@@ -97,7 +134,11 @@ fn without_mode_flags_modes_come_from_debian_defaults_file() {
         .arg("--check-config")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("mode atcp:"), "{text}");
     assert!(text.contains("mode sudp: ports 1,7,9,69"), "{text}");
@@ -116,24 +157,40 @@ fn without_mode_flags_or_defaults_file_runs_advanced_tcp_and_udp() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("mode atcp:") && text.contains("mode audp:"), "{text}");
+    assert!(
+        text.contains("mode atcp:") && text.contains("mode audp:"),
+        "{text}"
+    );
 }
 
 #[test]
 fn unmodified_debian_config_is_accepted() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/portsentry-debian.conf");
-    let out = portsentry().arg("-atcp").arg("-c").arg(&fixture).arg("--check-config").output().unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/portsentry-debian.conf");
+    let out = portsentry()
+        .arg("-atcp")
+        .arg("-c")
+        .arg(&fixture)
+        .arg("--check-config")
+        .output()
+        .unwrap();
     // The Debian file points IGNORE_FILE at /etc/portsentry/portsentry.ignore, which a
     // test machine may lack; everything else must be accepted.
     let err = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        assert!(err.contains("IGNORE_FILE") && !err.contains(".conf:"), "{err}");
+        assert!(
+            err.contains("IGNORE_FILE") && !err.contains(".conf:"),
+            "{err}"
+        );
     }
 }
 
 #[test]
 fn man_page_documents_every_option_of_help() {
-    let man = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../doc/portsentry.8")).unwrap();
+    let man = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../doc/portsentry.8"),
+    )
+    .unwrap();
     let help = portsentry().arg("--help").output().unwrap();
     assert!(help.status.success());
     let help = String::from_utf8_lossy(&help.stdout);

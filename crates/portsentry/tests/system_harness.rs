@@ -50,6 +50,9 @@ fn harness_netns_is_removed_on_drop() {
                 .unwrap_or(true),
         "process {pid} survived"
     );
+    // The namespace guard killed the stray process; reap it (returns at once).
+    let status = stray.wait().expect("wait for the stray process");
+    assert!(!status.success(), "stray process was not killed: {status}");
 }
 
 #[test]

@@ -22,13 +22,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use portsentry_engine::ignore::IgnoreSet;
 
-pub use toml_file::{
-    Backend, BanSettings, DEFAULT_SETTINGS_FILE, FirewallSettings, ProtectSettings, StateSettings,
-    TomlSettings, load_toml_settings, parse_toml_settings,
-};
 pub use debian::{DebianDefaults, TcpMode, UdpMode, load_debian_defaults, parse_debian_defaults};
 pub use legacy::{
     BlockMode, LegacyConfig, WRAPPER_HOSTS_DENY, legacy_keys, load_legacy, parse_legacy,
+};
+pub use toml_file::{
+    Backend, BanSettings, DEFAULT_SETTINGS_FILE, FirewallSettings, ProtectSettings, StateSettings,
+    TomlSettings, load_toml_settings, parse_toml_settings,
 };
 
 /// One error or warning about a configuration file, tied to a line.

@@ -158,7 +158,9 @@ impl TomlSettings {
         let table = &self.firewall.table;
         if table.is_empty()
             || table.len() > 32
-            || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            || !table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
             return Err(format!(
                 "firewall.table `{table}`: use 1-32 letters, digits, '_' or '-'"
@@ -198,7 +200,10 @@ pub fn load_toml_settings(path: &Path) -> Result<Option<TomlSettings>> {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
     (line, col)
 }
 
@@ -218,7 +223,9 @@ mod humantime_serde_compat {
         match Raw::deserialize(d)? {
             Raw::Seconds(s) => Ok(Duration::from_secs(s)),
             Raw::Text(t) => humantime::parse_duration(&t).map_err(|e| {
-                serde::de::Error::custom(format!("`{t}` is not a duration like \"1h\" or \"30m\": {e}"))
+                serde::de::Error::custom(format!(
+                    "`{t}` is not a duration like \"1h\" or \"30m\": {e}"
+                ))
             }),
         }
     }
@@ -258,14 +265,21 @@ mod tests {
 
     #[test]
     fn unknown_key_is_an_error_with_line_and_column() {
-        let err = parse("[bans]\ntime = \"1h\"\nbantime = \"2h\"\n").unwrap_err().to_string();
-        assert!(err.starts_with("/etc/portsentry/portsentry.toml:3:1:"), "{err}");
+        let err = parse("[bans]\ntime = \"1h\"\nbantime = \"2h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/etc/portsentry/portsentry.toml:3:1:"),
+            "{err}"
+        );
         assert!(err.contains("bantime"), "{err}");
     }
 
     #[test]
     fn bad_duration_and_ranges_are_errors() {
-        let err = parse("[bans]\ntime = \"an hour\"\n").unwrap_err().to_string();
+        let err = parse("[bans]\ntime = \"an hour\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(":2:"), "{err}");
         assert!(parse("[bans]\ngroup_v4 = 4\n").is_err());
         assert!(parse("[bans]\ntime = \"2h\"\nmax_time = \"1h\"\n").is_err());

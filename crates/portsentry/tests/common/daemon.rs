@@ -24,6 +24,9 @@ pub struct Conf {
     pub dir: tempfile::TempDir,
     keys: BTreeMap<String, String>,
     ignore: Vec<String>,
+    /// Extra portsentry.toml text (sections other than [state], which is always set
+    /// to a file in the temp dir so a test never writes /var/lib/portsentry).
+    toml: String,
 }
 
 impl Conf {
@@ -61,7 +64,29 @@ impl Conf {
             dir,
             keys,
             ignore: vec!["127.0.0.1/32".into(), "0.0.0.0".into(), "::1".into()],
+            toml: String::new(),
         }
+    }
+
+    /// Appends raw portsentry.toml text (e.g. "[bans]\ntime = \"5s\"\n").
+    pub fn toml(mut self, text: &str) -> Self {
+        self.toml.push_str(text);
+        self.toml.push('\n');
+        self
+    }
+
+    /// No native nftables bans: the packet-socket sensor and the KILL_* commands only,
+    /// as on a host without nftables.
+    pub fn packet_socket_only(self) -> Self {
+        self.toml("[firewall]\nbackend = \"none\"")
+    }
+
+    pub fn settings_path(&self) -> PathBuf {
+        self.path("portsentry.toml")
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.path("state.json")
     }
 
     /// Sets KEY="value".
@@ -117,6 +142,12 @@ impl Conf {
             text.push_str(&format!("{k}=\"{v}\"\n"));
         }
         std::fs::write(self.conf_path(), text).expect("write conf");
+        let toml = format!(
+            "{}\n[state]\nfile = \"{}\"\n",
+            self.toml,
+            self.state_path().display()
+        );
+        std::fs::write(self.settings_path(), toml).expect("write settings");
         if let Some(ig) = self.get("IGNORE_FILE") {
             let mut t = String::new();
             for l in &self.ignore {
@@ -169,6 +200,9 @@ impl Daemon {
         args.push("-c".into());
         args.push(conf_path.display().to_string());
         args.push("--foreground".into());
+        args.push("--no-syslog".into());
+        args.push("--settings".into());
+        args.push(conf.settings_path().display().to_string());
         Self::start_args(ns, &args)
     }
 

@@ -1,0 +1,99 @@
+//! The client subcommands that act without the daemon: `list` (bans in the state file
+//! and in the kernel set) and `flush --all` (remove our table and every ban).
+//! They read the same settings as the daemon, so they find the same table and file.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use anyhow::{Context, Result};
+use ipnet::IpNet;
+
+use crate::kernel_bans::{describe, unix_now};
+use crate::nft::{BanSetWriter, Nft};
+use crate::settings::Settings;
+use crate::store;
+
+/// `portsentry list`: one line per ban in force.
+pub fn list(settings: &Settings) -> Result<()> {
+    let now = unix_now();
+    let state_file = &settings.toml.state.file;
+    let loaded = store::load(state_file, now).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let book = loaded.into_book(crate::kernel_bans::BOOK_CAPACITY);
+    let table = &settings.toml.firewall.table;
+    let kernel: BTreeMap<IpAddr, Option<std::time::Duration>> =
+        match BanSetWriter::open(table).and_then(|mut w| w.list()) {
+            Ok(bans) => bans.into_iter().map(|k| (k.addr, k.expires)).collect(),
+            Err(e) => {
+                eprintln!(
+                    "portsentry: note: cannot read the kernel ban sets of table inet {table}: {e}"
+                );
+                BTreeMap::new()
+            }
+        };
+    println!(
+        "{:<40} {:>12} {:>8} {:<7} reason",
+        "address", "expires in", "offence", "kernel"
+    );
+    let mut listed = std::collections::HashSet::new();
+    for ban in book.active(now) {
+        let left = ban
+            .expires_at
+            .map(|at| std::time::Duration::from_secs(at.saturating_sub(now)));
+        let host = (ban.key.prefix_len() == ban.key.max_prefix_len()).then(|| ban.key.addr());
+        let in_kernel = host.is_some_and(|h| kernel.contains_key(&h));
+        if let Some(h) = host {
+            listed.insert(h);
+        }
+        println!(
+            "{:<40} {:>12} {:>8} {:<7} {}",
+            ban.key.to_string(),
+            describe(left),
+            ban.offences,
+            if in_kernel { "yes" } else { "no" },
+            ban.reason
+        );
+    }
+    for (addr, expires) in kernel.iter().filter(|(a, _)| !listed.contains(*a)) {
+        println!(
+            "{:<40} {:>12} {:>8} {:<7} in the kernel set only (added since the last save)",
+            IpNet::from(*addr).to_string(),
+            describe(*expires),
+            "-",
+            "yes"
+        );
+    }
+    Ok(())
+}
+
+/// `portsentry flush --all`: remove our table (and only it) and end every ban in the
+/// state file, keeping the offence history for escalation.
+pub fn flush_all(settings: &Settings) -> Result<()> {
+    let now = unix_now();
+    let table = &settings.toml.firewall.table;
+    if Nft::available() {
+        Nft::new(table)?
+            .remove()
+            .with_context(|| format!("cannot remove table inet {table}"))?;
+        println!("portsentry: table inet {table} removed");
+    } else {
+        println!("portsentry: nftables not available; no table to remove");
+    }
+    let state_file = &settings.toml.state.file;
+    let loaded = store::load(state_file, now).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut book = loaded.into_book(crate::kernel_bans::BOOK_CAPACITY);
+    let keys: Vec<IpNet> = book.active(now).map(|b| b.key).collect();
+    for key in &keys {
+        book.unban(*key, now);
+    }
+    // Nothing is left to remove from a firewall: the table is gone.
+    book.set_settled_through(now);
+    if state_file.exists() || !keys.is_empty() {
+        store::save(state_file, &book, now).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    println!(
+        "portsentry: {} bans lifted in {}; bans made by KILL_ROUTE/KILL_RUN_CMD commands are not undone",
+        keys.len(),
+        state_file.display()
+    );
+    Ok(())
+}
