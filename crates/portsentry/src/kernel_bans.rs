@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use ipnet::IpNet;
 use portsentry_engine::bans::{Ban, BanBook, BanPolicy};
 
-use crate::nft::BanSetWriter;
+use crate::nft::{BanSetWriter, Nft};
 use crate::store;
 
 /// Longest time a changed book waits before it is saved.
@@ -47,6 +47,8 @@ pub struct Restored {
 
 pub struct KernelBans {
     writer: BanSetWriter,
+    /// For network bans (prefix grouping), which live in interval sets.
+    nft: Nft,
     book: BanBook,
     policy: BanPolicy,
     state_file: PathBuf,
@@ -86,10 +88,18 @@ impl KernelBans {
             expired_dropped,
             ..Restored::default()
         };
+        let nft = Nft::new(table)?;
+        let nets_in_kernel: HashSet<IpNet> = nft.list_net_bans()?.into_iter().collect();
         let mut to_add = Vec::new();
+        let mut nets_to_add = Vec::new();
         for ban in book.active(now) {
             let Some(addr) = host_of(ban.key) else {
-                continue; // network bans are not kept in the host sets
+                if nets_in_kernel.contains(&ban.key) {
+                    restored.already_in_kernel += 1;
+                } else {
+                    nets_to_add.push((ban.key, remaining(ban, now)));
+                }
+                continue;
             };
             if kernel_addrs.contains(&addr) {
                 restored.already_in_kernel += 1;
@@ -103,6 +113,9 @@ impl KernelBans {
                 .context("cannot put the saved bans back into the kernel set")?;
             restored.put_back = to_add.len();
         }
+        nft.add_net_bans(&nets_to_add)
+            .context("cannot put the saved network bans back into the kernel")?;
+        restored.put_back += nets_to_add.len();
         // Elements the kernel added by itself since the last save (the trap rules ban
         // without us), e.g. before a kill -9: adopt them so they are listed and escalate.
         for k in in_kernel {
@@ -127,6 +140,7 @@ impl KernelBans {
         }
         let mut bans = KernelBans {
             writer,
+            nft,
             book,
             policy,
             state_file,
@@ -155,15 +169,24 @@ impl KernelBans {
         // The kernel's own element already has the right timeout only on a first
         // offence; escalated and permanent bans are rewritten.
         let kernel_is_right = kernel_banned && timeout == Some(self.policy.ban_time);
-        if !kernel_is_right {
-            self.writer.add(ip, timeout)?;
-        }
+        let set = if host_of(ban.key).is_none() {
+            // Prefix grouping: the whole network goes into the interval set.
+            self.nft
+                .add_net_bans(&[(ban.key, timeout)])
+                .map_err(std::io::Error::other)?;
+            if ip.is_ipv4() {
+                "bannednet4"
+            } else {
+                "bannednet6"
+            }
+        } else {
+            if !kernel_is_right {
+                self.writer.add(ip, timeout)?;
+            }
+            if ip.is_ipv4() { "banned4" } else { "banned6" }
+        };
         self.dirty = true;
-        Ok(Banned {
-            ban,
-            timeout,
-            set: if ip.is_ipv4() { "banned4" } else { "banned6" },
-        })
+        Ok(Banned { ban, timeout, set })
     }
 
     /// Save when the book changed and the last save is old enough (or `force`).

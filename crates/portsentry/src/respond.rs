@@ -92,9 +92,14 @@ impl Responder {
         let reason = format!("{} to {} port {}", probe.kind, probe.proto(), probe.dport);
         match kernel.ban(target, kernel_banned, &reason) {
             Ok(banned) => {
+                let key = banned.ban.key;
+                let what = if key.prefix_len() < key.max_prefix_len() {
+                    format!("nftables set {}: {key}", banned.set)
+                } else {
+                    format!("nftables set {}", banned.set)
+                };
                 log.log(&format!(
-                    "attackalert: Host {target} has been banned in the kernel (nftables set {}) for {}, offence {}",
-                    banned.set,
+                    "attackalert: Host {target} has been banned in the kernel ({what}) for {}, offence {}",
                     kernel_bans::describe(banned.timeout),
                     banned.ban.offences
                 ));

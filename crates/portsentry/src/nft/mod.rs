@@ -89,6 +89,8 @@ pub enum NftError {
     List { table: String, stderr: String },
     #[error("reading the ban sets of table inet {table} failed: {source}")]
     ListBans { table: String, source: io::Error },
+    #[error("writing network bans to table inet {table} failed: {stderr}")]
+    NetBans { table: String, stderr: String },
 }
 
 /// Output of one `nft` run.
@@ -455,6 +457,72 @@ impl Nft {
         })
     }
 
+    /// Add (or replace) network bans in `bannednet4`/`bannednet6`, in one
+    /// transaction; `None` = permanent. Used for prefix grouping: rare, so forking
+    /// `nft` is fine here.
+    pub fn add_net_bans(&self, bans: &[(ipnet::IpNet, Option<Duration>)]) -> Result<(), NftError> {
+        if bans.is_empty() {
+            return Ok(());
+        }
+        let text = ruleset::render_net_bans(&self.table, bans);
+        let out = run_nft("add network bans", &["-f", "-"], Some(&text))?;
+        if out.ok {
+            return Ok(());
+        }
+        Err(NftError::NetBans {
+            table: self.table.clone(),
+            stderr: out.stderr,
+        })
+    }
+
+    /// The networks in `bannednet4`/`bannednet6`.
+    pub fn list_net_bans(&self) -> Result<Vec<ipnet::IpNet>, NftError> {
+        let mut nets = Vec::new();
+        for set in [ruleset::SET_BANNEDNET4, ruleset::SET_BANNEDNET6] {
+            let out = run_nft(
+                "list network bans",
+                &["-j", "list", "set", "inet", &self.table, set],
+                None,
+            )?;
+            if !out.ok {
+                return Err(NftError::List {
+                    table: self.table.clone(),
+                    stderr: out.stderr,
+                });
+            }
+            let json: Value = serde_json::from_str(&out.stdout).map_err(|e| NftError::List {
+                table: self.table.clone(),
+                stderr: format!("unreadable JSON from nft: {e}"),
+            })?;
+            let elems = json["nftables"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o["set"]["elem"].as_array())
+                .flatten();
+            for elem in elems {
+                // An element is {"prefix": {...}}, or {"elem": {"val": {"prefix": ...}}}
+                // when it carries a timeout, or a bare address string.
+                let val = if elem.get("elem").is_some() {
+                    &elem["elem"]["val"]
+                } else {
+                    elem
+                };
+                let net = if let Some(p) = val.get("prefix") {
+                    let addr = p["addr"].as_str().unwrap_or_default();
+                    let len = p["len"].as_u64().unwrap_or(0);
+                    format!("{addr}/{len}").parse().ok()
+                } else {
+                    val.as_str()
+                        .and_then(|a| a.parse::<IpAddr>().ok())
+                        .map(ipnet::IpNet::from)
+                };
+                nets.extend(net);
+            }
+        }
+        Ok(nets)
+    }
+
     /// The elements of `banned4` and `banned6` with their timeout and time left
     /// (millisecond precision, read over netlink: `nft -j` rounds to seconds).
     pub fn list_bans(&self) -> Result<Vec<KernelBan>, NftError> {
@@ -512,6 +580,20 @@ fn check_table(objects: &[Value], spec: &TrapSpec, plan: &ruleset::Plan) -> Resu
         let set = find_set(name)?;
         if set.get("type").and_then(Value::as_str) != Some(ty) || !has_flag(set, "interval") {
             return Err(format!("set {name} is not an interval set of {ty}"));
+        }
+    }
+    for (name, ty) in [
+        (ruleset::SET_BANNEDNET4, "ipv4_addr"),
+        (ruleset::SET_BANNEDNET6, "ipv6_addr"),
+    ] {
+        let set = find_set(name)?;
+        if set.get("type").and_then(Value::as_str) != Some(ty)
+            || !has_flag(set, "interval")
+            || !has_flag(set, "timeout")
+        {
+            return Err(format!(
+                "set {name} is not an interval set of {ty} with timeouts"
+            ));
         }
     }
     let chains: Vec<&Value> = objects.iter().filter_map(|o| o.get("chain")).collect();
@@ -582,6 +664,8 @@ mod tests {
             r#"{"table": {"family": "inet", "name": "pst", "handle": 1}}"#.to_string(),
             r#"{"set": {"family": "inet", "name": "banned4", "table": "pst", "type": "ipv4_addr", "handle": 1, "size": 1000, "flags": ["timeout"], "timeout": 3600}}"#.to_string(),
             r#"{"set": {"family": "inet", "name": "banned6", "table": "pst", "type": "ipv6_addr", "handle": 2, "size": 1000, "flags": ["timeout"], "timeout": 3600}}"#.to_string(),
+            r#"{"set": {"family": "inet", "name": "bannednet4", "table": "pst", "type": "ipv4_addr", "handle": 7, "size": 1000, "flags": ["interval", "timeout"]}}"#.to_string(),
+            r#"{"set": {"family": "inet", "name": "bannednet6", "table": "pst", "type": "ipv6_addr", "handle": 8, "size": 1000, "flags": ["interval", "timeout"]}}"#.to_string(),
             r#"{"set": {"family": "inet", "name": "protected4", "table": "pst", "type": "ipv4_addr", "handle": 3, "flags": ["interval"]}}"#.to_string(),
             r#"{"set": {"family": "inet", "name": "protected6", "table": "pst", "type": "ipv6_addr", "handle": 4, "flags": ["interval"]}}"#.to_string(),
             format!(r#"{{"chain": {{"family": "inet", "table": "pst", "name": "input", "handle": 5, "type": "filter", "hook": "input", "prio": {prio}, "policy": "accept"}}}}"#),
@@ -599,8 +683,8 @@ mod tests {
     fn verify_accepts_the_listing_of_what_was_applied() {
         let s = spec();
         let plan = ruleset::plan(&s);
-        assert_eq!((plan.input.len(), plan.observe.len()), (9, 2));
-        let objects = json_objects(&listing(-10, 9)).unwrap();
+        assert_eq!((plan.input.len(), plan.observe.len()), (11, 2));
+        let objects = json_objects(&listing(-10, 11)).unwrap();
         check_table(&objects, &s, &plan).unwrap();
     }
 
@@ -608,17 +692,17 @@ mod tests {
     fn verify_names_what_differs() {
         let s = spec();
         let plan = ruleset::plan(&s);
-        let e = check_table(&json_objects(&listing(0, 9)).unwrap(), &s, &plan).unwrap_err();
+        let e = check_table(&json_objects(&listing(0, 11)).unwrap(), &s, &plan).unwrap_err();
         assert!(e.contains("priority -10"), "{e}");
         let e = check_table(&json_objects(&listing(-10, 8)).unwrap(), &s, &plan).unwrap_err();
-        assert_eq!(e, "chain input has 8 rules, expected 9");
+        assert_eq!(e, "chain input has 8 rules, expected 11");
         let mut other = s.clone();
         other.set_size = 5;
-        let e = check_table(&json_objects(&listing(-10, 9)).unwrap(), &other, &plan).unwrap_err();
+        let e = check_table(&json_objects(&listing(-10, 11)).unwrap(), &other, &plan).unwrap_err();
         assert_eq!(e, "set banned4 has size Some(1000), expected 5");
         other = s.clone();
         other.ban_timeout = Duration::from_secs(60);
-        let e = check_table(&json_objects(&listing(-10, 9)).unwrap(), &other, &plan).unwrap_err();
+        let e = check_table(&json_objects(&listing(-10, 11)).unwrap(), &other, &plan).unwrap_err();
         assert_eq!(e, "set banned4 has timeout 3600s, expected 60s");
         let no_sets = r#"{"nftables": [{"table": {"family": "inet", "name": "pst"}}]}"#;
         let e = check_table(&json_objects(no_sets).unwrap(), &s, &plan).unwrap_err();

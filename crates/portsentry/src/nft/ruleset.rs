@@ -32,6 +32,10 @@ pub const DEFAULT_PRIORITY: i32 = -10;
 /// Names inside our table, shared with the netlink writer and the verifier.
 pub const SET_BANNED4: &str = "banned4";
 pub const SET_BANNED6: &str = "banned6";
+/// Network bans (prefix grouping, manual bans of a range): interval sets written only
+/// by user space, so they have no default timeout: an element without one is permanent.
+pub const SET_BANNEDNET4: &str = "bannednet4";
+pub const SET_BANNEDNET6: &str = "bannednet6";
 pub const SET_PROTECTED4: &str = "protected4";
 pub const SET_PROTECTED6: &str = "protected6";
 pub const CHAIN_INPUT: &str = "input";
@@ -174,6 +178,8 @@ pub(crate) fn plan(spec: &TrapSpec) -> Plan {
         format!("ip6 saddr @{SET_PROTECTED6} goto {CHAIN_OBSERVE}"),
         format!("ip saddr @{SET_BANNED4} drop"),
         format!("ip6 saddr @{SET_BANNED6} drop"),
+        format!("ip saddr @{SET_BANNEDNET4} drop"),
+        format!("ip6 saddr @{SET_BANNEDNET6} drop"),
         "meta l4proto { tcp, udp } socket transparent 0 return".to_string(),
     ];
     let mut observe = vec!["meta l4proto { tcp, udp } socket transparent 0 return".to_string()];
@@ -208,6 +214,12 @@ fn render_skeleton(spec: &TrapSpec, out: &mut String) {
         let _ = writeln!(
             out,
             "add set inet {t} {name} {{ type {ty}; flags dynamic, timeout; timeout {timeout}; size {size}; }}"
+        );
+    }
+    for (name, ty) in [(SET_BANNEDNET4, "ipv4_addr"), (SET_BANNEDNET6, "ipv6_addr")] {
+        let _ = writeln!(
+            out,
+            "add set inet {t} {name} {{ type {ty}; flags interval, timeout; size {size}; }}"
         );
     }
     for (name, ty) in [(SET_PROTECTED4, "ipv4_addr"), (SET_PROTECTED6, "ipv6_addr")] {
@@ -251,7 +263,39 @@ pub(crate) fn stopped_rules() -> Vec<String> {
         format!("ip6 saddr @{SET_PROTECTED6} return"),
         format!("ip saddr @{SET_BANNED4} drop"),
         format!("ip6 saddr @{SET_BANNED6} drop"),
+        format!("ip saddr @{SET_BANNEDNET4} drop"),
+        format!("ip6 saddr @{SET_BANNEDNET6} drop"),
     ]
+}
+
+/// Transaction adding network bans to the interval sets (`None` = permanent). An
+/// existing element is replaced, so a new timeout takes effect.
+pub fn render_net_bans(table: &str, bans: &[(IpNet, Option<Duration>)]) -> String {
+    let mut out = String::new();
+    for (net, timeout) in bans {
+        let set = match net {
+            IpNet::V4(_) => SET_BANNEDNET4,
+            IpNet::V6(_) => SET_BANNEDNET6,
+        };
+        let net = net.trunc();
+        // nft 1.0.6 has no `destroy`: add (a no-op when present), delete, add again, in
+        // one transaction, so the new timeout (or none) takes effect atomically.
+        let _ = writeln!(out, "add element inet {table} {set} {{ {net} }}");
+        let _ = writeln!(out, "delete element inet {table} {set} {{ {net} }}");
+        match timeout {
+            Some(t) => {
+                let _ = writeln!(
+                    out,
+                    "add element inet {table} {set} {{ {net} timeout {} }}",
+                    nft_duration(*t)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "add element inet {table} {set} {{ {net} }}");
+            }
+        }
+    }
+    out
 }
 
 /// Transaction replacing the traps by [`stopped_rules`]; sets are untouched.
@@ -315,6 +359,8 @@ mod tests {
 add table inet portsentry
 add set inet portsentry banned4 { type ipv4_addr; flags dynamic, timeout; timeout 3600s; size 1048576; }
 add set inet portsentry banned6 { type ipv6_addr; flags dynamic, timeout; timeout 3600s; size 1048576; }
+add set inet portsentry bannednet4 { type ipv4_addr; flags interval, timeout; size 1048576; }
+add set inet portsentry bannednet6 { type ipv6_addr; flags interval, timeout; size 1048576; }
 add set inet portsentry protected4 { type ipv4_addr; flags interval; }
 add set inet portsentry protected6 { type ipv6_addr; flags interval; }
 add chain inet portsentry input { type filter hook input priority -10; policy accept; }
@@ -326,6 +372,8 @@ add rule inet portsentry input ip saddr @protected4 goto observe
 add rule inet portsentry input ip6 saddr @protected6 goto observe
 add rule inet portsentry input ip saddr @banned4 drop
 add rule inet portsentry input ip6 saddr @banned6 drop
+add rule inet portsentry input ip saddr @bannednet4 drop
+add rule inet portsentry input ip6 saddr @bannednet6 drop
 add rule inet portsentry input meta l4proto { tcp, udp } socket transparent 0 return
 add rule inet portsentry input meta nfproto ipv4 tcp dport { 1-112, 114-138, 140-1023 } tcp flags & rst == 0 tcp flags & (syn | ack) != syn | ack add @banned4 { ip saddr } log prefix "portsentry ban " group 7 drop
 add rule inet portsentry input meta nfproto ipv6 tcp dport { 1-112, 114-138, 140-1023 } tcp flags & rst == 0 tcp flags & (syn | ack) != syn | ack add @banned6 { ip6 saddr } log prefix "portsentry ban " group 7 drop
@@ -355,7 +403,7 @@ add rule inet portsentry observe udp dport { 1-1023 } log prefix "portsentry log
         s.tcp_ports = None;
         s.udp_ports = Some(vec![]);
         let p = plan(&s);
-        assert_eq!(p.input.len(), 6);
+        assert_eq!(p.input.len(), 8);
         assert_eq!(p.observe.len(), 1);
         assert!(!render_ruleset(&s).contains("dport"));
     }
@@ -366,18 +414,18 @@ add rule inet portsentry observe udp dport { 1-1023 } log prefix "portsentry log
         s.ban_tcp = false;
         s.ban_udp = true;
         let p = plan(&s);
-        // 6 fixed + tcp log-only (1) + udp ban (v4, v6, set-full fallback).
-        assert_eq!(p.input.len(), 10);
+        // 8 fixed + tcp log-only (1) + udp ban (v4, v6, set-full fallback).
+        assert_eq!(p.input.len(), 12);
         assert_eq!(
-            p.input[6],
+            p.input[8],
             r#"tcp dport { 1-112, 114-138, 140-1023 } tcp flags & rst == 0 tcp flags & (syn | ack) != syn | ack log prefix "portsentry log " group 7"#
         );
         assert_eq!(
-            p.input[7],
+            p.input[9],
             r#"meta nfproto ipv4 udp dport { 1-1023 } add @banned4 { ip saddr } log prefix "portsentry ban " group 7 drop"#
         );
         assert_eq!(
-            p.input[8],
+            p.input[10],
             r#"meta nfproto ipv6 udp dport { 1-1023 } add @banned6 { ip6 saddr } log prefix "portsentry ban " group 7 drop"#
         );
         assert_eq!(p.observe.len(), 3);
