@@ -109,8 +109,44 @@ struct CaptureStats {
     dropped_actions: u64,
 }
 
-/// Run until `shutdown` is set. Returns after both threads ended.
-pub fn run(settings: Settings, log: Arc<Logger>, shutdown: Arc<AtomicBool>) -> Result<()> {
+/// Set in the environment of a re-executed daemon (SIGHUP reload): do not detach again.
+pub const REEXEC_ENV: &str = "PORTSENTRY_REEXEC";
+
+/// Why the daemon stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM/SIGINT: traps removed, bans left to expire in the kernel.
+    Shutdown,
+    /// SIGHUP with a valid new configuration: the caller re-executes the binary, which
+    /// re-applies the table in place (the traps stay armed meanwhile; bans are kept).
+    Reload,
+}
+
+/// Replace this process with a fresh copy of the binary and the same arguments
+/// (same PID and stdio). Returns only on failure.
+pub fn reexec() -> io::Error {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()
+        .ok()
+        .filter(|p| p.exists())
+        .or_else(|| std::env::args_os().next().map(std::path::PathBuf::from))
+        .unwrap_or_else(|| "portsentry".into());
+    std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(REEXEC_ENV, "1")
+        .exec()
+}
+
+/// Run until `shutdown` is set, or `reload` is set and `validate` accepts the new
+/// configuration (a config with errors is reported and the daemon keeps running).
+/// Returns after both threads ended.
+pub fn run(
+    settings: Settings,
+    log: Arc<Logger>,
+    shutdown: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+    validate: &dyn Fn() -> Result<()>,
+) -> Result<Stop> {
     log.log(&format!(
         "adminalert: PortSentry {} is starting (config: {}; settings: {}).",
         env!("CARGO_PKG_VERSION"),
@@ -199,9 +235,14 @@ pub fn run(settings: Settings, log: Arc<Logger>, shutdown: Arc<AtomicBool>) -> R
         kernel_banned: HashMap::new(),
         probes: Vec::with_capacity(PACKETS_PER_TURN),
     };
-    let result = capture.run(&shutdown, action_tx, outcome_rx);
+    let result = capture.run(&shutdown, &reload, validate, action_tx, outcome_rx);
+    drop(capture);
     // The action sender was dropped by run(); the reporter drains and ends.
     let _ = reporter.join();
+    if let Ok(Stop::Reload) = result {
+        log.log("adminalert: PortSentry is restarting to load the new configuration (traps and bans stay in place)");
+        return result;
+    }
     if let Some(fw) = &firewall {
         match fw.nft.remove_traps() {
             Ok(()) => log.log(&format!(
@@ -286,6 +327,25 @@ fn trap_spec(settings: &Settings) -> TrapSpec {
     }
 }
 
+/// Bind the NFLOG group. Right after a reload the previous process's binding may take a
+/// moment to be released by the kernel (it is freed after an RCU grace period), so a
+/// busy group is retried for up to 2 s.
+fn open_nflog(group: u16) -> Result<NflogReader> {
+    let mut tries = 0;
+    loop {
+        match NflogReader::open(group) {
+            Ok(reader) => return Ok(reader),
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy && tries < 40 => {
+                tries += 1;
+                thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read NFLOG group {group}"));
+            }
+        }
+    }
+}
+
 /// Install the table, restore bans, open the NFLOG group.
 fn start_nftables(
     settings: &Settings,
@@ -294,8 +354,7 @@ fn start_nftables(
 ) -> Result<(NflogReader, KernelBans, NativeFirewall)> {
     let fw = &settings.toml.firewall;
     // The group is bound before the traps exist, so no trapped packet goes unread.
-    let reader = NflogReader::open(fw.nflog_group)
-        .with_context(|| format!("cannot read NFLOG group {}", fw.nflog_group))?;
+    let reader = open_nflog(fw.nflog_group)?;
     let nft = Nft::new(&fw.table)?;
     let spec = trap_spec(settings);
     let applied = nft
@@ -401,9 +460,12 @@ impl Capture<'_> {
     fn run(
         &mut self,
         shutdown: &AtomicBool,
+        reload: &AtomicBool,
+        validate: &dyn Fn() -> Result<()>,
         action_tx: SyncSender<ProbeReport>,
         outcome_rx: Receiver<(IpAddr, Proto, Outcome)>,
-    ) -> Result<()> {
+    ) -> Result<Stop> {
+        let mut stop = Stop::Shutdown;
         let mut watcher = match ChangeWatcher::open() {
             Ok(w) => Some(w),
             Err(e) => {
@@ -417,6 +479,17 @@ impl Capture<'_> {
         let mut last_protect_refresh = Instant::now();
 
         while !shutdown.load(Ordering::Relaxed) {
+            if reload.swap(false, Ordering::Relaxed) {
+                match validate() {
+                    Ok(()) => {
+                        stop = Stop::Reload;
+                        break;
+                    }
+                    Err(e) => self.log.log(&format!(
+                        "adminalert: ERROR: reload refused, the configuration has errors; still running with the old one:\n{e:#}"
+                    )),
+                }
+            }
             let now = boottime_now();
             let wait = self
                 .engine
@@ -457,7 +530,7 @@ impl Capture<'_> {
         }
         drop(action_tx);
         self.log_stats();
-        Ok(())
+        Ok(stop)
     }
 
     fn wait(&self, timeout: Duration) -> io::Result<bool> {

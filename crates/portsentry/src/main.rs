@@ -56,7 +56,9 @@ fn main() -> ExitCode {
             "portsentry: warning: not running as root; the packet socket will probably be refused"
         );
     }
-    if !cli.foreground {
+    // A reload re-executes the binary (same PID, same stdio): it must not detach again.
+    let reexec = std::env::var_os(daemon::REEXEC_ENV).is_some();
+    if !cli.foreground && !reexec {
         // Detach before any thread exists: fork() keeps only the calling thread.
         // SAFETY: no threads have been started yet.
         if unsafe { libc::daemon(0, 0) } != 0 {
@@ -70,18 +72,28 @@ fn main() -> ExitCode {
     let syslog = (!cli.no_syslog).then_some(cli.syslog_socket.as_path());
     let log = Arc::new(Logger::new(syslog, cli.foreground));
     let shutdown = Arc::new(AtomicBool::new(false));
-    for signal in [
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ] {
-        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&shutdown)) {
+    let reload = Arc::new(AtomicBool::new(false));
+    let signals = [
+        (signal_hook::consts::SIGTERM, &shutdown),
+        (signal_hook::consts::SIGINT, &shutdown),
+        (signal_hook::consts::SIGHUP, &reload),
+    ];
+    for (signal, flag) in signals {
+        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(flag)) {
             eprintln!("portsentry: cannot install signal handler: {e}");
             return ExitCode::from(EXIT_RUNTIME);
         }
     }
-    match daemon::run(settings, Arc::clone(&log), shutdown) {
-        Ok(()) => ExitCode::SUCCESS,
+    let validate = || settings::from_cli(&cli).map(|_| ());
+    match daemon::run(settings, Arc::clone(&log), shutdown, reload, &validate) {
+        Ok(daemon::Stop::Shutdown) => ExitCode::SUCCESS,
+        Ok(daemon::Stop::Reload) => {
+            let err = daemon::reexec();
+            log.log(&format!(
+                "adminalert: ERROR: cannot re-execute for the reload: {err}"
+            ));
+            ExitCode::from(EXIT_RUNTIME)
+        }
         Err(e) => {
             log.log(&format!("adminalert: ERROR: {e:#}"));
             if !cli.foreground {

@@ -1,0 +1,95 @@
+//! SIGHUP reloads the configuration without losing bans: the daemon checks the new
+//! files first (a broken config is reported and the old one keeps running), then
+//! re-executes itself, which re-applies the nftables table in place.
+
+mod common;
+
+use std::time::Duration;
+
+use common::checks::{REACT, alert_prefix, nmap};
+use common::{Conf, Daemon, Lab, TcpServer, can_connect};
+
+const OPEN: u16 = 8080;
+const SYN: &str = "TCP SYN/Normal scan";
+
+fn sighup(d: &Daemon) {
+    // SAFETY: kill(2) on the daemon's own pid.
+    let rc = unsafe { libc::kill(d.pid(), libc::SIGHUP) };
+    assert_eq!(rc, 0, "kill -HUP failed");
+}
+
+#[test]
+fn sighup_applies_a_new_port_list_and_keeps_bans() {
+    if !common::scan_test_or_skip("sighup_applies_a_new_port_list_and_keeps_bans") {
+        return;
+    }
+    let lab = Lab::builder().peer("first").peer("second").build();
+    let def = &lab.defender;
+    let first = lab.peer("first");
+    let second = lab.peer("second");
+    let _srv = TcpServer::start(&def.ns, OPEN);
+    let conf = Conf::new()
+        .unset("KILL_ROUTE")
+        .unset("KILL_HOSTS_DENY")
+        .set("TCP_PORTS", "23");
+    let mut d = Daemon::start(&def.ns, &conf, &["-stcp"]);
+    d.wait_ready();
+    let t = Duration::from_secs(3);
+
+    // Before the reload only 23 is a trap: a probe of 666 does nothing.
+    nmap(second, &["-sS", "-p", "666"], def.addr(false));
+    // The first source is banned through 23.
+    nmap(first, &["-sS", "-p", "23"], def.addr(false));
+    let ip1 = first.addr(false);
+    d.check(
+        d.wait_for_line(&alert_prefix(SYN, ip1, "TCP"), REACT),
+        "no alert for 23",
+    );
+    d.check(
+        can_connect(&second.ns, def.addr(false), OPEN, t),
+        "a probe of an unlisted port banned the second source",
+    );
+
+    // A broken config is refused and the daemon keeps running.
+    std::fs::write(conf.conf_path(), "TCP_PORTS=\"23,abc\"\n").unwrap();
+    sighup(&d);
+    d.check(
+        d.wait_for_line("adminalert: ERROR: reload refused", REACT),
+        "no 'reload refused' line for a broken config",
+    );
+    let running = d.is_running();
+    d.check(running, "daemon died on a broken reload");
+
+    // A valid new config with 666 added: written the way the harness writes it.
+    let conf = conf.set("TCP_PORTS", "23,666");
+    conf.write();
+    sighup(&d);
+    d.check(
+        d.wait_for(REACT, |lines| {
+            lines
+                .iter()
+                .filter(|l| l.contains("adminalert: PortSentry is now active and listening."))
+                .count()
+                >= 2
+        }),
+        "the daemon did not come back after the reload",
+    );
+    d.check(
+        d.has_line("adminalert: PortSentry is restarting to load the new configuration"),
+        "no reload line",
+    );
+    d.check(
+        !can_connect(&first.ns, def.addr(false), OPEN, t),
+        "the ban made before the reload was lost",
+    );
+    nmap(second, &["-sS", "-p", "666"], def.addr(false));
+    let ip2 = second.addr(false);
+    d.check(
+        d.wait_for_line(&alert_prefix(SYN, ip2, "TCP"), REACT),
+        "666 is not a trap after the reload",
+    );
+    d.check(
+        !can_connect(&second.ns, def.addr(false), OPEN, t),
+        "second source not banned after the reload",
+    );
+}
