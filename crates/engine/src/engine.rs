@@ -317,6 +317,12 @@ impl Engine {
         }
     }
 
+    /// Forget everything about the sources in `net` (both protocols): after an
+    /// administrator lifted their ban, their next probe is judged from zero.
+    pub fn forget(&mut self, net: ipnet::IpNet) {
+        self.sources.retain(|(src, _), _| !net.contains(src));
+    }
+
     /// Housekeeping: forget idle sources that are not blocked. Spurious calls are
     /// harmless.
     pub fn handle_timeout(&mut self, now: Millis) {
@@ -677,6 +683,27 @@ mod tests {
         );
         assert!(!e.is_blocked(v4(2), Proto::Tcp));
         e.handle_probe(until + Duration::from_secs(1), syn(v4(2), 5));
+        assert!(
+            drain(&mut e)
+                .iter()
+                .any(|a| matches!(a, Action::Respond { .. }))
+        );
+    }
+
+    #[test]
+    fn forgotten_source_is_judged_from_zero() {
+        let mut e = engine(0);
+        e.handle_probe(Millis(0), syn(v4(2), 1));
+        drain(&mut e);
+        e.handle_outcome(
+            Millis(1),
+            v4(2),
+            Proto::Tcp,
+            Outcome::Blocked { until: None },
+        );
+        e.forget("198.18.0.0/24".parse().unwrap());
+        assert!(!e.is_blocked(v4(2), Proto::Tcp));
+        e.handle_probe(Millis(2), syn(v4(2), 2));
         assert!(
             drain(&mut e)
                 .iter()

@@ -80,6 +80,24 @@ pub struct Cli {
 pub enum Subcommand {
     /// List the bans in force: from the state file, and what the kernel set holds now.
     List,
+    /// Ask the running daemon to ban an address or network (CIDR).
+    Ban {
+        /// Address (198.18.0.2, fd00::2) or network (198.18.0.0/24).
+        target: String,
+        /// How long, e.g. 30m, 12h, 7d. Default: the first-offence ban time.
+        #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "permanent")]
+        time: Option<std::time::Duration>,
+        /// Ban until lifted with `portsentry unban`.
+        #[arg(long)]
+        permanent: bool,
+    },
+    /// Ask the running daemon to lift the ban covering an address or network.
+    Unban {
+        /// Address or network.
+        target: String,
+    },
+    /// Ask the running daemon whether it runs, and how many bans are in force.
+    Status,
     /// Lift bans. `--all` removes our nftables table (and only it) and forgets every
     /// ban in the state file; the offence history is kept for escalation.
     Flush {
@@ -95,8 +113,11 @@ Legacy flags are accepted with one dash, as PortSentry 1.2 takes them:
   portsentry -atcp -audp      TCP and UDP in one process
 
 Commands:
-  portsentry list             bans in force (state file and kernel)
-  portsentry flush --all      remove our nftables table and every ban
+  portsentry list                         bans in force (state file and kernel)
+  portsentry ban ADDR [--time 12h | --permanent]
+  portsentry unban ADDR
+  portsentry status
+  portsentry flush --all                  remove our nftables table and every ban
 
 Exit status: 0 on a clean shutdown, 2 on a usage error, 3 on a configuration error,
 4 when the sensor or another resource cannot be set up.";

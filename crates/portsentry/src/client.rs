@@ -1,6 +1,8 @@
-//! The client subcommands that act without the daemon: `list` (bans in the state file
-//! and in the kernel set) and `flush --all` (remove our table and every ban).
-//! They read the same settings as the daemon, so they find the same table and file.
+//! The client subcommands. `ban`, `unban` and `status` ask the running daemon over its
+//! control socket (it owns the bans, so nothing races). `list` (bans in the state file
+//! and in the kernel set) and `flush --all` (remove our table and every ban) work
+//! without the daemon. All read the same settings as the daemon, so they find the same
+//! socket, table and state file.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -8,6 +10,7 @@ use std::net::IpAddr;
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 
+use crate::control::{self, Request};
 use crate::kernel_bans::{describe, unix_now};
 use crate::nft::{BanSetWriter, Nft};
 use crate::settings::Settings;
@@ -96,4 +99,48 @@ pub fn flush_all(settings: &Settings) -> Result<()> {
         state_file.display()
     );
     Ok(())
+}
+
+/// Send one request to the daemon; print its reply; error if it refused.
+fn ask(settings: &Settings, request: &Request) -> Result<()> {
+    let reply = control::ask(&settings.toml.control.socket, request)?;
+    println!("{reply}");
+    if reply.starts_with("ok") {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("the daemon refused the request"))
+    }
+}
+
+/// `portsentry ban TARGET [--time D | --permanent]`.
+pub fn ban(
+    settings: &Settings,
+    target: &str,
+    time: Option<std::time::Duration>,
+    permanent: bool,
+) -> Result<()> {
+    let request = Request::parse(&format!(
+        "ban {target} {}",
+        if permanent {
+            "permanent".to_string()
+        } else {
+            time.unwrap_or(settings.toml.bans.time)
+                .as_secs()
+                .max(1)
+                .to_string()
+        }
+    ))
+    .map_err(anyhow::Error::msg)?;
+    ask(settings, &request)
+}
+
+/// `portsentry unban TARGET`.
+pub fn unban(settings: &Settings, target: &str) -> Result<()> {
+    let request = Request::parse(&format!("unban {target}")).map_err(anyhow::Error::msg)?;
+    ask(settings, &request)
+}
+
+/// `portsentry status`.
+pub fn status(settings: &Settings) -> Result<()> {
+    ask(settings, &Request::Status)
 }

@@ -39,6 +39,7 @@ use portsentry_engine::wire::{self, ParseStats};
 use portsentry_engine::{Millis, Probe, Proto};
 
 use crate::config::{Backend, BlockMode};
+use crate::control;
 use crate::kernel_bans::KernelBans;
 use crate::logger::Logger;
 use crate::nflog::NflogReader;
@@ -76,6 +77,21 @@ pub fn boottime_now() -> Millis {
     let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
     let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
     Millis(secs * 1000 + nanos / 1_000_000)
+}
+
+/// What the capture and control threads send the reporter.
+enum ToReporter {
+    Probe(ProbeReport),
+    Control(control::Pending),
+    /// The capture thread ended: finish and save.
+    Stop,
+}
+
+/// What the reporter tells the capture thread (the engine's owner).
+enum Feedback {
+    Outcome(IpAddr, Proto, Outcome),
+    /// An administrator lifted the ban on this network: judge its sources anew.
+    Forget(IpNet),
 }
 
 struct ProbeReport {
@@ -212,8 +228,8 @@ pub fn run(
         Some(history),
         kernel,
     );
-    let (action_tx, action_rx) = mpsc::sync_channel::<ProbeReport>(ACTION_QUEUE);
-    let (outcome_tx, outcome_rx) = mpsc::channel::<(IpAddr, Proto, Outcome)>();
+    let (action_tx, action_rx) = mpsc::sync_channel::<ToReporter>(ACTION_QUEUE);
+    let (outcome_tx, outcome_rx) = mpsc::channel::<Feedback>();
     let reporter = {
         let log = Arc::clone(&log);
         let resolver = Resolver::new(settings.resolve_host);
@@ -222,6 +238,14 @@ pub fn run(
             .spawn(move || report_loop(action_rx, outcome_tx, responder, resolver, &log))
             .context("cannot start the reporter thread")?
     };
+    let control_path = settings.toml.control.socket.clone();
+    {
+        let tx = action_tx.clone();
+        control::serve(&control_path, move |pending| {
+            tx.send(ToReporter::Control(pending)).is_ok()
+        })
+        .with_context(|| format!("cannot open the control socket {}", control_path.display()))?;
+    }
 
     log.log("adminalert: PortSentry is now active and listening.");
     let mut capture = Capture {
@@ -237,8 +261,9 @@ pub fn run(
     };
     let result = capture.run(&shutdown, &reload, validate, action_tx, outcome_rx);
     drop(capture);
-    // The action sender was dropped by run(); the reporter drains and ends.
+    // run() sent Stop; the reporter drains what came before and ends.
     let _ = reporter.join();
+    let _ = std::fs::remove_file(&control_path);
     if let Ok(Stop::Reload) = result {
         log.log("adminalert: PortSentry is restarting to load the new configuration (traps and bans stay in place)");
         return result;
@@ -462,8 +487,8 @@ impl Capture<'_> {
         shutdown: &AtomicBool,
         reload: &AtomicBool,
         validate: &dyn Fn() -> Result<()>,
-        action_tx: SyncSender<ProbeReport>,
-        outcome_rx: Receiver<(IpAddr, Proto, Outcome)>,
+        action_tx: SyncSender<ToReporter>,
+        outcome_rx: Receiver<Feedback>,
     ) -> Result<Stop> {
         let mut stop = Stop::Shutdown;
         let mut watcher = match ChangeWatcher::open() {
@@ -509,9 +534,14 @@ impl Capture<'_> {
                 }
                 self.engine.handle_probe(now, probe);
             }
-            while let Ok((src, proto, outcome)) = outcome_rx.try_recv() {
-                self.engine
-                    .handle_outcome(boottime_now(), src, proto, outcome);
+            while let Ok(feedback) = outcome_rx.try_recv() {
+                match feedback {
+                    Feedback::Outcome(src, proto, outcome) => {
+                        self.engine
+                            .handle_outcome(boottime_now(), src, proto, outcome);
+                    }
+                    Feedback::Forget(net) => self.engine.forget(net),
+                }
             }
             let now = boottime_now();
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
@@ -528,7 +558,9 @@ impl Capture<'_> {
                 self.refresh_protected();
             }
         }
-        drop(action_tx);
+        // Blocking send: the reporter is draining, and must hear that we are done (the
+        // control thread holds another sender, so the channel never disconnects).
+        let _ = action_tx.send(ToReporter::Stop);
         self.log_stats();
         Ok(stop)
     }
@@ -603,7 +635,7 @@ impl Capture<'_> {
         Ok(())
     }
 
-    fn dispatch(&mut self, now: Millis, action_tx: &SyncSender<ProbeReport>) {
+    fn dispatch(&mut self, now: Millis, action_tx: &SyncSender<ToReporter>) {
         while let Some(action) = self.engine.poll_action() {
             let probe = match &action {
                 Action::Alert { probe, .. }
@@ -618,11 +650,13 @@ impl Capture<'_> {
                 action,
                 kernel_banned,
             };
-            match action_tx.try_send(report) {
+            match action_tx.try_send(ToReporter::Probe(report)) {
                 Ok(()) => {}
-                Err(TrySendError::Full(report)) | Err(TrySendError::Disconnected(report)) => {
+                Err(TrySendError::Full(rejected)) | Err(TrySendError::Disconnected(rejected)) => {
                     self.stats.dropped_actions += 1;
-                    if matches!(report.action, Action::Respond { .. }) {
+                    if let ToReporter::Probe(report) = rejected
+                        && matches!(report.action, Action::Respond { .. })
+                    {
                         self.engine
                             .handle_outcome(now, probe.src, probe.proto(), Outcome::Failed);
                     }
@@ -688,21 +722,81 @@ impl Capture<'_> {
 const REPORTER_TICK: Duration = Duration::from_millis(500);
 
 fn report_loop(
-    actions: Receiver<ProbeReport>,
-    outcomes: mpsc::Sender<(IpAddr, Proto, Outcome)>,
+    actions: Receiver<ToReporter>,
+    outcomes: mpsc::Sender<Feedback>,
     mut responder: Responder,
     mut resolver: Resolver,
     log: &Logger,
 ) {
+    let started = Instant::now();
     loop {
         match actions.recv_timeout(REPORTER_TICK) {
-            Ok(report) => report_one(report, &outcomes, &mut responder, &mut resolver, log),
+            Ok(ToReporter::Probe(report)) => {
+                report_one(report, &outcomes, &mut responder, &mut resolver, log);
+            }
+            Ok(ToReporter::Control(pending)) => {
+                let reply =
+                    control_request(pending.request, &mut responder, &outcomes, log, started);
+                let _ = pending.reply.send(reply);
+            }
+            Ok(ToReporter::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
         }
         housekeeping(&mut responder, log, false);
     }
     housekeeping(&mut responder, log, true);
+}
+
+/// Carry out one request from the control socket; the reply line for the client.
+fn control_request(
+    request: control::Request,
+    responder: &mut Responder,
+    feedback: &mpsc::Sender<Feedback>,
+    log: &Logger,
+    started: Instant,
+) -> String {
+    use control::Request;
+    let uptime = humantime::format_duration(Duration::from_secs(started.elapsed().as_secs()));
+    let Some(kernel) = responder.kernel_mut() else {
+        return match request {
+            Request::Status => format!(
+                "ok: portsentry {} running for {uptime}; no native ban backend (nftables not in use)",
+                env!("CARGO_PKG_VERSION"),
+            ),
+            _ => "error: bans from the command line need the nftables backend, which is not in use"
+                .into(),
+        };
+    };
+    match request {
+        Request::Status => format!(
+            "ok: portsentry {} running for {uptime}; {} bans in force",
+            env!("CARGO_PKG_VERSION"),
+            kernel.active_count()
+        ),
+        Request::Ban { net, duration } => match kernel.manual_ban(net, duration) {
+            Ok(ban) => {
+                let length = crate::kernel_bans::for_how_long(duration);
+                log.log(&format!(
+                    "attackalert: Host {net} has been banned by the administrator {length}, offence {}",
+                    ban.offences
+                ));
+                format!("ok: {net} banned {length} (offence {})", ban.offences)
+            }
+            Err(e) => format!("error: {e:#}"),
+        },
+        Request::Unban { net } => match kernel.unban(net) {
+            Ok(Some(ban)) => {
+                log.log(&format!(
+                    "adminalert: ban on {} lifted by the administrator",
+                    ban.key
+                ));
+                let _ = feedback.send(Feedback::Forget(ban.key));
+                format!("ok: ban on {} lifted", ban.key)
+            }
+            Ok(None) => format!("error: no ban covers {net}"),
+            Err(e) => format!("error: {e:#}"),
+        },
+    }
 }
 
 fn housekeeping(responder: &mut Responder, log: &Logger, force_save: bool) {
@@ -722,7 +816,7 @@ fn housekeeping(responder: &mut Responder, log: &Logger, force_save: bool) {
 
 fn report_one(
     report: ProbeReport,
-    outcomes: &mpsc::Sender<(IpAddr, Proto, Outcome)>,
+    outcomes: &mpsc::Sender<Feedback>,
     responder: &mut Responder,
     resolver: &mut Resolver,
     log: &Logger,
@@ -762,7 +856,7 @@ fn report_one(
         }
         Action::Respond { .. } => {
             let outcome = responder.respond(log, &probe, &name, kernel_banned);
-            let _ = outcomes.send((ip, proto, outcome));
+            let _ = outcomes.send(Feedback::Outcome(ip, proto, outcome));
         }
         Action::AlreadyBlocked { suppressed, .. } => {
             log.log(&format!(

@@ -189,6 +189,64 @@ impl KernelBans {
         Ok(Banned { ban, timeout, set })
     }
 
+    /// An administrator's ban of a host or network (`None` = permanent). It counts as
+    /// an offence, like 1.2's history, so a later scan escalates from it.
+    pub fn manual_ban(&mut self, net: IpNet, duration: Option<Duration>) -> Result<Ban> {
+        let now = unix_now();
+        let ban = self.book.ban(
+            &self.policy,
+            net,
+            now,
+            duration,
+            "banned by the administrator",
+        );
+        let timeout = remaining(&ban, now);
+        match host_of(ban.key) {
+            Some(addr) => self
+                .writer
+                .add(addr, timeout)
+                .context("the kernel refused the ban")?,
+            None => self.nft.add_net_bans(&[(ban.key, timeout)])?,
+        }
+        self.dirty = true;
+        Ok(ban)
+    }
+
+    /// Lift the ban covering `net` (exact, or the most specific one containing it).
+    /// Returns the lifted ban; the kernel element is deleted.
+    pub fn unban(&mut self, net: IpNet) -> Result<Option<Ban>> {
+        let now = unix_now();
+        let Some(ban) = self.book.unban(net, now) else {
+            // Not in the book; it may still be an element the kernel added by itself.
+            if let Some(addr) = host_of(net)
+                && self
+                    .writer
+                    .delete(addr)
+                    .context("cannot delete the kernel element")?
+            {
+                return Ok(Some(Ban {
+                    key: net,
+                    offences: 0,
+                    banned_at: now,
+                    expires_at: Some(now),
+                    last_offence: now,
+                    reason: "kernel element".into(),
+                }));
+            }
+            return Ok(None);
+        };
+        match host_of(ban.key) {
+            Some(addr) => {
+                self.writer
+                    .delete(addr)
+                    .context("cannot delete the kernel element")?;
+            }
+            None => self.nft.remove_net_bans(&[ban.key])?,
+        }
+        self.dirty = true;
+        Ok(Some(ban))
+    }
+
     /// Save when the book changed and the last save is old enough (or `force`).
     /// Returns an error message to log, never fails the caller.
     pub fn maybe_save(&mut self, force: bool) -> Option<String> {
@@ -232,7 +290,15 @@ fn remaining(ban: &Ban, now: u64) -> Option<Duration> {
         .map(|at| Duration::from_secs(at.saturating_sub(now).max(1)))
 }
 
-/// Human form of a ban length for log lines ("1h", "2h", "permanent").
+/// Human form of a ban length for log lines: "for 1h", "for 2h", "permanently".
+pub fn for_how_long(timeout: Option<Duration>) -> String {
+    match timeout {
+        None => "permanently".into(),
+        Some(d) => format!("for {}", humantime::format_duration(d)),
+    }
+}
+
+/// Human form of a ban length for tables ("1h", "2h", "permanent").
 pub fn describe(timeout: Option<Duration>) -> String {
     match timeout {
         None => "permanent".into(),

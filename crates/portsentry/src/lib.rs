@@ -5,6 +5,7 @@ pub mod bpf;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod kernel_bans;
 pub mod logger;

@@ -24,6 +24,13 @@ fn main() -> ExitCode {
     if let Some(command) = &cli.command {
         let result = match command {
             Subcommand::List => client::list(&settings),
+            Subcommand::Ban {
+                target,
+                time,
+                permanent,
+            } => client::ban(&settings, target, *time, *permanent),
+            Subcommand::Unban { target } => client::unban(&settings, target),
+            Subcommand::Status => client::status(&settings),
             Subcommand::Flush { all: true } => client::flush_all(&settings),
             Subcommand::Flush { all: false } => {
                 eprintln!(

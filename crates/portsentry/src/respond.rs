@@ -99,8 +99,8 @@ impl Responder {
                     format!("nftables set {}", banned.set)
                 };
                 log.log(&format!(
-                    "attackalert: Host {target} has been banned in the kernel ({what}) for {}, offence {}",
-                    kernel_bans::describe(banned.timeout),
+                    "attackalert: Host {target} has been banned in the kernel ({what}) {}, offence {}",
+                    kernel_bans::for_how_long(banned.timeout),
                     banned.ban.offences
                 ));
                 Some(Outcome::Blocked {

@@ -196,7 +196,7 @@ fn man_page_documents_every_option_of_help() {
     let help = String::from_utf8_lossy(&help.stdout);
     let mut checked = 0;
     for word in help.split_whitespace() {
-        let flag = word.trim_end_matches(',').trim_end_matches('.');
+        let flag = word.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
         if flag.starts_with("--") && flag.len() > 2 && flag != "--help" && flag != "--version" {
             let escaped = flag.replace('-', "\\-");
             assert!(man.contains(&escaped), "man page lacks {flag}");

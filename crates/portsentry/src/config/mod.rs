@@ -27,8 +27,8 @@ pub use legacy::{
     BlockMode, LegacyConfig, WRAPPER_HOSTS_DENY, legacy_keys, load_legacy, parse_legacy,
 };
 pub use toml_file::{
-    Backend, BanSettings, DEFAULT_SETTINGS_FILE, FirewallSettings, ProtectSettings, StateSettings,
-    TomlSettings, load_toml_settings, parse_toml_settings,
+    Backend, BanSettings, ControlSettings, DEFAULT_SETTINGS_FILE, FirewallSettings,
+    ProtectSettings, StateSettings, TomlSettings, load_toml_settings, parse_toml_settings,
 };
 
 /// One error or warning about a configuration file, tied to a line.

@@ -127,6 +127,21 @@ impl Default for StateSettings {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlSettings {
+    /// Root-only unix socket on which `portsentry ban/unban/status` reach the daemon.
+    pub socket: PathBuf,
+}
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        ControlSettings {
+            socket: PathBuf::from("/run/portsentry/portsentry.sock"),
+        }
+    }
+}
+
 /// The whole TOML file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -135,6 +150,7 @@ pub struct TomlSettings {
     pub bans: BanSettings,
     pub protect: ProtectSettings,
     pub state: StateSettings,
+    pub control: ControlSettings,
 }
 
 impl TomlSettings {

@@ -475,6 +475,22 @@ impl Nft {
         })
     }
 
+    /// Remove network bans (absent ones are not an error).
+    pub fn remove_net_bans(&self, nets: &[ipnet::IpNet]) -> Result<(), NftError> {
+        if nets.is_empty() {
+            return Ok(());
+        }
+        let text = ruleset::render_net_unbans(&self.table, nets);
+        let out = run_nft("remove network bans", &["-f", "-"], Some(&text))?;
+        if out.ok {
+            return Ok(());
+        }
+        Err(NftError::NetBans {
+            table: self.table.clone(),
+            stderr: out.stderr,
+        })
+    }
+
     /// The networks in `bannednet4`/`bannednet6`.
     pub fn list_net_bans(&self) -> Result<Vec<ipnet::IpNet>, NftError> {
         let mut nets = Vec::new();

@@ -268,6 +268,22 @@ pub(crate) fn stopped_rules() -> Vec<String> {
     ]
 }
 
+/// Transaction removing network bans; `add` first so that an absent element is not an
+/// error (nft 1.0.6 has no `destroy`).
+pub fn render_net_unbans(table: &str, nets: &[IpNet]) -> String {
+    let mut out = String::new();
+    for net in nets {
+        let set = match net {
+            IpNet::V4(_) => SET_BANNEDNET4,
+            IpNet::V6(_) => SET_BANNEDNET6,
+        };
+        let net = net.trunc();
+        let _ = writeln!(out, "add element inet {table} {set} {{ {net} }}");
+        let _ = writeln!(out, "delete element inet {table} {set} {{ {net} }}");
+    }
+    out
+}
+
 /// Transaction adding network bans to the interval sets (`None` = permanent). An
 /// existing element is replaced, so a new timeout takes effect.
 pub fn render_net_bans(table: &str, bans: &[(IpNet, Option<Duration>)]) -> String {

@@ -85,6 +85,11 @@ impl Conf {
         self.path("portsentry.toml")
     }
 
+    /// The daemon's control socket (in the temp dir, never /run).
+    pub fn control_path(&self) -> PathBuf {
+        self.path("portsentry.sock")
+    }
+
     pub fn state_path(&self) -> PathBuf {
         self.path("state.json")
     }
@@ -143,9 +148,10 @@ impl Conf {
         }
         std::fs::write(self.conf_path(), text).expect("write conf");
         let toml = format!(
-            "{}\n[state]\nfile = \"{}\"\n",
+            "{}\n[state]\nfile = \"{}\"\n\n[control]\nsocket = \"{}\"\n",
             self.toml,
-            self.state_path().display()
+            self.state_path().display(),
+            self.control_path().display()
         );
         std::fs::write(self.settings_path(), toml).expect("write settings");
         if let Some(ig) = self.get("IGNORE_FILE") {

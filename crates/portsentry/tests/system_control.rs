@@ -1,0 +1,131 @@
+//! The CLI talking to the running daemon over its control socket: `status`, a manual
+//! `ban` (timed and permanent) that lands in the kernel set and is enforced, and
+//! `unban` that lifts it at once; then `list` and `flush --all` without the daemon.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Conf, Daemon, Lab, TcpServer, can_connect};
+
+const OPEN: u16 = 8080;
+
+fn cli(def: &common::Host, conf: &Conf, args: &[&str]) -> common::Output {
+    let bin = env!("CARGO_BIN_EXE_portsentry");
+    let settings = conf.settings_path().display().to_string();
+    let config = conf.conf_path().display().to_string();
+    let mut argv = vec![bin, "-c", config.as_str(), "--settings", settings.as_str()];
+    argv.extend_from_slice(args);
+    def.ns.exec(&argv, Duration::from_secs(20))
+}
+
+#[test]
+fn ban_unban_status_list_and_flush_from_the_cli() {
+    if !common::scan_test_or_skip("ban_unban_status_list_and_flush_from_the_cli") {
+        return;
+    }
+    let lab = Lab::builder().peer("client").build();
+    let def = &lab.defender;
+    let client = lab.peer("client");
+    let _srv = TcpServer::start(&def.ns, OPEN);
+    let conf = Conf::new().unset("KILL_ROUTE").unset("KILL_HOSTS_DENY");
+    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
+    d.wait_ready();
+    let t = Duration::from_secs(3);
+    let ip = client.addr(false);
+    let ip6 = client.addr(true);
+    assert!(can_connect(&client.ns, def.addr(false), OPEN, t));
+
+    let out = cli(def, &conf, &["status"]);
+    d.check(
+        out.stdout.starts_with("ok: portsentry") && out.stdout.contains("0 bans in force"),
+        format!("status: {out:?}"),
+    );
+
+    let out = cli(def, &conf, &["ban", &ip.to_string(), "--time", "10m"]);
+    d.check(out.stdout.starts_with("ok:"), format!("ban: {out:?}"));
+    d.check(
+        d.wait_for_line(
+            &format!("attackalert: Host {ip}/32 has been banned by the administrator for 10m"),
+            t,
+        ),
+        "no ban line in the log",
+    );
+    d.check(
+        !can_connect(&client.ns, def.addr(false), OPEN, t),
+        "banned client still connects",
+    );
+    let out = cli(def, &conf, &["ban", &ip6.to_string(), "--permanent"]);
+    d.check(
+        out.stdout.starts_with("ok:"),
+        format!("permanent ban: {out:?}"),
+    );
+    d.check(
+        !can_connect(&client.ns, def.addr(true), OPEN, t),
+        "v6 client still connects",
+    );
+    let set6 = def
+        .ns
+        .exec(&["nft", "list", "set", "inet", "portsentry", "banned6"], t)
+        .stdout;
+    let elem = set6
+        .lines()
+        .find(|l| l.contains(&ip6.to_string()))
+        .unwrap_or_default();
+    d.check(
+        !elem.contains("expires"),
+        format!("a permanent ban must not expire: {set6}"),
+    );
+
+    let out = cli(def, &conf, &["status"]);
+    d.check(
+        out.stdout.contains("2 bans in force"),
+        format!("status: {out:?}"),
+    );
+    let out = cli(def, &conf, &["unban", &ip.to_string()]);
+    d.check(
+        out.stdout.starts_with("ok: ban on"),
+        format!("unban: {out:?}"),
+    );
+    d.check(
+        can_connect(&client.ns, def.addr(false), OPEN, t),
+        "unbanned client cannot connect",
+    );
+    let out = cli(def, &conf, &["unban", &ip.to_string()]);
+    d.check(
+        !out.success() && out.stdout.contains("error: no ban covers"),
+        format!("second unban: {out:?}"),
+    );
+
+    // Without the daemon: list shows the saved permanent ban, flush --all removes all.
+    d.stop();
+    let out = cli(def, &conf, &["list"]);
+    d.check(
+        out.stdout.contains(&ip6.to_string()) && out.stdout.contains("permanent"),
+        format!("list: {out:?}"),
+    );
+    d.check(
+        !can_connect(&client.ns, def.addr(true), OPEN, t),
+        "the permanent ban did not outlive the daemon",
+    );
+    let out = cli(def, &conf, &["flush", "--all"]);
+    d.check(out.success(), format!("flush: {out:?}"));
+    let tables = def.ns.exec(&["nft", "list", "tables"], t).stdout;
+    d.check(
+        !tables.contains("portsentry"),
+        format!("table left: {tables}"),
+    );
+    // The ban also dropped the client's neighbour solicitations: give IPv6 neighbour
+    // discovery a few seconds to recover (bounded).
+    d.check(
+        common::wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+            can_connect(&client.ns, def.addr(true), OPEN, Duration::from_secs(2))
+        }),
+        "flush did not lift the ban",
+    );
+    let out = cli(def, &conf, &["ban", &ip.to_string()]);
+    d.check(
+        !out.success() && out.stderr.contains("cannot reach the daemon"),
+        format!("ban without a daemon: {out:?}"),
+    );
+}
