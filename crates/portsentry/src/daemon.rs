@@ -40,7 +40,8 @@ use portsentry_engine::{Millis, Probe, Proto};
 
 use crate::config::{Backend, BlockMode};
 use crate::control;
-use crate::kernel_bans::KernelBans;
+use crate::fallback::{self, BanBackend};
+use crate::kernel_bans::{KernelBans, Restored};
 use crate::logger::Logger;
 use crate::nflog::NflogReader;
 use crate::nft::{self, Nft, TrapSpec};
@@ -104,11 +105,14 @@ struct ProbeReport {
 /// Where probes come from.
 enum ProbeSource {
     Nflog(NflogReader),
-    Packet {
-        sensor: PacketSensor,
-        classifier: Classifier,
-        usage: PortUsage,
-    },
+    Packet(Box<PacketSource>),
+}
+
+/// The packet-socket path's parts (boxed: much larger than an NFLOG reader).
+struct PacketSource {
+    sensor: PacketSensor,
+    classifier: Classifier,
+    usage: PortUsage,
 }
 
 /// The nftables side, when active.
@@ -172,7 +176,7 @@ pub fn run(
     for notice in &settings.notices {
         log.log(notice);
     }
-    let native = use_nftables(&settings, &log)?;
+    let chosen = choose_backend(&settings, &log)?;
 
     // Files first, so a bad path stops startup before anything is installed.
     let history = RecordFile::open(&settings.history_file, false).context("HISTORY_FILE")?;
@@ -204,20 +208,33 @@ pub fn run(
         }
     ));
 
-    let (source, kernel, firewall) = if native {
+    let (source, kernel, firewall) = if let Chosen::Nftables = chosen {
         let (reader, kernel, firewall) = start_nftables(&settings, &log, &protected)?;
         (ProbeSource::Nflog(reader), Some(kernel), Some(firewall))
     } else {
+        let kernel = match chosen {
+            Chosen::Fallback(backend) => {
+                let name = backend.name();
+                let (kernel, restored) = KernelBans::start_fallback(
+                    backend,
+                    settings.ban_policy(),
+                    settings.toml.state.file.clone(),
+                )?;
+                log_restored(&log, &settings, name, restored);
+                Some(kernel)
+            }
+            _ => None,
+        };
         let mut usage = PortUsage::new().context("cannot open the sock_diag netlink socket")?;
         announce_modes(&settings, &log, Some(&mut usage));
         let sensor = PacketSensor::open(settings.max_watched_port())
             .context("cannot open the packet socket (AF_PACKET needs root or CAP_NET_RAW)")?;
-        let source = ProbeSource::Packet {
+        let source = ProbeSource::Packet(Box::new(PacketSource {
             sensor,
             classifier: Classifier::new(Classifier::DEFAULT_PENDING_CAPACITY),
             usage,
-        };
-        (source, None, None)
+        }));
+        (source, kernel, None)
     };
 
     let responder = Responder::new(
@@ -282,23 +299,69 @@ pub fn run(
 }
 
 /// Decide whether bans go to our nftables table.
-fn use_nftables(settings: &Settings, log: &Logger) -> Result<bool> {
+/// Where bans go.
+enum Chosen {
+    Nftables,
+    Fallback(Box<dyn BanBackend>),
+    /// Only the legacy KILL_* commands act.
+    LegacyOnly,
+}
+
+/// Decide where bans go, from `[firewall] backend` and what this host has.
+fn choose_backend(settings: &Settings, log: &Logger) -> Result<Chosen> {
+    let prepared = |mut b: Box<dyn BanBackend>| -> Result<Box<dyn BanBackend>> {
+        b.prepare()
+            .with_context(|| format!("cannot set up the {} ban backend", b.name()))?;
+        Ok(b)
+    };
     match settings.toml.firewall.backend {
-        Backend::None => Ok(false),
+        Backend::None => Ok(Chosen::LegacyOnly),
         Backend::Nftables => {
             if !Nft::available() {
                 bail!(
                     "firewall.backend is \"nftables\" but nft is missing or the kernel refuses it"
                 );
             }
-            Ok(true)
+            Ok(Chosen::Nftables)
         }
+        Backend::Ipset => Ok(Chosen::Fallback(prepared(Box::new(
+            fallback::IpsetBackend::new(),
+        ))?)),
+        Backend::Iptables => Ok(Chosen::Fallback(prepared(Box::new(
+            fallback::IptablesBackend::new(),
+        ))?)),
+        Backend::Route => Ok(Chosen::Fallback(prepared(Box::new(
+            fallback::RouteBackend::new(fallback::RouteKind::default())?,
+        ))?)),
         Backend::Auto => {
-            let ok = Nft::available();
-            if !ok {
-                log.log("adminalert: nftables not available: using the packet socket sensor; only the KILL_* commands block");
+            if Nft::available() {
+                return Ok(Chosen::Nftables);
             }
-            Ok(ok)
+            // Without nftables: the first fallback that can be set up.
+            let mut candidates: Vec<Box<dyn BanBackend>> = Vec::new();
+            if fallback::IpsetBackend::available() && fallback::IptablesBackend::available() {
+                candidates.push(Box::new(fallback::IpsetBackend::new()));
+            }
+            if fallback::IptablesBackend::available() {
+                candidates.push(Box::new(fallback::IptablesBackend::new()));
+            }
+            if let Ok(route) = fallback::RouteBackend::new(fallback::RouteKind::default()) {
+                candidates.push(Box::new(route));
+            }
+            for candidate in candidates {
+                let name = candidate.name();
+                match prepared(candidate) {
+                    Ok(b) => {
+                        log.log(&format!(
+                            "adminalert: nftables not available: bans go to {name}; probes are read from the packet socket"
+                        ));
+                        return Ok(Chosen::Fallback(b));
+                    }
+                    Err(e) => log.log(&format!("adminalert: WARNING: {e:#}")),
+                }
+            }
+            log.log("adminalert: no ban backend works here: only the KILL_* commands block");
+            Ok(Chosen::LegacyOnly)
         }
     }
 }
@@ -411,20 +474,24 @@ fn start_nftables(
             }
         ));
     }
-    let (kernel, restored) = KernelBans::start(
+    let (kernel, restored) = KernelBans::start_nftables(
         &fw.table,
         settings.ban_policy(),
         settings.toml.state.file.clone(),
     )?;
+    log_restored(log, settings, "nftables", restored);
+    Ok((reader, kernel, NativeFirewall { nft }))
+}
+
+fn log_restored(log: &Logger, settings: &Settings, backend: &str, restored: Restored) {
     log.log(&format!(
-        "adminalert: bans restored from {}: {} put back, {} still in the kernel, {} found only in the kernel, {} expired",
+        "adminalert: bans ({backend}) restored from {}: {} put back, {} still in the kernel, {} found only in the kernel, {} expired",
         settings.toml.state.file.display(),
         restored.put_back,
         restored.already_in_kernel,
         restored.adopted_from_kernel,
         restored.expired_dropped
     ));
-    Ok((reader, kernel, NativeFirewall { nft }))
 }
 
 fn announce_modes(settings: &Settings, log: &Logger, usage: Option<&mut PortUsage>) {
@@ -568,7 +635,7 @@ impl Capture<'_> {
     fn wait(&self, timeout: Duration) -> io::Result<bool> {
         match &self.source {
             ProbeSource::Nflog(reader) => reader.wait(timeout),
-            ProbeSource::Packet { sensor, .. } => sensor.wait(timeout),
+            ProbeSource::Packet(p) => p.sensor.wait(timeout),
         }
     }
 
@@ -594,11 +661,12 @@ impl Capture<'_> {
                     probes.push((probe, banned));
                 })?;
             }
-            ProbeSource::Packet {
-                sensor,
-                classifier,
-                usage,
-            } => {
+            ProbeSource::Packet(packet) => {
+                let PacketSource {
+                    sensor,
+                    classifier,
+                    usage,
+                } = &mut **packet;
                 for _ in 0..PACKETS_PER_TURN {
                     let Some(captured) = sensor.recv_next()? else {
                         break;
@@ -695,9 +763,7 @@ impl Capture<'_> {
         let s = &self.stats;
         let overruns = match &self.source {
             ProbeSource::Nflog(reader) => reader.overruns(),
-            ProbeSource::Packet { sensor, .. } => {
-                sensor.take_stats().map(|k| k.dropped).unwrap_or(0)
-            }
+            ProbeSource::Packet(p) => p.sensor.take_stats().map(|k| k.dropped).unwrap_or(0),
         };
         self.log.log(&format!(
             "adminalert: statistics: {} probes judged, {} alerts, {} responses, {} from ignored or protected hosts, {} to ports in use skipped, {} socket-table errors, {} log lines damped, {} actions dropped, {} packets lost by the kernel queue; packets: {} parsed, {} truncated, {} fragments, {} malformed",
@@ -760,10 +826,10 @@ fn control_request(
     let Some(kernel) = responder.kernel_mut() else {
         return match request {
             Request::Status => format!(
-                "ok: portsentry {} running for {uptime}; no native ban backend (nftables not in use)",
+                "ok: portsentry {} running for {uptime}; no ban backend (only the KILL_* commands act)",
                 env!("CARGO_PKG_VERSION"),
             ),
-            _ => "error: bans from the command line need the nftables backend, which is not in use"
+            _ => "error: bans from the command line need a ban backend (firewall.backend is none)"
                 .into(),
         };
     };
@@ -803,11 +869,17 @@ fn housekeeping(responder: &mut Responder, log: &Logger, force_save: bool) {
     let Some(kernel) = responder.kernel_mut() else {
         return;
     };
-    for ban in kernel.take_expired() {
-        log.log(&format!(
-            "adminalert: ban on {} ended (offence {})",
-            ban.key, ban.offences
-        ));
+    for (ban, err) in kernel.take_expired() {
+        match err {
+            None => log.log(&format!(
+                "adminalert: ban on {} ended (offence {})",
+                ban.key, ban.offences
+            )),
+            Some(e) => log.log(&format!(
+                "adminalert: ERROR: ban on {} ended but could not be removed: {e}",
+                ban.key
+            )),
+        }
     }
     if let Some(err) = kernel.maybe_save(force_save) {
         log.log(&format!("adminalert: ERROR: {err}"));

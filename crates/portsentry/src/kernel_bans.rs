@@ -1,15 +1,18 @@
-//! The bans we hold in the kernel's nftables sets, and their book: ban time, escalation
-//! and offence counts per [`BanPolicy`], written to the sets over netlink (no process
-//! forked per ban) and kept in the state file so they survive restarts and `kill -9`.
+//! The bans we hold in the kernel, and their book: ban time, escalation and offence
+//! counts per [`BanPolicy`], written to the kernel (our nftables sets over netlink, or a
+//! fallback backend — ipset, iptables, blackhole routes — on hosts without nftables) and
+//! kept in the state file so they survive restarts and `kill -9`.
 //!
 //! Owned by the reporter thread. Invariants:
-//! - a ban is logged as in force only after the kernel acknowledged the element;
+//! - a ban is logged as in force only after the kernel acknowledged it;
 //! - the state file is rewritten at most once per [`SAVE_INTERVAL`] while bans change
 //!   (and at stop); what a crash loses in between is recovered at start from the kernel
-//!   set itself, which the kernel keeps and expires on its own;
-//! - at start, live bans missing from the set go back in one batch with their remaining
-//!   time, elements the kernel added on its own are adopted into the book, expired
-//!   bans are not re-added: no unban-and-reban storm.
+//!   itself, which keeps (and, for nftables and ipset, expires) bans on its own;
+//! - at start, live bans missing from the kernel go back in one batch with their
+//!   remaining time, bans the kernel holds that the book lacks are adopted, expired bans
+//!   are not re-added: no unban-and-reban storm;
+//! - backends that cannot expire bans (iptables, routes) get each ban removed when the
+//!   book says it ended.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -20,6 +23,7 @@ use anyhow::{Context, Result};
 use ipnet::IpNet;
 use portsentry_engine::bans::{Ban, BanBook, BanPolicy};
 
+use crate::fallback::BanBackend;
 use crate::nft::{BanSetWriter, Nft};
 use crate::store;
 
@@ -45,10 +49,142 @@ pub struct Restored {
     pub expired_dropped: usize,
 }
 
+/// Where bans go in the kernel.
+pub enum BanTarget {
+    /// Our nftables table: host sets over netlink, network sets through `nft`.
+    Nftables { writer: BanSetWriter, nft: Nft },
+    /// ipset, iptables or blackhole routes (hosts only).
+    Fallback(Box<dyn BanBackend>),
+}
+
+/// One ban the kernel holds: address, and time left when known (`None`: permanent or
+/// unknown, see `expiry_known`).
+struct Held {
+    key: IpNet,
+    expires: Option<Duration>,
+    timeout: Option<Duration>,
+    expiry_known: bool,
+}
+
+impl BanTarget {
+    /// Where a ban on `key` lives, for log lines.
+    fn place(&self, key: IpNet) -> String {
+        let host = host_of(key).is_some();
+        match (self, key) {
+            (BanTarget::Nftables { .. }, IpNet::V4(_)) if host => "nftables set banned4".into(),
+            (BanTarget::Nftables { .. }, IpNet::V6(_)) if host => "nftables set banned6".into(),
+            (BanTarget::Nftables { .. }, IpNet::V4(_)) => format!("nftables set bannednet4: {key}"),
+            (BanTarget::Nftables { .. }, IpNet::V6(_)) => format!("nftables set bannednet6: {key}"),
+            (BanTarget::Fallback(b), _) => b.name().to_string(),
+        }
+    }
+
+    /// Put a ban into the kernel. Fallback backends hold single addresses only: a
+    /// network ban (prefix grouping) falls back to the offending address itself.
+    fn add(&mut self, key: IpNet, ip: IpAddr, timeout: Option<Duration>) -> Result<()> {
+        match self {
+            BanTarget::Nftables { writer, nft } => match host_of(key) {
+                Some(addr) => writer
+                    .add(addr, timeout)
+                    .context("the kernel refused the ban"),
+                None => Ok(nft.add_net_bans(&[(key, timeout)])?),
+            },
+            BanTarget::Fallback(b) => Ok(b.add(host_of(key).unwrap_or(ip), timeout)?),
+        }
+    }
+
+    fn add_many(&mut self, bans: &[(IpNet, Option<Duration>)]) -> Result<()> {
+        match self {
+            BanTarget::Nftables { writer, nft } => {
+                let hosts: Vec<(IpAddr, Option<Duration>)> = bans
+                    .iter()
+                    .filter_map(|(k, t)| host_of(*k).map(|a| (a, *t)))
+                    .collect();
+                let nets: Vec<(IpNet, Option<Duration>)> = bans
+                    .iter()
+                    .filter(|(k, _)| host_of(*k).is_none())
+                    .copied()
+                    .collect();
+                if !hosts.is_empty() {
+                    writer
+                        .add_many(&hosts)
+                        .context("cannot put the saved bans back into the kernel set")?;
+                }
+                nft.add_net_bans(&nets)
+                    .context("cannot put the saved network bans back into the kernel")?;
+                Ok(())
+            }
+            BanTarget::Fallback(b) => {
+                let hosts: Vec<(IpAddr, Option<Duration>)> = bans
+                    .iter()
+                    .filter_map(|(k, t)| host_of(*k).map(|a| (a, *t)))
+                    .collect();
+                Ok(b.add_many(&hosts)?)
+            }
+        }
+    }
+
+    /// Lift the ban on `key`; false if the kernel did not hold it.
+    fn remove(&mut self, key: IpNet) -> Result<bool> {
+        match (self, host_of(key)) {
+            (BanTarget::Nftables { writer, .. }, Some(addr)) => writer
+                .delete(addr)
+                .context("cannot delete the kernel element"),
+            (BanTarget::Nftables { nft, .. }, None) => {
+                nft.remove_net_bans(&[key])?;
+                Ok(true)
+            }
+            (BanTarget::Fallback(b), Some(addr)) => Ok(b.remove(addr)?),
+            (BanTarget::Fallback(_), None) => Ok(false),
+        }
+    }
+
+    /// Everything the kernel holds for us now.
+    fn held(&mut self) -> Result<Vec<Held>> {
+        match self {
+            BanTarget::Nftables { writer, nft } => {
+                let mut held: Vec<Held> = writer
+                    .list()
+                    .context("cannot read the kernel ban sets")?
+                    .into_iter()
+                    .map(|k| Held {
+                        key: IpNet::from(k.addr),
+                        expires: k.expires,
+                        timeout: k.timeout,
+                        expiry_known: true,
+                    })
+                    .collect();
+                held.extend(nft.list_net_bans()?.into_iter().map(|key| Held {
+                    key,
+                    expires: None,
+                    timeout: None,
+                    expiry_known: false,
+                }));
+                Ok(held)
+            }
+            BanTarget::Fallback(b) => Ok(b
+                .list()?
+                .into_iter()
+                .map(|addr| Held {
+                    key: IpNet::from(addr),
+                    expires: None,
+                    timeout: None,
+                    expiry_known: false,
+                })
+                .collect()),
+        }
+    }
+
+    fn expires_by_itself(&self) -> bool {
+        match self {
+            BanTarget::Nftables { .. } => true,
+            BanTarget::Fallback(b) => b.expires_by_itself(),
+        }
+    }
+}
+
 pub struct KernelBans {
-    writer: BanSetWriter,
-    /// For network bans (prefix grouping), which live in interval sets.
-    nft: Nft,
+    target: BanTarget,
     book: BanBook,
     policy: BanPolicy,
     state_file: PathBuf,
@@ -59,15 +195,43 @@ pub struct KernelBans {
 /// The result of banning one source.
 pub struct Banned {
     pub ban: Ban,
-    /// The element's timeout in the kernel (None = permanent).
+    /// The ban's length in the kernel (None = permanent).
     pub timeout: Option<Duration>,
-    /// The set that holds it.
-    pub set: &'static str,
+    /// Where it lives ("nftables set banned4", "ipset", ...).
+    pub place: String,
 }
 
 impl KernelBans {
-    /// Load the book from the state file and reconcile it with the kernel set.
-    pub fn start(table: &str, policy: BanPolicy, state_file: PathBuf) -> Result<(Self, Restored)> {
+    /// Bans in our nftables table `table`.
+    pub fn start_nftables(
+        table: &str,
+        policy: BanPolicy,
+        state_file: PathBuf,
+    ) -> Result<(Self, Restored)> {
+        let writer =
+            BanSetWriter::open(table).context("cannot open the nf_tables netlink socket")?;
+        let target = BanTarget::Nftables {
+            writer,
+            nft: Nft::new(table)?,
+        };
+        Self::start(target, policy, state_file)
+    }
+
+    /// Bans through a fallback backend (already prepared).
+    pub fn start_fallback(
+        backend: Box<dyn BanBackend>,
+        policy: BanPolicy,
+        state_file: PathBuf,
+    ) -> Result<(Self, Restored)> {
+        Self::start(BanTarget::Fallback(backend), policy, state_file)
+    }
+
+    /// Load the book from the state file and reconcile it with the kernel.
+    fn start(
+        mut target: BanTarget,
+        policy: BanPolicy,
+        state_file: PathBuf,
+    ) -> Result<(Self, Restored)> {
         let now = unix_now();
         let loaded = store::load(&state_file, now).map_err(|e| {
             anyhow::anyhow!(
@@ -75,72 +239,55 @@ impl KernelBans {
                 state_file.display()
             )
         })?;
-        let expired_dropped = loaded.expired;
-        let mut book = loaded.into_book(BOOK_CAPACITY);
-        let mut writer =
-            BanSetWriter::open(table).context("cannot open the nf_tables netlink socket")?;
-        let in_kernel = writer
-            .list()
-            .with_context(|| format!("cannot read the ban sets of table inet {table}"))?;
-        let kernel_addrs: HashSet<IpAddr> = in_kernel.iter().map(|k| k.addr).collect();
-
         let mut restored = Restored {
-            expired_dropped,
+            expired_dropped: loaded.expired,
             ..Restored::default()
         };
-        let nft = Nft::new(table)?;
-        let nets_in_kernel: HashSet<IpNet> = nft.list_net_bans()?.into_iter().collect();
+        let mut book = loaded.into_book(BOOK_CAPACITY);
+        let held = target.held()?;
+        let held_keys: HashSet<IpNet> = held.iter().map(|h| h.key).collect();
+
         let mut to_add = Vec::new();
-        let mut nets_to_add = Vec::new();
         for ban in book.active(now) {
-            let Some(addr) = host_of(ban.key) else {
-                if nets_in_kernel.contains(&ban.key) {
-                    restored.already_in_kernel += 1;
-                } else {
-                    nets_to_add.push((ban.key, remaining(ban, now)));
-                }
-                continue;
-            };
-            if kernel_addrs.contains(&addr) {
+            // A fallback backend holds the network ban's address only if it is a host.
+            if held_keys.contains(&ban.key) {
                 restored.already_in_kernel += 1;
-            } else {
-                to_add.push((addr, remaining(ban, now)));
+            } else if host_of(ban.key).is_some() || matches!(target, BanTarget::Nftables { .. }) {
+                to_add.push((ban.key, remaining(ban, now)));
             }
         }
-        if !to_add.is_empty() {
-            writer
-                .add_many(&to_add)
-                .context("cannot put the saved bans back into the kernel set")?;
-            restored.put_back = to_add.len();
-        }
-        nft.add_net_bans(&nets_to_add)
-            .context("cannot put the saved network bans back into the kernel")?;
-        restored.put_back += nets_to_add.len();
-        // Elements the kernel added by itself since the last save (the trap rules ban
-        // without us), e.g. before a kill -9: adopt them so they are listed and escalate.
-        for k in in_kernel {
-            if book.is_banned(k.addr, now) {
+        target.add_many(&to_add)?;
+        restored.put_back = to_add.len();
+
+        // Bans the kernel holds that the book lacks: added by the kernel's own trap
+        // rules while we were not reading (kill -9), or left by an earlier run. Adopt
+        // them so they are listed, expire and escalate.
+        for h in held {
+            if book.is_banned(h.key.addr(), now) {
                 continue;
             }
-            let key = IpNet::from(k.addr);
-            let expires_at = k.expires.map(|e| now + e.as_secs().max(1));
-            let banned_at = match (k.timeout, k.expires) {
+            let expires_at = if h.expiry_known {
+                h.expires.map(|e| now + e.as_secs().max(1))
+            } else {
+                // Unknown length (iptables rule, route): give it a first-offence ban.
+                policy.duration_for(1).map(|d| now + d.as_secs())
+            };
+            let banned_at = match (h.timeout, h.expires) {
                 (Some(t), Some(e)) => now.saturating_sub(t.saturating_sub(e).as_secs()),
                 _ => now,
             };
             book.restore(Ban {
-                key,
+                key: h.key,
                 offences: 1,
                 banned_at,
                 expires_at,
                 last_offence: banned_at,
-                reason: "found in the kernel ban set at start".into(),
+                reason: "found in the kernel at start".into(),
             });
             restored.adopted_from_kernel += 1;
         }
         let mut bans = KernelBans {
-            writer,
-            nft,
+            target,
             book,
             policy,
             state_file,
@@ -156,42 +303,35 @@ impl KernelBans {
     }
 
     /// Record an offence by `ip` and make the kernel hold the resulting ban.
-    /// `kernel_banned`: the trap rule already added `ip` with the set's default timeout.
-    pub fn ban(
-        &mut self,
-        ip: IpAddr,
-        kernel_banned: bool,
-        reason: &str,
-    ) -> std::io::Result<Banned> {
+    /// `kernel_banned`: an nftables trap rule already added `ip` with the set's default
+    /// timeout.
+    pub fn ban(&mut self, ip: IpAddr, kernel_banned: bool, reason: &str) -> Result<Banned> {
         let now = unix_now();
         let ban = self.book.offend(&self.policy, ip, now, reason);
         let timeout = remaining(&ban, now);
         // The kernel's own element already has the right timeout only on a first
-        // offence; escalated and permanent bans are rewritten.
-        let kernel_is_right = kernel_banned && timeout == Some(self.policy.ban_time);
-        let set = if host_of(ban.key).is_none() {
-            // Prefix grouping: the whole network goes into the interval set.
-            self.nft
-                .add_net_bans(&[(ban.key, timeout)])
-                .map_err(std::io::Error::other)?;
-            if ip.is_ipv4() {
-                "bannednet4"
-            } else {
-                "bannednet6"
-            }
-        } else {
-            if !kernel_is_right {
-                self.writer.add(ip, timeout)?;
-            }
-            if ip.is_ipv4() { "banned4" } else { "banned6" }
-        };
+        // offence of a single address; escalated, permanent and grouped bans are written.
+        let kernel_is_right = kernel_banned
+            && host_of(ban.key).is_some()
+            && timeout == Some(self.policy.ban_time)
+            && matches!(self.target, BanTarget::Nftables { .. });
+        if !kernel_is_right {
+            self.target.add(ban.key, ip, timeout)?;
+        }
         self.dirty = true;
-        Ok(Banned { ban, timeout, set })
+        Ok(Banned {
+            place: self.target.place(ban.key),
+            ban,
+            timeout,
+        })
     }
 
     /// An administrator's ban of a host or network (`None` = permanent). It counts as
     /// an offence, like 1.2's history, so a later scan escalates from it.
     pub fn manual_ban(&mut self, net: IpNet, duration: Option<Duration>) -> Result<Ban> {
+        if host_of(net).is_none() && !matches!(self.target, BanTarget::Nftables { .. }) {
+            anyhow::bail!("network bans need the nftables backend; ban single addresses");
+        }
         let now = unix_now();
         let ban = self.book.ban(
             &self.policy,
@@ -200,30 +340,18 @@ impl KernelBans {
             duration,
             "banned by the administrator",
         );
-        let timeout = remaining(&ban, now);
-        match host_of(ban.key) {
-            Some(addr) => self
-                .writer
-                .add(addr, timeout)
-                .context("the kernel refused the ban")?,
-            None => self.nft.add_net_bans(&[(ban.key, timeout)])?,
-        }
+        self.target.add(ban.key, net.addr(), remaining(&ban, now))?;
         self.dirty = true;
         Ok(ban)
     }
 
     /// Lift the ban covering `net` (exact, or the most specific one containing it).
-    /// Returns the lifted ban; the kernel element is deleted.
+    /// Returns the lifted ban; the kernel's copy is removed.
     pub fn unban(&mut self, net: IpNet) -> Result<Option<Ban>> {
         let now = unix_now();
         let Some(ban) = self.book.unban(net, now) else {
-            // Not in the book; it may still be an element the kernel added by itself.
-            if let Some(addr) = host_of(net)
-                && self
-                    .writer
-                    .delete(addr)
-                    .context("cannot delete the kernel element")?
-            {
+            // Not in the book; it may still be something the kernel added by itself.
+            if self.target.remove(net)? {
                 return Ok(Some(Ban {
                     key: net,
                     offences: 0,
@@ -235,14 +363,7 @@ impl KernelBans {
             }
             return Ok(None);
         };
-        match host_of(ban.key) {
-            Some(addr) => {
-                self.writer
-                    .delete(addr)
-                    .context("cannot delete the kernel element")?;
-            }
-            None => self.nft.remove_net_bans(&[ban.key])?,
-        }
+        self.target.remove(ban.key)?;
         self.dirty = true;
         Ok(Some(ban))
     }
@@ -256,13 +377,27 @@ impl KernelBans {
         self.save(unix_now()).err().map(|e| format!("{e:#}"))
     }
 
-    /// Bans that ran out since the last call (the kernel already dropped them).
-    pub fn take_expired(&mut self) -> Vec<Ban> {
+    /// Bans that ran out since the last call. The kernel already dropped nftables and
+    /// ipset bans; iptables rules and routes are removed here. Returns each ended ban
+    /// with an error text if its removal failed.
+    pub fn take_expired(&mut self) -> Vec<(Ban, Option<String>)> {
         let expired = self.book.take_expired(unix_now());
-        if !expired.is_empty() {
-            self.dirty = true;
+        if expired.is_empty() {
+            return Vec::new();
         }
+        self.dirty = true;
+        let remove = !self.target.expires_by_itself();
         expired
+            .into_iter()
+            .map(|ban| {
+                let err = if remove {
+                    self.target.remove(ban.key).err().map(|e| format!("{e:#}"))
+                } else {
+                    None
+                };
+                (ban, err)
+            })
+            .collect()
     }
 
     pub fn active_count(&self) -> usize {

@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod fallback;
 pub mod kernel_bans;
 pub mod logger;
 pub mod nflog;

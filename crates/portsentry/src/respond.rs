@@ -92,14 +92,9 @@ impl Responder {
         let reason = format!("{} to {} port {}", probe.kind, probe.proto(), probe.dport);
         match kernel.ban(target, kernel_banned, &reason) {
             Ok(banned) => {
-                let key = banned.ban.key;
-                let what = if key.prefix_len() < key.max_prefix_len() {
-                    format!("nftables set {}: {key}", banned.set)
-                } else {
-                    format!("nftables set {}", banned.set)
-                };
                 log.log(&format!(
-                    "attackalert: Host {target} has been banned in the kernel ({what}) {}, offence {}",
+                    "attackalert: Host {target} has been banned in the kernel ({}) {}, offence {}",
+                    banned.place,
                     kernel_bans::for_how_long(banned.timeout),
                     banned.ban.offences
                 ));
@@ -109,7 +104,7 @@ impl Responder {
             }
             Err(e) => {
                 log.log(&format!(
-                    "attackalert: ERROR: nftables ban failed for host {target}: {e}"
+                    "attackalert: ERROR: kernel ban failed for host {target}: {e:#}"
                 ));
                 None
             }

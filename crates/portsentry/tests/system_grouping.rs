@@ -46,7 +46,7 @@ fn grouped_ban_covers_the_scanners_network() {
         d.wait_for_line(&alert_prefix("TCP SYN/Normal scan", ip, "TCP"), REACT),
         "no alert",
     );
-    let net = format!("{}", lab.subnet_v4());
+    let net = lab.subnet_v4();
     let banned_line = format!("(nftables set bannednet4: {net})");
     d.check(
         d.wait_for_line(&banned_line, REACT),

@@ -16,11 +16,17 @@ pub const DEFAULT_SETTINGS_FILE: &str = "/etc/portsentry/portsentry.toml";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// nftables when the `nft` tool and the kernel answer, else no native bans (the
-    /// legacy KILL_* commands still run).
+    /// nftables when the `nft` tool and the kernel answer, else the first of ipset,
+    /// iptables, blackhole routes that works.
     #[default]
     Auto,
     Nftables,
+    /// ipset sets with kernel timeouts and one iptables/ip6tables rule (no nftables).
+    Ipset,
+    /// One iptables/ip6tables DROP rule per banned address; the daemon expires them.
+    Iptables,
+    /// Blackhole host routes (replies to the scanner go nowhere); the daemon expires them.
+    Route,
     /// No native bans: only the legacy KILL_* commands act (PortSentry 1.2 behaviour).
     None,
 }

@@ -1,0 +1,90 @@
+//! Hosts without nftables: bans go to a fallback backend (ipset with kernel timeouts,
+//! one iptables rule per address, or blackhole routes), probes are read from the packet
+//! socket, and bans still expire: by the kernel (ipset) or removed by the daemon
+//! (iptables, routes).
+
+mod common;
+
+use std::time::Duration;
+
+use common::checks::{REACT, alert_prefix, nmap};
+use common::{Conf, Daemon, Lab, TcpServer, can_connect};
+
+const OPEN: u16 = 8080;
+
+fn fallback_bans_and_expires(backend: &str, test: &str) {
+    if !common::root_or_skip(test, &["nmap", "iptables", "ip6tables", "ipset"]) {
+        return;
+    }
+    let lab = Lab::builder().peer("attacker").peer("client").build();
+    let def = &lab.defender;
+    let atk = lab.peer("attacker");
+    let client = lab.peer("client");
+    let _srv = TcpServer::start(&def.ns, OPEN);
+    let conf = Conf::new()
+        .unset("KILL_ROUTE")
+        .unset("KILL_HOSTS_DENY")
+        .toml(&format!(
+            "[firewall]\nbackend = \"{backend}\"\n\n[bans]\ntime = \"4s\"\nescalation = 1\n"
+        ));
+    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
+    d.wait_ready();
+    let t = Duration::from_secs(2);
+    for v6 in [false, true] {
+        let ip = atk.addr(v6);
+        let target = def.addr(v6);
+        d.check(
+            can_connect(&atk.ns, target, OPEN, t),
+            "attacker must connect before",
+        );
+        let mut args = vec!["-sS", "-p", "21-25"];
+        if v6 {
+            args.insert(0, "-6");
+        }
+        nmap(atk, &args, target);
+        d.check(
+            d.wait_for_line(&alert_prefix("TCP SYN/Normal scan", ip, "TCP"), REACT),
+            format!("no alert for {ip}"),
+        );
+        let banned =
+            format!("attackalert: Host {ip} has been banned in the kernel ({backend}) for 4s");
+        d.check(
+            d.wait_for_line(&banned, REACT),
+            format!("no line {banned:?}"),
+        );
+        d.check(
+            !can_connect(&atk.ns, target, OPEN, t),
+            format!("{ip} still connects"),
+        );
+        d.check(
+            can_connect(&client.ns, def.addr(v6), OPEN, t),
+            "an innocent client was shut out",
+        );
+        // The ban ends by itself (ipset) or is removed by the daemon.
+        d.check(
+            common::wait_until(Duration::from_secs(20), Duration::from_millis(250), || {
+                can_connect(&atk.ns, target, OPEN, Duration::from_secs(1))
+            }),
+            format!("{backend} ban on {ip} did not end"),
+        );
+    }
+    d.check(
+        d.wait_for_line("adminalert: ban on ", REACT),
+        "no line about the ended ban",
+    );
+}
+
+#[test]
+fn fallback_ipset_bans_and_expires() {
+    fallback_bans_and_expires("ipset", "fallback_ipset_bans_and_expires");
+}
+
+#[test]
+fn fallback_iptables_bans_and_expires() {
+    fallback_bans_and_expires("iptables", "fallback_iptables_bans_and_expires");
+}
+
+#[test]
+fn fallback_route_bans_and_expires() {
+    fallback_bans_and_expires("route", "fallback_route_bans_and_expires");
+}
