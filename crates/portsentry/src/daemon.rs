@@ -223,7 +223,14 @@ pub fn run(
                 log_restored(&log, &settings, name, restored);
                 Some(kernel)
             }
-            _ => None,
+            _ => {
+                let (kernel, restored) = KernelBans::start_record_only(
+                    settings.ban_policy(),
+                    settings.toml.state.file.clone(),
+                )?;
+                log_restored(&log, &settings, "KILL_* commands only", restored);
+                Some(kernel)
+            }
         };
         let mut usage = PortUsage::new().context("cannot open the sock_diag netlink socket")?;
         announce_modes(&settings, &log, Some(&mut usage));
@@ -823,7 +830,7 @@ fn control_request(
 ) -> String {
     use control::Request;
     let uptime = humantime::format_duration(Duration::from_secs(started.elapsed().as_secs()));
-    let Some(kernel) = responder.kernel_mut() else {
+    let Some(kernel) = responder.kernel_mut().filter(|k| k.is_native()) else {
         return match request {
             Request::Status => format!(
                 "ok: portsentry {} running for {uptime}; no ban backend (only the KILL_* commands act)",

@@ -55,6 +55,9 @@ pub enum BanTarget {
     Nftables { writer: BanSetWriter, nft: Nft },
     /// ipset, iptables or blackhole routes (hosts only).
     Fallback(Box<dyn BanBackend>),
+    /// No ban backend: the book only records what the legacy KILL_* commands did, so
+    /// that `portsentry list` shows it (1.2 bans are permanent: it never lifts them).
+    RecordOnly,
 }
 
 /// One ban the kernel holds: address, and time left when known (`None`: permanent or
@@ -76,6 +79,7 @@ impl BanTarget {
             (BanTarget::Nftables { .. }, IpNet::V4(_)) => format!("nftables set bannednet4: {key}"),
             (BanTarget::Nftables { .. }, IpNet::V6(_)) => format!("nftables set bannednet6: {key}"),
             (BanTarget::Fallback(b), _) => b.name().to_string(),
+            (BanTarget::RecordOnly, _) => "KILL_* commands".into(),
         }
     }
 
@@ -90,6 +94,7 @@ impl BanTarget {
                 None => Ok(nft.add_net_bans(&[(key, timeout)])?),
             },
             BanTarget::Fallback(b) => Ok(b.add(host_of(key).unwrap_or(ip), timeout)?),
+            BanTarget::RecordOnly => Ok(()),
         }
     }
 
@@ -121,6 +126,7 @@ impl BanTarget {
                     .collect();
                 Ok(b.add_many(&hosts)?)
             }
+            BanTarget::RecordOnly => Ok(()),
         }
     }
 
@@ -135,7 +141,7 @@ impl BanTarget {
                 Ok(true)
             }
             (BanTarget::Fallback(b), Some(addr)) => Ok(b.remove(addr)?),
-            (BanTarget::Fallback(_), None) => Ok(false),
+            (BanTarget::Fallback(_), None) | (BanTarget::RecordOnly, _) => Ok(false),
         }
     }
 
@@ -172,12 +178,13 @@ impl BanTarget {
                     expiry_known: false,
                 })
                 .collect()),
+            BanTarget::RecordOnly => Ok(Vec::new()),
         }
     }
 
     fn expires_by_itself(&self) -> bool {
         match self {
-            BanTarget::Nftables { .. } => true,
+            BanTarget::Nftables { .. } | BanTarget::RecordOnly => true,
             BanTarget::Fallback(b) => b.expires_by_itself(),
         }
     }
@@ -224,6 +231,25 @@ impl KernelBans {
         state_file: PathBuf,
     ) -> Result<(Self, Restored)> {
         Self::start(BanTarget::Fallback(backend), policy, state_file)
+    }
+
+    /// No ban backend: only record what the legacy commands did.
+    pub fn start_record_only(policy: BanPolicy, state_file: PathBuf) -> Result<(Self, Restored)> {
+        Self::start(BanTarget::RecordOnly, policy, state_file)
+    }
+
+    /// Does this put bans into the kernel itself (as opposed to only recording)?
+    pub fn is_native(&self) -> bool {
+        !matches!(self.target, BanTarget::RecordOnly)
+    }
+
+    /// Record a ban that a legacy KILL_ROUTE / KILL_RUN_CMD made (permanent: 1.2 has no
+    /// command to lift it), so that it is listed and counts as an offence.
+    pub fn record_legacy(&mut self, ip: IpAddr, reason: &str) {
+        let now = unix_now();
+        self.book
+            .ban(&self.policy, IpNet::from(ip), now, None, reason);
+        self.dirty = true;
     }
 
     /// Load the book from the state file and reconcile it with the kernel.

@@ -87,7 +87,7 @@ impl Responder {
 
     /// Native ban first (when enabled), then the legacy chain.
     fn native_ban(&mut self, log: &Logger, probe: &Probe, kernel_banned: bool) -> Option<Outcome> {
-        let kernel = self.kernel.as_mut()?;
+        let kernel = self.kernel.as_mut().filter(|k| k.is_native())?;
         let target = probe.src;
         let reason = format!("{} to {} port {}", probe.kind, probe.proto(), probe.dport);
         match kernel.ban(target, kernel_banned, &reason) {
@@ -192,7 +192,7 @@ impl Responder {
                         ));
                     }
                     (native, true)
-                } else if !ran_any && self.kernel.is_some() {
+                } else if !ran_any && self.kernel.as_ref().is_some_and(|k| k.is_native()) {
                     // The nftables ban was the only action, and it failed.
                     (Outcome::Failed, false)
                 } else if !ran_any {
@@ -201,6 +201,15 @@ impl Responder {
                     ));
                     (Outcome::Reported, true)
                 } else if all_ok {
+                    if let Some(k) = self.kernel.as_mut() {
+                        k.record_legacy(
+                            target,
+                            &format!(
+                                "KILL_* commands after {} to {proto} port {}",
+                                probe.kind, probe.dport
+                            ),
+                        );
+                    }
                     (Outcome::Blocked { until: None }, true)
                 } else {
                     (Outcome::Failed, false)

@@ -129,3 +129,38 @@ fn ban_unban_status_list_and_flush_from_the_cli() {
         format!("ban without a daemon: {out:?}"),
     );
 }
+
+/// Without a ban backend (PortSentry 1.2 behaviour: only KILL_* commands act), the
+/// hosts that KILL_ROUTE blocked are still recorded, so `portsentry list` shows them.
+#[test]
+fn legacy_kill_route_bans_are_listed() {
+    if !common::scan_test_or_skip("legacy_kill_route_bans_are_listed") {
+        return;
+    }
+    let lab = Lab::builder().peer("attacker").build();
+    let def = &lab.defender;
+    let atk = lab.peer("attacker");
+    let conf = Conf::new().unset("KILL_HOSTS_DENY").packet_socket_only();
+    let mut d = Daemon::start(&def.ns, &conf, &["-atcp"]);
+    d.wait_ready();
+    let ip = atk.addr(false);
+    common::checks::nmap(atk, &["-sS", "-p", "21-23"], def.addr(false));
+    d.check(
+        d.wait_for_line(
+            &format!("attackalert: Host {ip} has been blocked via dropped route"),
+            common::checks::REACT,
+        ),
+        "KILL_ROUTE did not run",
+    );
+    // Saved within a second of the ban.
+    d.check(
+        common::wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+            let out = cli(def, &conf, &["list"]);
+            out.stdout.contains(&format!("{ip}/32")) && out.stdout.contains("KILL_* commands")
+        }),
+        format!(
+            "list lacks the KILL_ROUTE ban: {:?}",
+            cli(def, &conf, &["list"])
+        ),
+    );
+}
