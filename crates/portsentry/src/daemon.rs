@@ -272,6 +272,7 @@ pub fn run(
     }
 
     log.log("adminalert: PortSentry is now active and listening.");
+    crate::notify::notify("READY=1");
     let mut capture = Capture {
         settings: &settings,
         log: &log,
@@ -288,6 +289,10 @@ pub fn run(
     // run() sent Stop; the reporter drains what came before and ends.
     let _ = reporter.join();
     let _ = std::fs::remove_file(&control_path);
+    crate::notify::notify(match result {
+        Ok(Stop::Reload) => "RELOADING=1",
+        _ => "STOPPING=1",
+    });
     if let Ok(Stop::Reload) = result {
         log.log("adminalert: PortSentry is restarting to load the new configuration (traps and bans stay in place)");
         return result;

@@ -12,6 +12,7 @@ pub mod kernel_bans;
 pub mod logger;
 pub mod nflog;
 pub mod nft;
+pub mod notify;
 pub mod protect;
 pub mod records;
 pub mod resolve;

@@ -16,6 +16,8 @@ const PRIORITY_DAEMON_NOTICE: u8 = 29;
 pub struct Logger {
     syslog: Option<Mutex<SyslogSink>>,
     to_stderr: bool,
+    /// stderr is connected to the systemd journal ($JOURNAL_STREAM is set).
+    journal: bool,
     pid: u32,
 }
 
@@ -37,6 +39,7 @@ impl Logger {
                 })
             }),
             to_stderr,
+            journal: std::env::var_os("JOURNAL_STREAM").is_some(),
             pid: std::process::id(),
         }
     }
@@ -45,12 +48,18 @@ impl Logger {
     pub fn log(&self, message: &str) {
         let now = chrono::Local::now();
         if self.to_stderr {
-            let line = format!(
-                "{} portsentry[{}]: {}\n",
-                now.format("%Y-%m-%dT%H:%M:%S%.3f%:z"),
-                self.pid,
-                message
-            );
+            // Under systemd, stderr goes to the journal, which stamps time, name and pid
+            // itself.
+            let line = if self.journal {
+                format!("{message}\n")
+            } else {
+                format!(
+                    "{} portsentry[{}]: {}\n",
+                    now.format("%Y-%m-%dT%H:%M:%S%.3f%:z"),
+                    self.pid,
+                    message
+                )
+            };
             let _ = std::io::stderr().lock().write_all(line.as_bytes());
         }
         if let Some(sink) = &self.syslog {

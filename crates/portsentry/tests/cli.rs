@@ -208,3 +208,45 @@ fn man_page_documents_every_option_of_help() {
         assert!(man.contains(legacy), "man page lacks {legacy}");
     }
 }
+
+#[test]
+fn systemd_unit_is_valid_and_uses_existing_options() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/portsentry.service"),
+    )
+    .unwrap();
+    // Every option the unit passes must be one the binary accepts.
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart line");
+    let args: Vec<&str> = exec.split_whitespace().skip(1).collect();
+    let mut check = args.clone();
+    check.push("--help");
+    let out = portsentry().args(&check).output().unwrap();
+    assert!(
+        out.status.success(),
+        "options {args:?} refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let Ok(analyze) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!(
+            "skipped: systemd-analyze not installed (systemd_unit_is_valid_and_uses_existing_options)"
+        );
+        return;
+    };
+    assert!(analyze.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let local = unit.replace("/usr/sbin/portsentry", env!("CARGO_BIN_EXE_portsentry"));
+    let path = write(dir.path(), "portsentry.service", &local);
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
