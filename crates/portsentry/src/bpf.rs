@@ -11,6 +11,12 @@
 //!   the kernel's answer to an ACK-bearing segment that matched no socket, which is how
 //!   ACK/Window and Maimon probes are seen without copying every ACK to user space;
 //! - inbound UDP datagrams to a port up to `max_port`;
+//! - outbound UDP datagrams from a port up to `max_port`: this host's own flows (a client
+//!   on a low port, or a local service answering), remembered by the classifier so that
+//!   a reply arriving after the client closed its socket is not taken for a probe. With
+//!   the advanced modes (`max_port` below 1024) the host's ordinary clients, on
+//!   ephemeral ports, cost nothing; a stealth list reaching into the ephemeral range
+//!   (1.2's default UDP list goes up to 54321) copies their datagrams both ways;
 //! - IPv4 non-first fragments and IPv6 packets with extension headers, which the
 //!   user-space parser walks and counts (rare on real networks).
 //!
@@ -189,11 +195,16 @@ pub fn probe_filter(max_port: u16, loopback_ifindex: u32) -> Vec<SockFilter> {
     a.stmt(BPF_ALU | BPF_AND | BPF_K, TCP_RST | TCP_ACK);
     a.jump(BPF_JMP | BPF_JEQ | BPF_K, TCP_RST, "pass", "drop");
 
-    // UDP, X = offset of the UDP header: inbound only.
+    // UDP, X = offset of the UDP header: inbound by destination port, outbound (our own
+    // flows, so that their replies are known) by source port.
     a.mark("udp");
     a.stmt(ld_anc, SKF_AD_OFF + SKF_AD_PKTTYPE);
+    a.jump(BPF_JMP | BPF_JEQ | BPF_K, PACKET_OUTGOING, "udpout", "next");
     a.jump(BPF_JMP | BPF_JEQ | BPF_K, PACKET_HOST, "next", "drop");
-    a.stmt(BPF_LD | BPF_H | BPF_IND, 2);
+    a.stmt(BPF_LD | BPF_H | BPF_IND, 2); // destination port
+    a.jump(BPF_JMP | BPF_JGT | BPF_K, max, "drop", "pass");
+    a.mark("udpout");
+    a.stmt(BPF_LD | BPF_H | BPF_IND, 0); // source port
     a.jump(BPF_JMP | BPF_JGT | BPF_K, max, "drop", "pass");
 
     a.mark("pass");
@@ -228,6 +239,174 @@ mod tests {
                 assert!(i + 1 + usize::from(insn.jf) < prog.len());
             }
         }
+    }
+
+    /// Packet type values as the kernel reports them (linux/if_packet.h).
+    const PACKET_BROADCAST: u32 = 1;
+    const PACKET_OTHERHOST: u32 = 3;
+    const LO: u32 = 1;
+    const ETH0: u32 = 2;
+
+    /// A classic BPF interpreter for the instructions `probe_filter` emits, with the
+    /// kernel's semantics: an out-of-bounds load ends the program with 0 (drop).
+    fn run(prog: &[SockFilter], pkt: &[u8], protocol: u32, pkttype: u32, ifindex: u32) -> u32 {
+        let load = |off: u32, size: usize| -> Option<u32> {
+            if off >= SKF_AD_OFF {
+                return match off - SKF_AD_OFF {
+                    SKF_AD_PROTOCOL => Some(protocol),
+                    SKF_AD_PKTTYPE => Some(pkttype),
+                    SKF_AD_IFINDEX => Some(ifindex),
+                    other => panic!("ancillary load {other} not modelled"),
+                };
+            }
+            let off = usize::try_from(off).ok()?;
+            let bytes = pkt.get(off..off.checked_add(size)?)?;
+            Some(bytes.iter().fold(0u32, |acc, b| acc << 8 | u32::from(*b)))
+        };
+        let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
+        loop {
+            let i = prog[pc];
+            pc += 1;
+            let size = |code: u16| match code & 0x18 {
+                BPF_W => 4,
+                BPF_H => 2,
+                BPF_B => 1,
+                _ => unreachable!(),
+            };
+            match i.code {
+                c if c == BPF_LD | BPF_W | BPF_ABS
+                    || c == BPF_LD | BPF_H | BPF_ABS
+                    || c == BPF_LD | BPF_B | BPF_ABS =>
+                {
+                    let Some(v) = load(i.k, size(c)) else {
+                        return 0;
+                    };
+                    a = v;
+                }
+                c if c == BPF_LD | BPF_H | BPF_IND || c == BPF_LD | BPF_B | BPF_IND => {
+                    let Some(v) = load(x.wrapping_add(i.k), size(c)) else {
+                        return 0;
+                    };
+                    a = v;
+                }
+                c if c == BPF_LDX | BPF_B | BPF_MSH => {
+                    let Some(v) = load(i.k, 1) else { return 0 };
+                    x = 4 * (v & 0x0f);
+                }
+                c if c == BPF_LDX | BPF_W | BPF_IMM => x = i.k,
+                c if c == BPF_ALU | BPF_AND | BPF_K => a &= i.k,
+                c if c & 0x07 == BPF_JMP => {
+                    let taken = match c & 0xf0 {
+                        BPF_JEQ => a == i.k,
+                        BPF_JGT => a > i.k,
+                        BPF_JSET => a & i.k != 0,
+                        other => panic!("jump {other:#x} not modelled"),
+                    };
+                    pc += usize::from(if taken { i.jt } else { i.jf });
+                }
+                c if c == BPF_RET | BPF_K => return i.k,
+                other => panic!("instruction {other:#x} not modelled"),
+            }
+        }
+    }
+
+    /// IPv4 header (with `options` words of IP options) + 20 bytes of transport header.
+    fn v4(proto: u8, sport: u16, dport: u16, tcp_flags: u8, options: usize) -> Vec<u8> {
+        let ihl = 5 + options;
+        let mut p = vec![0u8; ihl * 4 + 20];
+        p[0] = 0x40 | u8::try_from(ihl).unwrap();
+        let total = u16::try_from(p.len()).unwrap();
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p[8] = 64;
+        p[9] = proto;
+        p[12..16].copy_from_slice(&[198, 18, 0, 2]);
+        p[16..20].copy_from_slice(&[198, 18, 0, 1]);
+        let t = ihl * 4;
+        p[t..t + 2].copy_from_slice(&sport.to_be_bytes());
+        p[t + 2..t + 4].copy_from_slice(&dport.to_be_bytes());
+        p[t + 13] = tcp_flags;
+        p
+    }
+
+    /// IPv6 header + 20 bytes of transport header.
+    fn v6(next: u8, sport: u16, dport: u16, tcp_flags: u8) -> Vec<u8> {
+        let mut p = vec![0u8; 60];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&20u16.to_be_bytes());
+        p[6] = next;
+        p[7] = 64;
+        p[40..42].copy_from_slice(&sport.to_be_bytes());
+        p[42..44].copy_from_slice(&dport.to_be_bytes());
+        p[53] = tcp_flags;
+        p
+    }
+
+    const TCP: u8 = 6;
+    const UDP: u8 = 17;
+    const SYN: u8 = 0x02;
+    const FIN_ACK: u8 = 0x11;
+    const RST: u8 = 0x04;
+    const RST_ACK: u8 = 0x14;
+    const ACK: u8 = 0x10;
+
+    #[test]
+    fn filter_passes_probes_and_our_own_low_port_udp_only() {
+        let prog = probe_filter(1023, LO);
+        let v4p = |pkt: &[u8], pkttype: u32| run(&prog, pkt, ETH_P_IP, pkttype, ETH0) != 0;
+        let v6p = |pkt: &[u8], pkttype: u32| run(&prog, pkt, ETH_P_IPV6, pkttype, ETH0) != 0;
+        let (inb, out) = (PACKET_HOST, PACKET_OUTGOING);
+
+        // UDP in: to a watched port only, and only when addressed to this host.
+        assert!(v4p(&v4(UDP, 40000, 161, 0, 0), inb));
+        assert!(v4p(&v4(UDP, 40000, 1023, 0, 0), inb));
+        assert!(!v4p(&v4(UDP, 40000, 1024, 0, 0), inb));
+        assert!(!v4p(&v4(UDP, 68, 67, 0, 0), PACKET_BROADCAST));
+        assert!(!v4p(&v4(UDP, 40000, 161, 0, 0), PACKET_OTHERHOST));
+        assert!(v4p(&v4(UDP, 40000, 161, 0, 2), inb), "IPv4 options");
+        assert!(v6p(&v6(UDP, 40000, 161, 0), inb));
+        assert!(!v6p(&v6(UDP, 40000, 5353, 0), inb));
+
+        // UDP out: from a port up to max_port (our low-port flows), never from an
+        // ephemeral port, whatever the destination.
+        assert!(v4p(&v4(UDP, 700, 53, 0, 0), out));
+        assert!(v4p(&v4(UDP, 1023, 53, 0, 0), out));
+        assert!(!v4p(&v4(UDP, 1024, 53, 0, 0), out));
+        assert!(!v4p(&v4(UDP, 40000, 53, 0, 0), out));
+        assert!(v4p(&v4(UDP, 123, 40000, 0, 1), out), "IPv4 options");
+        assert!(v6p(&v6(UDP, 701, 53, 0), out));
+        assert!(!v6p(&v6(UDP, 50000, 53, 0), out));
+        // Loopback is skipped both ways.
+        assert_eq!(run(&prog, &v4(UDP, 700, 53, 0, 0), ETH_P_IP, out, LO), 0);
+        assert_eq!(run(&prog, &v4(UDP, 53, 700, 0, 0), ETH_P_IP, inb, LO), 0);
+
+        // TCP in: no ACK, or FIN+ACK, to a watched port.
+        assert!(v4p(&v4(TCP, 40000, 22, SYN, 0), inb));
+        assert!(v4p(&v4(TCP, 40000, 22, FIN_ACK, 0), inb));
+        assert!(!v4p(&v4(TCP, 40000, 22, ACK, 0), inb));
+        assert!(!v4p(&v4(TCP, 40000, 8080, SYN, 0), inb));
+        assert!(v6p(&v6(TCP, 40000, 22, 0), inb));
+        // TCP out: bare RSTs from a watched port only; our own low-port TCP is not copied.
+        assert!(v4p(&v4(TCP, 22, 40000, RST, 0), out));
+        assert!(!v4p(&v4(TCP, 22, 40000, RST_ACK, 0), out));
+        assert!(!v4p(&v4(TCP, 600, 80, SYN, 0), out));
+        assert!(!v4p(&v4(TCP, 8080, 40000, RST, 0), out));
+        assert!(v6p(&v6(TCP, 22, 40000, RST), out));
+
+        // IPv4 non-first fragments go to user space to be counted.
+        let mut frag = v4(UDP, 0, 0, 0, 0);
+        frag[6..8].copy_from_slice(&0x0010u16.to_be_bytes());
+        assert!(v4p(&frag, inb));
+        // Other protocols never.
+        assert!(!v4p(&v4(1, 0, 0, 0, 0), inb));
+        assert!(!v6p(&v6(58, 0, 0, 0), inb));
+        assert_eq!(run(&prog, &[0u8; 40], 0x0806, inb, ETH0), 0);
+        // A packet cut short inside the transport header is dropped, not misread.
+        assert!(!v4p(&v4(UDP, 700, 53, 0, 0)[..21], out));
+        // The pass verdict copies SNAPLEN bytes.
+        assert_eq!(
+            run(&prog, &v4(UDP, 700, 53, 0, 0), ETH_P_IP, out, ETH0),
+            SNAPLEN
+        );
     }
 
     #[test]

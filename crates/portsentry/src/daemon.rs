@@ -497,7 +497,7 @@ fn start_nftables(
 
 fn log_restored(log: &Logger, settings: &Settings, backend: &str, restored: Restored) {
     log.log(&format!(
-        "adminalert: bans ({backend}) restored from {}: {} put back, {} still in the kernel, {} found only in the kernel, {} expired",
+        "adminalert: bans restored from {} ({backend}): {} put back, {} still in the kernel, {} found only in the kernel, {} expired",
         settings.toml.state.file.display(),
         restored.put_back,
         restored.already_in_kernel,
