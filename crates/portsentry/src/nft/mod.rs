@@ -632,6 +632,13 @@ fn check_table(objects: &[Value], spec: &TrapSpec, plan: &ruleset::Plan) -> Resu
             spec.priority
         ));
     }
+    let output = chain(ruleset::CHAIN_OUTPUT)?;
+    if field(output, "hook") != "output" {
+        return Err(format!(
+            "chain {} is not an output hook chain: {output}",
+            ruleset::CHAIN_OUTPUT
+        ));
+    }
     let observe = chain(CHAIN_OBSERVE)?;
     if observe.get("hook").is_some() {
         return Err(format!("chain {CHAIN_OBSERVE} must not be a base chain"));
@@ -639,6 +646,7 @@ fn check_table(objects: &[Value], spec: &TrapSpec, plan: &ruleset::Plan) -> Resu
     for (name, want) in [
         (CHAIN_INPUT, plan.input.len()),
         (CHAIN_OBSERVE, plan.observe.len()),
+        (ruleset::CHAIN_OUTPUT, plan.output.len()),
     ] {
         let got = objects
             .iter()
@@ -686,6 +694,7 @@ mod tests {
             r#"{"set": {"family": "inet", "name": "protected6", "table": "pst", "type": "ipv6_addr", "handle": 4, "flags": ["interval"]}}"#.to_string(),
             format!(r#"{{"chain": {{"family": "inet", "table": "pst", "name": "input", "handle": 5, "type": "filter", "hook": "input", "prio": {prio}, "policy": "accept"}}}}"#),
             r#"{"chain": {"family": "inet", "table": "pst", "name": "observe", "handle": 6}}"#.to_string(),
+            format!(r#"{{"chain": {{"family": "inet", "table": "pst", "name": "output", "handle": 9, "type": "filter", "hook": "output", "prio": {prio}, "policy": "accept"}}}}"#),
         ];
         for i in 0..input_rules {
             items.push(format!(r#"{{"rule": {{"family": "inet", "table": "pst", "chain": "input", "handle": {}, "expr": []}}}}"#, 10 + i));

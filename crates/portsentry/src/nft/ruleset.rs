@@ -40,6 +40,18 @@ pub const SET_PROTECTED4: &str = "protected4";
 pub const SET_PROTECTED6: &str = "protected6";
 pub const CHAIN_INPUT: &str = "input";
 pub const CHAIN_OBSERVE: &str = "observe";
+/// Output hook chain that remembers this host's own UDP flows from watched ports.
+pub const CHAIN_OUTPUT: &str = "output";
+/// This host's recent UDP flows (remote address . remote port . local port): a reply
+/// that arrives after the local socket closed is not a probe. Kept by the kernel for
+/// [`UDP_FLOW_WINDOW`], without conntrack (no per-flow cost for all other traffic).
+pub const SET_UDPFLOWS4: &str = "udpflows4";
+pub const SET_UDPFLOWS6: &str = "udpflows6";
+/// How long a reply to our own UDP datagram is accepted: conntrack's timeout for an
+/// unanswered UDP flow.
+pub const UDP_FLOW_WINDOW: &str = "30s";
+/// Most remembered UDP flows per family.
+const UDP_FLOW_SET_SIZE: u32 = 65_536;
 
 /// What the kernel fast path traps and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +132,7 @@ pub fn nft_duration(d: Duration) -> String {
 pub(crate) struct Plan {
     pub input: Vec<String>,
     pub observe: Vec<String>,
+    pub output: Vec<String>,
 }
 
 fn port_set(ranges: &[(u16, u16)]) -> String {
@@ -182,6 +195,28 @@ pub(crate) fn plan(spec: &TrapSpec) -> Plan {
         format!("ip6 saddr @{SET_BANNEDNET6} drop"),
         "meta l4proto { tcp, udp } socket transparent 0 return".to_string(),
     ];
+    let mut output = Vec::new();
+    if let Some(ports) = spec
+        .udp_ports
+        .as_deref()
+        .map(normalize_ports)
+        .filter(|p| !p.is_empty())
+    {
+        let ports = port_set(&ports);
+        input.push(format!(
+            "meta nfproto ipv4 ip saddr . udp sport . udp dport @{SET_UDPFLOWS4} return"
+        ));
+        input.push(format!(
+            "meta nfproto ipv6 ip6 saddr . udp sport . udp dport @{SET_UDPFLOWS6} return"
+        ));
+        output.push("oif \"lo\" return".to_string());
+        output.push(format!(
+            "meta nfproto ipv4 udp sport {ports} update @{SET_UDPFLOWS4} {{ ip daddr . udp dport . udp sport }}"
+        ));
+        output.push(format!(
+            "meta nfproto ipv6 udp sport {ports} update @{SET_UDPFLOWS6} {{ ip6 daddr . udp dport . udp sport }}"
+        ));
+    }
     let mut observe = vec!["meta l4proto { tcp, udp } socket transparent 0 return".to_string()];
     for (m, ban) in trap_matches(spec) {
         if ban {
@@ -201,7 +236,11 @@ pub(crate) fn plan(spec: &TrapSpec) -> Plan {
         }
         observe.push(format!("{m} {}", log(PREFIX_OBSERVED, g)));
     }
-    Plan { input, observe }
+    Plan {
+        input,
+        observe,
+        output,
+    }
 }
 
 /// The table, sets and chains, each `add`ed (idempotent), without any rule.
@@ -228,12 +267,23 @@ fn render_skeleton(spec: &TrapSpec, out: &mut String) {
             "add set inet {t} {name} {{ type {ty}; flags interval; }}"
         );
     }
+    for (name, ty) in [(SET_UDPFLOWS4, "ipv4_addr"), (SET_UDPFLOWS6, "ipv6_addr")] {
+        let _ = writeln!(
+            out,
+            "add set inet {t} {name} {{ type {ty} . inet_service . inet_service; flags dynamic, timeout; timeout {UDP_FLOW_WINDOW}; size {UDP_FLOW_SET_SIZE}; }}"
+        );
+    }
     let _ = writeln!(
         out,
         "add chain inet {t} {CHAIN_INPUT} {{ type filter hook input priority {}; policy accept; }}",
         spec.priority
     );
     let _ = writeln!(out, "add chain inet {t} {CHAIN_OBSERVE}");
+    let _ = writeln!(
+        out,
+        "add chain inet {t} {CHAIN_OUTPUT} {{ type filter hook output priority {}; policy accept; }}",
+        spec.priority
+    );
 }
 
 /// The whole transaction for `nft -f -`. `spec.table` must satisfy
@@ -244,12 +294,16 @@ pub fn render_ruleset(spec: &TrapSpec) -> String {
     render_skeleton(spec, &mut out);
     let _ = writeln!(out, "flush chain inet {t} {CHAIN_INPUT}");
     let _ = writeln!(out, "flush chain inet {t} {CHAIN_OBSERVE}");
+    let _ = writeln!(out, "flush chain inet {t} {CHAIN_OUTPUT}");
     let plan = plan(spec);
     for rule in &plan.input {
         let _ = writeln!(out, "add rule inet {t} {CHAIN_INPUT} {rule}");
     }
     for rule in &plan.observe {
         let _ = writeln!(out, "add rule inet {t} {CHAIN_OBSERVE} {rule}");
+    }
+    for rule in &plan.output {
+        let _ = writeln!(out, "add rule inet {t} {CHAIN_OUTPUT} {rule}");
     }
     out
 }
@@ -319,6 +373,7 @@ pub(crate) fn render_remove_traps(table: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "flush chain inet {table} {CHAIN_INPUT}");
     let _ = writeln!(out, "flush chain inet {table} {CHAIN_OBSERVE}");
+    let _ = writeln!(out, "flush chain inet {table} {CHAIN_OUTPUT}");
     for rule in stopped_rules() {
         let _ = writeln!(out, "add rule inet {table} {CHAIN_INPUT} {rule}");
     }
@@ -379,10 +434,14 @@ add set inet portsentry bannednet4 { type ipv4_addr; flags interval, timeout; si
 add set inet portsentry bannednet6 { type ipv6_addr; flags interval, timeout; size 1048576; }
 add set inet portsentry protected4 { type ipv4_addr; flags interval; }
 add set inet portsentry protected6 { type ipv6_addr; flags interval; }
+add set inet portsentry udpflows4 { type ipv4_addr . inet_service . inet_service; flags dynamic, timeout; timeout 30s; size 65536; }
+add set inet portsentry udpflows6 { type ipv6_addr . inet_service . inet_service; flags dynamic, timeout; timeout 30s; size 65536; }
 add chain inet portsentry input { type filter hook input priority -10; policy accept; }
 add chain inet portsentry observe
+add chain inet portsentry output { type filter hook output priority -10; policy accept; }
 flush chain inet portsentry input
 flush chain inet portsentry observe
+flush chain inet portsentry output
 add rule inet portsentry input iif "lo" return
 add rule inet portsentry input ip saddr @protected4 goto observe
 add rule inet portsentry input ip6 saddr @protected6 goto observe
@@ -391,6 +450,8 @@ add rule inet portsentry input ip6 saddr @banned6 drop
 add rule inet portsentry input ip saddr @bannednet4 drop
 add rule inet portsentry input ip6 saddr @bannednet6 drop
 add rule inet portsentry input meta l4proto { tcp, udp } socket transparent 0 return
+add rule inet portsentry input meta nfproto ipv4 ip saddr . udp sport . udp dport @udpflows4 return
+add rule inet portsentry input meta nfproto ipv6 ip6 saddr . udp sport . udp dport @udpflows6 return
 add rule inet portsentry input meta nfproto ipv4 tcp dport { 1-112, 114-138, 140-1023 } tcp flags & rst == 0 tcp flags & (syn | ack) != syn | ack add @banned4 { ip saddr } log prefix "portsentry ban " group 7 drop
 add rule inet portsentry input meta nfproto ipv6 tcp dport { 1-112, 114-138, 140-1023 } tcp flags & rst == 0 tcp flags & (syn | ack) != syn | ack add @banned6 { ip6 saddr } log prefix "portsentry ban " group 7 drop
 add rule inet portsentry input tcp dport { 1-112, 114-138, 140-1023 } tcp flags & rst == 0 tcp flags & (syn | ack) != syn | ack log prefix "portsentry log " group 7 drop
@@ -398,6 +459,9 @@ add rule inet portsentry input udp dport { 1-1023 } log prefix "portsentry log "
 add rule inet portsentry observe meta l4proto { tcp, udp } socket transparent 0 return
 add rule inet portsentry observe tcp dport { 1-112, 114-138, 140-1023 } tcp flags & rst == 0 tcp flags & (syn | ack) != syn | ack log prefix "portsentry log " group 7
 add rule inet portsentry observe udp dport { 1-1023 } log prefix "portsentry log " group 7
+add rule inet portsentry output oif "lo" return
+add rule inet portsentry output meta nfproto ipv4 udp sport { 1-1023 } update @udpflows4 { ip daddr . udp dport . udp sport }
+add rule inet portsentry output meta nfproto ipv6 udp sport { 1-1023 } update @udpflows6 { ip6 daddr . udp dport . udp sport }
 "#;
         assert_eq!(text, expected);
     }
@@ -430,18 +494,19 @@ add rule inet portsentry observe udp dport { 1-1023 } log prefix "portsentry log
         s.ban_tcp = false;
         s.ban_udp = true;
         let p = plan(&s);
-        // 8 fixed + tcp log-only (1) + udp ban (v4, v6, set-full fallback).
-        assert_eq!(p.input.len(), 12);
+        // 8 fixed + 2 UDP flow returns + tcp log-only (1) + udp ban (v4, v6, set-full
+        // fallback).
+        assert_eq!(p.input.len(), 14);
         assert_eq!(
-            p.input[8],
+            p.input[10],
             r#"tcp dport { 1-112, 114-138, 140-1023 } tcp flags & rst == 0 tcp flags & (syn | ack) != syn | ack log prefix "portsentry log " group 7"#
         );
         assert_eq!(
-            p.input[9],
+            p.input[11],
             r#"meta nfproto ipv4 udp dport { 1-1023 } add @banned4 { ip saddr } log prefix "portsentry ban " group 7 drop"#
         );
         assert_eq!(
-            p.input[10],
+            p.input[12],
             r#"meta nfproto ipv6 udp dport { 1-1023 } add @banned6 { ip6 saddr } log prefix "portsentry ban " group 7 drop"#
         );
         assert_eq!(p.observe.len(), 3);
