@@ -3,29 +3,122 @@
 //! effects a user would check (log lines, iptables rule, hosts.deny, history and
 //! blocked files, the attacker's connection failing).
 //!
+//! Every case runs once per probe source (test names end in `_nft` / `_packet`):
+//! the nftables traps (NFLOG, ban in the kernel on the first probe) and the
+//! packet-socket sensor of hosts without nftables (`[firewall] backend = "none"`:
+//! AF_PACKET, BPF, classifier, only the KILL_* commands block).
+//!
 //! Every test builds its own lab (namespaces, 198.18.0.0/15 and fd00:5e17::/64
 //! addresses, no default route) and its own daemon, so they run in parallel.
 
 mod common;
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use common::checks::{self, BlockExpect, QUIET, REACT, alert_prefix, nmap};
 use common::daemon::{line_format_ok, ports_after};
-use common::{Conf, Daemon, Lab, TcpServer, can_connect};
+use common::kernel;
+use common::{Conf, Daemon, Host, Lab, TcpServer, can_connect};
+
+/// Which probe source the daemon runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// Our nftables table: traps, NFLOG, bans in the kernel set.
+    Nft,
+    /// The packet-socket sensor; bans only through the KILL_* commands.
+    Packet,
+}
+
+impl Path {
+    /// `conf` set up for this path. nftables is asked for explicitly, so a host where
+    /// it does not work fails the `_nft` tests instead of quietly testing the other path.
+    fn conf(self, conf: Conf) -> Conf {
+        match self {
+            Path::Nft => conf.toml("[firewall]\nbackend = \"nftables\""),
+            Path::Packet => conf.packet_socket_only(),
+        }
+    }
+
+    /// The started daemon really runs on this path: its start lines, and whether our
+    /// table exists in the defender's namespace.
+    fn check_active(self, d: &Daemon, def: &Host) {
+        let trapped = d.has_line("ports trapped in the kernel");
+        let table = kernel::table_exists(&def.ns);
+        match self {
+            Path::Nft => d.check(
+                trapped && table,
+                format!("not on the nftables path (trap line: {trapped}, table: {table})"),
+            ),
+            Path::Packet => d.check(
+                !trapped && !table && d.has_line("adminalert: Advanced mode will monitor first"),
+                format!("not on the packet-socket path (trap line: {trapped}, table: {table})"),
+            ),
+        }
+    }
+
+    /// What this path adds to the legacy effects of a block: on nftables the exact ban
+    /// line (once) and `ip` in the kernel's ban set; on the packet socket neither.
+    fn check_banned(self, d: &Daemon, def: &Host, ip: IpAddr) {
+        let line = kernel::ban_line(ip, "1h", 1);
+        match self {
+            Path::Nft => {
+                d.check(d.wait_for_line(&line, REACT), format!("no line {line:?}"));
+                let n = d
+                    .lines_with(&format!("attackalert: Host {ip} has been banned"))
+                    .len();
+                d.check(n == 1, format!("{n} kernel ban lines for {ip}, expected 1"));
+                d.check(
+                    kernel::wait_banned(&def.ns, ip, REACT).is_some(),
+                    format!(
+                        "{ip} not in the kernel ban set:\n{}",
+                        kernel::set_text(&def.ns, kernel::ban_set(ip.is_ipv6()))
+                    ),
+                );
+            }
+            Path::Packet => self.check_not_banned(d, def, ip),
+        }
+    }
+
+    /// No kernel ban of `ip`: no ban line, not in the set (on nftables).
+    fn check_not_banned(self, d: &Daemon, def: &Host, ip: IpAddr) {
+        let lines: Vec<String> = d
+            .lines_with("has been banned in the kernel")
+            .into_iter()
+            .filter(|l| checks::mentions(l, &ip.to_string()))
+            .collect();
+        d.check(
+            lines.is_empty(),
+            format!("kernel ban lines for {ip}: {lines:?}"),
+        );
+        match self {
+            Path::Nft => d.check(
+                kernel::ban_of(&def.ns, ip).is_none(),
+                format!("{ip} is in the kernel ban set"),
+            ),
+            Path::Packet => d.check(
+                !kernel::table_exists(&def.ns),
+                "the packet-socket path created an nftables table",
+            ),
+        }
+    }
+}
 
 /// The open service on the defender: above ADVANCED_PORTS_TCP=1024, so not watched.
 const OPEN: u16 = 8080;
-/// Watched TCP ports scanned (all below 1024, none excluded or listening).
-const TCP_WATCHED: &[u16] = &[21, 22, 23, 25, 79, 111, 143];
-const TCP_SCAN_PORTS: &str = "21,22,23,25,79,111,143,8080";
+/// Watched TCP ports scanned (all below 1024, none excluded or listening). Few, so
+/// that each scan is short: on the nftables path every probe after the first is
+/// dropped and nmap waits out its retransmission for each of them.
+const TCP_WATCHED: &[u16] = &[21, 22, 23, 111, 143];
+const TCP_SCAN_PORTS: &str = "21,22,23,111,143,8080";
 /// Watched UDP ports scanned (none excluded or listening).
-const UDP_WATCHED: &[u16] = &[7, 53, 69, 111, 161, 514];
-const UDP_SCAN_PORTS: &str = "7,53,69,111,161,514";
+const UDP_WATCHED: &[u16] = &[7, 53, 69, 161];
+const UDP_SCAN_PORTS: &str = "7,53,69,161";
 
 /// One nmap scan type and what the daemon must report for it.
 struct Case {
     test: &'static str,
+    path: Path,
     flag: &'static str,
     v6: bool,
     kind: &'static str,
@@ -43,7 +136,7 @@ fn scan_is_detected_and_blocked(case: Case) {
     let atk = lab.peer("attacker");
     let _srv = TcpServer::start(&def.ns, OPEN);
 
-    let mut conf = Conf::new();
+    let mut conf = case.path.conf(Conf::new());
     let marker = conf.path("run_cmd.out");
     let record = common::script("record.sh");
     if case.run_cmd {
@@ -54,6 +147,7 @@ fn scan_is_detected_and_blocked(case: Case) {
     }
     let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
     d.wait_ready();
+    case.path.check_active(&d, def);
     let ready = d.lines_with("adminalert: PortSentry is now active and listening.");
     d.check(
         line_format_ok(&ready[0]),
@@ -86,6 +180,7 @@ fn scan_is_detected_and_blocked(case: Case) {
         eprintln!("nmap output:\n{out}");
     }
     checks::assert_blocked(&d, &conf, def, atk, case.v6, OPEN, &exp);
+    case.path.check_banned(&d, def, ip);
 
     if case.run_cmd {
         let prefix = alert_prefix(case.kind, ip, proto);
@@ -121,12 +216,27 @@ fn scan_is_detected_and_blocked(case: Case) {
     );
 }
 
+/// One scan case, as two tests: `$nft` on the nftables path, `$packet` on the
+/// packet-socket path.
 macro_rules! scan_case {
-    ($name:ident, $flag:expr, $v6:expr, $kind:expr, $run_cmd:expr) => {
+    ($nft:ident, $packet:ident, $flag:expr, $v6:expr, $kind:expr, $run_cmd:expr) => {
         #[test]
-        fn $name() {
+        fn $nft() {
             scan_is_detected_and_blocked(Case {
-                test: stringify!($name),
+                test: stringify!($nft),
+                path: Path::Nft,
+                flag: $flag,
+                v6: $v6,
+                kind: $kind,
+                run_cmd: $run_cmd,
+            });
+        }
+
+        #[test]
+        fn $packet() {
+            scan_is_detected_and_blocked(Case {
+                test: stringify!($packet),
+                path: Path::Packet,
                 flag: $flag,
                 v6: $v6,
                 kind: $kind,
@@ -137,64 +247,93 @@ macro_rules! scan_case {
 }
 
 scan_case!(
-    detect_block_nmap_ss_v4,
+    detect_block_nmap_ss_v4_nft,
+    detect_block_nmap_ss_v4_packet,
     "-sS",
     false,
     "TCP SYN/Normal scan",
     true
 );
 scan_case!(
-    detect_block_nmap_st_v4,
+    detect_block_nmap_st_v4_nft,
+    detect_block_nmap_st_v4_packet,
     "-sT",
     false,
     "TCP SYN/Normal scan",
     false
 );
-scan_case!(detect_block_nmap_sf_v4, "-sF", false, "TCP FIN scan", false);
 scan_case!(
-    detect_block_nmap_sn_v4,
+    detect_block_nmap_sf_v4_nft,
+    detect_block_nmap_sf_v4_packet,
+    "-sF",
+    false,
+    "TCP FIN scan",
+    false
+);
+scan_case!(
+    detect_block_nmap_sn_v4_nft,
+    detect_block_nmap_sn_v4_packet,
     "-sN",
     false,
     "TCP NULL scan",
     false
 );
 scan_case!(
-    detect_block_nmap_sx_v4,
+    detect_block_nmap_sx_v4_nft,
+    detect_block_nmap_sx_v4_packet,
     "-sX",
     false,
     "TCP XMAS scan",
     false
 );
 scan_case!(
-    detect_block_nmap_sa_v4,
+    detect_block_nmap_sa_v4_nft,
+    detect_block_nmap_sa_v4_packet,
     "-sA",
     false,
     "TCP ACK/Window scan",
     false
 );
 scan_case!(
-    detect_block_nmap_sw_v4,
+    detect_block_nmap_sw_v4_nft,
+    detect_block_nmap_sw_v4_packet,
     "-sW",
     false,
     "TCP ACK/Window scan",
     false
 );
 scan_case!(
-    detect_block_nmap_sm_v4,
+    detect_block_nmap_sm_v4_nft,
+    detect_block_nmap_sm_v4_packet,
     "-sM",
     false,
     "TCP Maimon (FIN/ACK) scan",
     false
 );
-scan_case!(detect_block_nmap_su_v4, "-sU", false, "UDP scan", false);
 scan_case!(
-    detect_block_nmap_ss_v6,
+    detect_block_nmap_su_v4_nft,
+    detect_block_nmap_su_v4_packet,
+    "-sU",
+    false,
+    "UDP scan",
+    false
+);
+scan_case!(
+    detect_block_nmap_ss_v6_nft,
+    detect_block_nmap_ss_v6_packet,
     "-sS",
     true,
     "TCP SYN/Normal scan",
     true
 );
-scan_case!(detect_block_nmap_su_v6, "-sU", true, "UDP scan", false);
+scan_case!(
+    detect_block_nmap_su_v6_nft,
+    detect_block_nmap_su_v6_packet,
+    "-sU",
+    true,
+    "UDP scan",
+    false
+);
 
 /// Stealth mode with a port list: a scan of the neighbouring ports raises
 /// nothing; the listed ports alert (and block, into `portsentry.blocked.<mode>`).
@@ -204,6 +343,7 @@ scan_case!(detect_block_nmap_su_v6, "-sU", true, "UDP scan", false);
 /// hit by its own attacker.
 struct StealthCase {
     test: &'static str,
+    path: Path,
     mode: &'static str,
     nmap_flag: &'static str,
     kind: &'static str,
@@ -224,10 +364,23 @@ fn stealth_alerts_only_listed_ports(c: StealthCase) {
     let atk = [lab.peer("a"), lab.peer("b")];
     let _srv = TcpServer::start(&def.ns, OPEN);
     let list = format!("{},{}", c.listed[0].0, c.listed[1].0);
-    let conf = Conf::new().set(c.key, &list);
+    let conf = c.path.conf(Conf::new()).set(c.key, &list);
     let flag = format!("-{}", c.mode);
     let mut d = Daemon::start(&def.ns, &conf, &[&flag]);
     d.wait_ready();
+    if c.path == Path::Nft {
+        c.path.check_active(&d, def);
+    } else {
+        // Stealth modes announce their port list instead of the advanced range.
+        let listening = format!(
+            "adminalert: Going into stealth listen mode on {} port: {}",
+            c.proto, c.listed[0].0
+        );
+        d.check(
+            d.has_line(&listening) && !kernel::table_exists(&def.ns),
+            format!("not on the packet-socket path (no {listening:?} line, or a table)"),
+        );
+    }
 
     // Only ports that are not listed: nothing at all.
     nmap(atk[0], &[c.nmap_flag, "-p", c.others], def.addr(false));
@@ -241,6 +394,7 @@ fn stealth_alerts_only_listed_ports(c: StealthCase) {
         !checks::has_drop_rule(def, atk[0].addr(false)),
         "DROP rule after a scan of unlisted ports",
     );
+    c.path.check_not_banned(&d, def, atk[0].addr(false));
 
     // Each listed port, from its own attacker, with its neighbours.
     for (a, (port, range)) in atk.iter().zip(c.listed) {
@@ -264,6 +418,7 @@ fn stealth_alerts_only_listed_ports(c: StealthCase) {
                 ports: &[port],
             },
         );
+        c.path.check_banned(&d, def, a.addr(false));
     }
     let mut ports = ports_after(&d.lines(), &format!(" to {} port: ", c.proto));
     ports.sort_unstable();
@@ -275,30 +430,50 @@ fn stealth_alerts_only_listed_ports(c: StealthCase) {
     );
 }
 
-#[test]
-fn stealth_tcp_alerts_only_listed_ports() {
+fn stealth_tcp(test: &'static str, path: Path) {
     stealth_alerts_only_listed_ports(StealthCase {
-        test: "stealth_tcp_alerts_only_listed_ports",
+        test,
+        path,
         mode: "stcp",
         nmap_flag: "-sS",
         kind: "TCP SYN/Normal scan",
         proto: "TCP",
         key: "TCP_PORTS",
-        listed: [(23, "20-30"), (666, "660-670")],
-        others: "20-22,24-30,660-665,667-670",
+        listed: [(23, "20-26"), (666, "663-669")],
+        others: "20-22,24-26,663-665,667-669",
     });
 }
 
-#[test]
-fn stealth_udp_alerts_only_listed_ports() {
+fn stealth_udp(test: &'static str, path: Path) {
     stealth_alerts_only_listed_ports(StealthCase {
-        test: "stealth_udp_alerts_only_listed_ports",
+        test,
+        path,
         mode: "sudp",
         nmap_flag: "-sU",
         kind: "UDP scan",
         proto: "UDP",
         key: "UDP_PORTS",
-        listed: [(69, "66-72"), (161, "158-164")],
-        others: "66-68,70-72,158-160,162-164",
+        listed: [(69, "67-71"), (161, "159-163")],
+        others: "67-68,70-71,159-160,162-163",
     });
+}
+
+#[test]
+fn stealth_tcp_alerts_only_listed_ports_nft() {
+    stealth_tcp("stealth_tcp_alerts_only_listed_ports_nft", Path::Nft);
+}
+
+#[test]
+fn stealth_tcp_alerts_only_listed_ports_packet() {
+    stealth_tcp("stealth_tcp_alerts_only_listed_ports_packet", Path::Packet);
+}
+
+#[test]
+fn stealth_udp_alerts_only_listed_ports_nft() {
+    stealth_udp("stealth_udp_alerts_only_listed_ports_nft", Path::Nft);
+}
+
+#[test]
+fn stealth_udp_alerts_only_listed_ports_packet() {
+    stealth_udp("stealth_udp_alerts_only_listed_ports_packet", Path::Packet);
 }

@@ -2,25 +2,138 @@
 //! benign traffic is left alone, ignored sources are logged but not blocked,
 //! SCAN_TRIGGER delays the reaction, a failing KILL_ROUTE is reported as a
 //! failure, and the history file survives restarts.
+//!
+//! Every scenario runs once per probe source (test names end in `_nft` / `_packet`):
+//! the nftables traps (NFLOG, ban in the kernel on the first probe unless
+//! SCAN_TRIGGER asks the daemon to count) and the packet-socket sensor of hosts
+//! without nftables (`[firewall] backend = "none"`: only the KILL_* commands block).
 
 mod common;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, UdpSocket};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use common::checks::{self, BlockExpect, QUIET, REACT, alert_prefix, hping_syn, nmap};
-use common::{Conf, Daemon, HistoryLine, Lab, TcpServer, UdpServer, can_connect, net};
+use common::kernel;
+use common::{Conf, Daemon, HistoryLine, Host, Lab, Netns, TcpServer, UdpServer, can_connect, net};
 
 const OPEN: u16 = 8080;
 const SYN: &str = "TCP SYN/Normal scan";
+
+/// Which probe source the daemon runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// Our nftables table: traps, NFLOG, bans in the kernel set.
+    Nft,
+    /// The packet-socket sensor; bans only through the KILL_* commands.
+    Packet,
+}
+
+impl Path {
+    /// `conf` set up for this path. nftables is asked for explicitly, so a host where
+    /// it does not work fails the `_nft` tests instead of quietly testing the other path.
+    fn conf(self, conf: Conf) -> Conf {
+        match self {
+            Path::Nft => conf.toml("[firewall]\nbackend = \"nftables\""),
+            Path::Packet => conf.packet_socket_only(),
+        }
+    }
+
+    /// Starts the daemon with advanced TCP and UDP modes and checks that it really runs
+    /// on this path: its start lines, and whether our table exists in the namespace.
+    fn start(self, def: &Host, conf: &Conf) -> Daemon {
+        let mut d = Daemon::start(&def.ns, conf, &["-atcp", "-audp"]);
+        d.wait_ready();
+        let trapped = d.has_line("ports trapped in the kernel");
+        let table = kernel::table_exists(&def.ns);
+        match self {
+            Path::Nft => d.check(
+                trapped && table,
+                format!("not on the nftables path (trap line: {trapped}, table: {table})"),
+            ),
+            Path::Packet => d.check(
+                !trapped && !table && d.has_line("adminalert: Advanced mode will monitor first"),
+                format!("not on the packet-socket path (trap line: {trapped}, table: {table})"),
+            ),
+        }
+        d
+    }
+
+    /// What this path adds to the legacy effects of a block: on nftables the exact ban
+    /// line (once) and `ip` in the kernel's ban set; on the packet socket neither.
+    fn check_banned(self, d: &Daemon, def: &Host, ip: IpAddr) {
+        let line = kernel::ban_line(ip, "1h", 1);
+        match self {
+            Path::Nft => {
+                d.check(d.wait_for_line(&line, REACT), format!("no line {line:?}"));
+                let n = d
+                    .lines_with(&format!("attackalert: Host {ip} has been banned"))
+                    .len();
+                d.check(n == 1, format!("{n} kernel ban lines for {ip}, expected 1"));
+                d.check(
+                    kernel::wait_banned(&def.ns, ip, REACT).is_some(),
+                    format!(
+                        "{ip} not in the kernel ban set:\n{}",
+                        kernel::set_text(&def.ns, kernel::ban_set(ip.is_ipv6()))
+                    ),
+                );
+            }
+            Path::Packet => self.check_not_banned(d, def, ip),
+        }
+    }
+
+    /// No kernel ban of `ip`: no ban line, not in the set (on nftables).
+    fn check_not_banned(self, d: &Daemon, def: &Host, ip: IpAddr) {
+        let lines: Vec<String> = d
+            .lines_with("has been banned in the kernel")
+            .into_iter()
+            .filter(|l| checks::mentions(l, &ip.to_string()))
+            .collect();
+        d.check(
+            lines.is_empty(),
+            format!("kernel ban lines for {ip}: {lines:?}"),
+        );
+        match self {
+            Path::Nft => d.check(
+                kernel::ban_of(&def.ns, ip).is_none(),
+                format!(
+                    "{ip} is in the kernel ban set:\n{}",
+                    kernel::set_text(&def.ns, kernel::ban_set(ip.is_ipv6()))
+                ),
+            ),
+            Path::Packet => d.check(
+                !kernel::table_exists(&def.ns),
+                "the packet-socket path created an nftables table",
+            ),
+        }
+    }
+}
+
+/// `#[test] fn $nft` and `#[test] fn $packet` running `$body(test name, path)`, with
+/// optional attributes (such as `#[ignore]`) for each.
+macro_rules! both_paths {
+    ($body:ident: $(#[$na:meta])* $nft:ident, $(#[$pa:meta])* $packet:ident) => {
+        #[test]
+        $(#[$na])*
+        fn $nft() {
+            $body(stringify!($nft), Path::Nft);
+        }
+
+        #[test]
+        $(#[$pa])*
+        fn $packet() {
+            $body(stringify!($packet), Path::Packet);
+        }
+    };
+}
 
 /// Benign traffic: 200 connections to an open service on a watched port, and the
 /// defender's own outgoing TCP and UDP from low source ports with the replies
 /// coming back, raise no alert and no ban. A scan at the end proves the daemon was
 /// watching all along.
-#[test]
-fn benign_traffic_is_not_flagged() {
-    if !common::scan_test_or_skip("benign_traffic_is_not_flagged") {
+fn benign_traffic_is_not_flagged(test: &str, path: Path) {
+    if !common::scan_test_or_skip(test) {
         return;
     }
     let lab = Lab::builder()
@@ -39,9 +152,8 @@ fn benign_traffic_is_not_flagged() {
     let _peer_dns = UdpServer::start(&server.ns, 53);
     // A UDP service on a watched port, running before the daemon starts.
     let dns = UdpServer::start(&def.ns, 53);
-    let conf = Conf::new();
-    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
-    d.wait_ready();
+    let conf = path.conf(Conf::new());
+    let d = path.start(def, &conf);
 
     let t = Duration::from_secs(2);
     let n4 = net::connect_many(&client.ns, def.addr(false), 80, 150, t);
@@ -109,6 +221,7 @@ fn benign_traffic_is_not_flagged() {
     for h in [client, server] {
         for v6 in [false, true] {
             checks::assert_not_blocked(&d, &conf, def, h, v6, OPEN);
+            path.check_not_banned(&d, def, h.addr(v6));
         }
     }
 
@@ -119,7 +232,14 @@ fn benign_traffic_is_not_flagged() {
         d.wait_for_line(&prefix, REACT),
         "control scan was not detected",
     );
+    path.check_banned(&d, def, atk.addr(false));
 }
+
+both_paths!(
+    benign_traffic_is_not_flagged:
+    benign_traffic_is_not_flagged_nft,
+    benign_traffic_is_not_flagged_packet
+);
 
 /// Binds local UDP port `lport` in `ns`, waits `settle`, sends one datagram to
 /// `dst:port`, waits for the echo, and keeps the socket open `linger` afterwards
@@ -153,20 +273,20 @@ fn udp_from_port(
 /// packet is processed, and so flags this too): the defender sends from a low UDP
 /// port and closes the socket as soon as the answer is read. The answer is a reply
 /// to our own outgoing datagram, not a probe, even though no socket holds the port
-/// any more when the daemon looks.
-#[test]
-#[ignore = "beyond the 1.2 contract: needs outgoing-flow tracking; run with --ignored"]
-fn benign_udp_reply_to_closed_socket_not_flagged() {
-    if !common::scan_test_or_skip("benign_udp_reply_to_closed_socket_not_flagged") {
+/// any more when the packet-socket path looks it up (the nftables path checks the
+/// socket in the kernel as the packet arrives, while it is still open). A datagram
+/// from another source port of the same peer is still a probe.
+fn benign_udp_reply_to_closed_socket_not_flagged(test: &str, path: Path) {
+    if !common::scan_test_or_skip(test) {
         return;
     }
     let lab = Lab::builder().peer("server").build();
     let def = &lab.defender;
     let server = lab.peer("server");
+    let _open = TcpServer::start(&def.ns, OPEN);
     let _peer_dns = UdpServer::start(&server.ns, 53);
-    let conf = Conf::new();
-    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
-    d.wait_ready();
+    let conf = path.conf(Conf::new());
+    let d = path.start(def, &conf);
     for (v6, lport) in [(false, 700u16), (true, 701u16)] {
         let ok = udp_from_port(
             &def.ns,
@@ -184,14 +304,116 @@ fn benign_udp_reply_to_closed_socket_not_flagged() {
         alerts.is_empty(),
         format!("replies to our own datagrams raised alerts: {alerts:?}"),
     );
+    for v6 in [false, true] {
+        checks::assert_not_blocked(&d, &conf, def, server, v6, OPEN);
+        path.check_not_banned(&d, def, server.addr(v6));
+    }
+    unsolicited_datagram_is_a_probe(&d, def, server, 700);
+}
+
+both_paths!(
+    benign_udp_reply_to_closed_socket_not_flagged:
+    benign_udp_reply_to_closed_socket_not_flagged_nft,
+    benign_udp_reply_to_closed_socket_not_flagged_packet
+);
+
+/// A reply that arrives after the defender's client gave up: the defender sends one
+/// query from a low UDP port and closes the socket at once; the peer answers only
+/// then (a DNS answer after the client's timeout). It is a reply to our own datagram
+/// within seconds, not a probe. A datagram from another source port of the same
+/// peer is still a probe.
+fn benign_udp_late_reply_after_close_not_flagged(test: &str, path: Path) {
+    if !common::scan_test_or_skip(test) {
+        return;
+    }
+    let lab = Lab::builder().peer("server").build();
+    let def = &lab.defender;
+    let server = lab.peer("server");
+    let _open = TcpServer::start(&def.ns, OPEN);
+    let conf = path.conf(Conf::new());
+    let d = path.start(def, &conf);
+    for (v6, lport) in [(false, 702u16), (true, 703u16)] {
+        let answered = late_reply(&def.ns, lport, &server.ns, server.addr(v6), 53);
+        d.check(
+            answered,
+            format!("the peer did not answer port {lport} late"),
+        );
+    }
+    std::thread::sleep(QUIET);
+    let alerts = d.lines_with("attackalert:");
+    d.check(
+        alerts.is_empty(),
+        format!("late replies to our own datagrams raised alerts: {alerts:?}"),
+    );
+    for v6 in [false, true] {
+        checks::assert_not_blocked(&d, &conf, def, server, v6, OPEN);
+        path.check_not_banned(&d, def, server.addr(v6));
+    }
+    unsolicited_datagram_is_a_probe(&d, def, server, 702);
+}
+
+both_paths!(
+    benign_udp_late_reply_after_close_not_flagged:
+    benign_udp_late_reply_after_close_not_flagged_nft,
+    benign_udp_late_reply_after_close_not_flagged_packet
+);
+
+/// The defender (in `def_ns`) sends one datagram from `lport` to `dst:port` and closes
+/// the socket at once; only then does the peer (in `peer_ns`, listening on `port`)
+/// answer it. True if the peer got the query and sent its answer.
+fn late_reply(def_ns: &Netns, lport: u16, peer_ns: &Netns, dst: IpAddr, port: u16) -> bool {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let peer = peer_ns.thread(move || {
+        let Ok(s) = UdpSocket::bind(("::", port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = ready_tx.send(());
+        let mut buf = [0u8; 64];
+        let Ok((_, from)) = s.recv_from(&mut buf) else {
+            return false;
+        };
+        // Bounded: the test sends `go` right after the defender closed its socket.
+        go_rx.recv_timeout(Duration::from_secs(10)).is_ok()
+            && s.send_to(b"late answer", from).is_ok()
+    });
+    if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+        return false;
+    }
+    let sent = def_ns.run_in(move || {
+        let bind = if dst.is_ipv6() { "::" } else { "0.0.0.0" };
+        UdpSocket::bind((bind, lport)).is_ok_and(|s| s.send_to(b"query", (dst, port)).is_ok())
+        // The socket is closed here, before the peer answers.
+    });
+    let _ = go_tx.send(());
+    let answered = peer.join().unwrap_or(false);
+    sent && answered
+}
+
+/// Positive control for the reply tests: `peer` sends one datagram from a port it
+/// never talked to us from (54) to the defender's `lport` (v4); that is a probe.
+fn unsolicited_datagram_is_a_probe(d: &Daemon, def: &Host, peer: &Host, lport: u16) {
+    let dst = def.addr(false);
+    let sent = peer.ns.run_in(move || {
+        UdpSocket::bind(("0.0.0.0", 54)).is_ok_and(|s| s.send_to(b"probe", (dst, lport)).is_ok())
+    });
+    d.check(sent, "could not send the control datagram");
+    let alert = format!(
+        "{}{lport}",
+        alert_prefix("UDP scan", peer.addr(false), "UDP")
+    );
+    d.check(
+        d.wait_for_line(&alert, REACT),
+        format!("control datagram from port 54 was not reported ({alert:?})"),
+    );
 }
 
 /// Sources in the ignore file, by single address and by CIDR, v4 and v6: the
 /// "Ignored host" line is logged (once per source), nothing is blocked. A source
 /// that is not ignored is blocked, in the same daemon.
-#[test]
-fn ignored_sources_are_logged_not_blocked() {
-    if !common::scan_test_or_skip("ignored_sources_are_logged_not_blocked") {
+fn ignored_sources_are_logged_not_blocked(test: &str, path: Path) {
+    if !common::scan_test_or_skip(test) {
         return;
     }
     let lab = Lab::builder()
@@ -204,13 +426,13 @@ fn ignored_sources_are_logged_not_blocked() {
     let cidr = lab.peer("cidr");
     let atk = lab.peer("attacker");
     let _srv = TcpServer::start(&def.ns, OPEN);
-    let conf = Conf::new()
+    let conf = path
+        .conf(Conf::new())
         .ignore(&single.v4.to_string())
         .ignore(&format!("{}/25", lab.v4(128)))
         .ignore(&single.v6.to_string())
         .ignore(&format!("{}/121", lab.v6(128)));
-    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
-    d.wait_ready();
+    let d = path.start(def, &conf);
 
     for h in [single, cidr] {
         for v6 in [false, true] {
@@ -249,6 +471,7 @@ fn ignored_sources_are_logged_not_blocked() {
                 format!("ignored {ip} got a scan alert"),
             );
             checks::assert_not_blocked(&d, &conf, def, h, v6, OPEN);
+            path.check_not_banned(&d, def, ip);
         }
     }
     // Positive control: a source not in the ignore file is blocked.
@@ -267,38 +490,56 @@ fn ignored_sources_are_logged_not_blocked() {
             ports: &[21, 22, 23],
         },
     );
+    path.check_banned(&d, def, atk.addr(false));
 }
 
+both_paths!(
+    ignored_sources_are_logged_not_blocked:
+    ignored_sources_are_logged_not_blocked_nft,
+    ignored_sources_are_logged_not_blocked_packet
+);
+
 /// SCAN_TRIGGER=2 with hping3 SYNs (IPv4): hits 1 and 2 are silent, hit 3 alerts
-/// and blocks.
-#[test]
-fn scan_trigger_two_v4_hping3() {
-    if !common::root_or_skip(
-        "scan_trigger_two_v4_hping3",
-        &["hping3", "iptables", "nmap"],
-    ) {
+/// and blocks. On nftables the traps then only log, and the daemon bans at hit 3.
+fn scan_trigger_two_v4_hping3(test: &str, path: Path) {
+    if !common::root_or_skip(test, &["hping3", "iptables", "nmap"]) {
         return;
     }
-    scan_trigger_two(false);
+    scan_trigger_two(false, path);
 }
 
 /// SCAN_TRIGGER=2 over IPv6, one nmap SYN probe per port.
-#[test]
-fn scan_trigger_two_v6_nmap() {
-    if !common::scan_test_or_skip("scan_trigger_two_v6_nmap") {
+fn scan_trigger_two_v6_nmap(test: &str, path: Path) {
+    if !common::scan_test_or_skip(test) {
         return;
     }
-    scan_trigger_two(true);
+    scan_trigger_two(true, path);
 }
 
-fn scan_trigger_two(v6: bool) {
+both_paths!(
+    scan_trigger_two_v4_hping3:
+    scan_trigger_two_v4_hping3_nft,
+    scan_trigger_two_v4_hping3_packet
+);
+both_paths!(
+    scan_trigger_two_v6_nmap:
+    scan_trigger_two_v6_nmap_nft,
+    scan_trigger_two_v6_nmap_packet
+);
+
+fn scan_trigger_two(v6: bool, path: Path) {
     let lab = Lab::builder().peer("attacker").build();
     let def = &lab.defender;
     let atk = lab.peer("attacker");
     let _srv = TcpServer::start(&def.ns, OPEN);
-    let conf = Conf::new().set("SCAN_TRIGGER", "2");
-    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
-    d.wait_ready();
+    let conf = path.conf(Conf::new()).set("SCAN_TRIGGER", "2");
+    let d = path.start(def, &conf);
+    if path == Path::Nft {
+        d.check(
+            d.has_line("ports trapped in the kernel (log only; the daemon decides)"),
+            "with SCAN_TRIGGER=2 the traps must only log",
+        );
+    }
     let ip = atk.addr(v6);
     let dst = def.addr(v6);
     let hit = |port: u16| {
@@ -326,6 +567,7 @@ fn scan_trigger_two(v6: bool) {
         can_connect(&atk.ns, dst, OPEN, Duration::from_secs(2)),
         "attacker lost access after 2 hits",
     );
+    path.check_not_banned(&d, def, ip);
     hit(23);
     checks::assert_blocked(
         &d,
@@ -341,13 +583,15 @@ fn scan_trigger_two(v6: bool) {
             ports: &[23],
         },
     );
+    path.check_banned(&d, def, ip);
 }
 
 /// A KILL_ROUTE that fails is reported as a failure and never as "blocked"; the
-/// history file keeps its earlier lines across restarts.
-#[test]
-fn failing_kill_route_and_history_kept_across_restart() {
-    if !common::scan_test_or_skip("failing_kill_route_and_history_kept_across_restart") {
+/// history file keeps its earlier lines across restarts. On nftables the kernel ban
+/// holds regardless (and the host is recorded as blocked); on the packet socket
+/// nothing blocked the host, so it is not recorded and can still connect.
+fn failing_kill_route_and_history_kept_across_restart(test: &str, path: Path) {
+    if !common::scan_test_or_skip(test) {
         return;
     }
     let lab = Lab::builder().peer("first").peer("second").build();
@@ -358,7 +602,7 @@ fn failing_kill_route_and_history_kept_across_restart() {
 
     let old =
         "942286729 - 11/10/1999 20:18:49 Host: 198.19.255.77/198.19.255.77 Port: 111 TCP Blocked";
-    let mut conf = Conf::new().unset("KILL_HOSTS_DENY");
+    let mut conf = path.conf(Conf::new()).unset("KILL_HOSTS_DENY");
     let marker = conf.path("fail.out");
     std::fs::write(conf.history_path(), format!("{old}\n")).expect("seed history");
     let fail_cmd = format!(
@@ -370,8 +614,7 @@ fn failing_kill_route_and_history_kept_across_restart() {
 
     let ip = first.addr(false);
     {
-        let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
-        d.wait_ready();
+        let mut d = path.start(def, &conf);
         nmap(first, &["-sS", "-p", "21,22,23"], def.addr(false));
         d.check(
             d.wait_for_line(&alert_prefix(SYN, ip, "TCP"), REACT),
@@ -406,6 +649,35 @@ fn failing_kill_route_and_history_kept_across_restart() {
             !checks::has_drop_rule(def, ip),
             "a DROP rule appeared though KILL_ROUTE failed",
         );
+        let recorded = || {
+            HistoryLine::parse_all(&Conf::read(&conf.history_path()))
+                .iter()
+                .any(|h| h.ip == ip.to_string())
+        };
+        match path {
+            Path::Nft => {
+                path.check_banned(&d, def, ip);
+                d.check(
+                    !can_connect(&first.ns, def.addr(false), OPEN, Duration::from_secs(2)),
+                    "the kernel ban does not hold after the failed KILL_ROUTE",
+                );
+                d.check(
+                    common::wait_until(REACT, Duration::from_millis(100), recorded),
+                    "no history line for the source banned in the kernel",
+                );
+            }
+            Path::Packet => {
+                path.check_not_banned(&d, def, ip);
+                d.check(
+                    can_connect(&first.ns, def.addr(false), OPEN, Duration::from_secs(2)),
+                    "the source lost access though nothing blocked it",
+                );
+                d.check(
+                    !recorded(),
+                    "a source that was not blocked is in the history",
+                );
+            }
+        }
         d.stop();
         d.check(
             d.has_line("adminalert: PortSentry is shutting down"),
@@ -423,8 +695,7 @@ fn failing_kill_route_and_history_kept_across_restart() {
         "KILL_ROUTE",
         &format!("/bin/sh {} $TARGET$", common::script("block.sh")),
     );
-    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
-    d.wait_ready();
+    let d = path.start(def, &conf);
     let ip2 = second.addr(false);
     nmap(second, &["-sS", "-p", "21,22,23"], def.addr(false));
     let route = format!("attackalert: Host {ip2} has been blocked via dropped route");
@@ -450,4 +721,11 @@ fn failing_kill_route_and_history_kept_across_restart() {
         !can_connect(&second.ns, def.addr(false), OPEN, Duration::from_secs(2)),
         "second source can still connect",
     );
+    path.check_banned(&d, def, ip2);
 }
+
+both_paths!(
+    failing_kill_route_and_history_kept_across_restart:
+    failing_kill_route_and_history_kept_across_restart_nft,
+    failing_kill_route_and_history_kept_across_restart_packet
+);

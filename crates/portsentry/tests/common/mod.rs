@@ -10,6 +10,7 @@
 
 pub mod checks;
 pub mod daemon;
+pub mod kernel;
 pub mod lab;
 pub mod net;
 pub mod netns;
