@@ -41,7 +41,7 @@ pub struct Cli {
     pub audp: bool,
 
     /// Configuration file (PortSentry 1.2 or 2.x syntax).
-    #[arg(short = 'c', long = "configfile", value_name = "FILE")]
+    #[arg(short = 'c', long = "configfile", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Stay attached to the terminal and also log to stderr.
     #[arg(long = "foreground", short = 'F')]
@@ -55,7 +55,7 @@ pub struct Cli {
 
     /// Settings file for bans, the kernel fast path and the protected set (TOML).
     /// Default: /etc/portsentry/portsentry.toml when it exists, else built-in defaults.
-    #[arg(long = "settings", value_name = "FILE")]
+    #[arg(long = "settings", value_name = "FILE", global = true)]
     pub settings: Option<PathBuf>,
 
     /// Debian's mode selection file, read when no mode flag is given.

@@ -10,19 +10,19 @@ use std::net::IpAddr;
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 
+use crate::config::TomlSettings;
 use crate::control::{self, Request};
 use crate::kernel_bans::{describe, unix_now};
 use crate::nft::{BanSetWriter, Nft};
-use crate::settings::Settings;
 use crate::store;
 
 /// `portsentry list`: one line per ban in force.
-pub fn list(settings: &Settings) -> Result<()> {
+pub fn list(settings: &TomlSettings) -> Result<()> {
     let now = unix_now();
-    let state_file = &settings.toml.state.file;
+    let state_file = &settings.state.file;
     let loaded = store::load(state_file, now).map_err(|e| anyhow::anyhow!("{e}"))?;
     let book = loaded.into_book(crate::kernel_bans::BOOK_CAPACITY);
-    let table = &settings.toml.firewall.table;
+    let table = &settings.firewall.table;
     let kernel: BTreeMap<IpAddr, Option<std::time::Duration>> =
         match BanSetWriter::open(table).and_then(|mut w| w.list()) {
             Ok(bans) => bans.into_iter().map(|k| (k.addr, k.expires)).collect(),
@@ -70,9 +70,16 @@ pub fn list(settings: &Settings) -> Result<()> {
 
 /// `portsentry flush --all`: remove our table (and only it) and end every ban in the
 /// state file, keeping the offence history for escalation.
-pub fn flush_all(settings: &Settings) -> Result<()> {
+pub fn flush_all(settings: &TomlSettings) -> Result<()> {
+    // A running daemon owns the bans and re-installs its table; flushing under it
+    // would be undone within seconds.
+    if control::ask(&settings.control.socket, &Request::Status).is_ok() {
+        anyhow::bail!(
+            "the daemon is running: stop it first (systemctl stop portsentry), or lift single bans with `portsentry unban ADDR`"
+        );
+    }
     let now = unix_now();
-    let table = &settings.toml.firewall.table;
+    let table = &settings.firewall.table;
     if Nft::available() {
         Nft::new(table)?
             .remove()
@@ -81,7 +88,7 @@ pub fn flush_all(settings: &Settings) -> Result<()> {
     } else {
         println!("portsentry: nftables not available; no table to remove");
     }
-    let state_file = &settings.toml.state.file;
+    let state_file = &settings.state.file;
     let loaded = store::load(state_file, now).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut book = loaded.into_book(crate::kernel_bans::BOOK_CAPACITY);
     let keys: Vec<IpNet> = book.active(now).map(|b| b.key).collect();
@@ -102,8 +109,8 @@ pub fn flush_all(settings: &Settings) -> Result<()> {
 }
 
 /// Send one request to the daemon; print its reply; error if it refused.
-fn ask(settings: &Settings, request: &Request) -> Result<()> {
-    let reply = control::ask(&settings.toml.control.socket, request)?;
+fn ask(settings: &TomlSettings, request: &Request) -> Result<()> {
+    let reply = control::ask(&settings.control.socket, request)?;
     println!("{reply}");
     if reply.starts_with("ok") {
         Ok(())
@@ -114,7 +121,7 @@ fn ask(settings: &Settings, request: &Request) -> Result<()> {
 
 /// `portsentry ban TARGET [--time D | --permanent]`.
 pub fn ban(
-    settings: &Settings,
+    settings: &TomlSettings,
     target: &str,
     time: Option<std::time::Duration>,
     permanent: bool,
@@ -124,7 +131,7 @@ pub fn ban(
         if permanent {
             "permanent".to_string()
         } else {
-            time.unwrap_or(settings.toml.bans.time)
+            time.unwrap_or(settings.bans.time)
                 .as_secs()
                 .max(1)
                 .to_string()
@@ -135,12 +142,12 @@ pub fn ban(
 }
 
 /// `portsentry unban TARGET`.
-pub fn unban(settings: &Settings, target: &str) -> Result<()> {
+pub fn unban(settings: &TomlSettings, target: &str) -> Result<()> {
     let request = Request::parse(&format!("unban {target}")).map_err(anyhow::Error::msg)?;
     ask(settings, &request)
 }
 
 /// `portsentry status`.
-pub fn status(settings: &Settings) -> Result<()> {
+pub fn status(settings: &TomlSettings) -> Result<()> {
     ask(settings, &Request::Status)
 }

@@ -84,6 +84,8 @@ pub fn boottime_now() -> Millis {
 enum ToReporter {
     Probe(ProbeReport),
     Control(control::Pending),
+    /// Our table was re-created empty: put the bans in force back into it.
+    Restore,
     /// The capture thread ended: finish and save.
     Stop,
 }
@@ -118,7 +120,13 @@ struct PacketSource {
 /// The nftables side, when active.
 struct NativeFirewall {
     nft: Nft,
+    /// What was applied, to re-apply it if someone removes our table.
+    spec: TrapSpec,
 }
+
+/// How often the capture thread checks that our table is still there (an `nft flush
+/// ruleset` by another tool, e.g. a firewall reload, removes it).
+const TABLE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Counters of the capture thread, logged at stop.
 #[derive(Default)]
@@ -298,12 +306,19 @@ pub fn run(
         return result;
     }
     if let Some(fw) = &firewall {
-        match fw.nft.remove_traps() {
+        if !fw.nft.exists().unwrap_or(true) {
+            log.log(&format!(
+                "adminalert: table inet {} is gone (portsentry flush --all?): nothing to remove",
+                fw.nft.table()
+            ));
+        } else {
+            match fw.nft.remove_traps() {
             Ok(()) => log.log(&format!(
                 "adminalert: trap rules removed from table inet {}; bans stay in the kernel until they expire",
                 fw.nft.table()
             )),
             Err(e) => log.log(&format!("adminalert: ERROR: cannot remove the trap rules: {e}")),
+            }
         }
     }
     log.log("adminalert: PortSentry is shutting down");
@@ -492,7 +507,7 @@ fn start_nftables(
         settings.toml.state.file.clone(),
     )?;
     log_restored(log, settings, "nftables", restored);
-    Ok((reader, kernel, NativeFirewall { nft }))
+    Ok((reader, kernel, NativeFirewall { nft, spec }))
 }
 
 fn log_restored(log: &Logger, settings: &Settings, backend: &str, restored: Restored) {
@@ -581,6 +596,7 @@ impl Capture<'_> {
         };
         let mut protect_pending = false;
         let mut last_protect_refresh = Instant::now();
+        let mut last_table_check = Instant::now();
 
         while !shutdown.load(Ordering::Relaxed) {
             if reload.swap(false, Ordering::Relaxed) {
@@ -635,6 +651,10 @@ impl Capture<'_> {
                 protect_pending = false;
                 last_protect_refresh = Instant::now();
                 self.refresh_protected();
+            }
+            if last_table_check.elapsed() >= TABLE_CHECK_INTERVAL {
+                last_table_check = Instant::now();
+                self.check_table(&action_tx);
             }
         }
         // Blocking send: the reporter is draining, and must hear that we are done (the
@@ -745,6 +765,37 @@ impl Capture<'_> {
         }
     }
 
+    /// Re-install our table if something removed it, and have the bans put back.
+    fn check_table(&mut self, action_tx: &SyncSender<ToReporter>) {
+        let Some(fw) = self.firewall else { return };
+        match fw.nft.exists() {
+            Ok(true) => {}
+            Ok(false) => {
+                let result = fw.nft.apply(&fw.spec).and_then(|_| {
+                    let nets = gather_protected(self.settings, &self.protect_sources)
+                        .unwrap_or_else(|_| self.protect_sources.extra.clone());
+                    fw.nft.set_protected(&nets)
+                });
+                match result {
+                    Ok(()) => {
+                        self.log.log(&format!(
+                            "adminalert: WARNING: table inet {} was removed by something else (nft flush ruleset?); installed it again and putting the bans in force back",
+                            fw.nft.table()
+                        ));
+                        let _ = action_tx.send(ToReporter::Restore);
+                    }
+                    Err(e) => self.log.log(&format!(
+                        "adminalert: ERROR: table inet {} was removed and cannot be installed again: {e}",
+                        fw.nft.table()
+                    )),
+                }
+            }
+            Err(e) => self.log.log(&format!(
+                "adminalert: ERROR: cannot check our nftables table: {e}"
+            )),
+        }
+    }
+
     fn refresh_protected(&mut self) {
         let nets = match gather_protected(self.settings, &self.protect_sources) {
             Ok(nets) => nets,
@@ -816,6 +867,18 @@ fn report_loop(
                 let reply =
                     control_request(pending.request, &mut responder, &outcomes, log, started);
                 let _ = pending.reply.send(reply);
+            }
+            Ok(ToReporter::Restore) => {
+                if let Some(kernel) = responder.kernel_mut() {
+                    match kernel.put_back_missing() {
+                        Ok(n) => log.log(&format!(
+                            "adminalert: {n} bans in force put back into the kernel"
+                        )),
+                        Err(e) => log.log(&format!(
+                            "adminalert: ERROR: cannot put the bans back: {e:#}"
+                        )),
+                    }
+                }
             }
             Ok(ToReporter::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {}

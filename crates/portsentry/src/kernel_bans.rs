@@ -394,6 +394,22 @@ impl KernelBans {
         Ok(Some(ban))
     }
 
+    /// Put every ban in force that the kernel lacks back into it (after our table was
+    /// re-created). Returns how many were put back.
+    pub fn put_back_missing(&mut self) -> Result<usize> {
+        let now = unix_now();
+        let held: HashSet<IpNet> = self.target.held()?.into_iter().map(|h| h.key).collect();
+        let is_nft = matches!(self.target, BanTarget::Nftables { .. });
+        let missing: Vec<(IpNet, Option<Duration>)> = self
+            .book
+            .active(now)
+            .filter(|b| !held.contains(&b.key) && (is_nft || host_of(b.key).is_some()))
+            .map(|b| (b.key, remaining(b, now)))
+            .collect();
+        self.target.add_many(&missing)?;
+        Ok(missing.len())
+    }
+
     /// Save when the book changed and the last save is old enough (or `force`).
     /// Returns an error message to log, never fails the caller.
     pub fn maybe_save(&mut self, force: bool) -> Option<String> {

@@ -14,27 +14,29 @@ const EXIT_RUNTIME: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
-    let settings = match settings::from_cli(&cli) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("portsentry: configuration error: {e:#}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
+    // Client commands need only the TOML settings (socket, table, state file): they
+    // must work whatever state the legacy configuration is in.
     if let Some(command) = &cli.command {
+        let toml = match settings::toml_from_cli(&cli) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("portsentry: configuration error: {e:#}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
         let result = match command {
-            Subcommand::List => client::list(&settings),
+            Subcommand::List => client::list(&toml),
             Subcommand::Ban {
                 target,
                 time,
                 permanent,
-            } => client::ban(&settings, target, *time, *permanent),
-            Subcommand::Unban { target } => client::unban(&settings, target),
-            Subcommand::Status => client::status(&settings),
-            Subcommand::Flush { all: true } => client::flush_all(&settings),
+            } => client::ban(&toml, target, *time, *permanent),
+            Subcommand::Unban { target } => client::unban(&toml, target),
+            Subcommand::Status => client::status(&toml),
+            Subcommand::Flush { all: true } => client::flush_all(&toml),
             Subcommand::Flush { all: false } => {
                 eprintln!(
-                    "portsentry: flush needs --all (lifting single bans needs the control socket, not built yet)"
+                    "portsentry: flush needs --all; to lift one ban use `portsentry unban ADDR`"
                 );
                 return ExitCode::from(2);
             }
@@ -47,6 +49,13 @@ fn main() -> ExitCode {
             }
         };
     }
+    let settings = match settings::from_cli(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("portsentry: configuration error: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     if cli.check_config {
         for notice in &settings.notices {
             println!("{notice}");

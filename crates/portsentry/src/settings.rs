@@ -163,17 +163,7 @@ pub fn from_cli(cli: &Cli) -> Result<Settings> {
 
     let (tcp_mode, udp_mode) = select_modes(cli, &mut notices)?;
 
-    let toml_path = cli
-        .settings
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_SETTINGS_FILE));
-    let (toml, toml_source) = match config::load_toml_settings(&toml_path)? {
-        Some(t) => (t, toml_path.display().to_string()),
-        None if cli.settings.is_some() => {
-            bail!("settings file {} does not exist", toml_path.display())
-        }
-        None => (TomlSettings::default(), "built-in defaults".to_string()),
-    };
+    let (toml, toml_source) = load_toml(cli)?;
 
     let hosts_deny_file = cli
         .hosts_deny
@@ -266,10 +256,29 @@ pub fn from_cli(cli: &Cli) -> Result<Settings> {
     };
 
     let (ignore, ignore_file) = match &legacy.ignore_file {
-        Some(path) => (
-            config::load_ignore(path).with_context(|| format!("IGNORE_FILE {}", path.display()))?,
-            Some(path.clone()),
-        ),
+        Some(path) => {
+            // Debian generates portsentry.ignore from portsentry.ignore.static plus the
+            // host's own addresses (which our protected set covers) in its init script;
+            // without that step, read the static part rather than refuse to start.
+            let mut static_path = path.clone().into_os_string();
+            static_path.push(".static");
+            let static_path = PathBuf::from(static_path);
+            let path = if !path.exists() && static_path.exists() {
+                notices.push(format!(
+                    "adminalert: {} does not exist; using {} (this host's own addresses are protected anyway)",
+                    path.display(),
+                    static_path.display()
+                ));
+                static_path
+            } else {
+                path.clone()
+            };
+            (
+                config::load_ignore(&path)
+                    .with_context(|| format!("IGNORE_FILE {}", path.display()))?,
+                Some(path),
+            )
+        }
         None => {
             notices.push(format!(
                 "adminalert: WARNING: IGNORE_FILE is not set; only the loopback range is ignored (set it to {DEFAULT_IGNORE_FILE} to whitelist hosts)"
@@ -299,6 +308,27 @@ pub fn from_cli(cli: &Cli) -> Result<Settings> {
         toml,
         toml_source,
         notices,
+    })
+}
+
+/// The TOML settings alone (for the client commands).
+pub fn toml_from_cli(cli: &Cli) -> Result<TomlSettings> {
+    Ok(load_toml(cli)?.0)
+}
+
+/// `--settings FILE` (must exist), else the default file when it exists, else the
+/// built-in defaults; with where they came from.
+fn load_toml(cli: &Cli) -> Result<(TomlSettings, String)> {
+    let toml_path = cli
+        .settings
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_SETTINGS_FILE));
+    Ok(match config::load_toml_settings(&toml_path)? {
+        Some(t) => (t, toml_path.display().to_string()),
+        None if cli.settings.is_some() => {
+            bail!("settings file {} does not exist", toml_path.display())
+        }
+        None => (TomlSettings::default(), "built-in defaults".to_string()),
     })
 }
 

@@ -937,6 +937,13 @@ fn kernel_flush_all_removes_table_and_bans() {
         format!("portsentry list does not show the ban of {ip} in the kernel:\n{list}"),
     );
 
+    // With the daemon running, flush refuses (the daemon would re-install its table).
+    let refused = kernel::client(&def.ns, &conf, &["flush", "--all"]);
+    d.check(
+        !refused.success() && refused.stderr.contains("the daemon is running"),
+        format!("flush --all under a running daemon was not refused:\n{refused}"),
+    );
+    d.stop();
     let flush = kernel::client(&def.ns, &conf, &["flush", "--all"]);
     d.check(
         flush.success(),

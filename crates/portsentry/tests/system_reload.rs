@@ -93,3 +93,55 @@ fn sighup_applies_a_new_port_list_and_keeps_bans() {
         "second source not banned after the reload",
     );
 }
+
+/// Another tool's `nft flush ruleset` (a firewall reload) removes our table: the daemon
+/// notices within seconds, installs it again, and puts the bans in force back.
+#[test]
+fn table_removed_by_another_tool_is_reinstalled_with_its_bans() {
+    if !common::scan_test_or_skip("table_removed_by_another_tool_is_reinstalled_with_its_bans") {
+        return;
+    }
+    let lab = Lab::builder().peer("attacker").build();
+    let def = &lab.defender;
+    let atk = lab.peer("attacker");
+    let _srv = TcpServer::start(&def.ns, OPEN);
+    let conf = Conf::new().unset("KILL_ROUTE").unset("KILL_HOSTS_DENY");
+    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
+    d.wait_ready();
+    let t = Duration::from_secs(2);
+    let ip = atk.addr(false);
+    nmap(atk, &["-sS", "-p", "21-23"], def.addr(false));
+    d.check(
+        d.wait_for_line(&alert_prefix(SYN, ip, "TCP"), REACT),
+        "no alert",
+    );
+    d.check(
+        !can_connect(&atk.ns, def.addr(false), OPEN, t),
+        "not banned",
+    );
+    // Saved within a second; then someone flushes the whole ruleset.
+    std::thread::sleep(Duration::from_millis(1500));
+    def.ns.exec_ok(&["nft", "flush", "ruleset"], t);
+    d.check(
+        d.wait_for_line("was removed by something else", Duration::from_secs(20)),
+        "the daemon did not notice its table was gone",
+    );
+    d.check(
+        d.wait_for_line("bans in force put back into the kernel", REACT),
+        "no line about the bans put back",
+    );
+    d.check(
+        common::wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+            !can_connect(&atk.ns, def.addr(false), OPEN, Duration::from_secs(1))
+        }),
+        "the ban was not put back",
+    );
+    // And the traps work again: a new scanner is banned.
+    d.check(
+        def.ns
+            .exec(&["nft", "list", "table", "inet", "portsentry"], t)
+            .stdout
+            .contains("portsentry ban"),
+        "trap rules missing after the re-install",
+    );
+}
