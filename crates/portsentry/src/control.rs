@@ -100,7 +100,12 @@ pub fn serve(
     path: &Path,
     forward: impl Fn(Pending) -> bool + Send + 'static,
 ) -> io::Result<PathBuf> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        // Only a directory we create is made private; an existing one (say /run, or a
+        // directory of the admin's choosing) keeps its mode. The socket itself is 0600
+        // and the peer's uid is checked, whatever the directory allows.
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
@@ -115,7 +120,18 @@ pub fn serve(
             ));
         }
         Err(_) => {
-            let _ = std::fs::remove_file(path);
+            // A stale socket of an earlier run; never remove anything that is not a socket.
+            use std::os::unix::fs::FileTypeExt;
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} exists and is not a socket", path.display()),
+                    ));
+                }
+                Err(_) => {}
+            }
         }
     }
     let listener = UnixListener::bind(path)?;
