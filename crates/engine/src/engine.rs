@@ -168,6 +168,19 @@ pub struct Engine {
     ignored_log: HashMap<IpAddr, Damper>,
     actions: VecDeque<Action>,
     stats: EngineStats,
+    /// Cached [`Engine::poll_timeout`]: exact after a sweep or an outcome, lowered when
+    /// a source is created, possibly early otherwise.
+    next_deadline: Option<Millis>,
+}
+
+/// When a source's state can next be dropped; None while a response runs or a
+/// permanent ban holds.
+fn deadline(s: &SourceState, forget_after: Duration) -> Option<Millis> {
+    match s.status {
+        Status::Pending | Status::Blocked { until: None } => None,
+        Status::Blocked { until: Some(until) } => Some(until.max(s.last_hit + forget_after)),
+        _ => Some(s.last_hit + forget_after),
+    }
 }
 
 impl Engine {
@@ -186,6 +199,7 @@ impl Engine {
             ignored_log: HashMap::new(),
             actions: VecDeque::new(),
             stats: EngineStats::default(),
+            next_deadline: None,
         }
     }
 
@@ -341,20 +355,25 @@ impl Engine {
                 .get(key)
                 .is_some_and(|s| s.generation == *generation)
         });
+        self.recompute_deadline();
     }
 
-    /// When [`Engine::handle_timeout`] next has work to do, if ever.
+    /// When [`Engine::handle_timeout`] next has work to do, if ever. O(1): the daemon
+    /// asks at every turn of its loop. The answer may be early (a source seen again
+    /// since moves its own deadline later), never late; an early wake-up is a harmless
+    /// no-op that recomputes it.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        self.sources
+        self.next_deadline
+    }
+
+    /// Exact earliest deadline over all sources (O(n); after sweeps and outcomes).
+    fn recompute_deadline(&mut self) {
+        let forget_after = self.config.forget_after;
+        self.next_deadline = self
+            .sources
             .values()
-            .filter_map(|s| match s.status {
-                Status::Pending | Status::Blocked { until: None } => None,
-                Status::Blocked { until: Some(until) } => {
-                    Some(until.max(s.last_hit + self.config.forget_after))
-                }
-                _ => Some(s.last_hit + self.config.forget_after),
-            })
-            .min()
+            .filter_map(|s| deadline(s, forget_after))
+            .min();
     }
 
     /// Next action for the daemon to carry out, in the order they were decided.
@@ -428,6 +447,8 @@ impl Engine {
             },
         );
         self.order.push_back((key, generation));
+        let due = now + self.config.forget_after;
+        self.next_deadline = Some(self.next_deadline.map_or(due, |d| d.min(due)));
     }
 }
 
@@ -709,6 +730,26 @@ mod tests {
                 .iter()
                 .any(|a| matches!(a, Action::Respond { .. }))
         );
+    }
+
+    #[test]
+    fn poll_timeout_is_never_late_and_exact_after_a_sweep() {
+        let mut e = engine(5);
+        e.handle_probe(Millis(0), syn(v4(2), 1));
+        e.handle_probe(Millis(1000), syn(v4(3), 1));
+        let forget = e.config().forget_after;
+        assert_eq!(e.poll_timeout(), Some(Millis(0) + forget));
+        // v4(2) is seen again: its deadline moves later; the cached one may be early.
+        e.handle_probe(Millis(5000), syn(v4(2), 2));
+        let early = e.poll_timeout().unwrap();
+        assert!(early <= Millis(1000) + forget);
+        // Waking early is a no-op that makes the deadline exact again.
+        e.handle_timeout(early);
+        assert_eq!(e.tracked_sources(), 2);
+        assert_eq!(e.poll_timeout(), Some(Millis(1000) + forget));
+        e.handle_timeout(Millis(1000) + forget);
+        assert_eq!(e.tracked_sources(), 1);
+        assert_eq!(e.poll_timeout(), Some(Millis(5000) + forget));
     }
 
     #[test]
