@@ -13,6 +13,7 @@ pub mod logger;
 pub mod nflog;
 pub mod nft;
 pub mod notify;
+pub mod process;
 pub mod protect;
 pub mod records;
 pub mod resolve;
@@ -21,3 +22,5 @@ pub mod sensor;
 pub mod settings;
 pub mod sockets;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testns;

@@ -547,11 +547,8 @@ impl<'a> Iterator for Attrs<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::OsString;
-    use std::io::Write;
+    use crate::testns::{Netns, in_private_netns};
     use std::net::{TcpStream, UdpSocket};
-    use std::path::PathBuf;
-    use std::process::{Command, Stdio};
 
     // ---- in-place decoding, no privileges needed -------------------------------------------
 
@@ -687,111 +684,13 @@ mod tests {
 
     // ---- against the kernel, inside a private network namespace ----------------------------
 
-    /// Proof that the current thread lives in a network namespace of its own.
-    struct PrivateNetns {
-        ours: PathBuf,
-        original: PathBuf,
-    }
-
-    impl PrivateNetns {
-        /// Re-checked before every command that could touch a firewall.
-        fn assert_current(&self) {
-            let now = std::fs::read_link("/proc/thread-self/ns/net").expect("read own netns");
-            assert_eq!(now, self.ours, "test thread left its private netns");
-            assert_ne!(now, self.original, "test thread is in the original netns");
-            if let Ok(init) = std::fs::read_link("/proc/1/ns/net") {
-                assert_ne!(now, init, "test thread is in the root netns");
-            }
-        }
-    }
-
-    /// Runs `body` on a new thread that first moves itself into a new network namespace
-    /// (`unshare(CLONE_NEWNET)` affects only that thread; sockets it opens and processes it
-    /// spawns live there) and brings `lo` up. The namespace dies with the thread, nft tables
-    /// included. Without root: prints "skipped: needs root" and returns.
-    fn in_private_netns(name: &'static str, body: impl FnOnce(&PrivateNetns) + Send + 'static) {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: needs root ({name})");
-            return;
-        }
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                let original =
-                    std::fs::read_link("/proc/thread-self/ns/net").expect("read own netns");
-                // SAFETY: unshare with a valid flag; affects only the calling thread.
-                let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-                assert_eq!(
-                    rc,
-                    0,
-                    "unshare(CLONE_NEWNET): {}",
-                    io::Error::last_os_error()
-                );
-                let ours = std::fs::read_link("/proc/thread-self/ns/net").expect("read netns");
-                let ns = PrivateNetns { ours, original };
-                // /proc/1/ns/net may be unreadable (it is here); the comparison with the
-                // namespace the thread started in is what proves the move in any case.
-                ns.assert_current();
-                // Children spawned from this thread must land in the same namespace.
-                let child = Command::new("readlink")
-                    .arg("/proc/self/ns/net")
-                    .output()
-                    .expect("run readlink");
-                let child_ns = OsString::from(String::from_utf8_lossy(&child.stdout).trim());
-                assert_eq!(
-                    PathBuf::from(child_ns),
-                    ns.ours,
-                    "child not in the test netns"
-                );
-                run(&ns, &["ip", "link", "set", "lo", "up"]);
-                body(&ns);
-            })
-            .expect("spawn test thread");
-        if let Err(panic) = thread.join() {
-            std::panic::resume_unwind(panic);
-        }
-    }
-
-    fn run(ns: &PrivateNetns, argv: &[&str]) -> String {
-        ns.assert_current();
-        let out = Command::new(argv[0])
-            .args(&argv[1..])
-            .output()
-            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "{argv:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn nft_apply(ns: &PrivateNetns, ruleset: &str) {
-        ns.assert_current();
-        let mut child = Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nft");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(ruleset.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "nft -f - failed: {}\n{ruleset}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    fn nft_apply(ns: &Netns, ruleset: &str) {
+        ns.run_with_input(&["nft", "-f", "-"], ruleset);
     }
 
     /// `counter packets N` of the first counter in the pstest input chain.
-    fn nft_counter(ns: &PrivateNetns) -> u64 {
-        let listing = run(ns, &["nft", "list", "chain", "inet", "pstest", "input"]);
+    fn nft_counter(ns: &Netns) -> u64 {
+        let listing = ns.run(&["nft", "list", "chain", "inet", "pstest", "input"]);
         let at = listing.find("counter packets ").expect("a counter") + "counter packets ".len();
         listing[at..]
             .split_whitespace()
@@ -933,7 +832,7 @@ mod tests {
     /// Sends `count` UDP datagrams to 127.0.0.1:9 without reading, then drains, then sends a
     /// marker and reads until it arrives so every sequence gap is seen. Returns
     /// (received, overruns, logged by the kernel rule's counter, sent).
-    fn flood(ns: &PrivateNetns, reader: &mut NflogReader, count: usize) -> (u64, u64, u64, u64) {
+    fn flood(ns: &Netns, reader: &mut NflogReader, count: usize) -> (u64, u64, u64, u64) {
         nft_apply(ns, &trap_table(reader.group()));
         let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let mut sent = 0u64;

@@ -462,9 +462,8 @@ impl AsRawFd for ChangeWatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::{Command, Stdio};
+    use crate::testns::{Netns, in_private_netns};
     use std::time::{Duration, Instant};
-    use wait_timeout::ChildExt;
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()
@@ -544,113 +543,24 @@ domain example.invalid
 
     // ---- tests in a network namespace of their own (root only) ----
 
-    fn is_root() -> bool {
-        // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() == 0 }
-    }
-
-    /// Runs `body` on a new thread moved into a new, empty network namespace. Only that
-    /// thread moves; the namespace (with everything created in it) vanishes when the
-    /// thread ends, also when `body` panics.
-    fn in_private_netns(name: &str, body: impl FnOnce() + Send + 'static) {
-        if !is_root() {
-            eprintln!("\n*** skipped: needs root ({name}) ***\n");
-            return;
-        }
-        let name = name.to_string();
-        let thread = std::thread::spawn(move || {
-            let before = fs::read_link("/proc/thread-self/ns/net").unwrap();
-            // SAFETY: unshare only changes this thread's network namespace.
-            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                let e = io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::EPERM) {
-                    eprintln!(
-                        "\n*** skipped: needs root ({name}): unshare(CLONE_NEWNET): {e} ***\n"
-                    );
-                    return;
-                }
-                panic!("unshare(CLONE_NEWNET): {e}");
-            }
-            let ours = fs::read_link("/proc/thread-self/ns/net").unwrap();
-            let main = fs::read_link("/proc/self/ns/net").unwrap();
-            assert_ne!(
-                ours, before,
-                "unshare did not give this thread a new namespace"
-            );
-            assert_ne!(
-                ours, main,
-                "the test thread did not leave the process's namespace"
-            );
-            // PID 1's namespace may be unreadable (no ptrace access to PID 1); the two
-            // checks above already prove that this namespace is a fresh one.
-            match fs::read_link("/proc/1/ns/net") {
-                Ok(init) => {
-                    assert_ne!(ours, init, "refusing to change the root network namespace")
-                }
-                Err(e) => eprintln!("note ({name}): /proc/1/ns/net unreadable: {e}"),
-            }
-            // Children spawned from this thread must be in the new namespace too.
-            let child = run("readlink", &["/proc/self/ns/net"]);
-            assert_eq!(
-                child.trim(),
-                ours.to_str().unwrap(),
-                "a spawned command is not in the test namespace"
-            );
-            body();
-        });
-        if let Err(panic) = thread.join() {
-            std::panic::resume_unwind(panic);
-        }
-    }
-
-    /// Runs a command (bounded in time), asserts success, returns its stdout.
-    fn run(cmd: &str, args: &[&str]) -> String {
-        let mut child = Command::new(cmd)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-        let status = match child.wait_timeout(Duration::from_secs(20)).unwrap() {
-            Some(status) => status,
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{cmd} {args:?} timed out");
-            }
-        };
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            status.success(),
-            "{cmd} {args:?}: {status}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn ipcmd(args: &str) {
-        run("ip", &args.split_whitespace().collect::<Vec<_>>());
+    fn ipcmd(ns: &Netns, args: &str) {
+        let mut argv = vec!["ip"];
+        argv.extend(args.split_whitespace());
+        ns.run(&argv);
     }
 
     /// Adds a link that leads nowhere: `dummy`, or `ifb` (an equally dead end) on kernels
     /// built without the dummy driver.
-    fn add_dead_end_link(name: &str) {
-        let status = Command::new("ip")
-            .args(["link", "add", name, "type", "dummy"])
-            .stderr(Stdio::null())
-            .status()
-            .expect("cannot run ip");
-        if !status.success() {
+    fn add_dead_end_link(ns: &Netns, name: &str) {
+        if !ns.try_run(&["ip", "link", "add", name, "type", "dummy"]) {
             eprintln!("note: no dummy driver here; {name} is an ifb device");
-            ipcmd(&format!("link add {name} type ifb"));
+            ipcmd(ns, &format!("link add {name} type ifb"));
         }
     }
 
     /// d0 (a dummy) with addresses and default routes in several tables.
-    fn set_up_dummy() {
-        ipcmd("link set lo up");
-        add_dead_end_link("d0");
+    fn set_up_dummy(ns: &Netns) {
+        add_dead_end_link(ns, "d0");
         for cmd in [
             "link set d0 addrgenmode none",
             "addr add 198.18.7.1/24 dev d0",
@@ -666,7 +576,7 @@ domain example.invalid
             // Not a default route: its gateway is not protected.
             "route add 198.18.99.0/24 via 198.18.7.250 dev d0",
         ] {
-            ipcmd(cmd);
+            ipcmd(ns, cmd);
         }
     }
 
@@ -720,9 +630,12 @@ domain example.invalid
 
     /// Waits (at most five seconds) until linkwatch has given `dev` its operational state
     /// after `link set up` (`UNKNOWN` for a dummy or ifb device).
-    fn wait_operstate_settled(dev: &str) {
+    fn wait_operstate_settled(ns: &Netns, dev: &str) {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while run("ip", &["-o", "link", "show", dev]).contains("state DOWN") {
+        while ns
+            .run(&["ip", "-o", "link", "show", dev])
+            .contains("state DOWN")
+        {
             assert!(Instant::now() < deadline, "{dev} stays operationally down");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -742,8 +655,8 @@ domain example.invalid
 
     #[test]
     fn gather_in_private_netns() {
-        in_private_netns("protect::gather_in_private_netns", || {
-            set_up_dummy();
+        in_private_netns("protect::gather_in_private_netns", |ns| {
+            set_up_dummy(ns);
             let dir = tempfile::tempdir().unwrap();
             let got = gather(&sources(dir.path())).unwrap();
             assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
@@ -784,11 +697,11 @@ domain example.invalid
 
     #[test]
     fn change_watcher_in_private_netns() {
-        in_private_netns("protect::change_watcher_in_private_netns", || {
-            set_up_dummy();
+        in_private_netns("protect::change_watcher_in_private_netns", |ns| {
+            set_up_dummy(ns);
             let dir = tempfile::tempdir().unwrap();
             let src = sources(dir.path());
-            wait_operstate_settled("d0");
+            wait_operstate_settled(ns, "d0");
             let mut w = ChangeWatcher::open().unwrap();
 
             // Drain, and let the kernel's late events of the set-up land (linkwatch
@@ -809,14 +722,14 @@ domain example.invalid
             );
 
             // A new address: reported, and gathered again.
-            ipcmd("addr add 198.18.7.2/24 dev d0");
+            ipcmd(ns, "addr add 198.18.7.2/24 dev d0");
             assert!(wait_changed(&mut w), "new address not reported");
             let got = gather(&src).unwrap();
             assert_has(&got, &["198.18.7.1/32", "198.18.7.2/32"]);
             assert!(!w.changed(), "drained, yet a change reported");
 
             // The fd is readable when a notification is pending.
-            ipcmd("-6 route replace default via fd00:5e17::7:ee dev d0");
+            ipcmd(ns, "-6 route replace default via fd00:5e17::7:ee dev d0");
             let mut pfd = libc::pollfd {
                 fd: w.as_raw_fd(),
                 events: libc::POLLIN,
@@ -831,10 +744,10 @@ domain example.invalid
             assert_lacks(&got, &["fd00:5e17::7:fe/128"]);
 
             // Removing an address and a link change are reported too.
-            ipcmd("addr del 198.18.7.2/24 dev d0");
+            ipcmd(ns, "addr del 198.18.7.2/24 dev d0");
             assert!(wait_changed(&mut w), "address removal not reported");
             assert_lacks(&gather(&src).unwrap(), &["198.18.7.2/32"]);
-            add_dead_end_link("d1");
+            add_dead_end_link(ns, "d1");
             assert!(wait_changed(&mut w), "new link not reported");
         });
     }

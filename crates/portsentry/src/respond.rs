@@ -10,20 +10,18 @@
 //! - Macro values are produced by us (an IP address, a port number, a mode name), so the
 //!   `/bin/sh -c` that 1.2 configs rely on (`&&`, pipes) cannot be injected into.
 
-use std::io::Read;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use portsentry_engine::engine::Outcome;
 use portsentry_engine::{Probe, Proto};
-use wait_timeout::ChildExt;
 
 use crate::config::BlockMode;
 use crate::daemon::boottime_now;
 use crate::kernel_bans::{self, KernelBans};
 use crate::logger::Logger;
+use crate::process::{ProcessError, Run};
 use crate::records::{self, HostsDenyResult, RecordFile};
 
 /// How long one KILL_* command may run before it is killed and counted as failed.
@@ -319,56 +317,24 @@ fn run_step(log: &Logger, plan: &ResponsePlan, step: Step, target: IpAddr, port:
 
 /// Run `command` through `/bin/sh -c` (1.2 used `system()`), wait at most `limit`.
 /// Err carries a short reason: exit status, signal, time-out, or spawn error, plus the
-/// first line the command wrote to stderr.
+/// first line the command wrote to stderr. stdout goes to `/dev/null`; a background
+/// child of the command may keep stderr open, and is not waited for.
 pub fn run_shell(command: &str, limit: Duration) -> Result<(), String> {
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start /bin/sh: {e}"))?;
-    let status = match child.wait_timeout(limit) {
-        Ok(Some(status)) => status,
-        Ok(None) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("killed after {} s time limit", limit.as_secs()));
-        }
-        Err(e) => return Err(format!("wait failed: {e}")),
-    };
-    if status.success() {
-        return Ok(());
-    }
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        // Non-blocking: a background child of the command may still hold the pipe open,
-        // and its end must not be waited for.
-        use std::os::fd::AsRawFd;
-        // SAFETY: fcntl on a descriptor we own; no memory is passed.
-        unsafe {
-            let fd = pipe.as_raw_fd();
-            let flags = libc::fcntl(fd, libc::F_GETFL);
-            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-        }
-        let mut buf = [0u8; 4096];
-        if let Ok(n) = pipe.read(&mut buf) {
-            stderr = String::from_utf8_lossy(&buf[..n]).into_owned();
-        }
-    }
-    let reason = match status.code() {
-        Some(code) => format!("exit status {code}"),
-        None => "killed by a signal".to_string(),
-    };
-    match stderr
-        .lines()
-        .next()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-    {
-        Some(first) => Err(format!("{reason}: {first}")),
-        None => Err(reason),
+    let finished = Run::new("/bin/sh", &["-c", command], limit)
+        .discard_stdout()
+        .keep_at_most(4096)
+        .run()
+        .map_err(|e| match e {
+            ProcessError::Spawn { source, .. } => format!("cannot start /bin/sh: {source}"),
+            ProcessError::TimedOut { limit, .. } => {
+                format!("killed after {} s time limit", limit.as_secs())
+            }
+            ProcessError::Io { source, .. } => format!("wait failed: {source}"),
+        })?;
+    if finished.success() {
+        Ok(())
+    } else {
+        Err(finished.reason())
     }
 }
 
@@ -404,6 +370,18 @@ mod tests {
         assert_eq!(run_shell("true && exit 0", Duration::from_secs(5)), Ok(()));
         let err = run_shell("echo boom >&2; exit 3", Duration::from_secs(5)).unwrap_err();
         assert_eq!(err, "exit status 3: boom");
+        // A background child holding stderr open is not waited for.
+        let start = std::time::Instant::now();
+        let err = run_shell(
+            "echo gone >&2; sleep 30 >&2 & exit 3",
+            Duration::from_secs(5),
+        );
+        assert_eq!(err, Err("exit status 3: gone".to_string()));
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]

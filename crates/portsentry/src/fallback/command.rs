@@ -1,14 +1,13 @@
 //! Running `ipset`, `iptables` and `ip6tables`: an argument list (no shell), `LC_ALL=C`
 //! so that messages can be recognised, stdin fed and stdout/stderr drained on threads of
 //! their own (a large `ipset list` cannot fill the pipe and stall the tool), and a time
-//! limit after which the tool is killed.
+//! limit after which the tool is killed. The running itself is [`crate::process`]; this
+//! module adds the locale, the limit and the errors the fallback backends report.
 
-use std::io::{self, Read, Write};
-use std::process::{Command, Stdio};
-use std::thread;
+use std::io;
 use std::time::Duration;
 
-use wait_timeout::ChildExt;
+use crate::process::{self, ProcessError, Run};
 
 /// How long one tool run may take before it is killed. `iptables` waits up to
 /// [`XTABLES_LOCK_WAIT`] seconds for the xtables lock, well within this.
@@ -59,10 +58,7 @@ impl Output {
     pub fn failure(self) -> CommandError {
         CommandError::Failed {
             command: self.command,
-            status: match self.code {
-                Some(code) => format!("exit status {code}"),
-                None => "killed by a signal".to_string(),
-            },
+            status: process::status_text(self.code),
             stderr: self.stderr.trim().to_string(),
         }
     }
@@ -77,17 +73,6 @@ impl Output {
     }
 }
 
-/// The command line for messages: the arguments are fixed words and formatted
-/// addresses, so joining them with spaces is unambiguous.
-pub(super) fn display(program: &str, args: &[&str]) -> String {
-    let mut s = program.to_string();
-    for a in args {
-        s.push(' ');
-        s.push_str(a);
-    }
-    s
-}
-
 /// Runs `program args` from the calling thread (so in its network namespace), feeding
 /// `stdin` if given. `Err` only when it could not be run or timed out; a non-zero exit
 /// is an `Ok` [`Output`] for the caller to judge.
@@ -96,84 +81,21 @@ pub(super) fn run(
     args: &[&str],
     stdin: Option<Vec<u8>>,
 ) -> Result<Output, CommandError> {
-    let command = display(program, args);
-    let io_err = |source| CommandError::Io {
-        command: command.clone(),
-        source,
-    };
-    let mut child = Command::new(program)
-        .args(args)
-        .env("LC_ALL", "C")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(io_err)?;
-
-    let writer = match (stdin, child.stdin.take()) {
-        (Some(bytes), Some(mut pipe)) => Some(thread::spawn(move || pipe.write_all(&bytes))),
-        _ => None,
-    };
-    let stdout = child.stdout.take().map(drain);
-    let stderr = child.stderr.take().map(drain);
-
-    let status = match child.wait_timeout(COMMAND_TIME_LIMIT) {
-        Ok(Some(status)) => status,
-        Ok(None) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            // The reader threads end when the pipes close; they are not waited for.
-            return Err(CommandError::TimedOut {
-                command,
-                limit: COMMAND_TIME_LIMIT,
-            });
-        }
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(io_err(e));
-        }
-    };
-    let collect = |h: Option<thread::JoinHandle<io::Result<Vec<u8>>>>| -> io::Result<String> {
-        let bytes = match h {
-            Some(h) => h
-                .join()
-                .map_err(|_| io::Error::other("pipe reader panicked"))??,
-            None => Vec::new(),
-        };
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    };
-    let stdout = collect(stdout).map_err(io_err)?;
-    let stderr = collect(stderr).map_err(io_err)?;
-    if let Some(w) = writer {
-        let written = w
-            .join()
-            .map_err(|_| io_err(io::Error::other("stdin writer panicked")))?;
-        // A tool that exits early on bad input closes stdin (EPIPE): its exit status
-        // and stderr say why, so only a successful run with unwritten input is odd.
-        if let Err(e) = written
-            && status.success()
-        {
-            return Err(io_err(e));
-        }
+    let mut run = Run::new(program, args, COMMAND_TIME_LIMIT).env("LC_ALL", "C");
+    if let Some(bytes) = &stdin {
+        run = run.stdin(bytes);
     }
+    let finished = run.run().map_err(|e| match e {
+        ProcessError::Spawn { command, source } | ProcessError::Io { command, source } => {
+            CommandError::Io { command, source }
+        }
+        ProcessError::TimedOut { command, limit } => CommandError::TimedOut { command, limit },
+    })?;
     Ok(Output {
-        command,
-        code: status.code(),
-        stdout,
-        stderr,
-    })
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<io::Result<Vec<u8>>> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        pipe.read_to_end(&mut buf)?;
-        Ok(buf)
+        code: finished.code(),
+        command: finished.command,
+        stdout: finished.stdout,
+        stderr: finished.stderr,
     })
 }
 

@@ -1,89 +1,25 @@
 //! Tests against the real kernel and `nft`. Network safety (TESTING.md): each test
-//! runs on a thread of its own that first moves into a fresh network namespace
-//! (`unshare(CLONE_NEWNET)` affects only that thread; sockets it opens and processes
-//! it spawns live in the new namespace) and asserts that its namespace differs from
-//! PID 1's before any firewall call. Traffic only flows over a veth pair to a second
-//! namespace the test creates and deletes (Drop guard), with 198.18.0.0/15 and
-//! fd00:5e17::/64 addresses. Not root: `skipped: needs root` on stderr.
+//! runs in a private network namespace of its own ([`crate::testns`], which checks the
+//! move before any firewall call and runs every command with the namespace asserted).
+//! Traffic only flows over a veth pair to a second namespace the test creates and
+//! deletes ([`Peer`]), with 198.18.0.0/15 and fd00:5e17::/64 addresses. Not root:
+//! `skipped: needs root` on stderr, loudly.
 
-use std::io;
 use std::net::{IpAddr, TcpListener};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::*;
+use crate::testns::{self, Netns, Peer};
 
-/// Runs `body` on a new thread inside a new network namespace.
-fn in_netns(test: &str, body: impl FnOnce() + Send + 'static) {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root ({test})");
-        return;
-    }
-    let test = test.to_string();
-    let handle = std::thread::spawn(move || {
-        let netns = || std::fs::read_link("/proc/thread-self/ns/net").expect("own netns");
-        let before = netns();
-        // SAFETY: unshare(CLONE_NEWNET) changes only the calling thread's namespace.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            eprintln!(
-                "skipped: needs root (unshare: {}) ({test})",
-                io::Error::last_os_error()
-            );
-            return;
-        }
-        let own = netns();
-        assert_ne!(
-            own, before,
-            "unshare did not give this thread a new namespace"
-        );
-        let main = std::fs::read_link("/proc/self/ns/net").expect("main thread netns");
-        assert_ne!(
-            own, main,
-            "refusing to touch the firewall of the test process's namespace"
-        );
-        // PID 1's namespace may be unreadable (ptrace rules in containers); the
-        // comparisons above already prove we left the namespace we started in.
-        if let Ok(init) = std::fs::read_link("/proc/1/ns/net") {
-            assert_ne!(
-                own, init,
-                "refusing to touch the firewall of PID 1's namespace"
-            );
-        }
-        sh(&["ip", "link", "set", "lo", "up"]);
+/// Runs `body` in a private network namespace where `nft` must answer.
+fn in_netns(test: &str, body: impl FnOnce(&Netns) + Send + 'static) {
+    testns::in_private_netns(test, |ns| {
         assert!(
             Nft::available(),
             "nft must be installed and answer in a test namespace"
         );
-        body();
+        body(ns);
     });
-    if let Err(panic) = handle.join() {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-/// Runs a command that must succeed; returns its stdout.
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect(args[0]);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs a command that may fail; returns whether it succeeded.
-fn try_sh(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 fn spec(table: &str) -> TrapSpec {
@@ -108,13 +44,13 @@ fn find(bans: &[KernelBan], addr: &str) -> Option<KernelBan> {
     bans.iter().find(|b| b.addr == ip(addr)).cloned()
 }
 
-fn chain_text(table: &str, chain: &str) -> String {
-    sh(&["nft", "list", "chain", "inet", table, chain])
+fn chain_text(ns: &Netns, table: &str, chain: &str) -> String {
+    ns.run(&["nft", "list", "chain", "inet", table, chain])
 }
 
 #[test]
 fn apply_is_idempotent_and_keeps_bans() {
-    in_netns("apply_is_idempotent_and_keeps_bans", || {
+    in_netns("apply_is_idempotent_and_keeps_bans", |ns| {
         let nft = Nft::new("pst").unwrap();
         let s = spec("pst");
         assert!(!nft.exists().unwrap());
@@ -133,9 +69,12 @@ fn apply_is_idempotent_and_keeps_bans() {
         assert_eq!(bans.len(), 2, "{bans:?}");
         assert!(find(&bans, "198.18.0.9").unwrap().expires.unwrap() > Duration::from_secs(590));
         assert_eq!(find(&bans, "fd00:5e17::9").unwrap().expires, None);
-        assert!(sh(&["nft", "list", "set", "inet", "pst", "protected4"]).contains("198.18.7.0/24"));
+        assert!(
+            ns.run(&["nft", "list", "set", "inet", "pst", "protected4"])
+                .contains("198.18.7.0/24")
+        );
         // Rules were replaced, not appended.
-        let input = chain_text("pst", "input");
+        let input = chain_text(ns, "pst", "input");
         assert_eq!(input.matches("add @banned4").count(), 2, "{input}");
         // A changed timeout/size: updated in place on kernels that can, rebuilt
         // otherwise; the bans stay either way.
@@ -153,7 +92,7 @@ fn apply_is_idempotent_and_keeps_bans() {
 fn a_new_priority_rebuilds_the_table_and_carries_bans_over() {
     in_netns(
         "a_new_priority_rebuilds_the_table_and_carries_bans_over",
-        || {
+        |ns| {
             let nft = Nft::new("pst").unwrap();
             let s = spec("pst");
             nft.apply(&s).unwrap();
@@ -196,32 +135,35 @@ fn a_new_priority_rebuilds_the_table_and_carries_bans_over() {
                 find(&bans, "fd00:5e17::3").unwrap().expires.unwrap() <= Duration::from_secs(50)
             );
             assert!(
-                sh(&["nft", "list", "set", "inet", "pst", "protected6"])
+                ns.run(&["nft", "list", "set", "inet", "pst", "protected6"])
                     .contains("fd00:5e17:1::/64")
             );
-            assert!(chain_text("pst", "input").contains("hook input priority -20;"));
+            assert!(chain_text(ns, "pst", "input").contains("hook input priority -20;"));
         },
     );
 }
 
 #[test]
 fn remove_deletes_only_our_table() {
-    in_netns("remove_deletes_only_our_table", || {
-        sh(&["nft", "add", "table", "inet", "someone_else"]);
+    in_netns("remove_deletes_only_our_table", |ns| {
+        ns.run(&["nft", "add", "table", "inet", "someone_else"]);
         let nft = Nft::new("pst").unwrap();
         nft.apply(&spec("pst")).unwrap();
         assert!(nft.exists().unwrap());
         nft.remove().unwrap();
         assert!(!nft.exists().unwrap());
         nft.remove().unwrap();
-        assert!(sh(&["nft", "list", "tables"]).contains("table inet someone_else"));
+        assert!(
+            ns.run(&["nft", "list", "tables"])
+                .contains("table inet someone_else")
+        );
         nft.remove_traps().unwrap();
     });
 }
 
 #[test]
 fn remove_traps_keeps_bans_and_their_drop_rules() {
-    in_netns("remove_traps_keeps_bans_and_their_drop_rules", || {
+    in_netns("remove_traps_keeps_bans_and_their_drop_rules", |ns| {
         let nft = Nft::new("pst").unwrap();
         let s = spec("pst");
         nft.apply(&s).unwrap();
@@ -230,11 +172,11 @@ fn remove_traps_keeps_bans_and_their_drop_rules() {
             .add(ip("198.18.0.5"), Some(Duration::from_secs(60)))
             .unwrap();
         nft.remove_traps().unwrap();
-        let input = chain_text("pst", "input");
+        let input = chain_text(ns, "pst", "input");
         assert!(!input.contains("dport"), "{input}");
         assert!(input.contains("ip saddr @banned4 drop"), "{input}");
         assert!(input.contains("ip6 saddr @banned6 drop"), "{input}");
-        assert!(!chain_text("pst", "observe").contains("log"));
+        assert!(!chain_text(ns, "pst", "observe").contains("log"));
         assert_eq!(nft.list_bans().unwrap().len(), 1);
         assert!(nft.verify(&s).is_err(), "traps are gone");
         // Starting again restores the traps, the ban is still there.
@@ -245,7 +187,7 @@ fn remove_traps_keeps_bans_and_their_drop_rules() {
 
 #[test]
 fn set_protected_merges_and_replaces() {
-    in_netns("set_protected_merges_and_replaces", || {
+    in_netns("set_protected_merges_and_replaces", |ns| {
         let nft = Nft::new("pst").unwrap();
         nft.apply(&spec("pst")).unwrap();
         let nets: Vec<ipnet::IpNet> = [
@@ -262,30 +204,36 @@ fn set_protected_merges_and_replaces() {
         .map(|s| s.parse().unwrap())
         .collect();
         nft.set_protected(&nets).unwrap();
-        let p4 = sh(&["nft", "list", "set", "inet", "pst", "protected4"]);
+        let p4 = ns.run(&["nft", "list", "set", "inet", "pst", "protected4"]);
         assert!(p4.contains("198.18.0.0/16"), "{p4}");
         assert!(p4.contains("198.19.1.0/24"), "{p4}");
         assert!(p4.contains("198.19.2.0/23"), "{p4}");
         assert!(p4.contains("203.0.113.5"), "{p4}");
         assert!(!p4.contains("198.18.3.0"), "{p4}");
-        let p6 = sh(&["nft", "list", "set", "inet", "pst", "protected6"]);
+        let p6 = ns.run(&["nft", "list", "set", "inet", "pst", "protected6"]);
         assert!(p6.contains("fd00:5e17::/64"), "{p6}");
         nft.set_protected(&["198.51.100.0/24".parse().unwrap()])
             .unwrap();
-        let p4 = sh(&["nft", "list", "set", "inet", "pst", "protected4"]);
+        let p4 = ns.run(&["nft", "list", "set", "inet", "pst", "protected4"]);
         assert!(
             p4.contains("198.51.100.0/24") && !p4.contains("198.18.0.0"),
             "{p4}"
         );
-        assert!(!sh(&["nft", "list", "set", "inet", "pst", "protected6"]).contains("fd00"));
+        assert!(
+            !ns.run(&["nft", "list", "set", "inet", "pst", "protected6"])
+                .contains("fd00")
+        );
         nft.set_protected(&[]).unwrap();
-        assert!(!sh(&["nft", "list", "set", "inet", "pst", "protected4"]).contains("elements"));
+        assert!(
+            !ns.run(&["nft", "list", "set", "inet", "pst", "protected4"])
+                .contains("elements")
+        );
     });
 }
 
 #[test]
 fn writer_adds_replaces_and_deletes() {
-    in_netns("writer_adds_replaces_and_deletes", || {
+    in_netns("writer_adds_replaces_and_deletes", |ns| {
         let nft = Nft::new("pst").unwrap();
         nft.apply(&spec("pst")).unwrap();
         let mut w = BanSetWriter::open("pst").unwrap();
@@ -300,7 +248,7 @@ fn writer_adds_replaces_and_deletes() {
         }
         // nft sees the same.
         assert!(
-            sh(&["nft", "list", "set", "inet", "pst", "banned4"])
+            ns.run(&["nft", "list", "set", "inet", "pst", "banned4"])
                 .contains("198.18.0.1 timeout 3s expires")
         );
 
@@ -313,7 +261,7 @@ fn writer_adds_replaces_and_deletes() {
         let b = find(&nft.list_bans().unwrap(), "198.18.0.1").unwrap();
         assert_eq!((b.timeout, b.expires), (None, None));
         assert!(
-            sh(&["nft", "list", "set", "inet", "pst", "banned4"])
+            ns.run(&["nft", "list", "set", "inet", "pst", "banned4"])
                 .contains("elements = { 198.18.0.1 }")
         );
         w.add(ip("198.18.0.1"), Some(Duration::from_secs(20)))
@@ -348,7 +296,7 @@ fn writer_adds_replaces_and_deletes() {
 
 #[test]
 fn permanent_bans_outlive_the_set_timeout() {
-    in_netns("permanent_bans_outlive_the_set_timeout", || {
+    in_netns("permanent_bans_outlive_the_set_timeout", |ns| {
         let nft = Nft::new("pst").unwrap();
         let mut s = spec("pst");
         s.ban_timeout = Duration::from_secs(1);
@@ -357,7 +305,7 @@ fn permanent_bans_outlive_the_set_timeout() {
         w.add(ip("198.18.0.1"), None).unwrap();
         w.add(ip("fd00:5e17::1"), None).unwrap();
         // Added by nft without a timeout: the set default (1 s) applies.
-        sh(&[
+        ns.run(&[
             "nft",
             "add",
             "element",
@@ -377,7 +325,7 @@ fn permanent_bans_outlive_the_set_timeout() {
 
 #[test]
 fn writer_errors_name_the_kernel_errno() {
-    in_netns("writer_errors_name_the_kernel_errno", || {
+    in_netns("writer_errors_name_the_kernel_errno", |_| {
         let mut w = BanSetWriter::open("absent").unwrap();
         let e = w.add(ip("198.18.0.1"), None).unwrap_err();
         assert_eq!(kernel_errno(&e), Some(libc::ENOENT), "{e}");
@@ -389,7 +337,7 @@ fn writer_errors_name_the_kernel_errno() {
 
 #[test]
 fn add_many_restores_ten_thousand_bans_in_one_call() {
-    in_netns("add_many_restores_ten_thousand_bans_in_one_call", || {
+    in_netns("add_many_restores_ten_thousand_bans_in_one_call", |_| {
         let nft = Nft::new("pst").unwrap();
         nft.apply(&spec("pst")).unwrap();
         let mut bans = Vec::new();
@@ -434,94 +382,20 @@ fn add_many_restores_ten_thousand_bans_in_one_call() {
     });
 }
 
-/// A second namespace joined to the test's by a veth pair; deleted on drop.
-struct Peer {
-    name: String,
-}
-
-impl Peer {
-    fn new() -> Peer {
-        let name = format!("psnft{}x{}", std::process::id(), rand_suffix());
-        sh(&["ip", "netns", "add", &name]);
-        let peer = Peer { name };
-        sh(&[
-            "ip", "link", "add", "vps0", "type", "veth", "peer", "name", "vps1", "netns",
-            &peer.name,
-        ]);
-        sh(&["ip", "addr", "add", "198.18.0.1/24", "dev", "vps0"]);
-        sh(&[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            "fd00:5e17::1/64",
-            "dev",
-            "vps0",
-            "nodad",
-        ]);
-        sh(&["ip", "link", "set", "vps0", "up"]);
-        let n = peer.name.as_str();
-        for a in [
-            "198.18.0.2/24",
-            "198.18.0.3/24",
-            "198.18.0.4/24",
-            "198.18.0.5/24",
-            "198.18.0.6/24",
-        ] {
-            sh(&["ip", "-n", n, "addr", "add", a, "dev", "vps1"]);
-        }
-        sh(&[
-            "ip",
-            "-n",
-            n,
-            "-6",
-            "addr",
-            "add",
-            "fd00:5e17::2/64",
-            "dev",
-            "vps1",
-            "nodad",
-        ]);
-        sh(&["ip", "-n", n, "link", "set", "lo", "up"]);
-        sh(&["ip", "-n", n, "link", "set", "vps1", "up"]);
-        peer
-    }
-
-    /// Runs `args` in the peer namespace; whether it succeeded.
-    fn run(&self, args: &[&str]) -> bool {
-        let mut all = vec!["ip", "netns", "exec", self.name.as_str()];
-        all.extend_from_slice(args);
-        try_sh(&all)
-    }
-
-    /// TCP connect from `src` to `dst:port`, 1 s timeout.
-    fn connect(&self, src: &str, dst: &str, port: u16) -> bool {
-        self.run(&["nc", "-z", "-w1", "-s", src, dst, &port.to_string()])
-    }
-
-    fn udp(&self, src: &str, dst: &str, port: u16) {
-        let cmd = format!("echo probe | nc -u -w1 -s {src} {dst} {port}");
-        self.run(&["sh", "-c", &cmd]);
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = try_sh(&["ip", "netns", "del", &self.name]);
-    }
-}
-
-fn rand_suffix() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_probe_to_a_trap_is_banned_by_the_kernel() {
-    in_netns("a_probe_to_a_trap_is_banned_by_the_kernel", || {
-        let peer = Peer::new();
+    in_netns("a_probe_to_a_trap_is_banned_by_the_kernel", |ns| {
+        let peer = Peer::new(
+            ns,
+            &[
+                "198.18.0.2/24",
+                "198.18.0.3/24",
+                "198.18.0.4/24",
+                "198.18.0.5/24",
+                "198.18.0.6/24",
+                "fd00:5e17::2/64",
+            ],
+        );
         let nft = Nft::new("pst").unwrap();
         nft.apply(&spec("pst")).unwrap();
         nft.set_protected(&["198.18.0.4/32".parse().unwrap()])
@@ -561,7 +435,7 @@ fn a_probe_to_a_trap_is_banned_by_the_kernel() {
         assert!(peer.connect("198.18.0.4", "198.18.0.1", 80));
 
         // Backscatter (SYN+ACK) and RSTs never ban; a FIN probe does.
-        if Command::new("hping3").arg("--version").output().is_ok() {
+        if ns.output(&["hping3", "--version"], None).is_ok() {
             let hping = |flags: &str| {
                 peer.run(&[
                     "hping3",
@@ -588,7 +462,7 @@ fn a_probe_to_a_trap_is_banned_by_the_kernel() {
                 "FIN probe not banned"
             );
         } else {
-            eprintln!("skipped part: hping3 missing (SYN+ACK/RST/FIN checks)");
+            testns::loud("skipped part: hping3 missing (SYN+ACK/RST/FIN checks)");
         }
 
         // Stopped daemon: no new bans, old ones still drop.

@@ -23,14 +23,13 @@ mod netlink;
 pub mod ruleset;
 
 use std::fmt::Write as _;
-use std::io::{self, Read as _, Write as _};
+use std::io;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use wait_timeout::ChildExt as _;
 
+use crate::process::{ProcessError, Run};
 pub use netlink::{BanSetWriter, KernelError, kernel_errno};
 use ruleset::{
     CHAIN_INPUT, CHAIN_OBSERVE, SET_BANNED4, SET_BANNED6, SET_PROTECTED4, SET_PROTECTED6,
@@ -109,63 +108,20 @@ fn nft_binary() -> &'static str {
 
 /// Runs `nft args…` with `stdin`, bounded by [`NFT_TIMEOUT`].
 fn run_nft(op: &'static str, args: &[&str], stdin: Option<&str>) -> Result<Output, NftError> {
-    let run = |source| NftError::Run { op, source };
-    let mut child = Command::new(nft_binary())
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(run)?;
-    // Feed and drain on threads: a big transaction or listing must not deadlock on
-    // a full pipe.
-    let writer = child.stdin.take().map(|mut w| {
-        let text = stdin.unwrap_or_default().to_owned();
-        std::thread::spawn(move || w.write_all(text.as_bytes()))
-    });
-    let reader = |r: Option<Box<dyn io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_string(&mut s);
-            }
-            s
-        })
-    };
-    let out = reader(
-        child
-            .stdout
-            .take()
-            .map(|r| Box::new(r) as Box<dyn io::Read + Send>),
-    );
-    let err = reader(
-        child
-            .stderr
-            .take()
-            .map(|r| Box::new(r) as Box<dyn io::Read + Send>),
-    );
-    let status = match child.wait_timeout(NFT_TIMEOUT).map_err(run)? {
-        Some(status) => status,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(NftError::Timeout(NFT_TIMEOUT, op));
-        }
-    };
-    if let Some(w) = writer {
-        // nft may exit before reading everything (a syntax error): its stderr says why.
-        let _ = w.join();
+    let mut run = Run::new(nft_binary(), args, NFT_TIMEOUT);
+    if let Some(text) = stdin {
+        run = run.stdin(text.as_bytes());
     }
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
+    let finished = run.run().map_err(|e| match e {
+        ProcessError::Spawn { source, .. } | ProcessError::Io { source, .. } => {
+            NftError::Run { op, source }
+        }
+        ProcessError::TimedOut { .. } => NftError::Timeout(NFT_TIMEOUT, op),
+    })?;
     Ok(Output {
-        ok: status.success(),
-        stdout,
-        stderr: stderr.trim().to_string(),
+        ok: finished.success(),
+        stderr: finished.stderr.trim().to_string(),
+        stdout: finished.stdout,
     })
 }
 
