@@ -29,8 +29,17 @@ use crate::store;
 
 /// Longest time a changed book waits before it is saved.
 pub const SAVE_INTERVAL: Duration = Duration::from_secs(1);
-/// Records the book keeps (live bans and remembered offenders).
-pub const BOOK_CAPACITY: usize = 1 << 20;
+/// Past this many records a save (the whole file, fsync'd) is spaced out to
+/// [`SAVE_INTERVAL_LARGE`]: under a flood of bans the kernel keeps them anyway, and
+/// what a crash loses in between is adopted back from the kernel at start.
+const LARGE_BOOK: usize = 10_000;
+const SAVE_INTERVAL_LARGE: Duration = Duration::from_secs(10);
+/// Records the book keeps (live bans and remembered offenders): about 200 bytes each in
+/// memory and in the state file, so at most ~13 MiB. The kernel sets hold up to
+/// [`crate::nft::DEFAULT_SET_SIZE`] bans per family regardless; past this bound the book
+/// forgets offence history first, then the bans ending soonest (their kernel elements
+/// still expire on their own).
+pub const BOOK_CAPACITY: usize = 65_536;
 
 /// Seconds since the Unix epoch, for ban expiry that must survive reboots.
 pub fn unix_now() -> u64 {
@@ -413,7 +422,12 @@ impl KernelBans {
     /// Save when the book changed and the last save is old enough (or `force`).
     /// Returns an error message to log, never fails the caller.
     pub fn maybe_save(&mut self, force: bool) -> Option<String> {
-        if !self.dirty || (!force && self.last_save.elapsed() < SAVE_INTERVAL) {
+        let interval = if self.book.len() > LARGE_BOOK {
+            SAVE_INTERVAL_LARGE
+        } else {
+            SAVE_INTERVAL
+        };
+        if !self.dirty || (!force && self.last_save.elapsed() < interval) {
             return None;
         }
         self.save(unix_now()).err().map(|e| format!("{e:#}"))
