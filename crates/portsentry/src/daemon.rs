@@ -944,12 +944,37 @@ fn housekeeping(responder: &mut Responder, log: &Logger, force_save: bool) {
     let Some(kernel) = responder.kernel_mut() else {
         return;
     };
-    for (ban, err) in kernel.take_expired() {
+    let now = crate::kernel_bans::unix_now();
+    let ended = kernel.take_expired();
+    // A ban the full book had to drop is not over: it still runs out in the kernel.
+    let (expired, dropped): (Vec<_>, Vec<_>) = ended
+        .into_iter()
+        .partition(|(ban, _)| ban.expires_at.is_some_and(|t| t <= now));
+    if !dropped.is_empty() {
+        log.log(&format!(
+            "adminalert: WARNING: ban book full: {} bans forgotten early (most recent offences kept){}",
+            dropped.len(),
+            if kernel.expires_by_itself() {
+                "; their kernel elements still expire on time"
+            } else {
+                "; they were lifted"
+            }
+        ));
+    }
+    // One line per ended ban, except in bulk (a flood ending): then one summary.
+    const MAX_LINES: usize = 10;
+    if expired.len() > MAX_LINES {
+        log.log(&format!("adminalert: {} bans ended", expired.len()));
+    }
+    for (ban, err) in expired.iter().chain(dropped.iter()) {
         match err {
-            None => log.log(&format!(
-                "adminalert: ban on {} ended (offence {})",
-                ban.key, ban.offences
-            )),
+            None if expired.len() <= MAX_LINES && ban.expires_at.is_some_and(|t| t <= now) => {
+                log.log(&format!(
+                    "adminalert: ban on {} ended (offence {})",
+                    ban.key, ban.offences
+                ));
+            }
+            None => {}
             Some(e) => log.log(&format!(
                 "adminalert: ERROR: ban on {} ended but could not be removed: {e}",
                 ban.key

@@ -34,8 +34,9 @@ pub const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// what a crash loses in between is adopted back from the kernel at start.
 const LARGE_BOOK: usize = 10_000;
 const SAVE_INTERVAL_LARGE: Duration = Duration::from_secs(10);
-/// Records the book keeps (live bans and remembered offenders): about 200 bytes each in
-/// memory and in the state file, so at most ~13 MiB. The kernel sets hold up to
+/// Records the book keeps (live bans and remembered offenders): about 600 bytes each in
+/// memory with their indexes (~40 MiB when full, measured by the `book_memory` example)
+/// and ~170 bytes each in the state file. The kernel sets hold up to
 /// [`crate::nft::DEFAULT_SET_SIZE`] bans per family regardless; past this bound the book
 /// forgets offence history first, then the bans ending soonest (their kernel elements
 /// still expire on their own).
@@ -454,6 +455,12 @@ impl KernelBans {
                 (ban, err)
             })
             .collect()
+    }
+
+    /// Does the kernel end bans by itself (nftables, ipset), or does the daemon remove
+    /// them (iptables, routes)?
+    pub fn expires_by_itself(&self) -> bool {
+        self.target.expires_by_itself()
     }
 
     pub fn active_count(&self) -> usize {
