@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use portsentry_engine::Proto;
 use portsentry_engine::engine::EngineConfig;
 use portsentry_engine::ignore::IgnoreSet;
-use portsentry_engine::ports::Watch;
+use portsentry_engine::ports::{PortSet, Watch};
 
 use crate::cli::{Cli, DEFAULT_CONFIG};
 use crate::config::{self, BlockMode, LegacyConfig, TcpMode, TomlSettings, UdpMode};
@@ -280,9 +280,11 @@ pub fn from_cli(cli: &Cli) -> Result<Settings> {
             )
         }
         None => {
-            notices.push(format!(
-                "adminalert: WARNING: IGNORE_FILE is not set; only the loopback range is ignored (set it to {DEFAULT_IGNORE_FILE} to whitelist hosts)"
-            ));
+            if cli.config.is_some() || Path::new(DEFAULT_CONFIG).exists() {
+                notices.push(format!(
+                    "adminalert: WARNING: IGNORE_FILE is not set; only the loopback range is ignored (set it to {DEFAULT_IGNORE_FILE} to whitelist hosts)"
+                ));
+            }
             (loopback_ignore(), None)
         }
     };
@@ -345,6 +347,10 @@ fn embedded_defaults() -> LegacyConfig {
     LegacyConfig {
         block_tcp: BlockMode::Block,
         block_udp: BlockMode::Block,
+        // As the upstream and Debian configs ship: ident and NetBIOS for TCP; RIP,
+        // NetBIOS and DHCP for UDP, whose broadcasts and replies are not scans.
+        advanced_exclude_tcp: PortSet::parse_list("113,139").expect("valid port list"),
+        advanced_exclude_udp: PortSet::parse_list("520,138,137,67").expect("valid port list"),
         history_file: Some(PathBuf::from(DEFAULT_HISTORY_FILE)),
         blocked_file: Some(PathBuf::from(DEFAULT_BLOCKED_FILE)),
         ignore_file: Path::new(DEFAULT_IGNORE_FILE)

@@ -250,3 +250,45 @@ fn systemd_unit_is_valid_and_uses_existing_options() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// With no configuration file at all (the README's quick start), the daemon runs on its
+/// embedded defaults: advanced TCP and UDP with the usual excludes, blocking through the
+/// kernel fast path, 1 h bans. Hiding an installed /etc/portsentry needs a private mount
+/// namespace, hence root; the host's /etc is never changed.
+#[test]
+fn embedded_defaults_when_no_config_file_exists() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root (embedded_defaults_when_no_config_file_exists)");
+        return;
+    }
+    let script = format!(
+        "[ -d /etc/portsentry ] && mount -t tmpfs none /etc/portsentry; exec {} --defaults-file /nonexistent --check-config",
+        env!("CARGO_BIN_EXE_portsentry")
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("configuration OK (built-in defaults (no config file))"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mode atcp: ports below 1024 except 113,139, block"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mode audp: ports below 1024 except 67,137-138,520, block"),
+        "{text}"
+    );
+    assert!(text.contains("fast path on"), "{text}");
+    assert!(text.contains("bans: 1h first"), "{text}");
+    assert!(!text.contains("WARNING"), "{text}");
+}
