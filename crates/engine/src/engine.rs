@@ -70,6 +70,10 @@ pub enum Action {
     AlreadyBlocked { probe: Probe, suppressed: u32 },
     /// A hit from a source on the ignore list; it is never acted on.
     Ignored { probe: Probe, suppressed: u32 },
+    /// The damping period of a source ended with hits that were not logged: `count`
+    /// of them, the last being `probe`. Without this line a fast scan would show only
+    /// its first probe.
+    Suppressed { probe: Probe, count: u32 },
 }
 
 /// How a response ended, as the responder observed it.
@@ -134,20 +138,33 @@ struct SourceState {
 struct Damper {
     last_emitted: Option<Millis>,
     suppressed: u32,
+    /// The most recent suppressed probe, for the summary line when the period ends.
+    last_suppressed: Option<Probe>,
 }
 
 impl Damper {
-    /// Returns `Some(suppressed_before)` when a line may be emitted now.
-    fn admit(&mut self, now: Millis, period: Duration) -> Option<u32> {
+    /// Returns `Some(suppressed_before)` when a line may be emitted now; otherwise the
+    /// probe is counted (and remembered for the summary).
+    fn admit(&mut self, now: Millis, period: Duration, probe: Probe) -> Option<u32> {
         match self.last_emitted {
             Some(t) if now.since(t) < period => {
                 self.suppressed = self.suppressed.saturating_add(1);
+                self.last_suppressed = Some(probe);
                 None
             }
             _ => {
                 self.last_emitted = Some(now);
+                self.last_suppressed = None;
                 Some(std::mem::take(&mut self.suppressed))
             }
+        }
+    }
+
+    /// When the suppressed hits are due to be summarised, if any are waiting.
+    fn flush_due(&self, period: Duration) -> Option<Millis> {
+        match (self.suppressed, self.last_emitted) {
+            (0, _) | (_, None) => None,
+            (_, Some(t)) => Some(t + period),
         }
     }
 }
@@ -173,13 +190,24 @@ pub struct Engine {
     next_deadline: Option<Millis>,
 }
 
-/// When a source's state can next be dropped; None while a response runs or a
-/// permanent ban holds.
-fn deadline(s: &SourceState, forget_after: Duration) -> Option<Millis> {
-    match s.status {
+/// When a source next needs the timer: its suppressed hits are due to be summarised, or
+/// its state can be dropped (never while a response runs or a permanent ban holds).
+fn deadline(s: &SourceState, forget_after: Duration, damping: Duration) -> Option<Millis> {
+    let drop_at = match s.status {
         Status::Pending | Status::Blocked { until: None } => None,
         Status::Blocked { until: Some(until) } => Some(until.max(s.last_hit + forget_after)),
         _ => Some(s.last_hit + forget_after),
+    };
+    match (drop_at, s.damper.flush_due(damping)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Lower the cached deadline to `due`, if that is earlier.
+fn lower(next: &mut Option<Millis>, due: Option<Millis>) {
+    if let Some(due) = due {
+        *next = Some(next.map_or(due, |d| d.min(due)));
     }
 }
 
@@ -256,12 +284,16 @@ impl Engine {
         match state.status {
             Status::Blocked { .. } => {
                 self.stats.already_blocked += 1;
-                match state.damper.admit(now, config_damping) {
+                match state.damper.admit(now, config_damping, probe) {
                     Some(suppressed) => self
                         .actions
                         .push_back(Action::AlreadyBlocked { probe, suppressed }),
                     None => self.stats.suppressed_lines += 1,
                 }
+                lower(
+                    &mut self.next_deadline,
+                    state.damper.flush_due(config_damping),
+                );
                 state.last_hit = now;
                 return;
             }
@@ -275,6 +307,10 @@ impl Engine {
                     probe,
                     config_damping,
                 );
+                lower(
+                    &mut self.next_deadline,
+                    state.damper.flush_due(config_damping),
+                );
                 return;
             }
             Status::Failed { at } if now.since(at) < config.retry_after_failure => {
@@ -286,6 +322,10 @@ impl Engine {
                     now,
                     probe,
                     config_damping,
+                );
+                lower(
+                    &mut self.next_deadline,
+                    state.damper.flush_due(config_damping),
                 );
                 return;
             }
@@ -321,7 +361,12 @@ impl Engine {
         }
         if let Some(state) = self.sources.get_mut(&key) {
             // A new status starts a new damping period, so the first "already
-            // blocked" line comes at once and carries the hits suppressed meanwhile.
+            // blocked" line comes at once; the hits suppressed while the response ran
+            // are summarised now (on the kernel fast path no further probe may come).
+            if let Some(probe) = state.damper.last_suppressed.take() {
+                let count = std::mem::take(&mut state.damper.suppressed);
+                self.actions.push_back(Action::Suppressed { probe, count });
+            }
             state.damper.last_emitted = None;
             state.status = match outcome {
                 Outcome::Blocked { until } => Status::Blocked { until },
@@ -340,6 +385,16 @@ impl Engine {
     /// Housekeeping: forget idle sources that are not blocked. Spurious calls are
     /// harmless.
     pub fn handle_timeout(&mut self, now: Millis) {
+        let damping = self.config.log_damping;
+        for state in self.sources.values_mut() {
+            if state.damper.flush_due(damping).is_some_and(|t| t <= now)
+                && let Some(probe) = state.damper.last_suppressed.take()
+            {
+                let count = std::mem::take(&mut state.damper.suppressed);
+                state.damper.last_emitted = None;
+                self.actions.push_back(Action::Suppressed { probe, count });
+            }
+        }
         let forget_after = self.config.forget_after;
         self.sources.retain(|_, s| {
             let live_ban = match s.status {
@@ -369,10 +424,11 @@ impl Engine {
     /// Exact earliest deadline over all sources (O(n); after sweeps and outcomes).
     fn recompute_deadline(&mut self) {
         let forget_after = self.config.forget_after;
+        let damping = self.config.log_damping;
         self.next_deadline = self
             .sources
             .values()
-            .filter_map(|s| deadline(s, forget_after))
+            .filter_map(|s| deadline(s, forget_after, damping))
             .min();
     }
 
@@ -389,7 +445,7 @@ impl Engine {
         probe: Probe,
         period: Duration,
     ) {
-        match state.damper.admit(now, period) {
+        match state.damper.admit(now, period, probe) {
             Some(suppressed) => {
                 stats.alerts += 1;
                 actions.push_back(Action::Alert { probe, suppressed });
@@ -405,7 +461,7 @@ impl Engine {
             self.ignored_log.clear();
         }
         let damper = self.ignored_log.entry(probe.src).or_default();
-        match damper.admit(now, self.config.log_damping) {
+        match damper.admit(now, self.config.log_damping, probe) {
             Some(suppressed) => self
                 .actions
                 .push_back(Action::Ignored { probe, suppressed }),
@@ -592,10 +648,16 @@ mod tests {
         e.handle_probe(Millis(7), syn(v4(2), 61));
         assert_eq!(
             drain(&mut e),
-            vec![Action::AlreadyBlocked {
-                probe: syn(v4(2), 60),
-                suppressed: 48
-            }]
+            vec![
+                Action::Suppressed {
+                    probe: syn(v4(2), 49),
+                    count: 48
+                },
+                Action::AlreadyBlocked {
+                    probe: syn(v4(2), 60),
+                    suppressed: 0
+                }
+            ]
         );
     }
 
@@ -750,6 +812,31 @@ mod tests {
         e.handle_timeout(Millis(1000) + forget);
         assert_eq!(e.tracked_sources(), 1);
         assert_eq!(e.poll_timeout(), Some(Millis(5000) + forget));
+    }
+
+    #[test]
+    fn suppressed_hits_are_summarised_when_the_damping_period_ends() {
+        let mut e = engine(0);
+        e.handle_probe(Millis(0), syn(v4(2), 1));
+        drain(&mut e);
+        // The rest of a fast scan arrives while the response runs: not logged one by one.
+        for port in 2..=100 {
+            e.handle_probe(Millis(u64::from(port)), syn(v4(2), port));
+        }
+        assert!(drain(&mut e).is_empty());
+        let due = e.poll_timeout().expect("a summary is due");
+        assert_eq!(due, Millis(0) + e.config().log_damping);
+        e.handle_timeout(due);
+        assert_eq!(
+            drain(&mut e),
+            vec![Action::Suppressed {
+                probe: syn(v4(2), 100),
+                count: 99
+            }]
+        );
+        // Nothing more to say until new hits come.
+        e.handle_timeout(due + Duration::from_secs(120));
+        assert!(drain(&mut e).is_empty());
     }
 
     #[test]

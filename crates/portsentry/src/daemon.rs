@@ -741,7 +741,8 @@ impl Capture<'_> {
                 Action::Alert { probe, .. }
                 | Action::Respond { probe }
                 | Action::AlreadyBlocked { probe, .. }
-                | Action::Ignored { probe, .. } => *probe,
+                | Action::Ignored { probe, .. }
+                | Action::Suppressed { probe, .. } => *probe,
             };
             let kernel_banned = matches!(action, Action::Respond { .. })
                 && self.kernel_banned.remove(&probe.src).is_some();
@@ -1029,6 +1030,12 @@ fn report_one(
         Action::Respond { .. } => {
             let outcome = responder.respond(log, &probe, &name, kernel_banned);
             let _ = outcomes.send(Feedback::Outcome(ip, proto, outcome));
+        }
+        Action::Suppressed { count, .. } => {
+            log.log(&format!(
+                "attackalert: {count} more hits from host: {name}/{ip} were not logged (the last to {proto} port: {})",
+                probe.dport
+            ));
         }
         Action::AlreadyBlocked { suppressed, .. } => {
             log.log(&format!(
