@@ -281,55 +281,34 @@ impl Engine {
             state.hits = 0;
             state.damper = Damper::default();
         }
-        match state.status {
-            Status::Blocked { .. } => {
+        // A response is running, was not needed, or failed too recently to retry:
+        // the hit is only reported (damped).
+        let holding = match state.status {
+            Status::Pending | Status::Reported => true,
+            Status::Failed { at } => now.since(at) < config.retry_after_failure,
+            Status::Watching | Status::Blocked { .. } => false,
+        };
+        let blocked = state.status.is_blocked();
+        if blocked || holding {
+            if blocked {
                 self.stats.already_blocked += 1;
-                match state.damper.admit(now, config_damping, probe) {
-                    Some(suppressed) => self
-                        .actions
-                        .push_back(Action::AlreadyBlocked { probe, suppressed }),
-                    None => self.stats.suppressed_lines += 1,
+            }
+            match state.damper.admit(now, config_damping, probe) {
+                Some(suppressed) if blocked => self
+                    .actions
+                    .push_back(Action::AlreadyBlocked { probe, suppressed }),
+                Some(suppressed) => {
+                    self.stats.alerts += 1;
+                    self.actions.push_back(Action::Alert { probe, suppressed });
                 }
-                lower(
-                    &mut self.next_deadline,
-                    state.damper.flush_due(config_damping),
-                );
-                state.last_hit = now;
-                return;
+                None => self.stats.suppressed_lines += 1,
             }
-            Status::Pending | Status::Reported => {
-                state.last_hit = now;
-                Self::damped_alert(
-                    &mut self.actions,
-                    &mut self.stats,
-                    state,
-                    now,
-                    probe,
-                    config_damping,
-                );
-                lower(
-                    &mut self.next_deadline,
-                    state.damper.flush_due(config_damping),
-                );
-                return;
-            }
-            Status::Failed { at } if now.since(at) < config.retry_after_failure => {
-                state.last_hit = now;
-                Self::damped_alert(
-                    &mut self.actions,
-                    &mut self.stats,
-                    state,
-                    now,
-                    probe,
-                    config_damping,
-                );
-                lower(
-                    &mut self.next_deadline,
-                    state.damper.flush_due(config_damping),
-                );
-                return;
-            }
-            Status::Failed { .. } | Status::Watching => {}
+            state.last_hit = now;
+            lower(
+                &mut self.next_deadline,
+                state.damper.flush_due(config_damping),
+            );
+            return;
         }
         if now.since(state.last_hit) >= config.forget_after {
             state.hits = 0;
@@ -435,23 +414,6 @@ impl Engine {
     /// Next action for the daemon to carry out, in the order they were decided.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
-    }
-
-    fn damped_alert(
-        actions: &mut VecDeque<Action>,
-        stats: &mut EngineStats,
-        state: &mut SourceState,
-        now: Millis,
-        probe: Probe,
-        period: Duration,
-    ) {
-        match state.damper.admit(now, period, probe) {
-            Some(suppressed) => {
-                stats.alerts += 1;
-                actions.push_back(Action::Alert { probe, suppressed });
-            }
-            None => stats.suppressed_lines += 1,
-        }
     }
 
     fn note_ignored(&mut self, now: Millis, probe: Probe) {
