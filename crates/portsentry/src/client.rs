@@ -12,6 +12,7 @@ use ipnet::IpNet;
 
 use crate::config::TomlSettings;
 use crate::control::{self, Request};
+use crate::fallback::{self, BanBackend};
 use crate::kernel_bans::{describe, unix_now};
 use crate::nft::{BanSetWriter, Nft};
 use crate::store;
@@ -68,8 +69,9 @@ pub fn list(settings: &TomlSettings) -> Result<()> {
     Ok(())
 }
 
-/// `portsentry flush --all`: remove our table (and only it) and end every ban in the
-/// state file, keeping the offence history for escalation.
+/// `portsentry flush --all`: remove our table (and only it), the bans of the fallback
+/// backends, and end every ban in the state file, keeping the offence history for
+/// escalation.
 pub fn flush_all(settings: &TomlSettings) -> Result<()> {
     // A running daemon owns the bans and re-installs its table; flushing under it
     // would be undone within seconds.
@@ -88,6 +90,23 @@ pub fn flush_all(settings: &TomlSettings) -> Result<()> {
     } else {
         println!("portsentry: nftables not available; no table to remove");
     }
+    // The fallback backends each remove only what they installed (our ipset sets and
+    // their rule, rules with our comment, routes of our protocol), so all are asked.
+    let mut fallbacks: Vec<Box<dyn BanBackend>> = Vec::new();
+    if fallback::IpsetBackend::available() {
+        fallbacks.push(Box::new(fallback::IpsetBackend::new()));
+    }
+    if fallback::IptablesBackend::available() {
+        fallbacks.push(Box::new(fallback::IptablesBackend::new()));
+    }
+    if let Ok(route) = fallback::RouteBackend::new(fallback::RouteKind::default()) {
+        fallbacks.push(Box::new(route));
+    }
+    for mut backend in fallbacks {
+        backend
+            .teardown()
+            .with_context(|| format!("cannot remove the {} bans", backend.name()))?;
+    }
     let state_file = &settings.state.file;
     let loaded = store::load(state_file, now).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut book = loaded.into_book(crate::kernel_bans::BOOK_CAPACITY);
@@ -95,7 +114,7 @@ pub fn flush_all(settings: &TomlSettings) -> Result<()> {
     for key in &keys {
         book.unban(*key, now);
     }
-    // Nothing is left to remove from a firewall: the table is gone.
+    // Nothing is left to remove from a firewall: the table and fallback bans are gone.
     book.set_settled_through(now);
     if state_file.exists() || !keys.is_empty() {
         store::save(state_file, &book, now).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -88,3 +88,56 @@ fn fallback_iptables_bans_and_expires() {
 fn fallback_route_bans_and_expires() {
     fallback_bans_and_expires("route", "fallback_route_bans_and_expires");
 }
+
+/// `portsentry flush --all` also lifts the bans of a fallback backend (here one iptables
+/// rule per address, which nothing else would remove while the daemon is stopped).
+#[test]
+fn flush_all_lifts_fallback_bans() {
+    if !common::root_or_skip(
+        "flush_all_lifts_fallback_bans",
+        &["nmap", "iptables", "ip6tables"],
+    ) {
+        return;
+    }
+    let lab = Lab::builder().peer("attacker").build();
+    let def = &lab.defender;
+    let atk = lab.peer("attacker");
+    let _srv = TcpServer::start(&def.ns, OPEN);
+    let conf = Conf::new()
+        .unset("KILL_ROUTE")
+        .unset("KILL_HOSTS_DENY")
+        .toml("[firewall]\nbackend = \"iptables\"\n");
+    let mut d = Daemon::start(&def.ns, &conf, &["-atcp"]);
+    d.wait_ready();
+    let t = Duration::from_secs(2);
+    let ip = atk.addr(false);
+    nmap(atk, &["-sS", "-p", "21-23"], def.addr(false));
+    d.check(
+        d.wait_for_line(
+            &format!("attackalert: Host {ip} has been banned in the kernel (iptables) for 1h"),
+            REACT,
+        ),
+        "no iptables ban",
+    );
+    d.stop();
+    d.check(
+        !can_connect(&atk.ns, def.addr(false), OPEN, t),
+        "the ban did not outlive the daemon",
+    );
+    let bin = env!("CARGO_BIN_EXE_portsentry");
+    let settings = conf.settings_path().display().to_string();
+    let out = def.ns.exec(
+        &[bin, "--settings", &settings, "flush", "--all"],
+        Duration::from_secs(30),
+    );
+    d.check(out.success(), format!("flush --all: {out}"));
+    let rules = def.ns.exec(&["iptables", "-S", "INPUT"], t).stdout;
+    d.check(
+        !rules.contains("portsentry"),
+        format!("our iptables rule is left:\n{rules}"),
+    );
+    d.check(
+        can_connect(&atk.ns, def.addr(false), OPEN, t),
+        "flush --all did not lift the ban",
+    );
+}
