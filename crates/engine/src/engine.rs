@@ -152,12 +152,24 @@ impl Damper {
                 self.last_suppressed = Some(probe);
                 None
             }
-            _ => {
-                self.last_emitted = Some(now);
-                self.last_suppressed = None;
-                Some(std::mem::take(&mut self.suppressed))
-            }
+            _ => Some(self.restart(now)),
         }
+    }
+
+    /// A line about the source is written at `now`: a new period starts, and the count
+    /// of hits suppressed before it is returned (for that line to carry).
+    fn restart(&mut self, now: Millis) -> u32 {
+        self.last_emitted = Some(now);
+        self.last_suppressed = None;
+        std::mem::take(&mut self.suppressed)
+    }
+
+    /// Take the summary of the suppressed hits (the last one and their count), if any;
+    /// the next hit then starts a new period at once.
+    fn flush(&mut self) -> Option<(Probe, u32)> {
+        let probe = self.last_suppressed.take()?;
+        self.last_emitted = None;
+        Some((probe, std::mem::take(&mut self.suppressed)))
     }
 
     /// When the suppressed hits are due to be summarised, if any are waiting.
@@ -193,14 +205,19 @@ pub struct Engine {
 /// When a source next needs the timer: its suppressed hits are due to be summarised, or
 /// its state can be dropped (never while a response runs or a permanent ban holds).
 fn deadline(s: &SourceState, forget_after: Duration, damping: Duration) -> Option<Millis> {
-    let drop_at = match s.status {
+    match (drop_at(s, forget_after), s.damper.flush_due(damping)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// When a source's state can be dropped: never while a response runs or a permanent
+/// ban holds; else after its ban and `forget_after` of quiet.
+fn drop_at(s: &SourceState, forget_after: Duration) -> Option<Millis> {
+    match s.status {
         Status::Pending | Status::Blocked { until: None } => None,
         Status::Blocked { until: Some(until) } => Some(until.max(s.last_hit + forget_after)),
         _ => Some(s.last_hit + forget_after),
-    };
-    match (drop_at, s.damper.flush_due(damping)) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
 
@@ -321,8 +338,7 @@ impl Engine {
         }
         // Triggered: the alert line is always written for the hit that acts, and it
         // restarts the damping period for later hits of this source.
-        let suppressed = std::mem::take(&mut state.damper.suppressed);
-        state.damper.last_emitted = Some(now);
+        let suppressed = state.damper.restart(now);
         state.status = Status::Pending;
         self.stats.alerts += 1;
         self.stats.responses += 1;
@@ -342,8 +358,7 @@ impl Engine {
             // A new status starts a new damping period, so the first "already
             // blocked" line comes at once; the hits suppressed while the response ran
             // are summarised now (on the kernel fast path no further probe may come).
-            if let Some(probe) = state.damper.last_suppressed.take() {
-                let count = std::mem::take(&mut state.damper.suppressed);
+            if let Some((probe, count)) = state.damper.flush() {
                 self.actions.push_back(Action::Suppressed { probe, count });
             }
             state.damper.last_emitted = None;
@@ -367,22 +382,14 @@ impl Engine {
         let damping = self.config.log_damping;
         for state in self.sources.values_mut() {
             if state.damper.flush_due(damping).is_some_and(|t| t <= now)
-                && let Some(probe) = state.damper.last_suppressed.take()
+                && let Some((probe, count)) = state.damper.flush()
             {
-                let count = std::mem::take(&mut state.damper.suppressed);
-                state.damper.last_emitted = None;
                 self.actions.push_back(Action::Suppressed { probe, count });
             }
         }
         let forget_after = self.config.forget_after;
-        self.sources.retain(|_, s| {
-            let live_ban = match s.status {
-                Status::Blocked { until } => until.is_none_or(|u| now < u),
-                Status::Pending => true,
-                _ => false,
-            };
-            live_ban || now.since(s.last_hit) < forget_after
-        });
+        self.sources
+            .retain(|_, s| drop_at(s, forget_after).is_none_or(|t| now < t));
         let sources = &self.sources;
         self.order.retain(|(key, generation)| {
             sources
@@ -465,8 +472,10 @@ impl Engine {
             },
         );
         self.order.push_back((key, generation));
-        let due = now + self.config.forget_after;
-        self.next_deadline = Some(self.next_deadline.map_or(due, |d| d.min(due)));
+        lower(
+            &mut self.next_deadline,
+            Some(now + self.config.forget_after),
+        );
     }
 }
 
@@ -799,6 +808,37 @@ mod tests {
         // Nothing more to say until new hits come.
         e.handle_timeout(due + Duration::from_secs(120));
         assert!(drain(&mut e).is_empty());
+    }
+
+    #[test]
+    fn retrigger_after_failed_response_does_not_leave_an_empty_summary() {
+        let mut e = engine(0);
+        e.handle_probe(Millis(0), syn(v4(2), 1));
+        drain(&mut e);
+        e.handle_outcome(Millis(10), v4(2), Proto::Tcp, Outcome::Failed);
+        // Within the back-off: one alert line, then damped hits.
+        e.handle_probe(Millis(20), syn(v4(2), 2));
+        e.handle_probe(Millis(30), syn(v4(2), 3));
+        drain(&mut e);
+        // After the back-off the hit acts again and carries the damped count.
+        let retry = Millis(10) + e.config().retry_after_failure;
+        e.handle_probe(retry, syn(v4(2), 4));
+        let actions = drain(&mut e);
+        assert_eq!(
+            actions[0],
+            Action::Alert {
+                probe: syn(v4(2), 4),
+                suppressed: 1
+            }
+        );
+        e.handle_outcome(retry, v4(2), Proto::Tcp, Outcome::Blocked { until: None });
+        e.handle_timeout(retry + Duration::from_secs(3600));
+        assert!(
+            !drain(&mut e)
+                .iter()
+                .any(|a| matches!(a, Action::Suppressed { .. })),
+            "the count was already carried by the alert"
+        );
     }
 
     #[test]
