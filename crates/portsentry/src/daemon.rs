@@ -650,7 +650,7 @@ impl Capture<'_> {
             if protect_pending && last_protect_refresh.elapsed() >= PROTECT_REFRESH_MIN_INTERVAL {
                 protect_pending = false;
                 last_protect_refresh = Instant::now();
-                self.refresh_protected();
+                self.refresh_protected("addresses or routes changed");
             }
             if last_table_check.elapsed() >= TABLE_CHECK_INTERVAL {
                 last_table_check = Instant::now();
@@ -772,17 +772,15 @@ impl Capture<'_> {
         match fw.nft.exists() {
             Ok(true) => {}
             Ok(false) => {
-                let result = fw.nft.apply(&fw.spec).and_then(|_| {
-                    let nets = gather_protected(self.settings, &self.protect_sources)
-                        .unwrap_or_else(|_| self.protect_sources.extra.clone());
-                    fw.nft.set_protected(&nets)
-                });
-                match result {
-                    Ok(()) => {
+                match fw.nft.apply(&fw.spec) {
+                    Ok(_) => {
                         self.log.log(&format!(
                             "adminalert: WARNING: table inet {} was removed by something else (nft flush ruleset?); installed it again and putting the bans in force back",
                             fw.nft.table()
                         ));
+                        // The same refresh as on an address change: kernel set and
+                        // engine ignore list stay one list.
+                        self.refresh_protected("table installed again");
                         let _ = action_tx.send(ToReporter::Restore);
                     }
                     Err(e) => self.log.log(&format!(
@@ -797,7 +795,8 @@ impl Capture<'_> {
         }
     }
 
-    fn refresh_protected(&mut self) {
+    /// Re-read the protected networks and load them into our table and the engine.
+    fn refresh_protected(&mut self, why: &str) {
         let nets = match gather_protected(self.settings, &self.protect_sources) {
             Ok(nets) => nets,
             Err(e) => {
@@ -817,7 +816,7 @@ impl Capture<'_> {
         }
         self.engine.set_ignore(ignore_set(&nets));
         self.log.log(&format!(
-            "adminalert: addresses or routes changed: {} protected networks",
+            "adminalert: {why}: {} protected networks",
             nets.len()
         ));
     }
@@ -946,7 +945,7 @@ fn housekeeping(responder: &mut Responder, log: &Logger, force_save: bool) {
         return;
     };
     let now = crate::kernel_bans::unix_now();
-    let ended = kernel.take_expired();
+    let ended = kernel.take_expired(now);
     // A ban the full book had to drop is not over: it still runs out in the kernel.
     let (expired, dropped): (Vec<_>, Vec<_>) = ended
         .into_iter()

@@ -434,11 +434,12 @@ impl KernelBans {
         self.save(unix_now()).err().map(|e| format!("{e:#}"))
     }
 
-    /// Bans that ran out since the last call. The kernel already dropped nftables and
-    /// ipset bans; iptables rules and routes are removed here. Returns each ended ban
-    /// with an error text if its removal failed.
-    pub fn take_expired(&mut self) -> Vec<(Ban, Option<String>)> {
-        let expired = self.book.take_expired(unix_now());
+    /// Bans that ran out by `now` since the last call, and bans a full book dropped
+    /// early (the caller tells them apart with the same `now`). The kernel already
+    /// dropped expired nftables and ipset bans; iptables rules and routes are removed
+    /// here. Returns each ended ban with an error text if its removal failed.
+    pub fn take_expired(&mut self, now: u64) -> Vec<(Ban, Option<String>)> {
+        let expired = self.book.take_expired(now);
         if expired.is_empty() {
             return Vec::new();
         }
