@@ -18,6 +18,8 @@ pub const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
 /// from TCP_MODE/UDP_MODE in /etc/default/portsentry, or default to -atcp -audp.
 #[derive(Debug, Parser)]
 #[command(name = "portsentry", version, about, long_about = None, after_help = AFTER_HELP)]
+#[command(group = clap::ArgGroup::new("tcp_mode").args(["tcp", "stcp", "atcp"]).multiple(false))]
+#[command(group = clap::ArgGroup::new("udp_mode").args(["udp", "sudp", "audp"]).multiple(false))]
 pub struct Cli {
     /// Classic TCP mode (1.2 `-tcp`); runs as stealth mode on TCP_PORTS for now.
     #[arg(long = "tcp")]

@@ -373,13 +373,7 @@ fn select_modes(
     notices: &mut Vec<String>,
 ) -> Result<(Option<TcpMode>, Option<UdpMode>)> {
     let (tcp, udp) = if cli.has_mode_flag() {
-        let tcp_count = [cli.tcp, cli.stcp, cli.atcp].iter().filter(|b| **b).count();
-        let udp_count = [cli.udp, cli.sudp, cli.audp].iter().filter(|b| **b).count();
-        if tcp_count > 1 || udp_count > 1 {
-            bail!(
-                "usage: give at most one TCP mode (-tcp, -stcp, -atcp) and one UDP mode (-udp, -sudp, -audp)"
-            );
-        }
+        // At most one per protocol: clap's argument groups refuse more (exit 2).
         let tcp = if cli.atcp {
             Some(TcpMode::Advanced)
         } else if cli.stcp {

@@ -114,7 +114,12 @@ fn two_tcp_modes_are_a_usage_error() {
         .arg("--check-config")
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
