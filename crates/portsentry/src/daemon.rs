@@ -6,9 +6,10 @@
 //!   in the kernel, ban on the very packet when the fast path is on, and log it to an
 //!   NFLOG group; the daemon reads that group. The kernel's `socket` check already
 //!   excluded ports in use and our own connections.
-//! - **packet socket** (no nftables, or `backend = "none"`): AF_PACKET with a BPF
+//! - **packet socket** (no nftables, or another `backend`): AF_PACKET with a BPF
 //!   filter, the classifier (ACK/Maimon from our RSTs), and a live sock_diag check of
-//!   ports in use. Bans are then only what the legacy KILL_* commands do.
+//!   ports in use. Bans then go to a fallback backend (ipset, iptables, routes), or
+//!   with `backend = "none"` are only what the legacy KILL_* commands do.
 //!
 //! ```text
 //!  capture thread                                         reporter thread
@@ -325,7 +326,6 @@ pub fn run(
     result
 }
 
-/// Decide whether bans go to our nftables table.
 /// Where bans go.
 enum Chosen {
     Nftables,
@@ -479,7 +479,7 @@ fn start_nftables(
         .context("cannot load the protected set")?;
     if let nft::Applied::Rebuilt { bans, protected } = applied {
         log.log(&format!(
-            "adminalert: table inet {} rebuilt for a changed definition; {bans} bans and {protected} protected entries carried over",
+            "adminalert: table inet {} rebuilt for a changed definition; {bans} host bans and {protected} protected entries carried over (network bans are put back from the state file)",
             fw.table
         ));
     }

@@ -47,7 +47,8 @@ pub struct Responder {
     tcp_blocked: Option<RecordFile>,
     udp_blocked: Option<RecordFile>,
     history: Option<RecordFile>,
-    /// Native bans in the nftables sets, when that backend is active.
+    /// The ban book and its kernel side: nftables sets, a fallback backend, or (with
+    /// `backend = "none"`) only a record of what the KILL_* commands did.
     kernel: Option<KernelBans>,
 }
 
@@ -83,7 +84,8 @@ impl Responder {
         self.kernel.as_mut()
     }
 
-    /// Native ban first (when enabled), then the legacy chain.
+    /// The native ban of the probe's source, when the book has a kernel side; None if
+    /// there is none or it failed (the failure is logged).
     fn native_ban(&mut self, log: &Logger, probe: &Probe, kernel_banned: bool) -> Option<Outcome> {
         let kernel = self.kernel.as_mut().filter(|k| k.is_native())?;
         let target = probe.src;

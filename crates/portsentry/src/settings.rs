@@ -16,7 +16,7 @@ use crate::config::{self, BlockMode, LegacyConfig, TcpMode, TomlSettings, UdpMod
 use crate::respond::ResponsePlan;
 
 /// Embedded defaults used when no config file exists (the quick start): advanced
-/// stealth TCP and UDP, log only, records under Debian's paths.
+/// stealth TCP and UDP, blocking through the native ban, records under Debian's paths.
 pub const DEFAULT_HISTORY_FILE: &str = "/var/lib/portsentry/portsentry.history";
 pub const DEFAULT_BLOCKED_FILE: &str = "/var/lib/portsentry/portsentry.blocked";
 pub const DEFAULT_IGNORE_FILE: &str = "/etc/portsentry/portsentry.ignore";

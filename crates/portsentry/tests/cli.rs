@@ -209,6 +209,9 @@ fn man_page_documents_every_option_of_help() {
         }
     }
     assert!(checked >= 10, "help parsing found only {checked} options");
+    for (key, _) in portsentry::config::legacy_keys() {
+        assert!(man.contains(key), "man page lacks the config key {key}");
+    }
     for legacy in ["\\-atcp", "\\-audp", "\\-stcp", "\\-sudp"] {
         assert!(man.contains(legacy), "man page lacks {legacy}");
     }

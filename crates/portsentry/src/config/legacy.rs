@@ -272,7 +272,7 @@ const KEYS: &[Key] = &[
     },
 ];
 
-/// Every known key with its one-line doc, for `--help`, the man page and `check-config`.
+/// Every known key with its one-line doc (the tests check the man page against it).
 pub fn legacy_keys() -> impl Iterator<Item = (&'static str, &'static str)> {
     KEYS.iter().map(|k| (k.name, k.doc))
 }

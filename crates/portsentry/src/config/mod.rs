@@ -9,8 +9,9 @@
 //! validated types and collect every problem with file:line, because a security daemon
 //! refuses to start on a config error rather than guess what the admin meant.
 //!
-//! Files are read as bytes and decoded lossily: a Latin-1 comment must not stop the daemon,
-//! while a value holding undecodable bytes is still refused by its parser (it sees U+FFFD).
+//! The legacy files are read as bytes and decoded lossily: a Latin-1 comment must not stop
+//! the daemon, while a value holding undecodable bytes is still refused by its parser (it
+//! sees U+FFFD). portsentry.toml is ours and must be UTF-8, as TOML requires.
 
 mod debian;
 mod legacy;

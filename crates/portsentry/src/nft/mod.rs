@@ -14,10 +14,11 @@
 //! - when a changed definition cannot be applied in place (for instance a new hook
 //!   priority: the kernel cannot change it on an existing chain, or a set change an
 //!   older kernel refuses), [`Nft::apply`] rebuilds the table in one transaction and
-//!   carries every ban over with its remaining time (and the protected list), see
-//!   [`Applied::Rebuilt`];
-//! - `nft` is forked only for rare events (apply, verify, remove, protected list); a
-//!   ban from the user-space decision path is one netlink batch.
+//!   carries the host bans over with their remaining time (and the protected list), see
+//!   [`Applied::Rebuilt`]; network bans (`bannednet4/6`) are not carried, the daemon puts
+//!   them back from its state file right after, and the UDP flow memory starts empty;
+//! - `nft` is forked only for rare events (apply, verify, remove, protected list,
+//!   network bans); a host ban from the user-space decision path is one netlink batch.
 
 mod netlink;
 pub mod ruleset;
@@ -58,9 +59,10 @@ pub enum Applied {
     /// Table created, or updated in place (sets and their elements untouched).
     InPlace,
     /// The existing table could not take the new definition in place, so it was
-    /// deleted and recreated in one transaction, with `bans` ban elements and
-    /// `protected` protected entries carried over. Bans the kernel added between our
-    /// reading and the transaction (milliseconds) are lost.
+    /// deleted and recreated in one transaction, with `bans` host ban elements and
+    /// `protected` protected entries carried over (network bans are restored by the
+    /// caller from its state file). Bans the kernel added between our reading and the
+    /// transaction (milliseconds) are lost.
     Rebuilt { bans: usize, protected: usize },
 }
 
@@ -352,7 +354,7 @@ impl Nft {
 
     /// Reads the table back (`nft -t -j list table`, set contents omitted) and checks
     /// the sets (type, flags, timeout, size), the base chain (hook, priority, policy)
-    /// and the number of rules of both chains against `spec`.
+    /// and the number of rules of our three chains against `spec`.
     pub fn verify(&self, spec: &TrapSpec) -> Result<(), NftError> {
         let objects = self.list_json(&["-t", "list", "table", "inet", &self.table])?;
         let problem = |p: String| NftError::Verify {

@@ -4,7 +4,7 @@
 //! - it only ever names `inet <table>`; nothing else in the ruleset is touched;
 //! - it never flushes or deletes a set, so bans (and the protected list) survive a
 //!   re-apply: `add table` / `add set` / `add chain` are idempotent for an unchanged
-//!   definition, and only our two chains are flushed and refilled;
+//!   definition, and only our three chains are flushed and refilled;
 //! - a protected source is never dropped nor banned, only logged (`observe`);
 //! - a packet owned by a local socket (listener, own connection, TIME_WAIT) is never a
 //!   probe (`socket transparent 0 return`), so ports in use are excluded live.
@@ -127,7 +127,7 @@ pub fn nft_duration(d: Duration) -> String {
     }
 }
 
-/// The rule bodies of our two chains, in order. The verifier counts them.
+/// The rule bodies of our three chains, in order. The verifier counts them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Plan {
     pub input: Vec<String>,
