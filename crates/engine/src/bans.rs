@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+use crate::ignore::canonical_net;
+
 /// How bans are sized and grouped. Every default is the conservative choice, with its
 /// reason beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +87,7 @@ impl BanPolicy {
     /// The network a ban on `ip` covers: the `/group_v4` or `/group_v6` around it, host
     /// bits cleared. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is treated as IPv4.
     pub fn ban_key(&self, ip: IpAddr) -> IpNet {
-        match canonical_ip(ip) {
+        match ip.to_canonical() {
             IpAddr::V4(a) => IpNet::V4(v4_net(a, self.group_v4)),
             IpAddr::V6(a) => IpNet::V6(v6_net(a, self.group_v6)),
         }
@@ -248,7 +250,7 @@ impl BanBook {
 
     /// Whether any active ban's network contains `ip` at `now`.
     pub fn is_banned(&self, ip: IpAddr, now: u64) -> bool {
-        let host = match canonical_ip(ip) {
+        let host = match ip.to_canonical() {
             IpAddr::V4(a) => IpNet::V4(v4_net(a, 32)),
             IpAddr::V6(a) => IpNet::V6(v6_net(a, 128)),
         };
@@ -516,24 +518,6 @@ fn v6_net(a: Ipv6Addr, len: u8) -> Ipv6Net {
     Ipv6Net::new(a, len.min(128))
         .expect("length clamped")
         .trunc()
-}
-
-fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        IpAddr::V4(_) => ip,
-    }
-}
-
-/// Host bits cleared; an IPv4-mapped IPv6 network of /96 or longer becomes IPv4.
-fn canonical_net(net: IpNet) -> IpNet {
-    match net {
-        IpNet::V6(n) if n.prefix_len() >= 96 => match n.addr().to_ipv4_mapped() {
-            Some(a) => IpNet::V4(v4_net(a, n.prefix_len() - 96)),
-            None => net.trunc(),
-        },
-        _ => net.trunc(),
-    }
 }
 
 #[cfg(test)]

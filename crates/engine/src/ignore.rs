@@ -50,7 +50,7 @@ impl IgnoreSet {
 
     /// Whether `ip` falls in any listed network. `::ffff:a.b.c.d` is checked as `a.b.c.d`.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match canonical_ip(ip) {
+        match ip.to_canonical() {
             IpAddr::V4(a) => self.v4.iter().any(|n| n.contains(&a)),
             IpAddr::V6(a) => self.v6.iter().any(|n| n.contains(&a)),
         }
@@ -139,7 +139,9 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
 }
 
 /// Clears host bits and folds IPv4-mapped IPv6 networks (/96 and longer) into IPv4.
-fn canonical_net(net: IpNet) -> IpNet {
+/// Host bits cleared; an IPv4-mapped IPv6 network of /96 or longer becomes IPv4, so both
+/// spellings of an address match each other (shared with the ban book).
+pub(crate) fn canonical_net(net: IpNet) -> IpNet {
     match net {
         IpNet::V6(n) if n.prefix_len() >= 96 => match n.addr().to_ipv4_mapped() {
             Some(a) => Ipv4Net::new(a, n.prefix_len() - 96)
@@ -148,13 +150,6 @@ fn canonical_net(net: IpNet) -> IpNet {
             None => net.trunc(),
         },
         _ => net.trunc(),
-    }
-}
-
-fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        IpAddr::V4(_) => ip,
     }
 }
 
