@@ -192,6 +192,11 @@ impl BanTarget {
         }
     }
 
+    /// Can it hold network bans (prefix grouping, manual network bans)?
+    fn holds_networks(&self) -> bool {
+        matches!(self, BanTarget::Nftables { .. })
+    }
+
     fn expires_by_itself(&self) -> bool {
         match self {
             BanTarget::Nftables { .. } | BanTarget::RecordOnly => true,
@@ -283,15 +288,11 @@ impl KernelBans {
         let held = target.held()?;
         let held_keys: HashSet<IpNet> = held.iter().map(|h| h.key).collect();
 
-        let mut to_add = Vec::new();
-        for ban in book.active(now) {
-            // A fallback backend holds the network ban's address only if it is a host.
-            if held_keys.contains(&ban.key) {
-                restored.already_in_kernel += 1;
-            } else if host_of(ban.key).is_some() || matches!(target, BanTarget::Nftables { .. }) {
-                to_add.push((ban.key, remaining(ban, now)));
-            }
-        }
+        restored.already_in_kernel = book
+            .active(now)
+            .filter(|b| held_keys.contains(&b.key))
+            .count();
+        let to_add = missing(&book, &target, &held_keys, now);
         target.add_many(&to_add)?;
         restored.put_back = to_add.len();
 
@@ -365,7 +366,7 @@ impl KernelBans {
     /// An administrator's ban of a host or network (`None` = permanent). It counts as
     /// an offence, like 1.2's history, so a later scan escalates from it.
     pub fn manual_ban(&mut self, net: IpNet, duration: Option<Duration>) -> Result<Ban> {
-        if host_of(net).is_none() && !matches!(self.target, BanTarget::Nftables { .. }) {
+        if host_of(net).is_none() && !self.target.holds_networks() {
             anyhow::bail!("network bans need the nftables backend; ban single addresses");
         }
         let now = unix_now();
@@ -409,15 +410,9 @@ impl KernelBans {
     pub fn put_back_missing(&mut self) -> Result<usize> {
         let now = unix_now();
         let held: HashSet<IpNet> = self.target.held()?.into_iter().map(|h| h.key).collect();
-        let is_nft = matches!(self.target, BanTarget::Nftables { .. });
-        let missing: Vec<(IpNet, Option<Duration>)> = self
-            .book
-            .active(now)
-            .filter(|b| !held.contains(&b.key) && (is_nft || host_of(b.key).is_some()))
-            .map(|b| (b.key, remaining(b, now)))
-            .collect();
-        self.target.add_many(&missing)?;
-        Ok(missing.len())
+        let to_add = missing(&self.book, &self.target, &held, now);
+        self.target.add_many(&to_add)?;
+        Ok(to_add.len())
     }
 
     /// Save when the book changed and the last save is old enough (or `force`).
@@ -475,6 +470,20 @@ impl KernelBans {
         self.last_save = Instant::now();
         Ok(())
     }
+}
+
+/// Bans in force that the kernel does not hold (`held`) and `target` can hold, with
+/// their remaining time.
+fn missing(
+    book: &BanBook,
+    target: &BanTarget,
+    held: &HashSet<IpNet>,
+    now: u64,
+) -> Vec<(IpNet, Option<Duration>)> {
+    book.active(now)
+        .filter(|b| !held.contains(&b.key) && (target.holds_networks() || host_of(b.key).is_some()))
+        .map(|b| (b.key, remaining(b, now)))
+        .collect()
 }
 
 /// The address of a single-host key.
