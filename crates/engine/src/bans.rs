@@ -113,14 +113,6 @@ pub struct Ban {
     pub reason: String,
 }
 
-impl Ban {
-    /// Whether the ban's time still runs at `now` (ignoring whether it was lifted: use
-    /// [`BanBook::is_banned`] / [`BanBook::active`] for the book's view).
-    pub fn in_force(&self, now: u64) -> bool {
-        self.expires_at.is_none_or(|t| t > now)
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Banned until `ban.expires_at`, listed in `BanBook::expiry`.

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 use crate::config::TomlSettings;
 use crate::control::{self, Request};
-use crate::fallback::{self, BanBackend};
+use crate::fallback;
 use crate::kernel_bans::{describe, unix_now};
 use crate::nft::{BanSetWriter, Nft};
 use crate::store;
@@ -92,17 +92,7 @@ pub fn flush_all(settings: &TomlSettings) -> Result<()> {
     }
     // The fallback backends each remove only what they installed (our ipset sets and
     // their rule, rules with our comment, routes of our protocol), so all are asked.
-    let mut fallbacks: Vec<Box<dyn BanBackend>> = Vec::new();
-    if fallback::IpsetBackend::available() {
-        fallbacks.push(Box::new(fallback::IpsetBackend::new()));
-    }
-    if fallback::IptablesBackend::available() {
-        fallbacks.push(Box::new(fallback::IptablesBackend::new()));
-    }
-    if let Ok(route) = fallback::RouteBackend::new(fallback::RouteKind::default()) {
-        fallbacks.push(Box::new(route));
-    }
-    for mut backend in fallbacks {
+    for mut backend in fallback::candidates() {
         backend
             .teardown()
             .with_context(|| format!("cannot remove the {} bans", backend.name()))?;

@@ -365,17 +365,7 @@ fn choose_backend(settings: &Settings, log: &Logger) -> Result<Chosen> {
                 return Ok(Chosen::Nftables);
             }
             // Without nftables: the first fallback that can be set up.
-            let mut candidates: Vec<Box<dyn BanBackend>> = Vec::new();
-            if fallback::IpsetBackend::available() && fallback::IptablesBackend::available() {
-                candidates.push(Box::new(fallback::IpsetBackend::new()));
-            }
-            if fallback::IptablesBackend::available() {
-                candidates.push(Box::new(fallback::IptablesBackend::new()));
-            }
-            if let Ok(route) = fallback::RouteBackend::new(fallback::RouteKind::default()) {
-                candidates.push(Box::new(route));
-            }
-            for candidate in candidates {
+            for candidate in fallback::candidates() {
                 let name = candidate.name();
                 match prepared(candidate) {
                     Ok(b) => {

@@ -335,10 +335,6 @@ impl KernelBans {
         Ok((bans, restored))
     }
 
-    pub fn policy(&self) -> &BanPolicy {
-        &self.policy
-    }
-
     /// Record an offence by `ip` and make the kernel hold the resulting ban.
     /// `kernel_banned`: an nftables trap rule already added `ip` with the set's default
     /// timeout.

@@ -75,12 +75,6 @@ pub fn gather(sources: &ProtectedSources) -> io::Result<Vec<IpNet>> {
     Ok(nets)
 }
 
-/// Every address configured on this host's interfaces (IPv4 and IPv6, any scope), plus the
-/// peers of point-to-point addresses; unsorted, may repeat.
-pub fn local_addresses() -> io::Result<Vec<IpAddr>> {
-    RouteDumper::open()?.local_addresses()
-}
-
 /// The next hops of the default routes of every routing table, IPv4 and IPv6; unsorted,
 /// may repeat.
 pub fn default_gateways() -> io::Result<Vec<IpAddr>> {

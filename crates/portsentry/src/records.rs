@@ -89,10 +89,6 @@ impl RecordFile {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn append(&mut self, line: &str) -> Result<(), RecordError> {
         self.file
             .write_all(line.as_bytes())

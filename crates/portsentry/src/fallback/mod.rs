@@ -84,9 +84,9 @@ pub trait BanBackend: Send {
     fn teardown(&mut self) -> Result<(), FallbackError>;
 }
 
-/// The best backend this host supports, or `None` when none answers.
+/// The backends this host supports, best first (empty when none answers).
 ///
-/// Preference, best first, and why:
+/// Preference, and why:
 /// 1. ipset — when `ipset` answers a kernel query (`ipset list -n`: tool present and
 ///    the `ip_set` module loads) and `iptables` and `ip6tables` answer too (the set
 ///    needs one rule each). Bans expire in the kernel even if the daemon dies, and the
@@ -99,16 +99,24 @@ pub trait BanBackend: Send {
 /// Detection only reads: it creates no set, rule or route. The kernel's `xt_set` match
 /// is only proven by [`BanBackend::prepare`]; a caller that sees `prepare` fail may fall
 /// back to the next backend.
+pub fn candidates() -> Vec<Box<dyn BanBackend>> {
+    let mut found: Vec<Box<dyn BanBackend>> = Vec::new();
+    let iptables = IptablesBackend::available();
+    if iptables && IpsetBackend::available() {
+        found.push(Box::new(IpsetBackend::new()));
+    }
+    if iptables {
+        found.push(Box::new(IptablesBackend::new()));
+    }
+    if let Ok(route) = RouteBackend::new(RouteKind::default()) {
+        found.push(Box::new(route));
+    }
+    found
+}
+
+/// The best backend this host supports (the first of [`candidates`]).
 pub fn detect() -> Option<Box<dyn BanBackend>> {
-    if IpsetBackend::available() && IptablesBackend::available() {
-        return Some(Box::new(IpsetBackend::new()));
-    }
-    if IptablesBackend::available() {
-        return Some(Box::new(IptablesBackend::new()));
-    }
-    RouteBackend::new(RouteKind::default())
-        .ok()
-        .map(|b| Box::new(b) as Box<dyn BanBackend>)
+    candidates().into_iter().next()
 }
 
 /// A failed ban backend operation, with the tool's stderr or the kernel's error.
