@@ -12,7 +12,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use portsentry::nft::{BanSetWriter, Nft, TrapSpec};
+use portsentry_kernel::nft::{BanSetWriter, Nft, TrapSpec};
 
 const TABLE: &str = "portsentry";
 

@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use portsentry::nft::{BanSetWriter, Nft, TrapSpec};
+use portsentry_kernel::nft::{BanSetWriter, Nft, TrapSpec};
 
 const TABLE: &str = "portsentry";
 const HOUR: Duration = Duration::from_secs(3600);

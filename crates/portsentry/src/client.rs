@@ -12,10 +12,10 @@ use ipnet::IpNet;
 
 use crate::config::TomlSettings;
 use crate::control::{self, Request};
-use crate::fallback;
 use crate::kernel_bans::{describe, unix_now};
-use crate::nft::{BanSetWriter, Nft};
 use crate::store;
+use portsentry_kernel::backend;
+use portsentry_kernel::nft::{BanSetWriter, Nft};
 
 /// `portsentry list`: one line per ban in force.
 pub fn list(settings: &TomlSettings) -> Result<()> {
@@ -92,7 +92,7 @@ pub fn flush_all(settings: &TomlSettings) -> Result<()> {
     }
     // The fallback backends each remove only what they installed (our ipset sets and
     // their rule, rules with our comment, routes of our protocol), so all are asked.
-    for mut backend in fallback::candidates() {
+    for mut backend in backend::candidates() {
         backend
             .teardown()
             .with_context(|| format!("cannot remove the {} bans", backend.name()))?;

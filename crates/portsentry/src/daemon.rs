@@ -41,18 +41,19 @@ use portsentry_engine::{Millis, Probe, Proto};
 
 use crate::config::{Backend, BlockMode};
 use crate::control;
-use crate::fallback::{self, BanBackend};
 use crate::kernel_bans::{KernelBans, Restored};
 use crate::logger::Logger;
-use crate::nflog::NflogReader;
-use crate::nft::{self, Nft, TrapSpec};
-use crate::protect::{self, ChangeWatcher, ProtectedSources};
+use crate::protect::{self, ProtectedSources};
 use crate::records::RecordFile;
 use crate::resolve::Resolver;
 use crate::respond::Responder;
-use crate::sensor::PacketSensor;
 use crate::settings::Settings;
-use crate::sockets::PortUsage;
+use portsentry_kernel::backend::{self, BanBackend};
+use portsentry_kernel::nflog::NflogReader;
+use portsentry_kernel::nft::{self, Nft, TrapSpec};
+use portsentry_kernel::packet::PacketSensor;
+use portsentry_kernel::rtnl::ChangeWatcher;
+use portsentry_kernel::sock_diag::PortUsage;
 
 /// Actions waiting for the reporter. Deep enough for a burst of alerts from many
 /// sources while a slow KILL_ROUTE runs; beyond that alerts are dropped, not queued.
@@ -352,20 +353,20 @@ fn choose_backend(settings: &Settings, log: &Logger) -> Result<Chosen> {
             Ok(Chosen::Nftables)
         }
         Backend::Ipset => Ok(Chosen::Fallback(prepared(Box::new(
-            fallback::IpsetBackend::new(),
+            backend::IpsetBackend::new(),
         ))?)),
         Backend::Iptables => Ok(Chosen::Fallback(prepared(Box::new(
-            fallback::IptablesBackend::new(),
+            backend::IptablesBackend::new(),
         ))?)),
         Backend::Route => Ok(Chosen::Fallback(prepared(Box::new(
-            fallback::RouteBackend::new(fallback::RouteKind::default())?,
+            backend::RouteBackend::new(backend::RouteKind::default())?,
         ))?)),
         Backend::Auto => {
             if Nft::available() {
                 return Ok(Chosen::Nftables);
             }
             // Without nftables: the first fallback that can be set up.
-            for candidate in fallback::candidates() {
+            for candidate in backend::candidates() {
                 let name = candidate.name();
                 match prepared(candidate) {
                     Ok(b) => {

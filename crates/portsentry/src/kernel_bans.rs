@@ -23,9 +23,9 @@ use anyhow::{Context, Result};
 use ipnet::IpNet;
 use portsentry_engine::bans::{Ban, BanBook, BanPolicy};
 
-use crate::fallback::BanBackend;
-use crate::nft::{BanSetWriter, Nft};
 use crate::store;
+use portsentry_kernel::backend::BanBackend;
+use portsentry_kernel::nft::{BanSetWriter, Nft};
 
 /// Longest time a changed book waits before it is saved.
 pub const SAVE_INTERVAL: Duration = Duration::from_secs(1);
@@ -37,7 +37,7 @@ const SAVE_INTERVAL_LARGE: Duration = Duration::from_secs(10);
 /// Records the book keeps (live bans and remembered offenders): about 600 bytes each in
 /// memory with their indexes (~40 MiB when full, measured by the `book_memory` example)
 /// and ~170 bytes each in the state file. The kernel sets hold up to
-/// [`crate::nft::DEFAULT_SET_SIZE`] bans per family regardless; past this bound the book
+/// [`portsentry_kernel::nft::DEFAULT_SET_SIZE`] bans per family regardless; past this bound the book
 /// forgets offence history first, then the bans ending soonest (their kernel elements
 /// still expire on their own).
 pub const BOOK_CAPACITY: usize = 65_536;

@@ -21,8 +21,8 @@ use crate::config::BlockMode;
 use crate::daemon::boottime_now;
 use crate::kernel_bans::{self, KernelBans};
 use crate::logger::Logger;
-use crate::process::{ProcessError, Run};
 use crate::records::{self, HostsDenyResult, RecordFile};
+use portsentry_kernel::process::{ProcessError, Run};
 
 /// How long one KILL_* command may run before it is killed and counted as failed.
 pub const COMMAND_TIME_LIMIT: Duration = Duration::from_secs(30);

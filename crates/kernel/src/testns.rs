@@ -38,7 +38,7 @@ use ipnet::IpNet;
 use wait_timeout::ChildExt;
 
 /// The longest a command may run before it is killed and the test fails.
-pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The errno the pre-exec hook returns when the child is not in the test namespace.
 /// exec itself never returns EXDEV, so spawn errors with it come from the hook.
@@ -50,7 +50,7 @@ const INIT_NS: &CStr = c"/proc/1/ns/net";
 
 /// Writes `msg` to the process's stderr, framed so that it stands out. It bypasses
 /// libtest's output capture, so it shows even for a passing test.
-pub(crate) fn loud(msg: &str) {
+pub fn loud(msg: &str) {
     let _ = writeln!(io::stderr().lock(), "\n*** {msg} ***\n");
 }
 
@@ -97,7 +97,7 @@ fn in_netns(
 /// Proof that the current thread is in a network namespace of its own. The body of
 /// [`in_private_netns`] receives it; commands run through it. It cannot leave the
 /// thread (it is neither `Send` nor `Sync`).
-pub(crate) struct Netns {
+pub struct Netns {
     name: String,
     ours: NsId,
     /// The thread's namespace before `unshare`.
@@ -192,7 +192,7 @@ impl Netns {
     }
 
     /// Panics unless the calling thread is still in this private namespace.
-    pub(crate) fn assert_current(&self) {
+    pub fn assert_current(&self) {
         if let Err(e) = self.check() {
             panic!("{e} ({})", self.name);
         }
@@ -267,7 +267,7 @@ impl Netns {
     /// Runs `argv`: its output, or the error that kept it from starting (a program
     /// that is not installed, for instance). Panics when a namespace check fails or the
     /// command runs past [`COMMAND_TIMEOUT`].
-    pub(crate) fn output(&self, argv: &[&str], input: Option<&[u8]>) -> io::Result<Output> {
+    pub fn output(&self, argv: &[&str], input: Option<&[u8]>) -> io::Result<Output> {
         match self.exec(argv, input) {
             Ok(out) => Ok(out),
             Err(ExecError::Spawn(e)) => Err(e),
@@ -278,12 +278,12 @@ impl Netns {
     }
 
     /// Runs `argv` with `input` on stdin. It must succeed. Returns its stdout.
-    pub(crate) fn run_with_input(&self, argv: &[&str], input: &str) -> String {
+    pub fn run_with_input(&self, argv: &[&str], input: &str) -> String {
         self.must_run(argv, Some(input))
     }
 
     /// Runs `argv`. It must succeed. Returns its stdout.
-    pub(crate) fn run(&self, argv: &[&str]) -> String {
+    pub fn run(&self, argv: &[&str]) -> String {
         self.must_run(argv, None)
     }
 
@@ -303,7 +303,7 @@ impl Netns {
 
     /// Runs `argv`, which may fail. Returns whether it started and succeeded. Output
     /// is discarded.
-    pub(crate) fn try_run(&self, argv: &[&str]) -> bool {
+    pub fn try_run(&self, argv: &[&str]) -> bool {
         self.output(argv, None).is_ok_and(|o| o.status.success())
     }
 }
@@ -311,7 +311,7 @@ impl Netns {
 /// Runs `body` on a new thread inside a new network namespace with `lo` up, after the
 /// checks of invariant 2. A panic in `body` fails the calling test. Without root it
 /// skips loudly (invariant 5).
-pub(crate) fn in_private_netns(name: &str, body: impl FnOnce(&Netns) + Send + 'static) {
+pub fn in_private_netns(name: &str, body: impl FnOnce(&Netns) + Send + 'static) {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         loud(&format!("skipped: needs root ({name})"));
@@ -346,7 +346,7 @@ static PEER_SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A second namespace joined to the test's by a veth pair (invariant 4). It is deleted
 /// when dropped. Our end is `vpeer0` with 198.18.0.1/24 and fd00:5e17::1/64.
-pub(crate) struct Peer<'a> {
+pub struct Peer<'a> {
     ns: &'a Netns,
     name: String,
 }
@@ -354,7 +354,7 @@ pub(crate) struct Peer<'a> {
 impl<'a> Peer<'a> {
     /// Creates the peer namespace with `lo` up and `vpeer1` holding `addrs` (CIDR,
     /// IPv4 or IPv6, all inside the test ranges).
-    pub(crate) fn new(ns: &'a Netns, addrs: &[&str]) -> Peer<'a> {
+    pub fn new(ns: &'a Netns, addrs: &[&str]) -> Peer<'a> {
         let test_nets: Vec<IpNet> = TEST_NETS.iter().map(|n| n.parse().unwrap()).collect();
         for a in LOCAL_ADDRS.iter().chain(addrs) {
             let net: IpNet = a.parse().unwrap_or_else(|e| panic!("{a}: {e}"));
@@ -400,24 +400,24 @@ impl<'a> Peer<'a> {
     }
 
     /// Runs `argv` in the peer namespace. Returns whether it succeeded.
-    pub(crate) fn run(&self, argv: &[&str]) -> bool {
+    pub fn run(&self, argv: &[&str]) -> bool {
         let mut all = vec!["ip", "netns", "exec", self.name.as_str()];
         all.extend_from_slice(argv);
         self.ns.try_run(&all)
     }
 
     /// TCP connect from `src` (in the peer) to `dst:port`, 1 s timeout.
-    pub(crate) fn connect(&self, src: &str, dst: &str, port: u16) -> bool {
+    pub fn connect(&self, src: &str, dst: &str, port: u16) -> bool {
         self.run(&["nc", "-z", "-w1", "-s", src, dst, &port.to_string()])
     }
 
     /// Like `connect`, but tries up to five times (the link may still be coming up).
-    pub(crate) fn connect_eventually(&self, src: &str, dst: &str, port: u16) -> bool {
+    pub fn connect_eventually(&self, src: &str, dst: &str, port: u16) -> bool {
         (0..5).any(|_| self.connect(src, dst, port))
     }
 
     /// One UDP datagram from `src` (in the peer) to `dst:port`.
-    pub(crate) fn udp(&self, src: &str, dst: &str, port: u16) {
+    pub fn udp(&self, src: &str, dst: &str, port: u16) {
         let cmd = format!("echo probe | nc -u -w1 -s {src} {dst} {port}");
         self.run(&["sh", "-c", &cmd]);
     }
