@@ -247,9 +247,19 @@ fn systemd_unit_is_valid_and_uses_existing_options() {
     let dir = tempfile::tempdir().unwrap();
     let local = unit.replace("/usr/sbin/portsentry", env!("CARGO_BIN_EXE_portsentry"));
     let path = write(dir.path(), "portsentry.service", &local);
+    // `verify` runs `man` for Documentation=man:portsentry(8): point it at our own page,
+    // so the check holds on a machine without any portsentry package installed.
+    let man8 = dir.path().join("man/man8");
+    std::fs::create_dir_all(&man8).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../doc/portsentry.8"),
+        man8.join("portsentry.8"),
+    )
+    .unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
+        .env("MANPATH", dir.path().join("man"))
         .output()
         .unwrap();
     assert!(
