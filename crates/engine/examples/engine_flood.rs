@@ -39,6 +39,7 @@ fn main() {
                 kind: ProbeKind::Syn,
                 ip_options: false,
                 ttl: 64,
+                kernel_banned: false,
             };
             // One probe per microsecond of engine time.
             let now = Millis(u64::from(i) / 1000);

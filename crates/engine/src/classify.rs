@@ -281,17 +281,7 @@ impl Classifier {
             }
             return None;
         }
-        const FIN: u8 = TcpFlags::FIN;
-        const SYN: u8 = TcpFlags::SYN;
-        const XMAS: u8 = TcpFlags::FIN | TcpFlags::PSH | TcpFlags::URG;
-        let kind = match f {
-            SYN => ProbeKind::Syn,
-            FIN => ProbeKind::Fin,
-            0 => ProbeKind::Null,
-            XMAS => ProbeKind::Xmas,
-            _ => ProbeKind::Other(flags),
-        };
-        Some(probe_from(seg, kind))
+        Some(probe_from(seg, kind_of_flags(flags)))
     }
 
     fn outbound_tcp(&mut self, now: Millis, seg: &Segment, flags: TcpFlags) -> Option<Probe> {
@@ -313,6 +303,7 @@ impl Classifier {
             kind,
             ip_options,
             ttl,
+            kernel_banned: false,
         })
     }
 }
@@ -332,16 +323,40 @@ pub fn classify_trapped(seg: &Segment) -> Option<Probe> {
         L4::Udp => return Some(probe_from(seg, ProbeKind::Udp)),
         L4::Tcp { flags } => flags,
     };
-    let f = flags.0 & CLASSIC_FLAGS;
+    if !is_trap_probe(flags) {
+        return None;
+    }
+    Some(probe_from(seg, kind_of_flags(flags)))
+}
+
+/// The flag tests a trap applies to an unsolicited TCP segment: each `(mask, value)`
+/// pair rejects a segment whose `flags & mask == value`. Any RST is a reply, never a
+/// probe; SYN+ACK is backscatter of someone else's spoofed SYN. The nftables trap rules
+/// are rendered from this table (`tcp flags & MASK != VALUE`), so the kernel and
+/// [`classify_trapped`] judge a segment by the same rule.
+pub const TRAP_REJECTS: [(u8, u8); 2] = [
+    (TcpFlags::RST, TcpFlags::RST),
+    (TcpFlags::SYN | TcpFlags::ACK, TcpFlags::SYN | TcpFlags::ACK),
+];
+
+/// Whether a trap takes a segment with these flags as a probe ([`TRAP_REJECTS`]).
+pub fn is_trap_probe(flags: TcpFlags) -> bool {
+    TRAP_REJECTS
+        .iter()
+        .all(|&(mask, value)| flags.0 & mask != value)
+}
+
+/// The scan a segment with these flags (and no established context) belongs to: the
+/// one flags → kind table, for the packet-socket classifier and for trapped segments.
+/// ACK and FIN+ACK only reach it from a trap (the packet path tells them apart by our
+/// RST answer instead).
+pub fn kind_of_flags(flags: TcpFlags) -> ProbeKind {
     const FIN: u8 = TcpFlags::FIN;
     const SYN: u8 = TcpFlags::SYN;
     const ACK: u8 = TcpFlags::ACK;
     const FIN_ACK: u8 = TcpFlags::FIN | TcpFlags::ACK;
     const XMAS: u8 = TcpFlags::FIN | TcpFlags::PSH | TcpFlags::URG;
-    if f & TcpFlags::RST != 0 || f & (SYN | ACK) == SYN | ACK {
-        return None;
-    }
-    let kind = match f {
+    match flags.0 & CLASSIC_FLAGS {
         SYN => ProbeKind::Syn,
         FIN => ProbeKind::Fin,
         0 => ProbeKind::Null,
@@ -349,8 +364,7 @@ pub fn classify_trapped(seg: &Segment) -> Option<Probe> {
         ACK => ProbeKind::AckWindow,
         FIN_ACK => ProbeKind::Maimon,
         _ => ProbeKind::Other(flags),
-    };
-    Some(probe_from(seg, kind))
+    }
 }
 
 /// A probe whose fields come straight from an inbound segment.
@@ -363,6 +377,7 @@ fn probe_from(seg: &Segment, kind: ProbeKind) -> Probe {
         kind,
         ip_options: seg.ip_options,
         ttl: seg.ttl,
+        kernel_banned: false,
     }
 }
 
@@ -388,6 +403,25 @@ mod trapped_tests {
             flags: TcpFlags(flags),
         }))
         .map(|p| p.kind)
+    }
+
+    #[test]
+    fn trap_rule_rejects_rst_and_syn_ack_only() {
+        use TcpFlags as F;
+        for (flags, probe) in [
+            (F::SYN, true),
+            (F::FIN, true),
+            (0, true),
+            (F::ACK, true),
+            (F::FIN | F::ACK, true),
+            (F::FIN | F::PSH | F::URG, true),
+            (F::RST, false),
+            (F::RST | F::ACK, false),
+            (F::SYN | F::ACK, false),
+            (F::SYN | F::ACK | F::PSH, false),
+        ] {
+            assert_eq!(is_trap_probe(TcpFlags(flags)), probe, "flags {flags:#04x}");
+        }
     }
 
     #[test]
@@ -516,6 +550,7 @@ mod tests {
                 kind: ProbeKind::Syn,
                 ip_options: true,
                 ttl: 47,
+                kernel_banned: false,
             }
         );
     }
@@ -795,6 +830,7 @@ mod tests {
                 kind: ProbeKind::AckWindow,
                 ip_options: false,
                 ttl: 0,
+                kernel_banned: false,
             }
         );
     }
@@ -824,6 +860,7 @@ mod tests {
                 kind: ProbeKind::Maimon,
                 ip_options: true,
                 ttl: 47,
+                kernel_banned: false,
             }
         );
         // The entry is used up: a second RST to the same triple is a plain ACK probe.
@@ -987,6 +1024,7 @@ mod tests {
                 kind: ProbeKind::Maimon,
                 ip_options: false,
                 ttl: 58,
+                kernel_banned: false,
             }
         );
         // A v4 RST with the same ports does not pair with a v6 FIN+ACK.

@@ -498,6 +498,7 @@ mod tests {
             kind,
             ip_options: false,
             ttl: 64,
+            kernel_banned: false,
         }
     }
 

@@ -260,6 +260,18 @@ impl Watch {
             }
         }
     }
+
+    /// The watched ports as sorted, merged inclusive ranges (for a kernel interval set).
+    pub fn port_ranges(&self) -> Vec<(u16, u16)> {
+        let set: PortSet = match self {
+            Watch::Listed(ports) => ports.clone(),
+            Watch::Advanced { below, exclude } => (1..=u16::MAX)
+                .take_while(|p| u32::from(*p) < *below)
+                .filter(|p| !exclude.contains(*p))
+                .collect(),
+        };
+        set.ranges().collect()
+    }
 }
 
 #[cfg(test)]
@@ -268,6 +280,27 @@ mod tests {
 
     fn set(ports: &[u16]) -> PortSet {
         ports.iter().copied().collect()
+    }
+
+    #[test]
+    fn watch_port_ranges_are_merged_and_skip_exclusions() {
+        let advanced = Watch::Advanced {
+            below: 1024,
+            exclude: set(&[113, 139]),
+        };
+        assert_eq!(
+            advanced.port_ranges(),
+            vec![(1, 112), (114, 138), (140, 1023)]
+        );
+        let everything = Watch::Advanced {
+            below: 65536,
+            exclude: PortSet::default(),
+        };
+        assert_eq!(everything.port_ranges(), vec![(1, 65535)]);
+        assert_eq!(
+            Watch::Listed(set(&[22, 23, 80])).port_ranges(),
+            vec![(22, 23), (80, 80)]
+        );
     }
 
     #[test]

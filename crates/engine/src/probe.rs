@@ -121,6 +121,11 @@ pub struct Probe {
     pub ip_options: bool,
     /// TTL (IPv4) or hop limit (IPv6) as received.
     pub ttl: u8,
+    /// Set by the probe source, never by the engine: the kernel's own trap rule already
+    /// put the source into a ban set on this packet (the nftables fast path). The engine
+    /// passes it on untouched in [`Action::Respond`](crate::engine::Action::Respond), so
+    /// the response knows the kernel element exists without a side table.
+    pub kernel_banned: bool,
 }
 
 impl Probe {

@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ipnet::IpNet;
@@ -42,13 +42,7 @@ const SAVE_INTERVAL_LARGE: Duration = Duration::from_secs(10);
 /// still expire on their own).
 pub const BOOK_CAPACITY: usize = 65_536;
 
-/// Seconds since the Unix epoch, for ban expiry that must survive reboots.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use crate::clock::unix_now;
 
 /// Summary of a start-up restore, for the log.
 #[derive(Debug, Default, Clone, Copy)]
@@ -492,14 +486,6 @@ fn host_of(key: IpNet) -> Option<IpAddr> {
 fn remaining(ban: &Ban, now: u64) -> Option<Duration> {
     ban.expires_at
         .map(|at| Duration::from_secs(at.saturating_sub(now).max(1)))
-}
-
-/// Human form of a ban length for log lines: "for 1h", "for 2h", "permanently".
-pub fn for_how_long(timeout: Option<Duration>) -> String {
-    match timeout {
-        None => "permanently".into(),
-        Some(d) => format!("for {}", humantime::format_duration(d)),
-    }
 }
 
 /// Human form of a ban length for tables ("1h", "2h", "permanent").

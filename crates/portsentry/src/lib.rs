@@ -1,8 +1,10 @@
 //! The portsentry daemon as a library: configuration readers, sensors, responders,
 //! output files and logging around the sans-IO engine. `main.rs` is a thin shell over it.
 
+pub mod alerts;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -12,6 +14,5 @@ pub mod notify;
 pub mod protect;
 pub mod records;
 pub mod resolve;
-pub mod respond;
 pub mod settings;
 pub mod store;

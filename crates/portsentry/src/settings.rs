@@ -13,7 +13,7 @@ use portsentry_engine::ports::{PortSet, Watch};
 
 use crate::cli::{Cli, DEFAULT_CONFIG};
 use crate::config::{self, BlockMode, LegacyConfig, TcpMode, TomlSettings, UdpMode};
-use crate::respond::ResponsePlan;
+use crate::daemon::respond::ResponsePlan;
 
 /// Embedded defaults used when no config file exists (the quick start): advanced
 /// stealth TCP and UDP, blocking through the native ban, records under Debian's paths.

@@ -13,6 +13,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use portsentry_engine::TcpFlags;
+use portsentry_engine::classify::TRAP_REJECTS;
 
 /// NFLOG prefix of a packet whose source the kernel has just banned.
 pub const PREFIX_BANNED: &str = "portsentry ban ";
@@ -158,15 +160,16 @@ fn trap_matches(spec: &TrapSpec) -> Vec<(String, bool)> {
         .map(normalize_ports)
         .filter(|p| !p.is_empty())
     {
-        // RSTs are never probes, and a SYN+ACK is backscatter from someone spoofing
-        // our address: banning its source would ban the spoofed victim.
-        out.push((
-            format!(
-                "tcp dport {} tcp flags & rst == 0 tcp flags & (syn | ack) != syn | ack",
-                port_set(&ports)
-            ),
-            spec.ban_tcp,
-        ));
+        // The engine's trap rule (no RST, no SYN+ACK backscatter), as nft matches.
+        let mut rule = format!("tcp dport {}", port_set(&ports));
+        for (mask, value) in TRAP_REJECTS {
+            rule.push_str(&format!(
+                " tcp flags & {} != {}",
+                tcp_flags(mask, true),
+                tcp_flags(value, false)
+            ));
+        }
+        out.push((rule, spec.ban_tcp));
     }
     if let Some(ports) = spec
         .udp_ports
@@ -177,6 +180,30 @@ fn trap_matches(spec: &TrapSpec) -> Vec<(String, bool)> {
         out.push((format!("udp dport {}", port_set(&ports)), spec.ban_udp));
     }
     out
+}
+
+/// TCP flag bits in nft syntax: `rst`, `syn | ack` (in parentheses when `grouped` and
+/// more than one).
+fn tcp_flags(bits: u8, grouped: bool) -> String {
+    const NAMES: [(u8, &str); 6] = [
+        (TcpFlags::FIN, "fin"),
+        (TcpFlags::SYN, "syn"),
+        (TcpFlags::RST, "rst"),
+        (TcpFlags::PSH, "psh"),
+        (TcpFlags::ACK, "ack"),
+        (TcpFlags::URG, "urg"),
+    ];
+    let names: Vec<&str> = NAMES
+        .iter()
+        .filter(|(bit, _)| bits & bit != 0)
+        .map(|(_, name)| *name)
+        .collect();
+    let joined = names.join(" | ");
+    if grouped && names.len() > 1 {
+        format!("({joined})")
+    } else {
+        joined
+    }
 }
 
 fn log(prefix: &str, group: u16) -> String {
@@ -452,12 +479,12 @@ add rule inet portsentry input ip6 saddr @bannednet6 drop
 add rule inet portsentry input meta l4proto { tcp, udp } socket transparent 0 return
 add rule inet portsentry input meta nfproto ipv4 ip saddr . udp sport . udp dport @udpflows4 return
 add rule inet portsentry input meta nfproto ipv6 ip6 saddr . udp sport . udp dport @udpflows6 return
-add rule inet portsentry input meta nfproto ipv4 tcp dport { 1-112, 114-138, 140-1023 } tcp flags & rst == 0 tcp flags & (syn | ack) != syn | ack add @banned4 { ip saddr } log prefix "portsentry ban " group 7 drop
-add rule inet portsentry input meta nfproto ipv6 tcp dport { 1-112, 114-138, 140-1023 } tcp flags & rst == 0 tcp flags & (syn | ack) != syn | ack add @banned6 { ip6 saddr } log prefix "portsentry ban " group 7 drop
-add rule inet portsentry input tcp dport { 1-112, 114-138, 140-1023 } tcp flags & rst == 0 tcp flags & (syn | ack) != syn | ack log prefix "portsentry log " group 7 drop
+add rule inet portsentry input meta nfproto ipv4 tcp dport { 1-112, 114-138, 140-1023 } tcp flags & rst != rst tcp flags & (syn | ack) != syn | ack add @banned4 { ip saddr } log prefix "portsentry ban " group 7 drop
+add rule inet portsentry input meta nfproto ipv6 tcp dport { 1-112, 114-138, 140-1023 } tcp flags & rst != rst tcp flags & (syn | ack) != syn | ack add @banned6 { ip6 saddr } log prefix "portsentry ban " group 7 drop
+add rule inet portsentry input tcp dport { 1-112, 114-138, 140-1023 } tcp flags & rst != rst tcp flags & (syn | ack) != syn | ack log prefix "portsentry log " group 7 drop
 add rule inet portsentry input udp dport { 1-1023 } log prefix "portsentry log " group 7
 add rule inet portsentry observe meta l4proto { tcp, udp } socket transparent 0 return
-add rule inet portsentry observe tcp dport { 1-112, 114-138, 140-1023 } tcp flags & rst == 0 tcp flags & (syn | ack) != syn | ack log prefix "portsentry log " group 7
+add rule inet portsentry observe tcp dport { 1-112, 114-138, 140-1023 } tcp flags & rst != rst tcp flags & (syn | ack) != syn | ack log prefix "portsentry log " group 7
 add rule inet portsentry observe udp dport { 1-1023 } log prefix "portsentry log " group 7
 add rule inet portsentry output oif "lo" return
 add rule inet portsentry output meta nfproto ipv4 udp sport { 1-1023 } update @udpflows4 { ip daddr . udp dport . udp sport }
@@ -499,7 +526,7 @@ add rule inet portsentry output meta nfproto ipv6 udp sport { 1-1023 } update @u
         assert_eq!(p.input.len(), 14);
         assert_eq!(
             p.input[10],
-            r#"tcp dport { 1-112, 114-138, 140-1023 } tcp flags & rst == 0 tcp flags & (syn | ack) != syn | ack log prefix "portsentry log " group 7"#
+            r#"tcp dport { 1-112, 114-138, 140-1023 } tcp flags & rst != rst tcp flags & (syn | ack) != syn | ack log prefix "portsentry log " group 7"#
         );
         assert_eq!(
             p.input[11],

@@ -17,9 +17,10 @@ use std::time::Duration;
 use portsentry_engine::engine::Outcome;
 use portsentry_engine::{Probe, Proto};
 
+use crate::alerts::{self, Host};
+use crate::clock::boottime_now;
 use crate::config::BlockMode;
-use crate::daemon::boottime_now;
-use crate::kernel_bans::{self, KernelBans};
+use crate::kernel_bans::KernelBans;
 use crate::logger::Logger;
 use crate::records::{self, HostsDenyResult, RecordFile};
 use portsentry_kernel::process::{ProcessError, Run};
@@ -50,6 +51,14 @@ pub struct Responder {
     /// The ban book and its kernel side: nftables sets, a fallback backend, or (with
     /// `backend = "none"`) only a record of what the KILL_* commands did.
     kernel: Option<KernelBans>,
+}
+
+/// What [`Responder::ban_natively`] did: the outcome when the kernel holds the ban, and
+/// the line to log about it.
+#[derive(Debug, Default)]
+pub struct NativeBan {
+    outcome: Option<Outcome>,
+    line: Option<String>,
 }
 
 /// One step of the 1.2 action chain.
@@ -84,52 +93,64 @@ impl Responder {
         self.kernel.as_mut()
     }
 
-    /// The native ban of the probe's source, when the book has a kernel side; None if
-    /// there is none or it failed (the failure is logged).
-    fn native_ban(&mut self, log: &Logger, probe: &Probe, kernel_banned: bool) -> Option<Outcome> {
-        let kernel = self.kernel.as_mut().filter(|k| k.is_native())?;
+    /// Phase one of a response, before any name lookup: the native ban of the probe's
+    /// source, when this mode blocks and the book has a kernel side. Its log line is
+    /// returned with it, to be logged in order by [`Self::finish`].
+    pub fn ban_natively(&mut self, probe: &Probe) -> NativeBan {
+        let wants_block = self
+            .plan(probe.proto())
+            .is_some_and(|p| p.block == BlockMode::Block);
+        let Some(kernel) = self
+            .kernel
+            .as_mut()
+            .filter(|k| wants_block && k.is_native())
+        else {
+            return NativeBan::default();
+        };
         let target = probe.src;
         let reason = format!("{} to {} port {}", probe.kind, probe.proto(), probe.dport);
-        match kernel.ban(target, kernel_banned, &reason) {
-            Ok(banned) => {
-                log.log(&format!(
-                    "attackalert: Host {target} has been banned in the kernel ({}) {}, offence {}",
-                    banned.place,
-                    kernel_bans::for_how_long(banned.timeout),
-                    banned.ban.offences
-                ));
-                Some(Outcome::Blocked {
+        match kernel.ban(target, probe.kernel_banned, &reason) {
+            Ok(banned) => NativeBan {
+                outcome: Some(Outcome::Blocked {
                     until: banned.timeout.map(|t| boottime_now() + t),
-                })
-            }
-            Err(e) => {
-                log.log(&format!(
-                    "attackalert: ERROR: kernel ban failed for host {target}: {e:#}"
-                ));
-                None
-            }
+                }),
+                line: Some(alerts::kernel_ban(
+                    target,
+                    &banned.place,
+                    banned.timeout,
+                    banned.ban.offences,
+                )),
+            },
+            Err(e) => NativeBan {
+                outcome: None,
+                line: Some(alerts::kernel_ban_failed(target, &e)),
+            },
         }
     }
 
-    /// Run the configured response against `probe.src` and record it.
-    pub fn respond(
-        &mut self,
-        log: &Logger,
-        probe: &Probe,
-        resolved: &str,
-        kernel_banned: bool,
-    ) -> Outcome {
-        let proto = probe.proto();
-        let wants_block = match proto {
+    fn plan(&self, proto: Proto) -> Option<&ResponsePlan> {
+        match proto {
             Proto::Tcp => self.tcp.as_ref(),
             Proto::Udp => self.udp.as_ref(),
         }
-        .is_some_and(|p| p.block == BlockMode::Block);
-        let native = if wants_block {
-            self.native_ban(log, probe, kernel_banned)
-        } else {
-            None
-        };
+    }
+
+    /// Phase two: the 1.2 response chain against `probe.src` and its records, after
+    /// [`Self::ban_natively`] (whose line is logged first) and the name lookup
+    /// (`resolved`: the name for log lines and records).
+    pub fn finish(
+        &mut self,
+        log: &Logger,
+        probe: &Probe,
+        native: NativeBan,
+        resolved: &str,
+    ) -> Outcome {
+        if let Some(line) = &native.line {
+            log.log(line);
+        }
+        let native = native.outcome;
+        let proto = probe.proto();
+        // Field borrows, not `self.plan()`: the chain below also records into the book.
         let plan = match proto {
             Proto::Tcp => self.tcp.as_ref(),
             Proto::Udp => self.udp.as_ref(),
@@ -138,11 +159,13 @@ impl Responder {
             return Outcome::Reported;
         };
         let target = probe.src;
+        let host = Host {
+            name: resolved,
+            ip: target,
+        };
         let (outcome, ok) = match plan.block {
             BlockMode::LogOnly => {
-                log.log(&format!(
-                    "attackalert: Ignoring {proto} response per configuration file setting."
-                ));
+                log.log(&alerts::response_ignored(proto));
                 (Outcome::Reported, true)
             }
             BlockMode::RunCmdOnly => match &plan.kill_run_cmd {
@@ -158,9 +181,7 @@ impl Responder {
                     )
                 }
                 None => {
-                    log.log(&format!(
-                        "attackalert: BLOCK_{proto}=2 but KILL_RUN_CMD is not set: nothing run for host {target}."
-                    ));
+                    log.log(&alerts::run_cmd_missing(proto, target));
                     (Outcome::Reported, true)
                 }
             },
@@ -187,18 +208,14 @@ impl Responder {
                 if let Some(native) = native {
                     if !all_ok {
                         // 1.2's chain failed (and says so), but the kernel ban holds.
-                        log.log(&format!(
-                            "attackalert: ERROR: Could not block host {resolved}/{target}!!"
-                        ));
+                        log.log(&alerts::could_not_block(host));
                     }
                     (native, true)
                 } else if !ran_any && self.kernel.as_ref().is_some_and(|k| k.is_native()) {
                     // The nftables ban was the only action, and it failed.
                     (Outcome::Failed, false)
                 } else if !ran_any {
-                    log.log(&format!(
-                        "attackalert: BLOCK_{proto}=1 but no KILL_ROUTE, KILL_HOSTS_DENY or KILL_RUN_CMD is set: host {target} is not blocked."
-                    ));
+                    log.log(&alerts::no_block_action(proto, target));
                     (Outcome::Reported, true)
                 } else if all_ok {
                     if let Some(k) = self.kernel.as_mut() {
@@ -217,9 +234,7 @@ impl Responder {
             }
         };
         if !ok {
-            log.log(&format!(
-                "attackalert: ERROR: Could not block host {resolved}/{target}!!"
-            ));
+            log.log(&alerts::could_not_block(host));
             return outcome;
         }
         // Like 1.2, an acted-on host is written to the blocked and history files, also
@@ -266,21 +281,15 @@ fn run_step(log: &Logger, plan: &ResponsePlan, step: Step, target: IpAddr, port:
             let line = expand_macros(template, target, port, &plan.mode, true);
             match records::add_hosts_deny_line(&plan.hosts_deny_file, &line) {
                 Ok(HostsDenyResult::Added) => {
-                    log.log(&format!(
-                        "attackalert: Host {target} has been blocked via wrappers with string: \"{line}\""
-                    ));
+                    log.log(&alerts::hosts_deny_added(target, &line));
                     true
                 }
                 Ok(HostsDenyResult::AlreadyPresent) => {
-                    log.log(&format!(
-                        "attackalert: Host {target} already in hosts.deny file, skipping."
-                    ));
+                    log.log(&alerts::hosts_deny_present(target));
                     true
                 }
                 Err(e) => {
-                    log.log(&format!(
-                        "attackalert: ERROR: KILL_HOSTS_DENY failed for host {target}: {e}"
-                    ));
+                    log.log(&alerts::hosts_deny_failed(target, &e));
                     false
                 }
             }
@@ -297,19 +306,13 @@ fn run_step(log: &Logger, plan: &ResponsePlan, step: Step, target: IpAddr, port:
             match run_shell(&command, COMMAND_TIME_LIMIT) {
                 Ok(()) => {
                     log.log(&match step {
-                        Step::Route => format!(
-                            "attackalert: Host {target} has been blocked via dropped route using command: \"{command}\""
-                        ),
-                        _ => format!(
-                            "attackalert: External command run for host: {target} using command: \"{command}\""
-                        ),
+                        Step::Route => alerts::route_added(target, &command),
+                        _ => alerts::command_run(target, &command),
                     });
                     true
                 }
                 Err(why) => {
-                    log.log(&format!(
-                        "attackalert: ERROR: {key} command failed for host {target} ({why}): \"{command}\""
-                    ));
+                    log.log(&alerts::command_failed(key, target, &why, &command));
                     false
                 }
             }

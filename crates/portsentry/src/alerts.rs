@@ -1,0 +1,266 @@
+//! The text of every `attackalert:` line and of every line about one ban: what a probe
+//! was, what was done to its source, how a ban ended. One place, because admins `grep`
+//! these lines and fail2ban's stock filter parses them: the wording of PortSentry 1.2 is
+//! kept exactly where 1.2 had a line (COMPAT.md), and ours follow its shape.
+//!
+//! Each function returns the line; the caller logs it. Nothing here does I/O.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use portsentry_engine::{Probe, Proto};
+
+/// A source as 1.2 prints it: `name/address` (the name is the address itself unless
+/// RESOLVE_HOST found one).
+#[derive(Debug, Clone, Copy)]
+pub struct Host<'a> {
+    pub name: &'a str,
+    pub ip: IpAddr,
+}
+
+impl fmt::Display for Host<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.name, self.ip)
+    }
+}
+
+/// `" (N more hits not logged)"`, or nothing when none were damped.
+fn more(suppressed: u32) -> String {
+    if suppressed > 0 {
+        format!(" ({suppressed} more hits not logged)")
+    } else {
+        String::new()
+    }
+}
+
+/// The 1.2 alert for one probe: `TCP SYN/Normal scan from host: h/a to TCP port: 22`.
+pub fn scan(host: Host<'_>, probe: &Probe) -> String {
+    format!(
+        "attackalert: {} from host: {host} to {} port: {}",
+        probe.kind,
+        probe.proto(),
+        probe.dport
+    )
+}
+
+/// 1.2's line for an IPv4 header with options.
+pub fn ip_options(host: Host<'_>, probe: &Probe) -> String {
+    format!(
+        "attackalert: Packet from host: {host} to {} port: {} has IP options set (detection avoidance technique).",
+        probe.proto(),
+        probe.dport
+    )
+}
+
+/// Hits damped before a new alert line.
+pub fn hits_not_logged(host: Host<'_>, count: u32) -> String {
+    format!("attackalert: {count} more hits from host: {host} were not logged")
+}
+
+/// Hits damped during a minute that ended (or before a ban), with the last port.
+pub fn hits_not_logged_last(host: Host<'_>, count: u32, proto: Proto, port: u16) -> String {
+    format!(
+        "attackalert: {count} more hits from host: {host} were not logged (the last to {proto} port: {port})"
+    )
+}
+
+/// 1.2's line for a probe from a source already blocked.
+pub fn already_blocked(host: Host<'_>, suppressed: u32) -> String {
+    format!(
+        "attackalert: Host: {host} is already blocked Ignoring{}",
+        more(suppressed)
+    )
+}
+
+/// A probe from the ignore list or the protected set (1.2 said nothing).
+pub fn ignored(host: Host<'_>, probe: &Probe, suppressed: u32) -> String {
+    format!(
+        "attackalert: Ignored host: {host} sent {} to {} port: {} (in ignore file, not blocked){}",
+        probe.kind,
+        probe.proto(),
+        probe.dport,
+        more(suppressed)
+    )
+}
+
+/// A ban the kernel acknowledged.
+pub fn kernel_ban(ip: IpAddr, place: &str, length: Option<Duration>, offences: u32) -> String {
+    format!(
+        "attackalert: Host {ip} has been banned in the kernel ({place}) {}, offence {offences}",
+        for_how_long(length)
+    )
+}
+
+pub fn kernel_ban_failed(ip: IpAddr, error: &dyn fmt::Display) -> String {
+    format!("attackalert: ERROR: kernel ban failed for host {ip}: {error:#}")
+}
+
+/// 1.2's line for BLOCK_x=0.
+pub fn response_ignored(proto: Proto) -> String {
+    format!("attackalert: Ignoring {proto} response per configuration file setting.")
+}
+
+pub fn run_cmd_missing(proto: Proto, ip: IpAddr) -> String {
+    format!("attackalert: BLOCK_{proto}=2 but KILL_RUN_CMD is not set: nothing run for host {ip}.")
+}
+
+pub fn no_block_action(proto: Proto, ip: IpAddr) -> String {
+    format!(
+        "attackalert: BLOCK_{proto}=1 but no KILL_ROUTE, KILL_HOSTS_DENY or KILL_RUN_CMD is set: host {ip} is not blocked."
+    )
+}
+
+/// 1.2's line when a block action failed.
+pub fn could_not_block(host: Host<'_>) -> String {
+    format!("attackalert: ERROR: Could not block host {host}!!")
+}
+
+pub fn hosts_deny_added(ip: IpAddr, line: &str) -> String {
+    format!("attackalert: Host {ip} has been blocked via wrappers with string: \"{line}\"")
+}
+
+pub fn hosts_deny_present(ip: IpAddr) -> String {
+    format!("attackalert: Host {ip} already in hosts.deny file, skipping.")
+}
+
+pub fn hosts_deny_failed(ip: IpAddr, error: &dyn fmt::Display) -> String {
+    format!("attackalert: ERROR: KILL_HOSTS_DENY failed for host {ip}: {error}")
+}
+
+pub fn route_added(ip: IpAddr, command: &str) -> String {
+    format!(
+        "attackalert: Host {ip} has been blocked via dropped route using command: \"{command}\""
+    )
+}
+
+pub fn command_run(ip: IpAddr, command: &str) -> String {
+    format!("attackalert: External command run for host: {ip} using command: \"{command}\"")
+}
+
+/// `key` is `KILL_ROUTE` or `KILL_RUN_CMD`.
+pub fn command_failed(key: &str, ip: IpAddr, why: &str, command: &str) -> String {
+    format!("attackalert: ERROR: {key} command failed for host {ip} ({why}): \"{command}\"")
+}
+
+pub fn manual_ban(net: IpNet, length: Option<Duration>, offences: u32) -> String {
+    format!(
+        "attackalert: Host {net} has been banned by the administrator {}, offence {offences}",
+        for_how_long(length)
+    )
+}
+
+pub fn manual_unban(net: IpNet) -> String {
+    format!("adminalert: ban on {net} lifted by the administrator")
+}
+
+pub fn ban_ended(key: IpNet, offences: u32) -> String {
+    format!("adminalert: ban on {key} ended (offence {offences})")
+}
+
+pub fn bans_ended(count: usize) -> String {
+    format!("adminalert: {count} bans ended")
+}
+
+pub fn ban_not_removed(key: IpNet, error: &str) -> String {
+    format!("adminalert: ERROR: ban on {key} ended but could not be removed: {error}")
+}
+
+/// Bans a full book forgot early; `expire_in_kernel`: their elements still time out.
+pub fn book_full(dropped: usize, expire_in_kernel: bool) -> String {
+    format!(
+        "adminalert: WARNING: ban book full: {dropped} bans forgotten early (most recent offences kept){}",
+        if expire_in_kernel {
+            "; their kernel elements still expire on time"
+        } else {
+            "; they were lifted"
+        }
+    )
+}
+
+pub fn bans_put_back(count: usize) -> String {
+    format!("adminalert: {count} bans in force put back into the kernel")
+}
+
+/// Human form of a ban length for log lines: "for 1h", "for 2h", "permanently".
+pub fn for_how_long(length: Option<Duration>) -> String {
+    match length {
+        None => "permanently".into(),
+        Some(d) => format!("for {}", humantime::format_duration(d)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portsentry_engine::ProbeKind;
+
+    fn probe(kind: ProbeKind, dport: u16) -> Probe {
+        Probe {
+            src: "198.18.0.2".parse().unwrap(),
+            dst: "198.18.0.1".parse().unwrap(),
+            sport: 40000,
+            dport,
+            kind,
+            ip_options: false,
+            ttl: 64,
+            kernel_banned: false,
+        }
+    }
+
+    fn host() -> Host<'static> {
+        Host {
+            name: "198.18.0.2",
+            ip: "198.18.0.2".parse().unwrap(),
+        }
+    }
+
+    /// The lines fail2ban's portsentry filter and the tutorials' greps read, to the letter.
+    #[test]
+    fn lines_keep_the_1_2_wording() {
+        assert_eq!(
+            scan(host(), &probe(ProbeKind::Syn, 22)),
+            "attackalert: TCP SYN/Normal scan from host: 198.18.0.2/198.18.0.2 to TCP port: 22"
+        );
+        assert_eq!(
+            scan(host(), &probe(ProbeKind::Udp, 53)),
+            "attackalert: UDP scan from host: 198.18.0.2/198.18.0.2 to UDP port: 53"
+        );
+        assert_eq!(
+            already_blocked(host(), 0),
+            "attackalert: Host: 198.18.0.2/198.18.0.2 is already blocked Ignoring"
+        );
+        assert_eq!(
+            already_blocked(host(), 3),
+            "attackalert: Host: 198.18.0.2/198.18.0.2 is already blocked Ignoring (3 more hits not logged)"
+        );
+        assert_eq!(
+            response_ignored(Proto::Tcp),
+            "attackalert: Ignoring TCP response per configuration file setting."
+        );
+        assert_eq!(
+            could_not_block(host()),
+            "attackalert: ERROR: Could not block host 198.18.0.2/198.18.0.2!!"
+        );
+        assert_eq!(
+            route_added(host().ip, "/sbin/route add -host 198.18.0.2 reject"),
+            "attackalert: Host 198.18.0.2 has been blocked via dropped route using command: \"/sbin/route add -host 198.18.0.2 reject\""
+        );
+    }
+
+    #[test]
+    fn ban_lengths_read_as_english() {
+        assert_eq!(for_how_long(None), "permanently");
+        assert_eq!(for_how_long(Some(Duration::from_secs(3600))), "for 1h");
+        assert_eq!(
+            kernel_ban(
+                host().ip,
+                "nftables set banned4",
+                Some(Duration::from_secs(7200)),
+                2
+            ),
+            "attackalert: Host 198.18.0.2 has been banned in the kernel (nftables set banned4) for 2h, offence 2"
+        );
+    }
+}

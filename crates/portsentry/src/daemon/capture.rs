@@ -1,0 +1,253 @@
+//! The capture loop (the main thread): probe source → engine → actions to the
+//! reporter, outcomes back into the engine. Between turns it keeps the protected set
+//! current (address and route changes) and re-installs our table if another tool
+//! removed it.
+//!
+//! It never blocks on the reporter: when the action queue is full an alert is dropped
+//! and counted, and a dropped response is reported to the engine as failed, so that it
+//! is retried after the back-off.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use portsentry_engine::engine::{Action, Engine, Outcome};
+use portsentry_engine::{Millis, Probe};
+use portsentry_kernel::rtnl::ChangeWatcher;
+
+use super::Stop;
+use super::reporter::{Feedback, ToReporter, action_probe};
+use super::source::{PACKETS_PER_TURN, ProbeSource, SourceStats};
+use super::startup::{self, NativeFirewall};
+use crate::clock::boottime_now;
+use crate::logger::Logger;
+use crate::protect::ProtectedSources;
+use crate::settings::Settings;
+
+/// Longest sleep of the capture loop, so shutdown and outcomes are seen promptly.
+const MAX_WAIT: Duration = Duration::from_millis(200);
+/// Protected addresses are re-read at most this often when the host's addresses or
+/// routes change (a flapping link must not fork `nft` in a loop).
+const PROTECT_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the loop checks that our table is still there (an `nft flush ruleset` by
+/// another tool, e.g. a firewall reload, removes it).
+const TABLE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The channels to and from the reporter.
+pub struct Links {
+    pub actions: SyncSender<ToReporter>,
+    pub feedback: Receiver<Feedback>,
+}
+
+pub struct Capture<'a> {
+    pub settings: &'a Settings,
+    pub log: &'a Logger,
+    pub source: Box<dyn ProbeSource>,
+    pub firewall: Option<&'a NativeFirewall>,
+    pub protect_sources: ProtectedSources,
+    pub engine: Engine,
+    pub stats: SourceStats,
+    /// Actions the full queue made us drop.
+    pub dropped_actions: u64,
+    /// Probes of one turn.
+    pub probes: Vec<Probe>,
+}
+
+impl<'a> Capture<'a> {
+    pub fn new(
+        settings: &'a Settings,
+        log: &'a Logger,
+        source: Box<dyn ProbeSource>,
+        firewall: Option<&'a NativeFirewall>,
+        protect_sources: ProtectedSources,
+        engine: Engine,
+    ) -> Self {
+        Capture {
+            settings,
+            log,
+            source,
+            firewall,
+            protect_sources,
+            engine,
+            stats: SourceStats::default(),
+            dropped_actions: 0,
+            probes: Vec::with_capacity(PACKETS_PER_TURN),
+        }
+    }
+
+    /// Run until `shutdown`, or `reload` with a configuration `validate` accepts.
+    pub fn run(
+        &mut self,
+        shutdown: &AtomicBool,
+        reload: &AtomicBool,
+        validate: &dyn Fn() -> Result<()>,
+        links: Links,
+    ) -> Result<Stop> {
+        let mut stop = Stop::Shutdown;
+        let mut watcher = match ChangeWatcher::open() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                self.log.log(&format!(
+                    "adminalert: WARNING: cannot watch address and route changes ({e}); the protected set is read only at start"
+                ));
+                None
+            }
+        };
+        let mut protect_pending = false;
+        let mut last_protect_refresh = Instant::now();
+        let mut last_table_check = Instant::now();
+
+        while !shutdown.load(Ordering::Relaxed) {
+            if reload.swap(false, Ordering::Relaxed) {
+                match validate() {
+                    Ok(()) => {
+                        stop = Stop::Reload;
+                        break;
+                    }
+                    Err(e) => self.log.log(&format!(
+                        "adminalert: ERROR: reload refused, the configuration has errors; still running with the old one:\n{e:#}"
+                    )),
+                }
+            }
+            let now = boottime_now();
+            let wait = self
+                .engine
+                .poll_timeout()
+                .map(|t| t.since(now))
+                .unwrap_or(MAX_WAIT)
+                .min(MAX_WAIT);
+            self.source.wait(wait).context("waiting for packets")?;
+            let now = boottime_now();
+            self.source
+                .read(now, self.settings, &mut self.stats, &mut self.probes)
+                .context("reading probes")?;
+            for probe in self.probes.drain(..) {
+                self.engine.handle_probe(now, probe);
+            }
+            while let Ok(feedback) = links.feedback.try_recv() {
+                match feedback {
+                    Feedback::Outcome(src, proto, outcome) => {
+                        self.engine
+                            .handle_outcome(boottime_now(), src, proto, outcome);
+                    }
+                    Feedback::Forget(net) => self.engine.forget(net),
+                }
+            }
+            let now = boottime_now();
+            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+                self.engine.handle_timeout(now);
+            }
+            self.dispatch(now, &links.actions);
+
+            if watcher.as_mut().is_some_and(ChangeWatcher::changed) {
+                protect_pending = true;
+            }
+            if protect_pending && last_protect_refresh.elapsed() >= PROTECT_REFRESH_MIN_INTERVAL {
+                protect_pending = false;
+                last_protect_refresh = Instant::now();
+                self.refresh_protected("addresses or routes changed");
+            }
+            if last_table_check.elapsed() >= TABLE_CHECK_INTERVAL {
+                last_table_check = Instant::now();
+                self.check_table(&links.actions);
+            }
+        }
+        // Blocking send: the reporter is draining, and must hear that we are done (the
+        // control thread holds another sender, so the channel never disconnects).
+        let _ = links.actions.send(ToReporter::Stop);
+        self.log_stats();
+        Ok(stop)
+    }
+
+    /// Hand the engine's actions to the reporter without ever waiting for it.
+    fn dispatch(&mut self, now: Millis, actions: &SyncSender<ToReporter>) {
+        while let Some(action) = self.engine.poll_action() {
+            match actions.try_send(ToReporter::Action(action)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(rejected)) | Err(TrySendError::Disconnected(rejected)) => {
+                    self.dropped_actions += 1;
+                    if let ToReporter::Action(action @ Action::Respond { .. }) = rejected {
+                        let probe = action_probe(&action);
+                        self.engine
+                            .handle_outcome(now, probe.src, probe.proto(), Outcome::Failed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Re-install our table if something removed it, and have the bans put back.
+    fn check_table(&mut self, actions: &SyncSender<ToReporter>) {
+        let Some(fw) = self.firewall else { return };
+        match fw.nft.exists() {
+            Ok(true) => {}
+            Ok(false) => match fw.nft.apply(&fw.spec) {
+                Ok(_) => {
+                    self.log.log(&format!(
+                        "adminalert: WARNING: table inet {} was removed by something else (nft flush ruleset?); installed it again and putting the bans in force back",
+                        fw.nft.table()
+                    ));
+                    // The same refresh as on an address change: kernel set and engine
+                    // ignore list stay one list.
+                    self.refresh_protected("table installed again");
+                    let _ = actions.send(ToReporter::Restore);
+                }
+                Err(e) => self.log.log(&format!(
+                    "adminalert: ERROR: table inet {} was removed and cannot be installed again: {e}",
+                    fw.nft.table()
+                )),
+            },
+            Err(e) => self.log.log(&format!(
+                "adminalert: ERROR: cannot check our nftables table: {e}"
+            )),
+        }
+    }
+
+    /// Re-read the protected networks and load them into our table and the engine.
+    fn refresh_protected(&mut self, why: &str) {
+        let nets = match startup::gather_protected(self.settings, &self.protect_sources) {
+            Ok(nets) => nets,
+            Err(e) => {
+                self.log.log(&format!(
+                    "adminalert: ERROR: cannot refresh the protected set: {e:#}"
+                ));
+                return;
+            }
+        };
+        if let Some(fw) = self.firewall
+            && let Err(e) = fw.nft.set_protected(&nets)
+        {
+            self.log.log(&format!(
+                "adminalert: ERROR: cannot update the protected set: {e}"
+            ));
+            return;
+        }
+        self.engine.set_ignore(startup::ignore_set(&nets));
+        self.log.log(&format!(
+            "adminalert: {why}: {} protected networks",
+            nets.len()
+        ));
+    }
+
+    fn log_stats(&self) {
+        let e = self.engine.stats();
+        let s = &self.stats;
+        self.log.log(&format!(
+            "adminalert: statistics: {} probes judged, {} alerts, {} responses, {} from ignored or protected hosts, {} to ports in use skipped, {} socket-table errors, {} log lines damped, {} actions dropped, {} packets lost by the kernel queue; packets: {} parsed, {} truncated, {} fragments, {} malformed",
+            e.probes,
+            e.alerts,
+            e.responses,
+            e.ignored,
+            s.in_use_skipped,
+            s.usage_errors,
+            e.suppressed_lines,
+            self.dropped_actions,
+            self.source.kernel_losses(),
+            s.parse.parsed,
+            s.parse.truncated,
+            s.parse.fragments,
+            s.parse.malformed,
+        ));
+    }
+}

@@ -1,0 +1,219 @@
+//! The running daemon, split by stage. Data flows one way through them:
+//!
+//! ```text
+//!  startup ──▶ source ──Probe──▶ capture (Engine) ──Action──▶ reporter ──▶ respond
+//!   (table,     (NFLOG |          (main thread)                (thread)     (native ban,
+//!    backend,    AF_PACKET)             ▲                         │          KILL_*,
+//!    restore)                           └──────── Outcome ────────┘          records)
+//! ```
+//! - [`startup`]: where bans go, the protected set, our nftables table and its NFLOG
+//!   group, bans restored from the state file;
+//! - [`source`]: probe sources behind one trait: our nftables traps (NFLOG) where
+//!   `nft` works, else the packet socket with a BPF filter;
+//! - [`capture`]: the main thread's loop around the engine;
+//! - [`reporter`]: the thread that owns the bans, logs, responds and saves;
+//! - [`respond`]: one response: native ban, then 1.2's chain and records.
+//!
+//! This module wires them together and owns the process-level choices: what a stop
+//! means, and the re-execution that a SIGHUP reload is.
+
+pub mod capture;
+pub mod reporter;
+pub mod respond;
+pub mod source;
+pub mod startup;
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use portsentry_engine::Proto;
+use portsentry_engine::engine::Engine;
+use portsentry_kernel::packet::PacketSensor;
+use portsentry_kernel::sock_diag::PortUsage;
+
+use crate::control;
+use crate::logger::Logger;
+use crate::records::RecordFile;
+use crate::resolve::Resolver;
+use crate::settings::Settings;
+use capture::{Capture, Links};
+use reporter::{Feedback, Reporter, ToReporter};
+use respond::Responder;
+use source::{NflogSource, PacketSource, ProbeSource};
+use startup::Chosen;
+
+/// Actions waiting for the reporter. Deep enough for a burst of alerts from many
+/// sources while a slow KILL_ROUTE runs; beyond that alerts are dropped, not queued.
+const ACTION_QUEUE: usize = 4096;
+
+/// Set in the environment of a re-executed daemon (SIGHUP reload): do not detach again.
+pub const REEXEC_ENV: &str = "PORTSENTRY_REEXEC";
+
+/// Why the daemon stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM/SIGINT: traps removed, bans left to expire in the kernel.
+    Shutdown,
+    /// SIGHUP with a valid new configuration: the caller re-executes the binary, which
+    /// re-applies the table in place (the traps stay armed meanwhile; bans are kept).
+    Reload,
+}
+
+/// Replace this process with a fresh copy of the binary and the same arguments
+/// (same PID and stdio). Returns only on failure.
+pub fn reexec() -> io::Error {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()
+        .ok()
+        .filter(|p| p.exists())
+        .or_else(|| std::env::args_os().next().map(std::path::PathBuf::from))
+        .unwrap_or_else(|| "portsentry".into());
+    std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(REEXEC_ENV, "1")
+        .exec()
+}
+
+/// Run until `shutdown` is set, or `reload` is set and `validate` accepts the new
+/// configuration (a config with errors is reported and the daemon keeps running).
+/// Returns after both threads ended.
+pub fn run(
+    settings: Settings,
+    log: Arc<Logger>,
+    shutdown: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+    validate: &dyn Fn() -> Result<()>,
+) -> Result<Stop> {
+    log.log(&format!(
+        "adminalert: PortSentry {} is starting (config: {}; settings: {}).",
+        env!("CARGO_PKG_VERSION"),
+        settings.config_source,
+        settings.toml_source
+    ));
+    for notice in &settings.notices {
+        log.log(notice);
+    }
+    let chosen = startup::choose_backend(&settings, &log)?;
+
+    // Files first, so a bad path stops startup before anything is installed.
+    let history = RecordFile::open(&settings.history_file, false).context("HISTORY_FILE")?;
+    let open_blocked = |proto| -> Result<Option<RecordFile>> {
+        settings
+            .mode(proto)
+            .map(|m| RecordFile::open(&m.blocked_file, true).context("BLOCKED_FILE"))
+            .transpose()
+    };
+    let tcp_blocked = open_blocked(Proto::Tcp)?;
+    let udp_blocked = open_blocked(Proto::Udp)?;
+
+    let protect_sources = startup::protect_sources(&settings);
+    let protected = startup::gather_protected(&settings, &protect_sources)?;
+    log.log(&format!(
+        "adminalert: {} protected networks (ignore list{}) are never blocked",
+        protected.len(),
+        if settings.toml.protect.enabled {
+            ", local addresses, default gateways, resolvers"
+        } else {
+            ""
+        }
+    ));
+
+    let (source, kernel, firewall): (Box<dyn ProbeSource>, _, _) = if let Chosen::Nftables = chosen
+    {
+        let (reader, kernel, firewall) = startup::start_nftables(&settings, &log, &protected)?;
+        (Box::new(NflogSource::new(reader)), kernel, Some(firewall))
+    } else {
+        let kernel = startup::start_without_nftables(&settings, &log, chosen)?;
+        let mut usage = PortUsage::new().context("cannot open the sock_diag netlink socket")?;
+        startup::announce_modes(&settings, &log, &mut usage);
+        let sensor = PacketSensor::open(settings.max_watched_port())
+            .context("cannot open the packet socket (AF_PACKET needs root or CAP_NET_RAW)")?;
+        (Box::new(PacketSource::new(sensor, usage)), kernel, None)
+    };
+
+    let responder = Responder::new(
+        settings.tcp.as_ref().map(|m| m.plan.clone()),
+        settings.udp.as_ref().map(|m| m.plan.clone()),
+        tcp_blocked,
+        udp_blocked,
+        Some(history),
+        Some(kernel),
+    );
+    let (action_tx, action_rx) = mpsc::sync_channel::<ToReporter>(ACTION_QUEUE);
+    let (feedback_tx, feedback_rx) = mpsc::channel::<Feedback>();
+    let reporter = {
+        let log = Arc::clone(&log);
+        let reporter = Reporter {
+            responder,
+            resolver: Resolver::new(settings.resolve_host),
+            feedback: feedback_tx,
+            started: Instant::now(),
+        };
+        thread::Builder::new()
+            .name("reporter".into())
+            .spawn(move || reporter.run(action_rx, &log))
+            .context("cannot start the reporter thread")?
+    };
+    let control_path = settings.toml.control.socket.clone();
+    {
+        let tx = action_tx.clone();
+        control::serve(&control_path, move |pending| {
+            tx.send(ToReporter::Control(pending)).is_ok()
+        })
+        .with_context(|| format!("cannot open the control socket {}", control_path.display()))?;
+    }
+
+    log.log("adminalert: PortSentry is now active and listening.");
+    crate::notify::notify("READY=1");
+    let engine = Engine::new(settings.engine.clone(), startup::ignore_set(&protected));
+    let mut capture = Capture::new(
+        &settings,
+        &log,
+        source,
+        firewall.as_ref(),
+        protect_sources,
+        engine,
+    );
+    let links = Links {
+        actions: action_tx,
+        feedback: feedback_rx,
+    };
+    let result = capture.run(&shutdown, &reload, validate, links);
+    drop(capture);
+    // run() sent Stop; the reporter drains what came before and ends.
+    let _ = reporter.join();
+    let _ = std::fs::remove_file(&control_path);
+    crate::notify::notify(match result {
+        Ok(Stop::Reload) => "RELOADING=1",
+        _ => "STOPPING=1",
+    });
+    if let Ok(Stop::Reload) = result {
+        log.log("adminalert: PortSentry is restarting to load the new configuration (traps and bans stay in place)");
+        return result;
+    }
+    if let Some(fw) = &firewall {
+        if !fw.nft.exists().unwrap_or(true) {
+            log.log(&format!(
+                "adminalert: table inet {} is gone (portsentry flush --all?): nothing to remove",
+                fw.nft.table()
+            ));
+        } else {
+            match fw.nft.remove_traps() {
+                Ok(()) => log.log(&format!(
+                    "adminalert: trap rules removed from table inet {}; bans stay in the kernel until they expire",
+                    fw.nft.table()
+                )),
+                Err(e) => log.log(&format!(
+                    "adminalert: ERROR: cannot remove the trap rules: {e}"
+                )),
+            }
+        }
+    }
+    log.log("adminalert: PortSentry is shutting down");
+    result
+}

@@ -1,0 +1,247 @@
+//! The reporter thread: owner of the bans. It takes the engine's actions from the
+//! capture thread and the control socket's requests, logs the alert lines, runs the
+//! responses (native ban, then the 1.2 chain and records), reports each outcome back
+//! to the engine, expires bans and saves the state file.
+//!
+//! Names (RESOLVE_HOST, up to 2 s a lookup) are looked up only after the bans: the
+//! reporter takes what is queued as one batch, makes the native bans of the batch
+//! first, then writes the lines in their order with names.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use portsentry_engine::engine::{Action, Outcome};
+use portsentry_engine::{Probe, Proto};
+
+use super::respond::{NativeBan, Responder};
+use crate::alerts::{self, Host};
+use crate::control;
+use crate::logger::Logger;
+use crate::resolve::Resolver;
+
+/// How often the reporter wakes without work, to save the state file and note expiry.
+const REPORTER_TICK: Duration = Duration::from_millis(500);
+/// Messages taken as one batch (bans first, then names and lines).
+const BATCH: usize = 256;
+/// Ended bans logged one line each; more than this (a flood ending) is one summary.
+const MAX_ENDED_LINES: usize = 10;
+
+/// What the capture and control threads send the reporter.
+pub enum ToReporter {
+    /// One engine action, with the probe it is about.
+    Action(Action),
+    Control(control::Pending),
+    /// Our table was re-created empty: put the bans in force back into it.
+    Restore,
+    /// The capture thread ended: finish and save.
+    Stop,
+}
+
+/// What the reporter tells the capture thread (the engine's owner).
+pub enum Feedback {
+    Outcome(std::net::IpAddr, Proto, Outcome),
+    /// An administrator lifted the ban on this network: judge its sources anew.
+    Forget(IpNet),
+}
+
+/// The reporter's parts.
+pub struct Reporter {
+    pub responder: Responder,
+    pub resolver: Resolver,
+    pub feedback: mpsc::Sender<Feedback>,
+    pub started: Instant,
+}
+
+impl Reporter {
+    /// Run until the capture thread says stop (or every sender is gone).
+    pub fn run(mut self, inbox: Receiver<ToReporter>, log: &Logger) {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            match inbox.recv_timeout(REPORTER_TICK) {
+                Ok(first) => batch.push(first),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while batch.len() < BATCH {
+                match inbox.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let stop = self.handle_batch(std::mem::take(&mut batch), log);
+            self.housekeeping(log, false);
+            if stop {
+                break;
+            }
+        }
+        self.housekeeping(log, true);
+    }
+
+    /// Handle one batch; true when it held `Stop` (what came before it is handled).
+    fn handle_batch(&mut self, batch: Vec<ToReporter>, log: &Logger) -> bool {
+        // Bans first: no name lookup may delay one.
+        let mut natives: Vec<Option<NativeBan>> = batch
+            .iter()
+            .map(|m| match m {
+                ToReporter::Action(Action::Respond { probe }) => {
+                    Some(self.responder.ban_natively(probe))
+                }
+                _ => None,
+            })
+            .collect();
+        for (message, native) in batch.into_iter().zip(natives.iter_mut()) {
+            match message {
+                ToReporter::Action(action) => self.report(action, native.take(), log),
+                ToReporter::Control(pending) => {
+                    let reply = self.control_request(pending.request, log);
+                    let _ = pending.reply.send(reply);
+                }
+                ToReporter::Restore => {
+                    if let Some(kernel) = self.responder.kernel_mut() {
+                        match kernel.put_back_missing() {
+                            Ok(n) => log.log(&alerts::bans_put_back(n)),
+                            Err(e) => log.log(&format!(
+                                "adminalert: ERROR: cannot put the bans back: {e:#}"
+                            )),
+                        }
+                    }
+                }
+                ToReporter::Stop => return true,
+            }
+        }
+        false
+    }
+
+    /// The lines of one engine action and, for a response, the rest of it.
+    fn report(&mut self, action: Action, native: Option<NativeBan>, log: &Logger) {
+        let probe: Probe = *action_probe(&action);
+        let ip = probe.src;
+        let name = self.resolver.name(ip);
+        let host = Host { name: &name, ip };
+        match action {
+            Action::Alert { suppressed, .. } => {
+                if suppressed > 0 {
+                    log.log(&alerts::hits_not_logged(host, suppressed));
+                }
+                log.log(&alerts::scan(host, &probe));
+                if probe.ip_options {
+                    log.log(&alerts::ip_options(host, &probe));
+                }
+            }
+            Action::Respond { .. } => {
+                let native = native.unwrap_or_default();
+                let outcome = self.responder.finish(log, &probe, native, &name);
+                let _ = self
+                    .feedback
+                    .send(Feedback::Outcome(ip, probe.proto(), outcome));
+            }
+            Action::Suppressed { count, .. } => {
+                log.log(&alerts::hits_not_logged_last(
+                    host,
+                    count,
+                    probe.proto(),
+                    probe.dport,
+                ));
+            }
+            Action::AlreadyBlocked { suppressed, .. } => {
+                log.log(&alerts::already_blocked(host, suppressed));
+            }
+            Action::Ignored { suppressed, .. } => {
+                log.log(&alerts::ignored(host, &probe, suppressed));
+            }
+        }
+    }
+
+    /// Carry out one request from the control socket; the reply line for the client.
+    fn control_request(&mut self, request: control::Request, log: &Logger) -> String {
+        use control::Request;
+        let uptime =
+            humantime::format_duration(Duration::from_secs(self.started.elapsed().as_secs()));
+        let Some(kernel) = self.responder.kernel_mut().filter(|k| k.is_native()) else {
+            return match request {
+                Request::Status => format!(
+                    "ok: portsentry {} running for {uptime}; no ban backend (only the KILL_* commands act)",
+                    env!("CARGO_PKG_VERSION"),
+                ),
+                _ => "error: bans from the command line need a ban backend (firewall.backend is none)"
+                    .into(),
+            };
+        };
+        match request {
+            Request::Status => format!(
+                "ok: portsentry {} running for {uptime}; {} bans in force",
+                env!("CARGO_PKG_VERSION"),
+                kernel.active_count()
+            ),
+            Request::Ban { net, duration } => match kernel.manual_ban(net, duration) {
+                Ok(ban) => {
+                    log.log(&alerts::manual_ban(net, duration, ban.offences));
+                    format!(
+                        "ok: {net} banned {} (offence {})",
+                        alerts::for_how_long(duration),
+                        ban.offences
+                    )
+                }
+                Err(e) => format!("error: {e:#}"),
+            },
+            Request::Unban { net } => match kernel.unban(net) {
+                Ok(Some(ban)) => {
+                    log.log(&alerts::manual_unban(ban.key));
+                    let _ = self.feedback.send(Feedback::Forget(ban.key));
+                    format!("ok: ban on {} lifted", ban.key)
+                }
+                Ok(None) => format!("error: no ban covers {net}"),
+                Err(e) => format!("error: {e:#}"),
+            },
+        }
+    }
+
+    /// Ended bans (logged, removed where the backend does not expire them), and the
+    /// state file saved when due (or `force`, at stop).
+    fn housekeeping(&mut self, log: &Logger, force_save: bool) {
+        let Some(kernel) = self.responder.kernel_mut() else {
+            return;
+        };
+        let now = crate::clock::unix_now();
+        let ended = kernel.take_expired(now);
+        // A ban the full book had to drop is not over: it still runs out in the kernel.
+        let (expired, dropped): (Vec<_>, Vec<_>) = ended
+            .into_iter()
+            .partition(|(ban, _)| ban.expires_at.is_some_and(|t| t <= now));
+        if !dropped.is_empty() {
+            log.log(&alerts::book_full(
+                dropped.len(),
+                kernel.expires_by_itself(),
+            ));
+        }
+        if expired.len() > MAX_ENDED_LINES {
+            log.log(&alerts::bans_ended(expired.len()));
+        }
+        for (ban, err) in expired.iter().chain(dropped.iter()) {
+            match err {
+                None if expired.len() <= MAX_ENDED_LINES
+                    && ban.expires_at.is_some_and(|t| t <= now) =>
+                {
+                    log.log(&alerts::ban_ended(ban.key, ban.offences));
+                }
+                None => {}
+                Some(e) => log.log(&alerts::ban_not_removed(ban.key, e)),
+            }
+        }
+        if let Some(err) = kernel.maybe_save(force_save) {
+            log.log(&format!("adminalert: ERROR: {err}"));
+        }
+    }
+}
+
+/// The probe an action is about.
+pub fn action_probe(action: &Action) -> &Probe {
+    match action {
+        Action::Alert { probe, .. }
+        | Action::Respond { probe }
+        | Action::AlreadyBlocked { probe, .. }
+        | Action::Ignored { probe, .. }
+        | Action::Suppressed { probe, .. } => probe,
+    }
+}

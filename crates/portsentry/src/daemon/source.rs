@@ -1,0 +1,171 @@
+//! Probe sources: where the capture loop gets its probes. Each source turns kernel
+//! bytes into classified, mode-checked [`Probe`]s, so the loop never knows which one
+//! it reads; a new source is one more implementation of [`ProbeSource`].
+//!
+//! - [`NflogSource`]: our nftables trap rules already matched the port, excluded ports
+//!   with a local socket, and (on the fast path) banned the source on this packet; the
+//!   NFLOG prefix says which, and it travels with the probe (`Probe::kernel_banned`).
+//! - [`PacketSource`]: AF_PACKET with a BPF filter, the engine's classifier (ACK and
+//!   Maimon probes recognised by our RST answer), the mode's watch list and a live
+//!   sock_diag check of ports in use.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use portsentry_engine::classify::{self, Classifier};
+use portsentry_engine::wire::{self, ParseStats};
+use portsentry_engine::{Millis, Probe};
+use portsentry_kernel::nflog::NflogReader;
+use portsentry_kernel::nft;
+use portsentry_kernel::packet::PacketSensor;
+use portsentry_kernel::sock_diag::PortUsage;
+
+use crate::settings::Settings;
+
+/// Packets read per turn of the capture loop before housekeeping runs.
+pub const PACKETS_PER_TURN: usize = 256;
+
+/// Counters of what the sources read and dropped, logged at stop.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    pub parse: ParseStats,
+    /// Packet path: probes to a port with a local socket (a service's clients).
+    pub in_use_skipped: u64,
+    /// Packet path: the socket table could not be read, so the probe was not judged.
+    pub usage_errors: u64,
+}
+
+/// Where probes come from.
+pub trait ProbeSource {
+    /// Wait up to `timeout` for packets; true when some are ready.
+    fn wait(&self, timeout: Duration) -> io::Result<bool>;
+
+    /// Read up to one turn's worth of packets (`now`: when they were read) and append
+    /// the probes among them, for the modes `settings` runs, to `out`.
+    fn read(
+        &mut self,
+        now: Millis,
+        settings: &Settings,
+        stats: &mut SourceStats,
+        out: &mut Vec<Probe>,
+    ) -> io::Result<()>;
+
+    /// Packets the kernel dropped because we did not read them fast enough.
+    fn kernel_losses(&self) -> u64;
+}
+
+/// Probes trapped by our nftables rules, read from their NFLOG group.
+pub struct NflogSource {
+    reader: NflogReader,
+}
+
+impl NflogSource {
+    pub fn new(reader: NflogReader) -> Self {
+        NflogSource { reader }
+    }
+}
+
+impl ProbeSource for NflogSource {
+    fn wait(&self, timeout: Duration) -> io::Result<bool> {
+        self.reader.wait(timeout)
+    }
+
+    fn read(
+        &mut self,
+        _now: Millis,
+        settings: &Settings,
+        stats: &mut SourceStats,
+        out: &mut Vec<Probe>,
+    ) -> io::Result<()> {
+        self.reader.drain(|packet| {
+            let parsed = wire::parse_ip(packet.payload);
+            stats.parse.record(&parsed);
+            let Ok(segment) = parsed else { return };
+            let Some(mut probe) = classify::classify_trapped(&segment) else {
+                return;
+            };
+            // The kernel matched the port already; the mode must exist.
+            if settings.mode(probe.proto()).is_none() {
+                return;
+            }
+            probe.kernel_banned = packet.prefix == nft::PREFIX_BANNED;
+            out.push(probe);
+        })?;
+        Ok(())
+    }
+
+    fn kernel_losses(&self) -> u64 {
+        self.reader.overruns()
+    }
+}
+
+/// Probes seen on the packet socket (hosts without nftables).
+pub struct PacketSource {
+    sensor: PacketSensor,
+    classifier: Classifier,
+    usage: PortUsage,
+}
+
+impl PacketSource {
+    pub fn new(sensor: PacketSensor, usage: PortUsage) -> Self {
+        PacketSource {
+            sensor,
+            classifier: Classifier::new(Classifier::DEFAULT_PENDING_CAPACITY),
+            usage,
+        }
+    }
+}
+
+impl ProbeSource for PacketSource {
+    fn wait(&self, timeout: Duration) -> io::Result<bool> {
+        self.sensor.wait(timeout)
+    }
+
+    fn read(
+        &mut self,
+        now: Millis,
+        settings: &Settings,
+        stats: &mut SourceStats,
+        out: &mut Vec<Probe>,
+    ) -> io::Result<()> {
+        for _ in 0..PACKETS_PER_TURN {
+            let Some(captured) = self.sensor.recv_next()? else {
+                break;
+            };
+            let parsed = wire::parse_ip(captured.bytes);
+            stats.parse.record(&parsed);
+            let Ok(segment) = parsed else { continue };
+            let Some(probe) = self.classifier.classify(now, captured.direction, &segment) else {
+                continue;
+            };
+            let Some(mode) = settings.mode(probe.proto()) else {
+                continue;
+            };
+            if !mode.watch.contains(probe.dport) {
+                continue;
+            }
+            match self
+                .usage
+                .in_use(probe.proto(), probe.dport, Instant::now())
+            {
+                Ok(true) => {
+                    stats.in_use_skipped += 1;
+                    continue;
+                }
+                Ok(false) => {}
+                Err(_) => {
+                    // Without the socket table a service's client cannot be told from
+                    // a scanner; staying silent is safer than banning clients.
+                    stats.usage_errors += 1;
+                    continue;
+                }
+            }
+            out.push(probe);
+        }
+        Ok(())
+    }
+
+    fn kernel_losses(&self) -> u64 {
+        self.sensor.take_stats().map(|k| k.dropped).unwrap_or(0)
+    }
+}

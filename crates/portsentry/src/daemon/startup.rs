@@ -1,0 +1,293 @@
+//! Start-up: everything that happens once before the capture loop runs, in order —
+//! where bans go (nftables or a fallback backend), the protected set, our nftables table
+//! and its NFLOG group, the bans restored from the state file, and the announcements
+//! 1.2 admins expect in syslog. Each step fails with the reason, before anything later
+//! is installed.
+
+use std::io;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ipnet::IpNet;
+use portsentry_engine::Proto;
+use portsentry_engine::ignore::IgnoreSet;
+use portsentry_engine::ports::Watch;
+use portsentry_kernel::backend::{self, BanBackend};
+use portsentry_kernel::nflog::NflogReader;
+use portsentry_kernel::nft::{self, Nft, TrapSpec};
+use portsentry_kernel::sock_diag::PortUsage;
+
+use crate::config::{Backend, BlockMode};
+use crate::kernel_bans::{KernelBans, Restored};
+use crate::logger::Logger;
+use crate::protect::{self, ProtectedSources};
+use crate::settings::Settings;
+
+/// Where bans go.
+pub enum Chosen {
+    Nftables,
+    Fallback(Box<dyn BanBackend>),
+    /// Only the legacy KILL_* commands act.
+    LegacyOnly,
+}
+
+/// The nftables side, when active.
+pub struct NativeFirewall {
+    pub nft: Nft,
+    /// What was applied, to re-apply it if someone removes our table.
+    pub spec: TrapSpec,
+}
+
+/// Decide where bans go, from `[firewall] backend` and what this host has.
+pub fn choose_backend(settings: &Settings, log: &Logger) -> Result<Chosen> {
+    let prepared = |mut b: Box<dyn BanBackend>| -> Result<Box<dyn BanBackend>> {
+        b.prepare()
+            .with_context(|| format!("cannot set up the {} ban backend", b.name()))?;
+        Ok(b)
+    };
+    match settings.toml.firewall.backend {
+        Backend::None => Ok(Chosen::LegacyOnly),
+        Backend::Nftables => {
+            if !Nft::available() {
+                bail!(
+                    "firewall.backend is \"nftables\" but nft is missing or the kernel refuses it"
+                );
+            }
+            Ok(Chosen::Nftables)
+        }
+        Backend::Ipset => Ok(Chosen::Fallback(prepared(Box::new(
+            backend::IpsetBackend::new(),
+        ))?)),
+        Backend::Iptables => Ok(Chosen::Fallback(prepared(Box::new(
+            backend::IptablesBackend::new(),
+        ))?)),
+        Backend::Route => Ok(Chosen::Fallback(prepared(Box::new(
+            backend::RouteBackend::new(backend::RouteKind::default())?,
+        ))?)),
+        Backend::Auto => {
+            if Nft::available() {
+                return Ok(Chosen::Nftables);
+            }
+            // Without nftables: the first fallback that can be set up.
+            for candidate in backend::candidates() {
+                let name = candidate.name();
+                match prepared(candidate) {
+                    Ok(b) => {
+                        log.log(&format!(
+                            "adminalert: nftables not available: bans go to {name}; probes are read from the packet socket"
+                        ));
+                        return Ok(Chosen::Fallback(b));
+                    }
+                    Err(e) => log.log(&format!("adminalert: WARNING: {e:#}")),
+                }
+            }
+            log.log("adminalert: no ban backend works here: only the KILL_* commands block");
+            Ok(Chosen::LegacyOnly)
+        }
+    }
+}
+
+/// What the protected set is made of, from the settings.
+pub fn protect_sources(settings: &Settings) -> ProtectedSources {
+    ProtectedSources {
+        resolv_conf: settings.toml.protect.resolv_conf.clone(),
+        extra: settings
+            .ignore
+            .iter()
+            .chain(settings.toml.protect.extra.iter().copied())
+            .collect(),
+    }
+}
+
+/// The protected networks now: the kernel's addresses and gateways, the resolvers and
+/// the ignore list (only the ignore list when `[protect] enabled = false`).
+pub fn gather_protected(settings: &Settings, sources: &ProtectedSources) -> Result<Vec<IpNet>> {
+    if settings.toml.protect.enabled {
+        protect::gather(sources).context("cannot read this host's addresses and routes")
+    } else {
+        Ok(sources.extra.clone())
+    }
+}
+
+pub fn ignore_set(nets: &[IpNet]) -> IgnoreSet {
+    let mut set = IgnoreSet::new();
+    for net in nets {
+        set.insert(*net);
+    }
+    set
+}
+
+/// The table to install: traps for the modes that run, banning in the kernel on the
+/// first probe only when SCAN_TRIGGER is 0 and the mode blocks (otherwise the daemon
+/// decides and the traps only log).
+pub fn trap_spec(settings: &Settings) -> TrapSpec {
+    let fw = &settings.toml.firewall;
+    let fast = fw.fast_path && settings.engine.scan_trigger == 0;
+    let bans = |proto| {
+        fast && settings
+            .mode(proto)
+            .is_some_and(|m| m.plan.block == BlockMode::Block)
+    };
+    TrapSpec {
+        table: fw.table.clone(),
+        tcp_ports: settings.tcp.as_ref().map(|m| m.watch.port_ranges()),
+        udp_ports: settings.udp.as_ref().map(|m| m.watch.port_ranges()),
+        ban_tcp: bans(Proto::Tcp),
+        ban_udp: bans(Proto::Udp),
+        ban_timeout: settings.toml.bans.time,
+        nflog_group: fw.nflog_group,
+        set_size: fw.set_size,
+        priority: fw.priority,
+    }
+}
+
+/// Bind the NFLOG group. Right after a reload the previous process's binding may take a
+/// moment to be released by the kernel (it is freed after an RCU grace period), so a
+/// busy group is retried for up to 2 s.
+fn open_nflog(group: u16) -> Result<NflogReader> {
+    let mut tries = 0;
+    loop {
+        match NflogReader::open(group) {
+            Ok(reader) => return Ok(reader),
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy && tries < 40 => {
+                tries += 1;
+                thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read NFLOG group {group}"));
+            }
+        }
+    }
+}
+
+/// Install the table, restore bans, open the NFLOG group.
+pub fn start_nftables(
+    settings: &Settings,
+    log: &Logger,
+    protected: &[IpNet],
+) -> Result<(NflogReader, KernelBans, NativeFirewall)> {
+    let fw = &settings.toml.firewall;
+    // The group is bound before the traps exist, so no trapped packet goes unread.
+    let reader = open_nflog(fw.nflog_group)?;
+    let nft = Nft::new(&fw.table)?;
+    let spec = trap_spec(settings);
+    let applied = nft
+        .apply(&spec)
+        .with_context(|| format!("cannot install table inet {}", fw.table))?;
+    nft.set_protected(protected)
+        .context("cannot load the protected set")?;
+    if let nft::Applied::Rebuilt { bans, protected } = applied {
+        log.log(&format!(
+            "adminalert: table inet {} rebuilt for a changed definition; {bans} host bans and {protected} protected entries carried over (network bans are put back from the state file)",
+            fw.table
+        ));
+    }
+    for mode in [&settings.tcp, &settings.udp].into_iter().flatten() {
+        let ports: usize = mode
+            .watch
+            .port_ranges()
+            .iter()
+            .map(|(lo, hi)| usize::from(hi - lo) + 1)
+            .sum();
+        let banning = match mode.proto {
+            Proto::Tcp => spec.ban_tcp,
+            Proto::Udp => spec.ban_udp,
+        };
+        log.log(&format!(
+            "adminalert: {} mode: {ports} {} ports trapped in the kernel ({}); ports with a local socket are excluded live",
+            mode.name,
+            mode.proto,
+            if banning {
+                "ban on the first probe"
+            } else {
+                "log only; the daemon decides"
+            }
+        ));
+    }
+    let (kernel, restored) = KernelBans::start_nftables(
+        &fw.table,
+        settings.ban_policy(),
+        settings.toml.state.file.clone(),
+    )?;
+    log_restored(log, settings, "nftables", restored);
+    Ok((reader, kernel, NativeFirewall { nft, spec }))
+}
+
+/// Bans through a fallback backend or (no backend) only a record of the KILL_* bans.
+pub fn start_without_nftables(
+    settings: &Settings,
+    log: &Logger,
+    chosen: Chosen,
+) -> Result<KernelBans> {
+    let (kernel, restored, name) = match chosen {
+        Chosen::Fallback(backend) => {
+            let name = backend.name();
+            let (kernel, restored) = KernelBans::start_fallback(
+                backend,
+                settings.ban_policy(),
+                settings.toml.state.file.clone(),
+            )?;
+            (kernel, restored, name)
+        }
+        _ => {
+            let (kernel, restored) = KernelBans::start_record_only(
+                settings.ban_policy(),
+                settings.toml.state.file.clone(),
+            )?;
+            (kernel, restored, "KILL_* commands only")
+        }
+    };
+    log_restored(log, settings, name, restored);
+    Ok(kernel)
+}
+
+fn log_restored(log: &Logger, settings: &Settings, backend: &str, restored: Restored) {
+    log.log(&format!(
+        "adminalert: bans restored from {} ({backend}): {} put back, {} still in the kernel, {} found only in the kernel, {} expired",
+        settings.toml.state.file.display(),
+        restored.put_back,
+        restored.already_in_kernel,
+        restored.adopted_from_kernel,
+        restored.expired_dropped
+    ));
+}
+
+/// 1.2's start-up lines about the modes (packet path), and the ports found in use now (they are excluded live, at every probe; this list is for the admin).
+pub fn announce_modes(settings: &Settings, log: &Logger, usage: &mut PortUsage) {
+    for mode in [&settings.tcp, &settings.udp].into_iter().flatten() {
+        match &mode.watch {
+            Watch::Listed(ports) => {
+                for port in ports.iter() {
+                    log.log(&format!(
+                        "adminalert: Going into stealth listen mode on {} port: {port}",
+                        mode.proto
+                    ));
+                }
+            }
+            Watch::Advanced { below, exclude } => {
+                log.log(&format!(
+                    "adminalert: Advanced mode will monitor first {below} ports"
+                ));
+                if exclude.is_empty() {
+                    log.log("adminalert: Advanced mode will manually exclude no ports");
+                }
+                for port in exclude.iter() {
+                    log.log(&format!(
+                        "adminalert: Advanced mode will manually exclude port: {port}"
+                    ));
+                }
+            }
+        }
+    }
+    for mode in [&settings.tcp, &settings.udp].into_iter().flatten() {
+        if let Ok(ports) = usage.listening_ports(mode.proto) {
+            for port in ports.into_iter().filter(|p| mode.watch.contains(*p)) {
+                log.log(&format!(
+                    "adminalert: Advanced Stealth scan detection mode activated. Ignored {} port: {port}",
+                    mode.proto
+                ));
+            }
+        }
+    }
+}
