@@ -1,7 +1,9 @@
-//! The text of every `attackalert:` line and of every line about one ban: what a probe
-//! was, what was done to its source, how a ban ended. One place, because admins `grep`
-//! these lines and fail2ban's stock filter parses them: the wording of PortSentry 1.2 is
-//! kept exactly where 1.2 had a line (COMPAT.md), and ours follow its shape.
+//! The text of every line the daemon logs: `attackalert:` lines (what a probe was,
+//! what was done to its source), lines about one ban (made, ended, lifted), and the
+//! `adminalert:` lines of the daemon's own life (start, modes, protected set, our table,
+//! errors, stop). One place, because admins `grep` these lines and fail2ban's stock
+//! filter parses them: the wording of PortSentry 1.2 is kept exactly where 1.2 had a
+//! line (COMPAT.md), and ours follow its shape.
 //!
 //! Each function returns the line; the caller logs it. Nothing here does I/O.
 
@@ -181,6 +183,163 @@ pub fn book_full(dropped: usize, expire_in_kernel: bool) -> String {
 
 pub fn bans_put_back(count: usize) -> String {
     format!("adminalert: {count} bans in force put back into the kernel")
+}
+
+// ---- the daemon's own life: start, modes, protected set, table, stop ----
+
+pub const ACTIVE: &str = "adminalert: PortSentry is now active and listening.";
+pub const SHUTTING_DOWN: &str = "adminalert: PortSentry is shutting down";
+pub const RESTARTING: &str = "adminalert: PortSentry is restarting to load the new configuration (traps and bans stay in place)";
+pub const NO_BACKEND: &str =
+    "adminalert: no ban backend works here: only the KILL_* commands block";
+pub const ADVANCED_EXCLUDE_NONE: &str = "adminalert: Advanced mode will manually exclude no ports";
+
+/// `what` failed because of `error` (its whole cause chain).
+pub fn error(what: &str, error: &dyn fmt::Display) -> String {
+    format!("adminalert: ERROR: {what}: {error:#}")
+}
+
+/// A failure whose error text names the operation itself.
+pub fn failure(error: &dyn fmt::Display) -> String {
+    format!("adminalert: ERROR: {error:#}")
+}
+
+/// A problem that does not stop the daemon; `problem` says it all.
+pub fn warning(problem: &dyn fmt::Display) -> String {
+    format!("adminalert: WARNING: {problem:#}")
+}
+
+pub fn starting(config_source: &str, toml_source: &str) -> String {
+    format!(
+        "adminalert: PortSentry {} is starting (config: {config_source}; settings: {toml_source}).",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// `full`: the protected set holds more than the ignore list.
+pub fn protected_at_start(count: usize, full: bool) -> String {
+    format!(
+        "adminalert: {count} protected networks (ignore list{}) are never blocked",
+        if full {
+            ", local addresses, default gateways, resolvers"
+        } else {
+            ""
+        }
+    )
+}
+
+pub fn protected_refreshed(why: &str, count: usize) -> String {
+    format!("adminalert: {why}: {count} protected networks")
+}
+
+pub fn no_change_watcher(error: &dyn fmt::Display) -> String {
+    format!(
+        "adminalert: WARNING: cannot watch address and route changes ({error}); the protected set is read only at start"
+    )
+}
+
+pub fn reload_refused(error: &dyn fmt::Display) -> String {
+    format!(
+        "adminalert: ERROR: reload refused, the configuration has errors; still running with the old one:\n{error:#}"
+    )
+}
+
+pub fn fallback_chosen(backend: &str) -> String {
+    format!(
+        "adminalert: nftables not available: bans go to {backend}; probes are read from the packet socket"
+    )
+}
+
+pub fn table_rebuilt(table: &str, bans: usize, protected: usize) -> String {
+    format!(
+        "adminalert: table inet {table} rebuilt for a changed definition; {bans} host bans and {protected} protected entries carried over (network bans are put back from the state file)"
+    )
+}
+
+pub fn table_reinstalled(table: &str) -> String {
+    format!(
+        "adminalert: WARNING: table inet {table} was removed by something else (nft flush ruleset?); installed it again and putting the bans in force back"
+    )
+}
+
+pub fn table_gone_at_stop(table: &str) -> String {
+    format!("adminalert: table inet {table} is gone (portsentry flush --all?): nothing to remove")
+}
+
+pub fn traps_removed(table: &str) -> String {
+    format!(
+        "adminalert: trap rules removed from table inet {table}; bans stay in the kernel until they expire"
+    )
+}
+
+/// One mode on the nftables path; `banning`: the traps ban on the first probe.
+pub fn mode_trapped(mode: &str, proto: Proto, ports: usize, banning: bool) -> String {
+    format!(
+        "adminalert: {mode} mode: {ports} {proto} ports trapped in the kernel ({}); ports with a local socket are excluded live",
+        if banning {
+            "ban on the first probe"
+        } else {
+            "log only; the daemon decides"
+        }
+    )
+}
+
+pub fn bans_restored(
+    state_file: &std::path::Path,
+    backend: &str,
+    put_back: usize,
+    already_in_kernel: usize,
+    adopted: usize,
+    expired: usize,
+) -> String {
+    format!(
+        "adminalert: bans restored from {} ({backend}): {put_back} put back, {already_in_kernel} still in the kernel, {adopted} found only in the kernel, {expired} expired",
+        state_file.display()
+    )
+}
+
+/// 1.2's start-up line for each listed port of a stealth mode.
+pub fn stealth_listen(proto: Proto, port: u16) -> String {
+    format!("adminalert: Going into stealth listen mode on {proto} port: {port}")
+}
+
+/// 1.2's start-up lines of an advanced mode.
+pub fn advanced_monitor(below: u32) -> String {
+    format!("adminalert: Advanced mode will monitor first {below} ports")
+}
+
+pub fn advanced_exclude(port: u16) -> String {
+    format!("adminalert: Advanced mode will manually exclude port: {port}")
+}
+
+pub fn in_use_ignored(proto: Proto, port: u16) -> String {
+    format!(
+        "adminalert: Advanced Stealth scan detection mode activated. Ignored {proto} port: {port}"
+    )
+}
+
+/// The summary logged at stop.
+pub fn statistics(
+    engine: &portsentry_engine::engine::EngineStats,
+    source: &crate::daemon::source::SourceStats,
+    dropped_actions: u64,
+    kernel_losses: u64,
+) -> String {
+    let (e, s) = (engine, source);
+    format!(
+        "adminalert: statistics: {} probes judged, {} alerts, {} responses, {} from ignored or protected hosts, {} to ports in use skipped, {} socket-table errors, {} log lines damped, {dropped_actions} actions dropped, {kernel_losses} packets lost by the kernel queue; packets: {} parsed, {} truncated, {} fragments, {} malformed",
+        e.probes,
+        e.alerts,
+        e.responses,
+        e.ignored,
+        s.in_use_skipped,
+        s.usage_errors,
+        e.suppressed_lines,
+        s.parse.parsed,
+        s.parse.truncated,
+        s.parse.fragments,
+        s.parse.malformed,
+    )
 }
 
 /// Human form of a ban length for log lines: "for 1h", "for 2h", "permanently".

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use portsentry::cli::{Cli, Subcommand};
 use portsentry::logger::Logger;
-use portsentry::{client, daemon, settings};
+use portsentry::{alerts, client, daemon, settings};
 
 const EXIT_CONFIG: u8 = 3;
 const EXIT_RUNTIME: u8 = 4;
@@ -105,13 +105,11 @@ fn main() -> ExitCode {
         Ok(daemon::Stop::Shutdown) => ExitCode::SUCCESS,
         Ok(daemon::Stop::Reload) => {
             let err = daemon::reexec();
-            log.log(&format!(
-                "adminalert: ERROR: cannot re-execute for the reload: {err}"
-            ));
+            log.log(&alerts::error("cannot re-execute for the reload", &err));
             ExitCode::from(EXIT_RUNTIME)
         }
         Err(e) => {
-            log.log(&format!("adminalert: ERROR: {e:#}"));
+            log.log(&alerts::failure(&e));
             if !cli.foreground {
                 eprintln!("portsentry: {e:#}");
             }

@@ -20,6 +20,7 @@ use super::Stop;
 use super::reporter::{Feedback, ToReporter, action_probe};
 use super::source::{PACKETS_PER_TURN, ProbeSource, SourceStats};
 use super::startup::{self, NativeFirewall};
+use crate::alerts;
 use crate::clock::boottime_now;
 use crate::logger::Logger;
 use crate::protect::ProtectedSources;
@@ -88,9 +89,7 @@ impl<'a> Capture<'a> {
         let mut watcher = match ChangeWatcher::open() {
             Ok(w) => Some(w),
             Err(e) => {
-                self.log.log(&format!(
-                    "adminalert: WARNING: cannot watch address and route changes ({e}); the protected set is read only at start"
-                ));
+                self.log.log(&alerts::no_change_watcher(&e));
                 None
             }
         };
@@ -105,9 +104,7 @@ impl<'a> Capture<'a> {
                         stop = Stop::Reload;
                         break;
                     }
-                    Err(e) => self.log.log(&format!(
-                        "adminalert: ERROR: reload refused, the configuration has errors; still running with the old one:\n{e:#}"
-                    )),
+                    Err(e) => self.log.log(&alerts::reload_refused(&e)),
                 }
             }
             let now = boottime_now();
@@ -184,23 +181,23 @@ impl<'a> Capture<'a> {
             Ok(true) => {}
             Ok(false) => match fw.nft.apply(&fw.spec) {
                 Ok(_) => {
-                    self.log.log(&format!(
-                        "adminalert: WARNING: table inet {} was removed by something else (nft flush ruleset?); installed it again and putting the bans in force back",
-                        fw.nft.table()
-                    ));
+                    self.log.log(&alerts::table_reinstalled(fw.nft.table()));
                     // The same refresh as on an address change: kernel set and engine
                     // ignore list stay one list.
                     self.refresh_protected("table installed again");
                     let _ = actions.send(ToReporter::Restore);
                 }
-                Err(e) => self.log.log(&format!(
-                    "adminalert: ERROR: table inet {} was removed and cannot be installed again: {e}",
-                    fw.nft.table()
+                Err(e) => self.log.log(&alerts::error(
+                    &format!(
+                        "table inet {} was removed and cannot be installed again",
+                        fw.nft.table()
+                    ),
+                    &e,
                 )),
             },
-            Err(e) => self.log.log(&format!(
-                "adminalert: ERROR: cannot check our nftables table: {e}"
-            )),
+            Err(e) => self
+                .log
+                .log(&alerts::error("cannot check our nftables table", &e)),
         }
     }
 
@@ -209,45 +206,28 @@ impl<'a> Capture<'a> {
         let nets = match startup::gather_protected(self.settings, &self.protect_sources) {
             Ok(nets) => nets,
             Err(e) => {
-                self.log.log(&format!(
-                    "adminalert: ERROR: cannot refresh the protected set: {e:#}"
-                ));
+                self.log
+                    .log(&alerts::error("cannot refresh the protected set", &e));
                 return;
             }
         };
         if let Some(fw) = self.firewall
             && let Err(e) = fw.nft.set_protected(&nets)
         {
-            self.log.log(&format!(
-                "adminalert: ERROR: cannot update the protected set: {e}"
-            ));
+            self.log
+                .log(&alerts::error("cannot update the protected set", &e));
             return;
         }
         self.engine.set_ignore(startup::ignore_set(&nets));
-        self.log.log(&format!(
-            "adminalert: {why}: {} protected networks",
-            nets.len()
-        ));
+        self.log.log(&alerts::protected_refreshed(why, nets.len()));
     }
 
     fn log_stats(&self) {
-        let e = self.engine.stats();
-        let s = &self.stats;
-        self.log.log(&format!(
-            "adminalert: statistics: {} probes judged, {} alerts, {} responses, {} from ignored or protected hosts, {} to ports in use skipped, {} socket-table errors, {} log lines damped, {} actions dropped, {} packets lost by the kernel queue; packets: {} parsed, {} truncated, {} fragments, {} malformed",
-            e.probes,
-            e.alerts,
-            e.responses,
-            e.ignored,
-            s.in_use_skipped,
-            s.usage_errors,
-            e.suppressed_lines,
+        self.log.log(&alerts::statistics(
+            &self.engine.stats(),
+            &self.stats,
             self.dropped_actions,
             self.source.kernel_losses(),
-            s.parse.parsed,
-            s.parse.truncated,
-            s.parse.fragments,
-            s.parse.malformed,
         ));
     }
 }

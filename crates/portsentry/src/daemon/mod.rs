@@ -36,6 +36,7 @@ use portsentry_engine::engine::Engine;
 use portsentry_kernel::packet::PacketSensor;
 use portsentry_kernel::sock_diag::PortUsage;
 
+use crate::alerts;
 use crate::control;
 use crate::logger::Logger;
 use crate::records::RecordFile;
@@ -89,11 +90,9 @@ pub fn run(
     reload: Arc<AtomicBool>,
     validate: &dyn Fn() -> Result<()>,
 ) -> Result<Stop> {
-    log.log(&format!(
-        "adminalert: PortSentry {} is starting (config: {}; settings: {}).",
-        env!("CARGO_PKG_VERSION"),
-        settings.config_source,
-        settings.toml_source
+    log.log(&alerts::starting(
+        &settings.config_source,
+        &settings.toml_source,
     ));
     for notice in &settings.notices {
         log.log(notice);
@@ -113,14 +112,9 @@ pub fn run(
 
     let protect_sources = startup::protect_sources(&settings);
     let protected = startup::gather_protected(&settings, &protect_sources)?;
-    log.log(&format!(
-        "adminalert: {} protected networks (ignore list{}) are never blocked",
+    log.log(&alerts::protected_at_start(
         protected.len(),
-        if settings.toml.protect.enabled {
-            ", local addresses, default gateways, resolvers"
-        } else {
-            ""
-        }
+        settings.toml.protect.enabled,
     ));
 
     let (source, kernel, firewall): (Box<dyn ProbeSource>, _, _) = if let Chosen::Nftables = chosen
@@ -168,7 +162,7 @@ pub fn run(
         .with_context(|| format!("cannot open the control socket {}", control_path.display()))?;
     }
 
-    log.log("adminalert: PortSentry is now active and listening.");
+    log.log(alerts::ACTIVE);
     crate::notify::notify("READY=1");
     let engine = Engine::new(settings.engine.clone(), startup::ignore_set(&protected));
     let mut capture = Capture::new(
@@ -193,27 +187,19 @@ pub fn run(
         _ => "STOPPING=1",
     });
     if let Ok(Stop::Reload) = result {
-        log.log("adminalert: PortSentry is restarting to load the new configuration (traps and bans stay in place)");
+        log.log(alerts::RESTARTING);
         return result;
     }
     if let Some(fw) = &firewall {
         if !fw.nft.exists().unwrap_or(true) {
-            log.log(&format!(
-                "adminalert: table inet {} is gone (portsentry flush --all?): nothing to remove",
-                fw.nft.table()
-            ));
+            log.log(&alerts::table_gone_at_stop(fw.nft.table()));
         } else {
             match fw.nft.remove_traps() {
-                Ok(()) => log.log(&format!(
-                    "adminalert: trap rules removed from table inet {}; bans stay in the kernel until they expire",
-                    fw.nft.table()
-                )),
-                Err(e) => log.log(&format!(
-                    "adminalert: ERROR: cannot remove the trap rules: {e}"
-                )),
+                Ok(()) => log.log(&alerts::traps_removed(fw.nft.table())),
+                Err(e) => log.log(&alerts::error("cannot remove the trap rules", &e)),
             }
         }
     }
-    log.log("adminalert: PortSentry is shutting down");
+    log.log(alerts::SHUTTING_DOWN);
     result
 }

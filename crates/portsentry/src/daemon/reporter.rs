@@ -101,9 +101,7 @@ impl Reporter {
                     if let Some(kernel) = self.responder.kernel_mut() {
                         match kernel.put_back_missing() {
                             Ok(n) => log.log(&alerts::bans_put_back(n)),
-                            Err(e) => log.log(&format!(
-                                "adminalert: ERROR: cannot put the bans back: {e:#}"
-                            )),
+                            Err(e) => log.log(&alerts::error("cannot put the bans back", &e)),
                         }
                     }
                 }
@@ -230,7 +228,7 @@ impl Reporter {
             }
         }
         if let Some(err) = kernel.maybe_save(force_save) {
-            log.log(&format!("adminalert: ERROR: {err}"));
+            log.log(&alerts::failure(&err));
         }
     }
 }

@@ -246,7 +246,7 @@ impl Responder {
         };
         for file in [blocked, self.history.as_mut()].into_iter().flatten() {
             if let Err(e) = file.append(&line) {
-                log.log(&format!("adminalert: ERROR: {e}"));
+                log.log(&alerts::failure(&e));
             }
         }
         outcome

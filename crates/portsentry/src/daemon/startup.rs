@@ -18,6 +18,7 @@ use portsentry_kernel::nflog::NflogReader;
 use portsentry_kernel::nft::{self, Nft, TrapSpec};
 use portsentry_kernel::sock_diag::PortUsage;
 
+use crate::alerts;
 use crate::config::{Backend, BlockMode};
 use crate::kernel_bans::{KernelBans, Restored};
 use crate::logger::Logger;
@@ -74,15 +75,13 @@ pub fn choose_backend(settings: &Settings, log: &Logger) -> Result<Chosen> {
                 let name = candidate.name();
                 match prepared(candidate) {
                     Ok(b) => {
-                        log.log(&format!(
-                            "adminalert: nftables not available: bans go to {name}; probes are read from the packet socket"
-                        ));
+                        log.log(&alerts::fallback_chosen(name));
                         return Ok(Chosen::Fallback(b));
                     }
-                    Err(e) => log.log(&format!("adminalert: WARNING: {e:#}")),
+                    Err(e) => log.log(&alerts::warning(&e)),
                 }
             }
-            log.log("adminalert: no ban backend works here: only the KILL_* commands block");
+            log.log(alerts::NO_BACKEND);
             Ok(Chosen::LegacyOnly)
         }
     }
@@ -178,10 +177,7 @@ pub fn start_nftables(
     nft.set_protected(protected)
         .context("cannot load the protected set")?;
     if let nft::Applied::Rebuilt { bans, protected } = applied {
-        log.log(&format!(
-            "adminalert: table inet {} rebuilt for a changed definition; {bans} host bans and {protected} protected entries carried over (network bans are put back from the state file)",
-            fw.table
-        ));
+        log.log(&alerts::table_rebuilt(&fw.table, bans, protected));
     }
     for mode in [&settings.tcp, &settings.udp].into_iter().flatten() {
         let ports: usize = mode
@@ -194,16 +190,7 @@ pub fn start_nftables(
             Proto::Tcp => spec.ban_tcp,
             Proto::Udp => spec.ban_udp,
         };
-        log.log(&format!(
-            "adminalert: {} mode: {ports} {} ports trapped in the kernel ({}); ports with a local socket are excluded live",
-            mode.name,
-            mode.proto,
-            if banning {
-                "ban on the first probe"
-            } else {
-                "log only; the daemon decides"
-            }
-        ));
+        log.log(&alerts::mode_trapped(mode.name, mode.proto, ports, banning));
     }
     let (kernel, restored) = KernelBans::start_nftables(
         &fw.table,
@@ -243,13 +230,13 @@ pub fn start_without_nftables(
 }
 
 fn log_restored(log: &Logger, settings: &Settings, backend: &str, restored: Restored) {
-    log.log(&format!(
-        "adminalert: bans restored from {} ({backend}): {} put back, {} still in the kernel, {} found only in the kernel, {} expired",
-        settings.toml.state.file.display(),
+    log.log(&alerts::bans_restored(
+        &settings.toml.state.file,
+        backend,
         restored.put_back,
         restored.already_in_kernel,
         restored.adopted_from_kernel,
-        restored.expired_dropped
+        restored.expired_dropped,
     ));
 }
 
@@ -259,23 +246,16 @@ pub fn announce_modes(settings: &Settings, log: &Logger, usage: &mut PortUsage) 
         match &mode.watch {
             Watch::Listed(ports) => {
                 for port in ports.iter() {
-                    log.log(&format!(
-                        "adminalert: Going into stealth listen mode on {} port: {port}",
-                        mode.proto
-                    ));
+                    log.log(&alerts::stealth_listen(mode.proto, port));
                 }
             }
             Watch::Advanced { below, exclude } => {
-                log.log(&format!(
-                    "adminalert: Advanced mode will monitor first {below} ports"
-                ));
+                log.log(&alerts::advanced_monitor(*below));
                 if exclude.is_empty() {
-                    log.log("adminalert: Advanced mode will manually exclude no ports");
+                    log.log(alerts::ADVANCED_EXCLUDE_NONE);
                 }
                 for port in exclude.iter() {
-                    log.log(&format!(
-                        "adminalert: Advanced mode will manually exclude port: {port}"
-                    ));
+                    log.log(&alerts::advanced_exclude(port));
                 }
             }
         }
@@ -283,10 +263,7 @@ pub fn announce_modes(settings: &Settings, log: &Logger, usage: &mut PortUsage) 
     for mode in [&settings.tcp, &settings.udp].into_iter().flatten() {
         if let Ok(ports) = usage.listening_ports(mode.proto) {
             for port in ports.into_iter().filter(|p| mode.watch.contains(*p)) {
-                log.log(&format!(
-                    "adminalert: Advanced Stealth scan detection mode activated. Ignored {} port: {port}",
-                    mode.proto
-                ));
+                log.log(&alerts::in_use_ignored(mode.proto, port));
             }
         }
     }
