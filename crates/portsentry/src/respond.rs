@@ -18,7 +18,6 @@ use portsentry_engine::engine::Outcome;
 use portsentry_engine::{Probe, Proto};
 
 use crate::config::BlockMode;
-use crate::daemon::boottime_now;
 use crate::kernel_bans::{self, KernelBans};
 use crate::logger::Logger;
 use crate::records::{self, HostsDenyResult, RecordFile};
@@ -99,7 +98,7 @@ impl Responder {
                     banned.ban.offences
                 ));
                 Some(Outcome::Blocked {
-                    until: banned.timeout.map(|t| boottime_now() + t),
+                    length: banned.timeout,
                 })
             }
             Err(e) => {
@@ -150,7 +149,7 @@ impl Responder {
                     let ok = run_step(log, plan, Step::RunCmd, target, probe.dport);
                     (
                         if ok {
-                            Outcome::Blocked { until: None }
+                            Outcome::Blocked { length: None }
                         } else {
                             Outcome::Failed
                         },
@@ -210,7 +209,7 @@ impl Responder {
                             ),
                         );
                     }
-                    (Outcome::Blocked { until: None }, true)
+                    (Outcome::Blocked { length: None }, true)
                 } else {
                     (Outcome::Failed, false)
                 }
