@@ -10,9 +10,10 @@ use std::net::IpAddr;
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 
+use crate::clock::unix_now;
 use crate::config::TomlSettings;
 use crate::control::{self, Request};
-use crate::kernel_bans::{describe, unix_now};
+use crate::kernel_bans::describe;
 use crate::store;
 use portsentry_kernel::backend;
 use portsentry_kernel::nft::{BanSetWriter, Nft};

@@ -39,6 +39,7 @@ use portsentry_engine::ports::{PortSet, Watch};
 use portsentry_engine::wire::{self, ParseStats};
 use portsentry_engine::{Millis, Probe, Proto};
 
+use crate::clock::{self, boottime_now};
 use crate::config::{Backend, BlockMode};
 use crate::control;
 use crate::kernel_bans::{KernelBans, Restored};
@@ -68,19 +69,6 @@ const PROTECT_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(2);
 /// Sources the kernel banned recently, remembered so that the response knows the
 /// element is already in the set. Cleared when it grows past this.
 const KERNEL_BANNED_MEMORY: usize = 65_536;
-
-/// Monotonic time that keeps counting through suspend (CLOCK_BOOTTIME).
-pub fn boottime_now() -> Millis {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid timespec out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
-    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
-    Millis(secs * 1000 + nanos / 1_000_000)
-}
 
 /// What the capture and control threads send the reporter.
 enum ToReporter {
@@ -586,8 +574,8 @@ impl Capture<'_> {
             }
         };
         let mut protect_pending = false;
-        let mut last_protect_refresh = Instant::now();
-        let mut last_table_check = Instant::now();
+        let mut last_protect_refresh = clock::instant();
+        let mut last_table_check = clock::instant();
 
         while !shutdown.load(Ordering::Relaxed) {
             if reload.swap(false, Ordering::Relaxed) {
@@ -640,11 +628,11 @@ impl Capture<'_> {
             }
             if protect_pending && last_protect_refresh.elapsed() >= PROTECT_REFRESH_MIN_INTERVAL {
                 protect_pending = false;
-                last_protect_refresh = Instant::now();
+                last_protect_refresh = clock::instant();
                 self.refresh_protected("addresses or routes changed");
             }
             if last_table_check.elapsed() >= TABLE_CHECK_INTERVAL {
-                last_table_check = Instant::now();
+                last_table_check = clock::instant();
                 self.check_table(&action_tx);
             }
         }
@@ -706,7 +694,7 @@ impl Capture<'_> {
                     if !mode.watch.contains(probe.dport) {
                         continue;
                     }
-                    match usage.in_use(probe.proto(), probe.dport, Instant::now()) {
+                    match usage.in_use(probe.proto(), probe.dport, clock::instant()) {
                         Ok(true) => {
                             stats.in_use_skipped += 1;
                             continue;
@@ -848,7 +836,7 @@ fn report_loop(
     mut resolver: Resolver,
     log: &Logger,
 ) {
-    let started = Instant::now();
+    let started = clock::instant();
     loop {
         match actions.recv_timeout(REPORTER_TICK) {
             Ok(ToReporter::Probe(report)) => {
@@ -935,7 +923,7 @@ fn housekeeping(responder: &mut Responder, log: &Logger, force_save: bool) {
     let Some(kernel) = responder.kernel_mut() else {
         return;
     };
-    let now = crate::kernel_bans::unix_now();
+    let now = clock::unix_now();
     let ended = kernel.take_expired(now);
     // A ban the full book had to drop is not over: it still runs out in the kernel.
     let (expired, dropped): (Vec<_>, Vec<_>) = ended

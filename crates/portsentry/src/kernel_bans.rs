@@ -17,12 +17,13 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 use portsentry_engine::bans::{Ban, BanBook, BanPolicy};
 
+use crate::clock::unix_now;
 use crate::store;
 use portsentry_kernel::backend::BanBackend;
 use portsentry_kernel::nft::{BanSetWriter, Nft};
@@ -41,14 +42,6 @@ const SAVE_INTERVAL_LARGE: Duration = Duration::from_secs(10);
 /// forgets offence history first, then the bans ending soonest (their kernel elements
 /// still expire on their own).
 pub const BOOK_CAPACITY: usize = 65_536;
-
-/// Seconds since the Unix epoch, for ban expiry that must survive reboots.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// Summary of a start-up restore, for the log.
 #[derive(Debug, Default, Clone, Copy)]

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
