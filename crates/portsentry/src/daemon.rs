@@ -39,10 +39,10 @@ use portsentry_engine::ports::{PortSet, Watch};
 use portsentry_engine::wire::{self, ParseStats};
 use portsentry_engine::{Millis, Probe, Proto};
 
+use crate::bans::{self, BanLifecycle, Restored, StateFile};
 use crate::clock::{self, boottime_now};
 use crate::config::{Backend, BlockMode};
 use crate::control;
-use crate::kernel_bans::{KernelBans, Restored};
 use crate::logger::Logger;
 use crate::protect::{self, ProtectedSources};
 use crate::records::RecordFile;
@@ -213,18 +213,19 @@ pub fn run(
         let kernel = match chosen {
             Chosen::Fallback(backend) => {
                 let name = backend.name();
-                let (kernel, restored) = KernelBans::start_fallback(
-                    backend,
+                let (kernel, restored) = bans::start(
+                    &StateFile::new(settings.toml.state.file.clone()),
                     settings.ban_policy(),
-                    settings.toml.state.file.clone(),
+                    Some(backend),
                 )?;
                 log_restored(&log, &settings, name, restored);
                 Some(kernel)
             }
             _ => {
-                let (kernel, restored) = KernelBans::start_record_only(
+                let (kernel, restored) = bans::start(
+                    &StateFile::new(settings.toml.state.file.clone()),
                     settings.ban_policy(),
-                    settings.toml.state.file.clone(),
+                    None,
                 )?;
                 log_restored(&log, &settings, "KILL_* commands only", restored);
                 Some(kernel)
@@ -255,9 +256,10 @@ pub fn run(
     let reporter = {
         let log = Arc::clone(&log);
         let resolver = Resolver::new(settings.resolve_host);
+        let state = StateFile::new(settings.toml.state.file.clone());
         thread::Builder::new()
             .name("reporter".into())
-            .spawn(move || report_loop(action_rx, outcome_tx, responder, resolver, &log))
+            .spawn(move || report_loop(action_rx, outcome_tx, responder, resolver, &state, &log))
             .context("cannot start the reporter thread")?
     };
     let control_path = settings.toml.control.socket.clone();
@@ -445,7 +447,7 @@ fn start_nftables(
     settings: &Settings,
     log: &Logger,
     protected: &[IpNet],
-) -> Result<(NflogReader, KernelBans, NativeFirewall)> {
+) -> Result<(NflogReader, BanLifecycle, NativeFirewall)> {
     let fw = &settings.toml.firewall;
     // The group is bound before the traps exist, so no trapped packet goes unread.
     let reader = open_nflog(fw.nflog_group)?;
@@ -480,10 +482,11 @@ fn start_nftables(
             }
         ));
     }
-    let (kernel, restored) = KernelBans::start_nftables(
-        &fw.table,
+    let backend = backend::NftablesBackend::open(&fw.table)?;
+    let (kernel, restored) = bans::start(
+        &StateFile::new(settings.toml.state.file.clone()),
         settings.ban_policy(),
-        settings.toml.state.file.clone(),
+        Some(Box::new(backend)),
     )?;
     log_restored(log, settings, "nftables", restored);
     Ok((reader, kernel, NativeFirewall { nft, spec }))
@@ -834,6 +837,7 @@ fn report_loop(
     outcomes: mpsc::Sender<Feedback>,
     mut responder: Responder,
     mut resolver: Resolver,
+    state: &StateFile,
     log: &Logger,
 ) {
     let started = clock::instant();
@@ -849,7 +853,7 @@ fn report_loop(
             }
             Ok(ToReporter::Restore) => {
                 if let Some(kernel) = responder.kernel_mut() {
-                    match kernel.put_back_missing() {
+                    match kernel.put_back_missing(clock::unix_now()) {
                         Ok(n) => log.log(&format!(
                             "adminalert: {n} bans in force put back into the kernel"
                         )),
@@ -862,9 +866,9 @@ fn report_loop(
             Ok(ToReporter::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {}
         }
-        housekeeping(&mut responder, log, false);
+        housekeeping(&mut responder, state, log, false);
     }
-    housekeeping(&mut responder, log, true);
+    housekeeping(&mut responder, state, log, true);
 }
 
 /// Carry out one request from the control socket; the reply line for the client.
@@ -891,11 +895,12 @@ fn control_request(
         Request::Status => format!(
             "ok: portsentry {} running for {uptime}; {} bans in force",
             env!("CARGO_PKG_VERSION"),
-            kernel.active_count()
+            kernel.active_count(clock::unix_now())
         ),
-        Request::Ban { net, duration } => match kernel.manual_ban(net, duration) {
+        Request::Ban { net, duration } => match kernel.manual_ban(clock::unix_now(), net, duration)
+        {
             Ok(ban) => {
-                let length = crate::kernel_bans::for_how_long(duration);
+                let length = bans::for_how_long(duration);
                 log.log(&format!(
                     "attackalert: Host {net} has been banned by the administrator {length}, offence {}",
                     ban.offences
@@ -904,7 +909,7 @@ fn control_request(
             }
             Err(e) => format!("error: {e:#}"),
         },
-        Request::Unban { net } => match kernel.unban(net) {
+        Request::Unban { net } => match kernel.unban(clock::unix_now(), net) {
             Ok(Some(ban)) => {
                 log.log(&format!(
                     "adminalert: ban on {} lifted by the administrator",
@@ -919,11 +924,12 @@ fn control_request(
     }
 }
 
-fn housekeeping(responder: &mut Responder, log: &Logger, force_save: bool) {
+fn housekeeping(responder: &mut Responder, state: &StateFile, log: &Logger, force_save: bool) {
     let Some(kernel) = responder.kernel_mut() else {
         return;
     };
-    let now = clock::unix_now();
+    let clocks = clock::now();
+    let now = clocks.unix;
     let ended = kernel.take_expired(now);
     // A ban the full book had to drop is not over: it still runs out in the kernel.
     let (expired, dropped): (Vec<_>, Vec<_>) = ended
@@ -960,7 +966,7 @@ fn housekeeping(responder: &mut Responder, log: &Logger, force_save: bool) {
             )),
         }
     }
-    if let Some(err) = kernel.maybe_save(force_save) {
+    if let Some(err) = state.save_if_due(kernel, clocks, force_save) {
         log.log(&format!("adminalert: ERROR: {err}"));
     }
 }

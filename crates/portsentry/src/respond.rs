@@ -17,8 +17,9 @@ use std::time::Duration;
 use portsentry_engine::engine::Outcome;
 use portsentry_engine::{Probe, Proto};
 
+use crate::bans::{self, BanLifecycle};
+use crate::clock;
 use crate::config::BlockMode;
-use crate::kernel_bans::{self, KernelBans};
 use crate::logger::Logger;
 use crate::records::{self, HostsDenyResult, RecordFile};
 use portsentry_kernel::process::{ProcessError, Run};
@@ -48,7 +49,7 @@ pub struct Responder {
     history: Option<RecordFile>,
     /// The ban book and its kernel side: nftables sets, a fallback backend, or (with
     /// `backend = "none"`) only a record of what the KILL_* commands did.
-    kernel: Option<KernelBans>,
+    kernel: Option<BanLifecycle>,
 }
 
 /// One step of the 1.2 action chain.
@@ -66,7 +67,7 @@ impl Responder {
         tcp_blocked: Option<RecordFile>,
         udp_blocked: Option<RecordFile>,
         history: Option<RecordFile>,
-        kernel: Option<KernelBans>,
+        kernel: Option<BanLifecycle>,
     ) -> Self {
         Responder {
             tcp,
@@ -79,7 +80,7 @@ impl Responder {
     }
 
     /// The native ban book, for periodic saves and expiry.
-    pub fn kernel_mut(&mut self) -> Option<&mut KernelBans> {
+    pub fn kernel_mut(&mut self) -> Option<&mut BanLifecycle> {
         self.kernel.as_mut()
     }
 
@@ -89,12 +90,12 @@ impl Responder {
         let kernel = self.kernel.as_mut().filter(|k| k.is_native())?;
         let target = probe.src;
         let reason = format!("{} to {} port {}", probe.kind, probe.proto(), probe.dport);
-        match kernel.ban(target, kernel_banned, &reason) {
+        match kernel.ban(clock::unix_now(), target, kernel_banned, &reason) {
             Ok(banned) => {
                 log.log(&format!(
                     "attackalert: Host {target} has been banned in the kernel ({}) {}, offence {}",
                     banned.place,
-                    kernel_bans::for_how_long(banned.timeout),
+                    bans::for_how_long(banned.timeout),
                     banned.ban.offences
                 ));
                 Some(Outcome::Blocked {
@@ -202,6 +203,7 @@ impl Responder {
                 } else if all_ok {
                     if let Some(k) = self.kernel.as_mut() {
                         k.record_legacy(
+                            clock::unix_now(),
                             target,
                             &format!(
                                 "KILL_* commands after {} to {proto} port {}",
