@@ -501,6 +501,12 @@ fn log_restored(log: &Logger, settings: &Settings, backend: &str, restored: Rest
         restored.adopted_from_kernel,
         restored.expired_dropped
     ));
+    if restored.ended_removed > 0 {
+        log.log(&format!(
+            "adminalert: {} bans that ended while portsentry was down removed from {backend}",
+            restored.ended_removed
+        ));
+    }
 }
 
 fn announce_modes(settings: &Settings, log: &Logger, usage: Option<&mut PortUsage>) {

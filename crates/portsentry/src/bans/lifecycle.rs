@@ -37,6 +37,8 @@ pub struct Restored {
     pub already_in_kernel: usize,
     pub adopted_from_kernel: usize,
     pub expired_dropped: usize,
+    /// Leftovers of ended bans removed from a backend that cannot expire them.
+    pub ended_removed: usize,
 }
 
 /// The result of banning one source.
@@ -94,9 +96,18 @@ impl BanLifecycle {
 
             // Elements the kernel holds that the book lacks: added by the kernel's own
             // trap rules while nobody read them (kill -9), or left by an earlier run.
-            // Adopt them so they are listed, expire and escalate.
+            // Adopt them so they are listed, expire and escalate. An element of a
+            // backend that keeps no timeout (iptables, routes) whose ban the book says
+            // ended is a leftover, not a ban: it is removed, never re-added.
+            let recorded: HashSet<IpNet> = book.records().map(|r| r.key).collect();
             for h in held {
                 if book.is_banned(h.key.addr(), now) {
+                    continue;
+                }
+                if h.expiry == Expiry::Unknown && recorded.contains(&h.key) {
+                    b.remove(h.key)
+                        .context("cannot remove a ban that ended while portsentry was down")?;
+                    restored.ended_removed += 1;
                     continue;
                 }
                 let (banned_at, expires_at) = match h.expiry {
