@@ -79,9 +79,10 @@ pub enum Action {
 /// How a response ended, as the responder observed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Every configured block action succeeded: the source is blocked until `until`
-    /// (engine time), or for good when None.
-    Blocked { until: Option<Millis> },
+    /// Every configured block action succeeded: the source is blocked for `length`
+    /// from the `now` of [`Engine::handle_outcome`], or for good when None. The engine
+    /// keeps its own monotonic deadline; the caller's clocks are not converted.
+    Blocked { length: Option<Duration> },
     /// The configuration says not to block (BLOCK_x=0, or only a command ran): the
     /// source was reported but is not blocked.
     Reported,
@@ -363,7 +364,9 @@ impl Engine {
             }
             state.damper.last_emitted = None;
             state.status = match outcome {
-                Outcome::Blocked { until } => Status::Blocked { until },
+                Outcome::Blocked { length } => Status::Blocked {
+                    until: length.map(|d| now + d),
+                },
                 Outcome::Reported => Status::Reported,
                 Outcome::Failed => Status::Failed { at: now },
             };
@@ -613,7 +616,7 @@ mod tests {
             Millis(5),
             v4(2),
             Proto::Tcp,
-            Outcome::Blocked { until: None },
+            Outcome::Blocked { length: None },
         );
         assert!(e.is_blocked(v4(2), Proto::Tcp));
         e.handle_probe(Millis(6), syn(v4(2), 60));
@@ -702,7 +705,7 @@ mod tests {
             Millis(1),
             v4(3),
             Proto::Tcp,
-            Outcome::Blocked { until: None },
+            Outcome::Blocked { length: None },
         );
         let deadline = e.poll_timeout().expect("idle source has a deadline");
         assert_eq!(deadline, Millis(0) + e.config().forget_after);
@@ -721,12 +724,15 @@ mod tests {
         e.handle_probe(Millis(0), syn(v4(2), 1));
         e.handle_probe(Millis(1), syn(v4(2), 2));
         drain(&mut e);
-        let until = Millis(3_600_000);
+        let length = Duration::from_secs(3600);
+        let until = Millis(2) + length;
         e.handle_outcome(
             Millis(2),
             v4(2),
             Proto::Tcp,
-            Outcome::Blocked { until: Some(until) },
+            Outcome::Blocked {
+                length: Some(length),
+            },
         );
         e.handle_probe(Millis(10), syn(v4(2), 3));
         assert!(matches!(drain(&mut e)[..], [Action::AlreadyBlocked { .. }]));
@@ -754,7 +760,7 @@ mod tests {
             Millis(1),
             v4(2),
             Proto::Tcp,
-            Outcome::Blocked { until: None },
+            Outcome::Blocked { length: None },
         );
         e.forget("198.18.0.0/24".parse().unwrap());
         assert!(!e.is_blocked(v4(2), Proto::Tcp));
@@ -832,7 +838,7 @@ mod tests {
                 suppressed: 1
             }
         );
-        e.handle_outcome(retry, v4(2), Proto::Tcp, Outcome::Blocked { until: None });
+        e.handle_outcome(retry, v4(2), Proto::Tcp, Outcome::Blocked { length: None });
         e.handle_timeout(retry + Duration::from_secs(3600));
         assert!(
             !drain(&mut e)

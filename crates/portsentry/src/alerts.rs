@@ -298,6 +298,11 @@ pub fn bans_restored(
     )
 }
 
+/// Leftovers of bans that ended while the daemon was down, removed at start.
+pub fn ended_bans_removed(count: usize, backend: &str) -> String {
+    format!("adminalert: {count} bans that ended while portsentry was down removed from {backend}")
+}
+
 /// 1.2's start-up line for each listed port of a stealth mode.
 pub fn stealth_listen(proto: Proto, port: u16) -> String {
     format!("adminalert: Going into stealth listen mode on {proto} port: {port}")

@@ -5,28 +5,28 @@
 //! socket, table and state file.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 
+use crate::bans::{self, describe};
+use crate::clock::unix_now;
 use crate::config::TomlSettings;
 use crate::control::{self, Request};
-use crate::kernel_bans::{describe, unix_now};
 use crate::store;
-use portsentry_kernel::backend;
-use portsentry_kernel::nft::{BanSetWriter, Nft};
+use portsentry_kernel::backend::{self, BanBackend, NftablesBackend};
+use portsentry_kernel::nft::Nft;
 
 /// `portsentry list`: one line per ban in force.
 pub fn list(settings: &TomlSettings) -> Result<()> {
     let now = unix_now();
     let state_file = &settings.state.file;
     let loaded = store::load(state_file, now).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let book = loaded.into_book(crate::kernel_bans::BOOK_CAPACITY);
+    let book = loaded.into_book(bans::BOOK_CAPACITY);
     let table = &settings.firewall.table;
-    let kernel: BTreeMap<IpAddr, Option<std::time::Duration>> =
-        match BanSetWriter::open(table).and_then(|mut w| w.list()) {
-            Ok(bans) => bans.into_iter().map(|k| (k.addr, k.expires)).collect(),
+    let kernel: BTreeMap<IpNet, Option<std::time::Duration>> =
+        match NftablesBackend::open(table).and_then(|mut b| b.list()) {
+            Ok(held) => held.into_iter().map(|h| (h.key, h.expiry.left())).collect(),
             Err(e) => {
                 eprintln!(
                     "portsentry: note: cannot read the kernel ban sets of table inet {table}: {e}"
@@ -43,11 +43,8 @@ pub fn list(settings: &TomlSettings) -> Result<()> {
         let left = ban
             .expires_at
             .map(|at| std::time::Duration::from_secs(at.saturating_sub(now)));
-        let host = (ban.key.prefix_len() == ban.key.max_prefix_len()).then(|| ban.key.addr());
-        let in_kernel = host.is_some_and(|h| kernel.contains_key(&h));
-        if let Some(h) = host {
-            listed.insert(h);
-        }
+        let in_kernel = kernel.contains_key(&ban.key);
+        listed.insert(ban.key);
         println!(
             "{:<40} {:>12} {:>8} {:<7} {}",
             ban.key.to_string(),
@@ -57,10 +54,10 @@ pub fn list(settings: &TomlSettings) -> Result<()> {
             ban.reason
         );
     }
-    for (addr, expires) in kernel.iter().filter(|(a, _)| !listed.contains(*a)) {
+    for (key, expires) in kernel.iter().filter(|(k, _)| !listed.contains(*k)) {
         println!(
             "{:<40} {:>12} {:>8} {:<7} in the kernel set only (added since the last save)",
-            IpNet::from(*addr).to_string(),
+            key.to_string(),
             describe(*expires),
             "-",
             "yes"
@@ -99,7 +96,7 @@ pub fn flush_all(settings: &TomlSettings) -> Result<()> {
     }
     let state_file = &settings.state.file;
     let loaded = store::load(state_file, now).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut book = loaded.into_book(crate::kernel_bans::BOOK_CAPACITY);
+    let mut book = loaded.into_book(bans::BOOK_CAPACITY);
     let keys: Vec<IpNet> = book.active(now).map(|b| b.key).collect();
     for key in &keys {
         book.unban(*key, now);

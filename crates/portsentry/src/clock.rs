@@ -1,14 +1,35 @@
-//! The one place that reads clocks. Everything below the daemon's loops (the engine,
-//! the ban lifecycle) takes `now` as an argument.
+//! The one place the daemon reads clocks. Everything below it (the engine, the ban
+//! lifecycle) takes time as an argument, so it can be tested under a simulated clock.
 //!
-//! - [`boottime_now`]: monotonic time that keeps counting through suspend
-//!   (CLOCK_BOOTTIME), for the engine's decisions;
-//! - [`unix_now`]: seconds since the Unix epoch, for ban expiry that must survive
-//!   reboots and for files.
+//! Two clocks, each for what it is good at:
+//! - CLOCK_BOOTTIME ([`boottime_now`]): monotonic and counting suspend time, for
+//!   decisions made while the daemon runs (engine deadlines, the save schedule);
+//! - wall time ([`unix_now`]): Unix seconds, for ban ends that must survive a reboot
+//!   (the state file) and for display.
+//!
+//! Log and record lines format local wall time themselves (`chrono::Local::now()` in
+//! `logger.rs` and `records.rs`); that is display only and decides nothing.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use portsentry_engine::Millis;
+
+/// Both clocks, read together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// CLOCK_BOOTTIME, in milliseconds.
+    pub mono: Millis,
+    /// Seconds since the Unix epoch.
+    pub unix: u64,
+}
+
+/// Both clocks now.
+pub fn now() -> Now {
+    Now {
+        mono: boottime_now(),
+        unix: unix_now(),
+    }
+}
 
 /// Monotonic time that keeps counting through suspend (CLOCK_BOOTTIME).
 pub fn boottime_now() -> Millis {
@@ -29,4 +50,25 @@ pub fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// `std`'s monotonic clock, for the kernel helpers that take an [`Instant`] (the
+/// socket table cache of `sock_diag`) and for short intervals of the capture loop.
+pub fn instant() -> Instant {
+    Instant::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clocks_move_forward_and_unix_time_is_plausible() {
+        let a = now();
+        let b = now();
+        assert!(b.mono >= a.mono);
+        assert!(b.unix >= a.unix);
+        // 2020-01-01: a clock before that is broken, not a test host.
+        assert!(a.unix > 1_577_836_800, "{}", a.unix);
+    }
 }

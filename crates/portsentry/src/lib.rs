@@ -2,13 +2,13 @@
 //! output files and logging around the sans-IO engine. `main.rs` is a thin shell over it.
 
 pub mod alerts;
+pub mod bans;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod kernel_bans;
 pub mod logger;
 pub mod notify;
 pub mod protect;

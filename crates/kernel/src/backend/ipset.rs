@@ -32,7 +32,9 @@ use std::time::Duration;
 
 use super::command::{self, CommandError};
 use super::iptables::{CHAIN, rule_exists, xtables};
-use super::{BanBackend, FallbackError, ban_target};
+use ipnet::IpNet;
+
+use super::{BanBackend, Expiry, FallbackError, Held, ban_target, host_key};
 
 /// The set of banned IPv4 sources.
 pub const SET4: &str = "portsentry4";
@@ -204,8 +206,8 @@ impl BanBackend for IpsetBackend {
         Ok(())
     }
 
-    fn add(&mut self, addr: IpAddr, timeout: Option<Duration>) -> Result<(), FallbackError> {
-        let addr = ban_target(addr)?;
+    fn add(&mut self, key: IpNet, timeout: Option<Duration>) -> Result<(), FallbackError> {
+        let addr = ban_target(host_key(key)?)?;
         let set = set_of(addr);
         let a = addr.to_string();
         let t = ipset_timeout(timeout).to_string();
@@ -217,13 +219,13 @@ impl BanBackend for IpsetBackend {
 
     /// One `ipset restore -exist` for all of them: either the tool applies every line or
     /// it stops at the first bad one and says which.
-    fn add_many(&mut self, bans: &[(IpAddr, Option<Duration>)]) -> Result<(), FallbackError> {
+    fn add_many(&mut self, bans: &[(IpNet, Option<Duration>)]) -> Result<(), FallbackError> {
         if bans.is_empty() {
             return Ok(());
         }
         let mut script = String::with_capacity(bans.len() * 48);
-        for &(addr, timeout) in bans {
-            let addr = ban_target(addr)?;
+        for &(key, timeout) in bans {
+            let addr = ban_target(host_key(key)?)?;
             script.push_str(&format!(
                 "add {} {} timeout {}\n",
                 set_of(addr),
@@ -240,8 +242,8 @@ impl BanBackend for IpsetBackend {
             })
     }
 
-    fn remove(&mut self, addr: IpAddr) -> Result<bool, FallbackError> {
-        let addr = ban_target(addr)?;
+    fn remove(&mut self, key: IpNet) -> Result<bool, FallbackError> {
+        let addr = ban_target(host_key(key)?)?;
         let set = set_of(addr);
         let a = addr.to_string();
         let out = command::run(IPSET, &["del", set, &a], None)
@@ -260,8 +262,18 @@ impl BanBackend for IpsetBackend {
         })
     }
 
-    fn list(&mut self) -> Result<Vec<IpAddr>, FallbackError> {
-        Ok(self.entries()?.into_iter().map(|(a, _)| a).collect())
+    /// Each member with the time left that `ipset list -output save` prints
+    /// (`timeout N`; 0 = permanent). ipset does not report the length a member was
+    /// added with.
+    fn list(&mut self) -> Result<Vec<Held>, FallbackError> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .map(|(a, left)| Held {
+                key: IpNet::from(a),
+                expiry: Expiry::from_left(left, None),
+            })
+            .collect())
     }
 
     fn expires_by_itself(&self) -> bool {

@@ -12,7 +12,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::command::{self, CommandError, XTABLES_LOCK_WAIT};
-use super::{BanBackend, FallbackError, ban_target};
+use ipnet::IpNet;
+
+use super::{BanBackend, FallbackError, Held, ban_target, held_unknown, host_key};
 
 /// The comment that marks our rules.
 pub const RULE_COMMENT: &str = "portsentry";
@@ -139,8 +141,8 @@ impl BanBackend for IptablesBackend {
 
     /// Inserts the rule unless it is already there; the timeout is ignored (the daemon
     /// removes the rule at expiry).
-    fn add(&mut self, addr: IpAddr, _timeout: Option<Duration>) -> Result<(), FallbackError> {
-        let addr = ban_target(addr)?;
+    fn add(&mut self, key: IpNet, _timeout: Option<Duration>) -> Result<(), FallbackError> {
+        let addr = ban_target(host_key(key)?)?;
         let a = addr.to_string();
         let spec = rule_spec(&a);
         let v6 = addr.is_ipv6();
@@ -158,8 +160,8 @@ impl BanBackend for IptablesBackend {
 
     /// Deletes every copy of our rule for `addr` (an older run or a second daemon may
     /// have inserted it twice).
-    fn remove(&mut self, addr: IpAddr) -> Result<bool, FallbackError> {
-        let addr = ban_target(addr)?;
+    fn remove(&mut self, key: IpNet) -> Result<bool, FallbackError> {
+        let addr = ban_target(host_key(key)?)?;
         let copies = self
             .rules(addr.is_ipv6())?
             .into_iter()
@@ -171,12 +173,13 @@ impl BanBackend for IptablesBackend {
         Ok(copies > 0)
     }
 
-    fn list(&mut self) -> Result<Vec<IpAddr>, FallbackError> {
+    /// Our rules' addresses; a rule has no timeout ([`super::Expiry::Unknown`]).
+    fn list(&mut self) -> Result<Vec<Held>, FallbackError> {
         let mut all = self.rules(false)?;
         all.extend(self.rules(true)?);
         let mut seen = std::collections::HashSet::new();
         all.retain(|a| seen.insert(*a));
-        Ok(all)
+        Ok(held_unknown(all))
     }
 
     fn expires_by_itself(&self) -> bool {

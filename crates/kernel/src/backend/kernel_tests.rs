@@ -33,6 +33,18 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// A host key, as the backends take them.
+fn key(s: &str) -> IpNet {
+    IpNet::from(ip(s))
+}
+
+/// The addresses of listed host bans, in listing order.
+fn addrs(held: Vec<Held>) -> Vec<IpAddr> {
+    held.into_iter()
+        .map(|h| host_of(h.key).expect("a host ban"))
+        .collect()
+}
+
 fn sorted(mut v: Vec<IpAddr>) -> Vec<IpAddr> {
     v.sort();
     v
@@ -41,7 +53,7 @@ fn sorted(mut v: Vec<IpAddr>) -> Vec<IpAddr> {
 /// The common life of a backend: prepare twice, add v4 (timed) and v6 (permanent),
 /// re-add, list, remove true then false, add again, teardown twice, nothing left.
 fn lifecycle(b: &mut dyn BanBackend) {
-    let (v4, v6) = (ip("198.18.0.2"), ip("fd00:5e17::2"));
+    let (v4, v6) = (key("198.18.0.2"), key("fd00:5e17::2"));
     b.prepare().unwrap();
     b.prepare().unwrap();
     assert!(b.list().unwrap().is_empty(), "{} starts empty", b.name());
@@ -49,23 +61,49 @@ fn lifecycle(b: &mut dyn BanBackend) {
     b.add(v4, Some(Duration::from_secs(600))).unwrap();
     b.add(v6, None).unwrap();
     b.add(v4, Some(Duration::from_secs(600))).unwrap(); // already there: fine
-    b.add(ip("::ffff:198.18.0.2"), None).unwrap(); // the same host, mapped
-    assert_eq!(sorted(b.list().unwrap()), vec![v4, v6]);
+    // What the kernel says of the end: the time left where it keeps timeouts.
+    for held in b.list().unwrap() {
+        let want_known = b.expires_by_itself();
+        match held.expiry {
+            Expiry::Unknown => assert!(!want_known, "{}: {held:?}", b.name()),
+            Expiry::Permanent => assert!(want_known && held.key == v6, "{held:?}"),
+            Expiry::In { left, timeout } => {
+                assert!(want_known && held.key == v4, "{held:?}");
+                assert!(
+                    left <= Duration::from_secs(600) && left >= Duration::from_secs(590),
+                    "{left:?}"
+                );
+                assert_eq!(
+                    timeout,
+                    None,
+                    "{}: ipset reports only the time left",
+                    b.name()
+                );
+            }
+        }
+    }
+    assert!(!b.holds_networks());
+    assert!(matches!(
+        b.add("198.18.0.0/24".parse().unwrap(), None),
+        Err(FallbackError::NetworkUnsupported(_))
+    ));
+    b.add(key("::ffff:198.18.0.2"), None).unwrap(); // the same host, mapped
+    assert_eq!(sorted(addrs(b.list().unwrap())), vec![v4.addr(), v6.addr()]);
 
     assert!(b.remove(v4).unwrap());
     assert!(!b.remove(v4).unwrap());
-    assert_eq!(b.list().unwrap(), vec![v6]);
+    assert_eq!(addrs(b.list().unwrap()), vec![v6.addr()]);
     assert!(b.remove(v6).unwrap());
     assert!(!b.remove(v6).unwrap());
     assert!(b.list().unwrap().is_empty());
     assert!(matches!(
-        b.add(ip("0.0.0.0"), None),
+        b.add(key("0.0.0.0"), None),
         Err(FallbackError::InvalidAddress(_))
     ));
 
     b.add(v4, None).unwrap();
     b.add(v6, Some(Duration::from_secs(60))).unwrap();
-    b.add_many(&[(ip("198.18.0.3"), None), (ip("fd00:5e17::3"), None)])
+    b.add_many(&[(key("198.18.0.3"), None), (key("fd00:5e17::3"), None)])
         .unwrap();
     assert_eq!(b.list().unwrap().len(), 4);
     b.teardown().unwrap();
@@ -104,8 +142,8 @@ fn route_backend_lifecycle_keeps_foreign_routes() {
         assert!(!b.expires_by_itself());
 
         // The kernel's own view, through iproute2.
-        b.add(ip("198.18.0.2"), None).unwrap();
-        b.add(ip("fd00:5e17::2"), None).unwrap();
+        b.add(key("198.18.0.2"), None).unwrap();
+        b.add(key("fd00:5e17::2"), None).unwrap();
         let shown = ns.run(&["ip", "-4", "route", "show", "proto", "94"]);
         assert!(shown.contains("blackhole 198.18.0.2 "), "{shown}");
         let shown = ns.run(&["ip", "-6", "route", "show", "proto", "94"]);
@@ -126,10 +164,10 @@ fn route_kind_is_configurable_and_foreign_routes_at_our_metric_are_refused() {
         "route_kind_is_configurable_and_foreign_routes_at_our_metric_are_refused",
         |ns| {
             let mut unreach = RouteBackend::new(RouteKind::Unreachable).unwrap();
-            unreach.add(ip("198.18.0.4"), None).unwrap();
-            unreach.add(ip("fd00:5e17::4"), None).unwrap();
+            unreach.add(key("198.18.0.4"), None).unwrap();
+            unreach.add(key("fd00:5e17::4"), None).unwrap();
             let mut prohibit = RouteBackend::new(RouteKind::Prohibit).unwrap();
-            prohibit.add(ip("198.18.0.5"), None).unwrap();
+            prohibit.add(key("198.18.0.5"), None).unwrap();
             let shown = ns.run(&["ip", "route", "show", "proto", "94"]);
             assert!(shown.contains("unreachable 198.18.0.4"), "{shown}");
             assert!(shown.contains("prohibit 198.18.0.5"), "{shown}");
@@ -139,10 +177,10 @@ fn route_kind_is_configurable_and_foreign_routes_at_our_metric_are_refused() {
             );
             // Ours whatever the kind: a re-add with another kind is "already banned",
             // and any of our backends lists and removes them.
-            prohibit.add(ip("198.18.0.4"), None).unwrap();
+            prohibit.add(key("198.18.0.4"), None).unwrap();
             let mut bh = RouteBackend::new(RouteKind::Blackhole).unwrap();
             assert_eq!(
-                sorted(bh.list().unwrap()),
+                sorted(addrs(bh.list().unwrap())),
                 vec![ip("198.18.0.4"), ip("198.18.0.5"), ip("fd00:5e17::4")]
             );
 
@@ -159,11 +197,11 @@ fn route_kind_is_configurable_and_foreign_routes_at_our_metric_are_refused() {
                 "1",
             ]);
             for addr in ["198.18.9.20", "fd00:5e17::9:20"] {
-                match bh.add(ip(addr), None) {
+                match bh.add(key(addr), None) {
                     Err(FallbackError::ForeignRoute { addr: a }) => assert_eq!(a, ip(addr)),
                     other => panic!("{addr}: {other:?}"),
                 }
-                assert!(!bh.remove(ip(addr)).unwrap(), "removed a foreign route");
+                assert!(!bh.remove(key(addr)).unwrap(), "removed a foreign route");
             }
             assert!(
                 ns.run(&["ip", "route", "show", "198.18.9.20"])
@@ -293,19 +331,19 @@ fn ipset_timeouts_permanent_bans_and_batch_restore() {
                 .map(|(_, t)| t)
         };
         let a = "198.18.0.2";
-        b.add(ip(a), Some(Duration::from_secs(600))).unwrap();
+        b.add(key(a), Some(Duration::from_secs(600))).unwrap();
         let t = timeout_of(&mut b, a).unwrap().expect("timed");
         assert!(
             t <= Duration::from_secs(600) && t >= Duration::from_secs(590),
             "{t:?}"
         );
         // Re-adds set the timeout: permanent, then timed again, then clamped.
-        b.add(ip(a), None).unwrap();
+        b.add(key(a), None).unwrap();
         assert_eq!(timeout_of(&mut b, a), Some(None));
-        b.add(ip(a), Some(Duration::from_secs(30))).unwrap();
+        b.add(key(a), Some(Duration::from_secs(30))).unwrap();
         let t = timeout_of(&mut b, a).unwrap().expect("timed again");
         assert!(t <= Duration::from_secs(30), "{t:?}");
-        b.add(ip(a), Some(Duration::from_secs(100 * 86_400)))
+        b.add(key(a), Some(Duration::from_secs(100 * 86_400)))
             .unwrap();
         let t = timeout_of(&mut b, a).unwrap().expect("clamped");
         assert!(
@@ -314,7 +352,7 @@ fn ipset_timeouts_permanent_bans_and_batch_restore() {
             "{t:?}"
         );
         // A zero timeout is the shortest ban, not a permanent one.
-        b.add(ip("198.18.0.3"), Some(Duration::ZERO)).unwrap();
+        b.add(key("198.18.0.3"), Some(Duration::ZERO)).unwrap();
         assert_ne!(timeout_of(&mut b, "198.18.0.3"), Some(None));
 
         // 2000 bans in one `ipset restore`, v4 and v6, timed and permanent.
@@ -323,19 +361,19 @@ fn ipset_timeouts_permanent_bans_and_batch_restore() {
             let v4 = IpAddr::from([198, 19, (i >> 8) as u8, i as u8]);
             let v6: IpAddr = format!("fd00:5e17::1:{i:x}").parse().unwrap();
             let t = (i % 2 == 0).then(|| Duration::from_secs(3600));
-            many.push((v4, t));
-            many.push((v6, t));
+            many.push((IpNet::from(v4), t));
+            many.push((IpNet::from(v6), t));
         }
         b.add_many(&many).unwrap();
         let entries = b.entries().unwrap();
         for (addr, t) in &many {
             let got = entries
                 .iter()
-                .find(|(a, _)| a == addr)
+                .find(|(a, _)| *a == addr.addr())
                 .unwrap_or_else(|| panic!("{addr} not restored"));
             assert_eq!(got.1.is_some(), t.is_some(), "{addr}");
         }
-        match b.add_many(&[(ip("198.18.0.9"), None), (ip("::"), None)]) {
+        match b.add_many(&[(key("198.18.0.9"), None), (key("::"), None)]) {
             Err(FallbackError::InvalidAddress(_)) => {}
             other => panic!("{other:?}"),
         }
@@ -345,7 +383,7 @@ fn ipset_timeouts_permanent_bans_and_batch_restore() {
         assert_eq!(match_set_rules(ns, true, SET6), 0);
         // Listing and removing without the sets: nothing there, not an error.
         assert!(b.list().unwrap().is_empty());
-        assert!(!b.remove(ip(a)).unwrap());
+        assert!(!b.remove(key(a)).unwrap());
     });
 }
 
@@ -369,8 +407,8 @@ fn iptables_backend_lifecycle_keeps_foreign_rules() {
         assert_eq!(b.name(), "iptables");
         assert!(!b.expires_by_itself());
 
-        b.add(ip("198.18.0.2"), None).unwrap();
-        b.add(ip("198.18.0.2"), None).unwrap();
+        b.add(key("198.18.0.2"), None).unwrap();
+        b.add(key("198.18.0.2"), None).unwrap();
         let ours = "-A INPUT -s 198.18.0.2/32 -m comment --comment portsentry -j DROP";
         let count = |text: &str| text.lines().filter(|l| l.trim() == ours).count();
         assert_eq!(count(&rules()), 1, "add inserted a duplicate");
@@ -388,8 +426,8 @@ fn iptables_backend_lifecycle_keeps_foreign_rules() {
             "--comment",
             "portsentry",
         ]);
-        assert_eq!(b.list().unwrap(), vec![ip("198.18.0.2")]);
-        assert!(b.remove(ip("198.18.0.2")).unwrap());
+        assert_eq!(addrs(b.list().unwrap()), vec![ip("198.18.0.2")]);
+        assert!(b.remove(key("198.18.0.2")).unwrap());
         assert_eq!(count(&rules()), 0);
         assert_eq!(rules(), before);
 
@@ -450,7 +488,7 @@ fn ban_blocks_connect(ns: &Netns, mut b: Box<dyn BanBackend>) {
         );
     }
     for (src, _, _) in pairs {
-        b.add(ip(src), Some(Duration::from_secs(600))).unwrap();
+        b.add(key(src), Some(Duration::from_secs(600))).unwrap();
     }
     for (src, dst, other) in pairs {
         assert!(
@@ -465,7 +503,7 @@ fn ban_blocks_connect(ns: &Netns, mut b: Box<dyn BanBackend>) {
         );
     }
     for (src, _, _) in pairs {
-        assert!(b.remove(ip(src)).unwrap());
+        assert!(b.remove(key(src)).unwrap());
     }
     for (src, dst, _) in pairs {
         assert!(
@@ -508,11 +546,11 @@ fn ipset_ban_stops_tcp_connect_and_expires_by_itself() {
         let mut b = IpsetBackend::new();
         b.prepare().unwrap();
         assert!(peer.connect_eventually("198.18.0.2", "198.18.0.1", 8081));
-        b.add(ip("198.18.0.2"), Some(Duration::from_secs(2)))
+        b.add(key("198.18.0.2"), Some(Duration::from_secs(2)))
             .unwrap();
         assert!(!peer.connect("198.18.0.2", "198.18.0.1", 8081));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while b.list().unwrap().contains(&ip("198.18.0.2")) {
+        while addrs(b.list().unwrap()).contains(&ip("198.18.0.2")) {
             assert!(Instant::now() < deadline, "the 2 s ban did not expire");
             std::thread::sleep(Duration::from_millis(200));
         }

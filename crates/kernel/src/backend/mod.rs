@@ -1,7 +1,9 @@
-//! Ban backends for hosts without nftables: bans that can still be listed, lifted and
-//! (where the kernel can) expired, behind one trait, [`BanBackend`].
+//! Ban backends: bans that can be listed, lifted and (where the kernel can) expired,
+//! behind one trait, [`BanBackend`].
 //!
-//! Three backends, in the order [`detect`] prefers them:
+//! [`NftablesBackend`] writes our nftables table's ban sets (host bans over netlink,
+//! network bans through `nft`); it is the daemon's choice wherever nftables works. For
+//! hosts without nftables, three fallbacks, in the order [`detect`] prefers them:
 //! 1. [`IpsetBackend`]: two `hash:ip` sets with kernel timeouts (`portsentry4`,
 //!    `portsentry6`) and one `iptables`/`ip6tables` rule each that drops their members.
 //!    The kernel expires bans by itself, also while the daemon is down; one rule, a hash
@@ -30,6 +32,7 @@
 mod command;
 mod ipset;
 mod iptables;
+mod nftables;
 mod route;
 
 #[cfg(test)]
@@ -39,49 +42,135 @@ use std::io;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
+use crate::nft::NftError;
+
 pub use command::{COMMAND_TIME_LIMIT, CommandError};
 pub use ipset::{IPSET_MAX_TIMEOUT, IpsetBackend, SET_MAXELEM, SET4, SET6};
 pub use iptables::{IptablesBackend, RULE_COMMENT};
+pub use nftables::NftablesBackend;
 pub use route::{ROUTE_PROTOCOL, RouteBackend, RouteKind};
 
-/// A way to keep banned sources out without nftables.
+/// Where bans are kept in the kernel: our nftables sets ([`NftablesBackend`]), or on
+/// hosts without nftables ipset, iptables or blackhole routes. Mechanism only: how long
+/// a ban lasts, whom to ban and what to log are the caller's.
+///
+/// Keys are networks; a host is its `/32` or `/128`. A backend that does not
+/// [`holds_networks`](Self::holds_networks) refuses a shorter prefix with
+/// [`FallbackError::NetworkUnsupported`].
 ///
 /// Implementations are `Send` so that the daemon can build one at start and hand it to
 /// the thread that bans.
 pub trait BanBackend: Send {
-    /// `"route"`, `"ipset"` or `"iptables"`.
+    /// `"nftables"`, `"route"`, `"ipset"` or `"iptables"`.
     fn name(&self) -> &'static str;
 
+    /// Where a ban on `key` lives, for the caller's messages ("nftables set banned4",
+    /// "ipset"). The default is [`name`](Self::name).
+    fn place(&self, key: IpNet) -> String {
+        let _ = key;
+        self.name().to_string()
+    }
+
     /// Install whatever one-time state the backend needs (ipset sets + the one iptables
-    /// rule that matches them; nothing for routes). Idempotent.
+    /// rule that matches them; nothing for routes, iptables and nftables, whose table
+    /// the caller applies). Idempotent.
     fn prepare(&mut self) -> Result<(), FallbackError>;
 
-    /// Ban `addr` (timeout `None` = permanent). `Ok` only when the kernel accepted it.
-    /// Backends that do not expire bans by themselves ignore the timeout.
-    fn add(&mut self, addr: IpAddr, timeout: Option<Duration>) -> Result<(), FallbackError>;
+    /// Can it hold network bans (prefix grouping, manual network bans), or single
+    /// addresses only?
+    fn holds_networks(&self) -> bool {
+        false
+    }
 
-    /// Ban many addresses, e.g. to put saved bans back at start. The default adds them
-    /// one by one and stops at the first error; a backend may do it in one batch.
-    fn add_many(&mut self, bans: &[(IpAddr, Option<Duration>)]) -> Result<(), FallbackError> {
-        for &(addr, timeout) in bans {
-            self.add(addr, timeout)?;
+    /// Ban `key` (timeout `None` = permanent). `Ok` only when the kernel accepted it.
+    /// Backends that do not expire bans by themselves ignore the timeout.
+    fn add(&mut self, key: IpNet, timeout: Option<Duration>) -> Result<(), FallbackError>;
+
+    /// Ban many, e.g. to put saved bans back at start. The default adds them one by one
+    /// and stops at the first error; a backend may do it in one batch.
+    fn add_many(&mut self, bans: &[(IpNet, Option<Duration>)]) -> Result<(), FallbackError> {
+        for &(key, timeout) in bans {
+            self.add(key, timeout)?;
         }
         Ok(())
     }
 
     /// Lift a ban; `Ok(false)` if it was not there.
-    fn remove(&mut self, addr: IpAddr) -> Result<bool, FallbackError>;
+    fn remove(&mut self, key: IpNet) -> Result<bool, FallbackError>;
 
-    /// Addresses currently banned by this backend (for restore/adopt at start and for
-    /// `list`), each once.
-    fn list(&mut self) -> Result<Vec<IpAddr>, FallbackError>;
+    /// The bans this backend holds now, each once, with what the kernel knows of their
+    /// end (for restore/adopt at start and for `list`).
+    fn list(&mut self) -> Result<Vec<Held>, FallbackError>;
 
-    /// Does the backend expire bans by itself (ipset with timeout: yes; routes,
-    /// iptables: no — the daemon must call [`remove`](Self::remove) at expiry)?
+    /// Does the backend expire bans by itself (nftables, ipset: yes; routes,
+    /// iptables: no — the caller must [`remove`](Self::remove) them at expiry)?
     fn expires_by_itself(&self) -> bool;
 
     /// Remove everything this backend installed (uninstall / flush --all). Idempotent.
     fn teardown(&mut self) -> Result<(), FallbackError>;
+}
+
+/// One ban a backend holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub key: IpNet,
+    pub expiry: Expiry,
+}
+
+/// What a backend knows about the end of a ban it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// The backend keeps no timeout (an iptables rule, a route).
+    Unknown,
+    /// It never expires.
+    Permanent,
+    /// It ends in `left`. `timeout` is the length it was added with, when the kernel
+    /// keeps that too (nftables; ipset only reports the time left).
+    In {
+        left: Duration,
+        timeout: Option<Duration>,
+    },
+}
+
+impl Expiry {
+    /// From a kernel element's time left (`None`: never expires).
+    pub fn from_left(left: Option<Duration>, timeout: Option<Duration>) -> Self {
+        match left {
+            None => Expiry::Permanent,
+            Some(left) => Expiry::In { left, timeout },
+        }
+    }
+
+    /// Time left when known; `None` for permanent and unknown.
+    pub fn left(self) -> Option<Duration> {
+        match self {
+            Expiry::In { left, .. } => Some(left),
+            Expiry::Unknown | Expiry::Permanent => None,
+        }
+    }
+}
+
+/// The address of a single-host key (`/32`, `/128`); `None` for a network.
+pub fn host_of(key: IpNet) -> Option<IpAddr> {
+    (key.prefix_len() == key.max_prefix_len()).then(|| key.addr())
+}
+
+/// The address of `key` for a backend that holds single addresses only.
+fn host_key(key: IpNet) -> Result<IpAddr, FallbackError> {
+    host_of(key).ok_or(FallbackError::NetworkUnsupported(key))
+}
+
+/// [`Held`] elements of a host-only backend that keeps no timeouts.
+fn held_unknown(addrs: Vec<IpAddr>) -> Vec<Held> {
+    addrs
+        .into_iter()
+        .map(|a| Held {
+            key: IpNet::from(a),
+            expiry: Expiry::Unknown,
+        })
+        .collect()
 }
 
 /// The backends this host supports, best first (empty when none answers).
@@ -124,6 +213,34 @@ pub fn detect() -> Option<Box<dyn BanBackend>> {
 pub enum FallbackError {
     #[error("{0} cannot be banned (unspecified or multicast address)")]
     InvalidAddress(IpAddr),
+    #[error("{0} is a network: this backend bans single addresses only")]
+    NetworkUnsupported(IpNet),
+
+    // ---- nftables backend ----
+    #[error("cannot open the nf_tables netlink socket: {0}")]
+    OpenNftables(#[source] io::Error),
+    #[error("the kernel refused the ban of {addr}: {source}")]
+    AddElement {
+        addr: IpAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot put {count} bans into the kernel sets: {source}")]
+    AddElements {
+        count: usize,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot delete the kernel element {addr}: {source}")]
+    DeleteElement {
+        addr: IpAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read the kernel ban sets: {0}")]
+    ListElements(#[source] io::Error),
+    #[error(transparent)]
+    Nft(#[from] NftError),
 
     // ---- route backend ----
     #[error("cannot open a NETLINK_ROUTE socket: {0}")]

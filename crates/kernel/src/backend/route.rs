@@ -45,7 +45,9 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{Socket, SocketAddr};
 
-use super::{BanBackend, FallbackError, ban_target};
+use ipnet::IpNet;
+
+use super::{BanBackend, FallbackError, Held, ban_target, held_unknown, host_key};
 
 /// The routing protocol number (`rtm_protocol`) that marks our routes: 94 = 0x5e.
 ///
@@ -219,8 +221,8 @@ impl BanBackend for RouteBackend {
 
     /// Adds the route; the timeout is ignored (the daemon removes the route at expiry).
     /// Our route already there (of any kind) is success.
-    fn add(&mut self, addr: IpAddr, _timeout: Option<Duration>) -> Result<(), FallbackError> {
-        let addr = ban_target(addr)?;
+    fn add(&mut self, key: IpNet, _timeout: Option<Duration>) -> Result<(), FallbackError> {
+        let addr = ban_target(host_key(key)?)?;
         let kind = self.kind;
         let mut msg = route_message(addr);
         msg.header.scope = RouteScope::Universe;
@@ -250,8 +252,8 @@ impl BanBackend for RouteBackend {
         }
     }
 
-    fn remove(&mut self, addr: IpAddr) -> Result<bool, FallbackError> {
-        let addr = ban_target(addr)?;
+    fn remove(&mut self, key: IpNet) -> Result<bool, FallbackError> {
+        let addr = ban_target(host_key(key)?)?;
         let mut deleted = false;
         for _ in 0..MAX_ROUTE_COPIES {
             match self.delete_one(addr) {
@@ -263,7 +265,8 @@ impl BanBackend for RouteBackend {
         Ok(deleted)
     }
 
-    fn list(&mut self) -> Result<Vec<IpAddr>, FallbackError> {
+    /// Our host routes; a route has no timeout ([`super::Expiry::Unknown`]).
+    fn list(&mut self) -> Result<Vec<Held>, FallbackError> {
         let mut all = self
             .ours(AddressFamily::Inet)
             .map_err(FallbackError::ListRoutes)?;
@@ -273,7 +276,7 @@ impl BanBackend for RouteBackend {
         );
         let mut seen = std::collections::HashSet::new();
         all.retain(|a| seen.insert(*a));
-        Ok(all)
+        Ok(held_unknown(all))
     }
 
     fn expires_by_itself(&self) -> bool {
@@ -281,8 +284,8 @@ impl BanBackend for RouteBackend {
     }
 
     fn teardown(&mut self) -> Result<(), FallbackError> {
-        for addr in self.list()? {
-            self.remove(addr)?;
+        for held in self.list()? {
+            self.remove(held.key)?;
         }
         Ok(())
     }

@@ -294,6 +294,63 @@ fn writer_adds_replaces_and_deletes() {
     });
 }
 
+/// The nftables backend through the one [`BanBackend`] trait: hosts and networks,
+/// timed and permanent, listed with the kernel's time left and timeout.
+#[test]
+fn nftables_backend_holds_hosts_and_networks_with_their_time() {
+    use crate::backend::{BanBackend, Expiry, NftablesBackend};
+    use ipnet::IpNet;
+    in_netns(
+        "nftables_backend_holds_hosts_and_networks_with_their_time",
+        |_ns| {
+            let nft = Nft::new("pst").unwrap();
+            nft.apply(&spec("pst")).unwrap();
+            let mut b = NftablesBackend::open("pst").unwrap();
+            assert!(b.holds_networks() && b.expires_by_itself());
+            let k = |s: &str| s.parse::<IpNet>().unwrap();
+            let ten = Some(Duration::from_secs(600));
+            b.add(k("198.18.0.2/32"), ten).unwrap();
+            b.add(k("fd00:5e17::2/128"), None).unwrap();
+            b.add_many(&[(k("198.18.1.0/24"), ten), (k("fd00:5e17:0:1::/64"), None)])
+                .unwrap();
+            assert_eq!(b.place(k("198.18.0.2/32")), "nftables set banned4");
+            assert_eq!(
+                b.place(k("198.18.1.0/24")),
+                "nftables set bannednet4: 198.18.1.0/24"
+            );
+            let mut held = b.list().unwrap();
+            held.sort_by_key(|h| h.key);
+            let keys: Vec<IpNet> = held.iter().map(|h| h.key).collect();
+            assert_eq!(
+                keys,
+                vec![
+                    k("198.18.0.2/32"),
+                    k("198.18.1.0/24"),
+                    k("fd00:5e17::2/128"),
+                    k("fd00:5e17:0:1::/64")
+                ]
+            );
+            for h in &held {
+                match (h.key.prefix_len(), h.expiry) {
+                    (32 | 24, Expiry::In { left, timeout }) => {
+                        assert_eq!(timeout, ten, "{h:?}");
+                        assert!(left <= Duration::from_secs(600), "{h:?}");
+                        assert!(left >= Duration::from_secs(590), "{h:?}");
+                    }
+                    (128 | 64, Expiry::Permanent) => {}
+                    _ => panic!("{h:?}"),
+                }
+            }
+            assert!(b.remove(k("198.18.0.2/32")).unwrap());
+            assert!(!b.remove(k("198.18.0.2/32")).unwrap());
+            assert!(b.remove(k("198.18.1.0/24")).unwrap());
+            assert_eq!(b.list().unwrap().len(), 2);
+            b.teardown().unwrap();
+            assert!(!nft.exists().unwrap());
+        },
+    );
+}
+
 #[test]
 fn permanent_bans_outlive_the_set_timeout() {
     in_netns("permanent_bans_outlive_the_set_timeout", |ns| {

@@ -53,6 +53,52 @@ pub struct KernelBan {
     pub expires: Option<Duration>,
 }
 
+/// One element of a network ban set (`bannednet4`/`bannednet6`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetBan {
+    pub net: ipnet::IpNet,
+    /// The element's timeout; `None` = permanent.
+    pub timeout: Option<Duration>,
+    /// Time left; `None` = never expires.
+    pub expires: Option<Duration>,
+}
+
+/// The elements of one `nft -j list set` of a network ban set. An element is
+/// `{"prefix": {...}}`, or `{"elem": {"val": {"prefix": ...}, "timeout": S, "expires": S}}`
+/// when it carries a timeout, or a bare address string.
+fn parse_net_bans(json: &Value) -> Vec<NetBan> {
+    let secs = |v: &Value| v.as_u64().map(Duration::from_secs);
+    json["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["set"]["elem"].as_array())
+        .flatten()
+        .filter_map(|elem| {
+            let (val, timeout, expires) = match elem.get("elem") {
+                Some(e) => (&e["val"], secs(&e["timeout"]), secs(&e["expires"])),
+                None => (elem, None, None),
+            };
+            let net = if let Some(p) = val.get("prefix") {
+                let addr = p["addr"].as_str().unwrap_or_default();
+                let len = p["len"].as_u64().unwrap_or(0);
+                format!("{addr}/{len}").parse().ok()
+            } else {
+                val.as_str()
+                    .and_then(|a| a.parse::<IpAddr>().ok())
+                    .map(ipnet::IpNet::from)
+            }?;
+            // An element with a timeout but no `expires` is about to go.
+            let expires = expires.or(timeout.map(|_| Duration::ZERO));
+            Some(NetBan {
+                net,
+                timeout,
+                expires,
+            })
+        })
+        .collect()
+}
+
 /// What [`Nft::apply`] had to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -449,8 +495,9 @@ impl Nft {
         })
     }
 
-    /// The networks in `bannednet4`/`bannednet6`.
-    pub fn list_net_bans(&self) -> Result<Vec<ipnet::IpNet>, NftError> {
+    /// The networks in `bannednet4`/`bannednet6`, with their timeout and time left
+    /// (whole seconds: `nft -j` rounds).
+    pub fn list_net_bans(&self) -> Result<Vec<NetBan>, NftError> {
         let mut nets = Vec::new();
         for set in [ruleset::SET_BANNEDNET4, ruleset::SET_BANNEDNET6] {
             let out = run_nft(
@@ -468,31 +515,7 @@ impl Nft {
                 table: self.table.clone(),
                 stderr: format!("unreadable JSON from nft: {e}"),
             })?;
-            let elems = json["nftables"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|o| o["set"]["elem"].as_array())
-                .flatten();
-            for elem in elems {
-                // An element is {"prefix": {...}}, or {"elem": {"val": {"prefix": ...}}}
-                // when it carries a timeout, or a bare address string.
-                let val = if elem.get("elem").is_some() {
-                    &elem["elem"]["val"]
-                } else {
-                    elem
-                };
-                let net = if let Some(p) = val.get("prefix") {
-                    let addr = p["addr"].as_str().unwrap_or_default();
-                    let len = p["len"].as_u64().unwrap_or(0);
-                    format!("{addr}/{len}").parse().ok()
-                } else {
-                    val.as_str()
-                        .and_then(|a| a.parse::<IpAddr>().ok())
-                        .map(ipnet::IpNet::from)
-                };
-                nets.extend(net);
-            }
+            nets.extend(parse_net_bans(&json));
         }
         Ok(nets)
     }
@@ -692,6 +715,47 @@ mod tests {
         assert_eq!(e, "set banned4 is missing");
         assert!(json_objects("{}").is_err());
         assert!(json_objects("not json").is_err());
+    }
+
+    #[test]
+    fn network_bans_are_read_with_their_time() {
+        let json: Value = serde_json::from_str(
+            r#"{"nftables": [{"metainfo": {}}, {"set": {"name": "bannednet4", "elem": [
+                {"prefix": {"addr": "198.18.1.0", "len": 24}},
+                {"elem": {"val": {"prefix": {"addr": "198.18.2.0", "len": 24}}, "timeout": 3600, "expires": 3599}},
+                "198.18.3.4",
+                {"elem": {"val": "198.18.3.5", "timeout": 60}}
+            ]}}]}"#,
+        )
+        .unwrap();
+        let s = Duration::from_secs;
+        let net = |t: &str| t.parse::<ipnet::IpNet>().unwrap();
+        assert_eq!(
+            parse_net_bans(&json),
+            vec![
+                NetBan {
+                    net: net("198.18.1.0/24"),
+                    timeout: None,
+                    expires: None
+                },
+                NetBan {
+                    net: net("198.18.2.0/24"),
+                    timeout: Some(s(3600)),
+                    expires: Some(s(3599))
+                },
+                NetBan {
+                    net: net("198.18.3.4/32"),
+                    timeout: None,
+                    expires: None
+                },
+                NetBan {
+                    net: net("198.18.3.5/32"),
+                    timeout: Some(s(60)),
+                    expires: Some(Duration::ZERO)
+                },
+            ]
+        );
+        assert!(parse_net_bans(&serde_json::json!({})).is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use portsentry_engine::engine::{Action, Engine, Outcome};
@@ -21,7 +21,7 @@ use super::reporter::{Feedback, ToReporter, action_probe};
 use super::source::{PACKETS_PER_TURN, ProbeSource, SourceStats};
 use super::startup::{self, NativeFirewall};
 use crate::alerts;
-use crate::clock::boottime_now;
+use crate::clock::{self, boottime_now};
 use crate::logger::Logger;
 use crate::protect::ProtectedSources;
 use crate::settings::Settings;
@@ -94,8 +94,8 @@ impl<'a> Capture<'a> {
             }
         };
         let mut protect_pending = false;
-        let mut last_protect_refresh = Instant::now();
-        let mut last_table_check = Instant::now();
+        let mut last_protect_refresh = clock::instant();
+        let mut last_table_check = clock::instant();
 
         while !shutdown.load(Ordering::Relaxed) {
             if reload.swap(false, Ordering::Relaxed) {
@@ -142,11 +142,11 @@ impl<'a> Capture<'a> {
             }
             if protect_pending && last_protect_refresh.elapsed() >= PROTECT_REFRESH_MIN_INTERVAL {
                 protect_pending = false;
-                last_protect_refresh = Instant::now();
+                last_protect_refresh = clock::instant();
                 self.refresh_protected("addresses or routes changed");
             }
             if last_table_check.elapsed() >= TABLE_CHECK_INTERVAL {
-                last_table_check = Instant::now();
+                last_table_check = clock::instant();
                 self.check_table(&links.actions);
             }
         }

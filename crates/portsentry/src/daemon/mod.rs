@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::thread;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use portsentry_engine::Proto;
@@ -37,6 +36,8 @@ use portsentry_kernel::packet::PacketSensor;
 use portsentry_kernel::sock_diag::PortUsage;
 
 use crate::alerts;
+use crate::bans::StateFile;
+use crate::clock;
 use crate::control;
 use crate::logger::Logger;
 use crate::records::RecordFile;
@@ -144,9 +145,10 @@ pub fn run(
         let log = Arc::clone(&log);
         let reporter = Reporter {
             responder,
+            state: StateFile::new(settings.toml.state.file.clone()),
             resolver: Resolver::new(settings.resolve_host),
             feedback: feedback_tx,
-            started: Instant::now(),
+            started: clock::instant(),
         };
         thread::Builder::new()
             .name("reporter".into())

@@ -16,6 +16,8 @@ use portsentry_engine::{Probe, Proto};
 
 use super::respond::{NativeBan, Responder};
 use crate::alerts::{self, Host};
+use crate::bans::StateFile;
+use crate::clock;
 use crate::control;
 use crate::logger::Logger;
 use crate::resolve::Resolver;
@@ -48,6 +50,8 @@ pub enum Feedback {
 /// The reporter's parts.
 pub struct Reporter {
     pub responder: Responder,
+    /// Where the book is saved (the lifecycle itself never touches a file).
+    pub state: StateFile,
     pub resolver: Resolver,
     pub feedback: mpsc::Sender<Feedback>,
     pub started: Instant,
@@ -99,7 +103,7 @@ impl Reporter {
                 }
                 ToReporter::Restore => {
                     if let Some(kernel) = self.responder.kernel_mut() {
-                        match kernel.put_back_missing() {
+                        match kernel.put_back_missing(clock::unix_now()) {
                             Ok(n) => log.log(&alerts::bans_put_back(n)),
                             Err(e) => log.log(&alerts::error("cannot put the bans back", &e)),
                         }
@@ -170,20 +174,22 @@ impl Reporter {
             Request::Status => format!(
                 "ok: portsentry {} running for {uptime}; {} bans in force",
                 env!("CARGO_PKG_VERSION"),
-                kernel.active_count()
+                kernel.active_count(clock::unix_now())
             ),
-            Request::Ban { net, duration } => match kernel.manual_ban(net, duration) {
-                Ok(ban) => {
-                    log.log(&alerts::manual_ban(net, duration, ban.offences));
-                    format!(
-                        "ok: {net} banned {} (offence {})",
-                        alerts::for_how_long(duration),
-                        ban.offences
-                    )
+            Request::Ban { net, duration } => {
+                match kernel.manual_ban(clock::unix_now(), net, duration) {
+                    Ok(ban) => {
+                        log.log(&alerts::manual_ban(net, duration, ban.offences));
+                        format!(
+                            "ok: {net} banned {} (offence {})",
+                            alerts::for_how_long(duration),
+                            ban.offences
+                        )
+                    }
+                    Err(e) => format!("error: {e:#}"),
                 }
-                Err(e) => format!("error: {e:#}"),
-            },
-            Request::Unban { net } => match kernel.unban(net) {
+            }
+            Request::Unban { net } => match kernel.unban(clock::unix_now(), net) {
                 Ok(Some(ban)) => {
                     log.log(&alerts::manual_unban(ban.key));
                     let _ = self.feedback.send(Feedback::Forget(ban.key));
@@ -201,7 +207,8 @@ impl Reporter {
         let Some(kernel) = self.responder.kernel_mut() else {
             return;
         };
-        let now = crate::clock::unix_now();
+        let clocks = clock::now();
+        let now = clocks.unix;
         let ended = kernel.take_expired(now);
         // A ban the full book had to drop is not over: it still runs out in the kernel.
         let (expired, dropped): (Vec<_>, Vec<_>) = ended
@@ -227,7 +234,7 @@ impl Reporter {
                 Some(e) => log.log(&alerts::ban_not_removed(ban.key, e)),
             }
         }
-        if let Some(err) = kernel.maybe_save(force_save) {
+        if let Some(err) = self.state.save_if_due(kernel, clocks, force_save) {
             log.log(&alerts::failure(&err));
         }
     }

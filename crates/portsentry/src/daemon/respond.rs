@@ -18,9 +18,9 @@ use portsentry_engine::engine::Outcome;
 use portsentry_engine::{Probe, Proto};
 
 use crate::alerts::{self, Host};
-use crate::clock::boottime_now;
+use crate::bans::BanLifecycle;
+use crate::clock;
 use crate::config::BlockMode;
-use crate::kernel_bans::KernelBans;
 use crate::logger::Logger;
 use crate::records::{self, HostsDenyResult, RecordFile};
 use portsentry_kernel::process::{ProcessError, Run};
@@ -50,7 +50,7 @@ pub struct Responder {
     history: Option<RecordFile>,
     /// The ban book and its kernel side: nftables sets, a fallback backend, or (with
     /// `backend = "none"`) only a record of what the KILL_* commands did.
-    kernel: Option<KernelBans>,
+    kernel: Option<BanLifecycle>,
 }
 
 /// What [`Responder::ban_natively`] did: the outcome when the kernel holds the ban, and
@@ -76,7 +76,7 @@ impl Responder {
         tcp_blocked: Option<RecordFile>,
         udp_blocked: Option<RecordFile>,
         history: Option<RecordFile>,
-        kernel: Option<KernelBans>,
+        kernel: Option<BanLifecycle>,
     ) -> Self {
         Responder {
             tcp,
@@ -89,7 +89,7 @@ impl Responder {
     }
 
     /// The native ban book, for periodic saves and expiry.
-    pub fn kernel_mut(&mut self) -> Option<&mut KernelBans> {
+    pub fn kernel_mut(&mut self) -> Option<&mut BanLifecycle> {
         self.kernel.as_mut()
     }
 
@@ -109,10 +109,10 @@ impl Responder {
         };
         let target = probe.src;
         let reason = format!("{} to {} port {}", probe.kind, probe.proto(), probe.dport);
-        match kernel.ban(target, probe.kernel_banned, &reason) {
+        match kernel.ban(clock::unix_now(), target, probe.kernel_banned, &reason) {
             Ok(banned) => NativeBan {
                 outcome: Some(Outcome::Blocked {
-                    until: banned.timeout.map(|t| boottime_now() + t),
+                    length: banned.timeout,
                 }),
                 line: Some(alerts::kernel_ban(
                     target,
@@ -173,7 +173,7 @@ impl Responder {
                     let ok = run_step(log, plan, Step::RunCmd, target, probe.dport);
                     (
                         if ok {
-                            Outcome::Blocked { until: None }
+                            Outcome::Blocked { length: None }
                         } else {
                             Outcome::Failed
                         },
@@ -220,6 +220,7 @@ impl Responder {
                 } else if all_ok {
                     if let Some(k) = self.kernel.as_mut() {
                         k.record_legacy(
+                            clock::unix_now(),
                             target,
                             &format!(
                                 "KILL_* commands after {} to {proto} port {}",
@@ -227,7 +228,7 @@ impl Responder {
                             ),
                         );
                     }
-                    (Outcome::Blocked { until: None }, true)
+                    (Outcome::Blocked { length: None }, true)
                 } else {
                     (Outcome::Failed, false)
                 }

@@ -10,7 +10,7 @@
 //!   sock_diag check of ports in use.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use portsentry_engine::classify::{self, Classifier};
 use portsentry_engine::wire::{self, ParseStats};
@@ -20,6 +20,7 @@ use portsentry_kernel::nft;
 use portsentry_kernel::packet::PacketSensor;
 use portsentry_kernel::sock_diag::PortUsage;
 
+use crate::clock;
 use crate::settings::Settings;
 
 /// Packets read per turn of the capture loop before housekeeping runs.
@@ -146,7 +147,7 @@ impl ProbeSource for PacketSource {
             }
             match self
                 .usage
-                .in_use(probe.proto(), probe.dport, Instant::now())
+                .in_use(probe.proto(), probe.dport, clock::instant())
             {
                 Ok(true) => {
                     stats.in_use_skipped += 1;

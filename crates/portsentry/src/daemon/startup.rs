@@ -19,8 +19,8 @@ use portsentry_kernel::nft::{self, Nft, TrapSpec};
 use portsentry_kernel::sock_diag::PortUsage;
 
 use crate::alerts;
+use crate::bans::{self, BanLifecycle, Restored, StateFile};
 use crate::config::{Backend, BlockMode};
-use crate::kernel_bans::{KernelBans, Restored};
 use crate::logger::Logger;
 use crate::protect::{self, ProtectedSources};
 use crate::settings::Settings;
@@ -165,7 +165,7 @@ pub fn start_nftables(
     settings: &Settings,
     log: &Logger,
     protected: &[IpNet],
-) -> Result<(NflogReader, KernelBans, NativeFirewall)> {
+) -> Result<(NflogReader, BanLifecycle, NativeFirewall)> {
     let fw = &settings.toml.firewall;
     // The group is bound before the traps exist, so no trapped packet goes unread.
     let reader = open_nflog(fw.nflog_group)?;
@@ -192,10 +192,11 @@ pub fn start_nftables(
         };
         log.log(&alerts::mode_trapped(mode.name, mode.proto, ports, banning));
     }
-    let (kernel, restored) = KernelBans::start_nftables(
-        &fw.table,
+    let backend = backend::NftablesBackend::open(&fw.table)?;
+    let (kernel, restored) = bans::start(
+        &StateFile::new(settings.toml.state.file.clone()),
         settings.ban_policy(),
-        settings.toml.state.file.clone(),
+        Some(Box::new(backend)),
     )?;
     log_restored(log, settings, "nftables", restored);
     Ok((reader, kernel, NativeFirewall { nft, spec }))
@@ -206,21 +207,22 @@ pub fn start_without_nftables(
     settings: &Settings,
     log: &Logger,
     chosen: Chosen,
-) -> Result<KernelBans> {
+) -> Result<BanLifecycle> {
     let (kernel, restored, name) = match chosen {
         Chosen::Fallback(backend) => {
             let name = backend.name();
-            let (kernel, restored) = KernelBans::start_fallback(
-                backend,
+            let (kernel, restored) = bans::start(
+                &StateFile::new(settings.toml.state.file.clone()),
                 settings.ban_policy(),
-                settings.toml.state.file.clone(),
+                Some(backend),
             )?;
             (kernel, restored, name)
         }
         _ => {
-            let (kernel, restored) = KernelBans::start_record_only(
+            let (kernel, restored) = bans::start(
+                &StateFile::new(settings.toml.state.file.clone()),
                 settings.ban_policy(),
-                settings.toml.state.file.clone(),
+                None,
             )?;
             (kernel, restored, "KILL_* commands only")
         }
@@ -238,6 +240,9 @@ fn log_restored(log: &Logger, settings: &Settings, backend: &str, restored: Rest
         restored.adopted_from_kernel,
         restored.expired_dropped,
     ));
+    if restored.ended_removed > 0 {
+        log.log(&alerts::ended_bans_removed(restored.ended_removed, backend));
+    }
 }
 
 /// 1.2's start-up lines about the modes (packet path), and the ports found in use now (they are excluded live, at every probe; this list is for the admin).

@@ -1,0 +1,360 @@
+//! The ban lifecycle as a sans-IO core: it owns the [`BanBook`], the [`BanPolicy`] and
+//! the [`BanBackend`] the bans go to, and decides how long a ban lasts, what it covers,
+//! whether the kernel's own element is already right, what to put back and what to
+//! remove. Time is an argument of every method (`now`: Unix seconds, because ban ends
+//! survive reboots; `mono`: a monotonic reading, only for the save schedule). It never
+//! reads a clock, a file or a socket itself: the backend is handed in, and the caller
+//! loads the book before [`BanLifecycle::start`] and saves it when
+//! [`BanLifecycle::save_due`] says so.
+//!
+//! Invariants:
+//! - a ban is reported as in force only after the backend acknowledged it;
+//! - at start, live bans missing from the kernel go back in one batch with their
+//!   remaining time, elements the kernel holds that the book lacks are adopted (with
+//!   their real remaining time when the backend knows it), expired bans are not
+//!   re-added: no unban-and-reban storm;
+//! - a backend that holds single addresses only gets the offending address for a
+//!   grouped (network) ban, and loses it again when that ban ends;
+//! - backends that cannot expire bans (iptables, routes) get each ban removed when the
+//!   book says it ended (expiry, or dropped from a full book).
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ipnet::IpNet;
+use portsentry_engine::Millis;
+use portsentry_engine::bans::{Ban, BanBook, BanPolicy};
+use portsentry_kernel::backend::{BanBackend, Expiry, host_of};
+
+use super::{LARGE_BOOK, SAVE_INTERVAL, SAVE_INTERVAL_LARGE};
+
+/// Summary of a start-up reconciliation, for the log.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    pub put_back: usize,
+    pub already_in_kernel: usize,
+    pub adopted_from_kernel: usize,
+    pub expired_dropped: usize,
+    /// Leftovers of ended bans removed from a backend that cannot expire them.
+    pub ended_removed: usize,
+}
+
+/// The result of banning one source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Banned {
+    pub ban: Ban,
+    /// The ban's length from now (None = permanent).
+    pub timeout: Option<Duration>,
+    /// Where it lives ("nftables set banned4", "ipset", ...).
+    pub place: String,
+    /// Whether the backend was written (false: the kernel's own element was right).
+    pub written: bool,
+}
+
+/// Bans, their book and their backend; see the module documentation.
+pub struct BanLifecycle {
+    book: BanBook,
+    policy: BanPolicy,
+    /// `None`: no ban backend, the book only records what the legacy KILL_* commands
+    /// did (1.2 bans are permanent: nothing lifts them).
+    backend: Option<Box<dyn BanBackend>>,
+    dirty: bool,
+    last_save: Option<Millis>,
+}
+
+impl BanLifecycle {
+    /// Start from an already loaded `book` and reconcile it with the backend at `now`.
+    /// `expired_at_load`: bans the loader found ended (for the summary only). The book
+    /// is marked changed: the caller saves it.
+    pub fn start(
+        book: BanBook,
+        expired_at_load: usize,
+        policy: BanPolicy,
+        mut backend: Option<Box<dyn BanBackend>>,
+        now: u64,
+    ) -> Result<(Self, Restored)> {
+        let mut book = book;
+        let mut restored = Restored {
+            expired_dropped: expired_at_load,
+            ..Restored::default()
+        };
+        if let Some(b) = backend.as_deref_mut() {
+            let held = b
+                .list()
+                .with_context(|| format!("cannot read the bans {} holds", b.name()))?;
+            let held_keys: HashSet<IpNet> = held.iter().map(|h| h.key).collect();
+            restored.already_in_kernel = book
+                .active(now)
+                .filter(|ban| held_keys.contains(&ban.key))
+                .count();
+            let to_add = missing(&book, b, &held_keys, now);
+            b.add_many(&to_add)
+                .context("cannot put the saved bans back into the kernel")?;
+            restored.put_back = to_add.len();
+
+            // Elements the kernel holds that the book lacks: added by the kernel's own
+            // trap rules while nobody read them (kill -9), or left by an earlier run.
+            // Adopt them so they are listed, expire and escalate. An element of a
+            // backend that keeps no timeout (iptables, routes) whose ban the book says
+            // ended is a leftover, not a ban: it is removed, never re-added.
+            let recorded: HashSet<IpNet> = book.records().map(|r| r.key).collect();
+            for h in held {
+                if book.is_banned(h.key.addr(), now) {
+                    continue;
+                }
+                if h.expiry == Expiry::Unknown && recorded.contains(&h.key) {
+                    b.remove(h.key)
+                        .context("cannot remove a ban that ended while portsentry was down")?;
+                    restored.ended_removed += 1;
+                    continue;
+                }
+                let (banned_at, expires_at) = match h.expiry {
+                    Expiry::Permanent => (now, None),
+                    Expiry::In { left, timeout } => {
+                        let banned_at = timeout.map_or(now, |t| {
+                            now.saturating_sub(t.saturating_sub(left).as_secs())
+                        });
+                        (banned_at, Some(now + left.as_secs().max(1)))
+                    }
+                    // No timeout kept (iptables rule, route): a first-offence ban.
+                    Expiry::Unknown => (now, policy.duration_for(1).map(|d| now + d.as_secs())),
+                };
+                book.restore(Ban {
+                    key: h.key,
+                    offences: 1,
+                    banned_at,
+                    expires_at,
+                    last_offence: banned_at,
+                    reason: "found in the kernel at start".into(),
+                });
+                restored.adopted_from_kernel += 1;
+            }
+        }
+        let bans = BanLifecycle {
+            book,
+            policy,
+            backend,
+            dirty: true,
+            last_save: None,
+        };
+        Ok((bans, restored))
+    }
+
+    /// Does this put bans into the kernel itself (as opposed to only recording)?
+    pub fn is_native(&self) -> bool {
+        self.backend.is_some()
+    }
+
+    /// Record a ban that a legacy KILL_ROUTE / KILL_RUN_CMD made (permanent: 1.2 has no
+    /// command to lift it), so that it is listed and counts as an offence.
+    pub fn record_legacy(&mut self, now: u64, ip: IpAddr, reason: &str) {
+        self.book
+            .ban(&self.policy, IpNet::from(ip), now, None, reason);
+        self.dirty = true;
+    }
+
+    /// Record an offence by `ip` at `now` and make the backend hold the resulting ban:
+    /// length and escalation per the policy, the network per its grouping (the address
+    /// itself on a backend that holds single addresses only). `kernel_banned`: the
+    /// kernel's own trap rule already added `ip` with the set's default timeout (the
+    /// first-offence length), so a first offence of a single address is not written
+    /// again; escalated, permanent and grouped bans are.
+    pub fn ban(
+        &mut self,
+        now: u64,
+        ip: IpAddr,
+        kernel_banned: bool,
+        reason: &str,
+    ) -> Result<Banned> {
+        let ban = self.book.offend(&self.policy, ip, now, reason);
+        self.dirty = true;
+        let timeout = remaining(&ban, now);
+        let Some(b) = self.backend.as_deref_mut() else {
+            return Ok(Banned {
+                ban,
+                timeout,
+                place: "KILL_* commands".into(),
+                written: false,
+            });
+        };
+        let target = if b.holds_networks() || host_of(ban.key).is_some() {
+            ban.key
+        } else {
+            IpNet::from(ip.to_canonical())
+        };
+        let kernel_is_right =
+            kernel_banned && host_of(ban.key).is_some() && timeout == Some(self.policy.ban_time);
+        if !kernel_is_right {
+            b.add(target, timeout)
+                .context("the kernel refused the ban")?;
+        }
+        Ok(Banned {
+            place: b.place(target),
+            ban,
+            timeout,
+            written: !kernel_is_right,
+        })
+    }
+
+    /// An administrator's ban of a host or network (`None` = permanent). It counts as
+    /// an offence, like 1.2's history, so a later scan escalates from it.
+    pub fn manual_ban(&mut self, now: u64, net: IpNet, duration: Option<Duration>) -> Result<Ban> {
+        let Some(b) = self.backend.as_deref_mut() else {
+            bail!("bans from the command line need a ban backend");
+        };
+        if host_of(net).is_none() && !b.holds_networks() {
+            bail!("network bans need the nftables backend; ban single addresses");
+        }
+        let ban = self.book.ban(
+            &self.policy,
+            net,
+            now,
+            duration,
+            "banned by the administrator",
+        );
+        self.dirty = true;
+        b.add(ban.key, remaining(&ban, now))?;
+        Ok(ban)
+    }
+
+    /// Lift the ban covering `net` (exact, or the most specific one containing it).
+    /// Returns the lifted ban; the kernel's copy is removed. An element only the kernel
+    /// holds (not in the book) is removed too and returned as a ban of 0 offences.
+    pub fn unban(&mut self, now: u64, net: IpNet) -> Result<Option<Ban>> {
+        let Some(ban) = self.book.unban(net, now) else {
+            let Some(b) = self.backend.as_deref_mut() else {
+                return Ok(None);
+            };
+            if (b.holds_networks() || host_of(net).is_some()) && b.remove(net)? {
+                return Ok(Some(Ban {
+                    key: net,
+                    offences: 0,
+                    banned_at: now,
+                    expires_at: Some(now),
+                    last_offence: now,
+                    reason: "kernel element".into(),
+                }));
+            }
+            return Ok(None);
+        };
+        self.dirty = true;
+        if let Some(b) = self.backend.as_deref_mut() {
+            lift(b, &self.book, ban.key, now)?;
+        }
+        Ok(Some(ban))
+    }
+
+    /// Put every ban in force that the kernel lacks back into it (after our table was
+    /// re-created). Returns how many were put back.
+    pub fn put_back_missing(&mut self, now: u64) -> Result<usize> {
+        let Some(b) = self.backend.as_deref_mut() else {
+            return Ok(0);
+        };
+        let held: HashSet<IpNet> = b.list()?.into_iter().map(|h| h.key).collect();
+        let to_add = missing(&self.book, b, &held, now);
+        b.add_many(&to_add)?;
+        Ok(to_add.len())
+    }
+
+    /// Bans that ran out by `now` since the last call, and bans a full book dropped
+    /// early (the caller tells them apart with the same `now`: a dropped ban's
+    /// `expires_at` is later). Backends that expire bans by themselves keep theirs;
+    /// from the others (iptables, routes) each ended ban is removed here. Returns each
+    /// ended ban with an error text if its removal failed.
+    pub fn take_expired(&mut self, now: u64) -> Vec<(Ban, Option<String>)> {
+        let ended = self.book.take_expired(now);
+        if ended.is_empty() {
+            return Vec::new();
+        }
+        self.dirty = true;
+        let book = &self.book;
+        let remover = self
+            .backend
+            .as_deref_mut()
+            .filter(|b| !b.expires_by_itself());
+        match remover {
+            None => ended.into_iter().map(|ban| (ban, None)).collect(),
+            Some(b) => ended
+                .into_iter()
+                .map(|ban| {
+                    let err = lift(b, book, ban.key, now).err().map(|e| format!("{e:#}"));
+                    (ban, err)
+                })
+                .collect(),
+        }
+    }
+
+    /// Does the kernel end bans by itself (nftables, ipset; and "no backend"), or does
+    /// [`take_expired`](Self::take_expired) remove them (iptables, routes)?
+    pub fn expires_by_itself(&self) -> bool {
+        self.backend.as_ref().is_none_or(|b| b.expires_by_itself())
+    }
+
+    /// Bans in force at `now`.
+    pub fn active_count(&self, now: u64) -> usize {
+        self.book.active(now).count()
+    }
+
+    /// The book, for saving and listing.
+    pub fn book(&self) -> &BanBook {
+        &self.book
+    }
+
+    /// Should the book be saved at monotonic time `mono`? Yes when it changed and
+    /// [`SAVE_INTERVAL`] passed since the last save ([`SAVE_INTERVAL_LARGE`] past
+    /// [`LARGE_BOOK`] records), or at once with `force` (stop). Never when unchanged.
+    pub fn save_due(&self, mono: Millis, force: bool) -> bool {
+        let interval = if self.book.len() > LARGE_BOOK {
+            SAVE_INTERVAL_LARGE
+        } else {
+            SAVE_INTERVAL
+        };
+        self.dirty && (force || self.last_save.is_none_or(|t| mono.since(t) >= interval))
+    }
+
+    /// The caller saved the book at `mono`.
+    pub fn saved(&mut self, mono: Millis) {
+        self.dirty = false;
+        self.last_save = Some(mono);
+    }
+}
+
+/// Bans in force that the kernel does not hold (`held`) and `backend` can hold, with
+/// their remaining time.
+fn missing(
+    book: &BanBook,
+    backend: &dyn BanBackend,
+    held: &HashSet<IpNet>,
+    now: u64,
+) -> Vec<(IpNet, Option<Duration>)> {
+    let nets = backend.holds_networks();
+    book.active(now)
+        .filter(|b| !held.contains(&b.key) && (nets || host_of(b.key).is_some()))
+        .map(|b| (b.key, remaining(b, now)))
+        .collect()
+}
+
+/// Remove what `backend` holds for the ended ban on `key`. On a backend that holds
+/// single addresses only, a network ban was written as the offending addresses: every
+/// element inside `key` that no ban in force still covers goes.
+fn lift(backend: &mut dyn BanBackend, book: &BanBook, key: IpNet, now: u64) -> Result<bool> {
+    if backend.holds_networks() || host_of(key).is_some() {
+        return Ok(backend.remove(key)?);
+    }
+    let mut any = false;
+    for h in backend.list()? {
+        if key.contains(&h.key) && !book.is_banned(h.key.addr(), now) {
+            any |= backend.remove(h.key)?;
+        }
+    }
+    Ok(any)
+}
+
+/// Time left on `ban` at `now`; None = permanent. At least one second, so an element
+/// about to expire is not written as permanent by accident.
+fn remaining(ban: &Ban, now: u64) -> Option<Duration> {
+    ban.expires_at
+        .map(|at| Duration::from_secs(at.saturating_sub(now).max(1)))
+}

@@ -1,0 +1,115 @@
+//! Bans: ban time, escalation and offence counts per [`BanPolicy`], written to the
+//! kernel through one [`BanBackend`] (our nftables sets, or ipset, iptables, blackhole
+//! routes on hosts without nftables) and kept in the state file so they survive
+//! restarts and `kill -9`.
+//!
+//! Two parts, the shape of "two cores, one driver" (STYLE.md):
+//! - [`BanLifecycle`] (`lifecycle.rs`) decides, sans-IO: every method takes `now`; it
+//!   is tested with an in-memory backend under a simulated clock (`tests.rs`);
+//! - [`StateFile`] and [`start`] are the thin shell the reporter thread drives: they
+//!   read the clock ([`crate::clock`]), load and save the state file
+//!   ([`crate::store`]) and hand values to the lifecycle.
+//!
+//! Owned by the reporter thread. The state file is rewritten at most once per
+//! [`SAVE_INTERVAL`] while bans change (and at stop); what a crash loses in between is
+//! recovered at start from the kernel itself, which keeps (and, for nftables and
+//! ipset, expires) bans on its own.
+
+mod lifecycle;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use portsentry_engine::bans::{BanBook, BanPolicy};
+use portsentry_kernel::backend::BanBackend;
+
+pub use lifecycle::{BanLifecycle, Banned, Restored};
+
+use crate::clock::{self, Now};
+use crate::store;
+
+/// Longest time a changed book waits before it is saved.
+pub const SAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Past this many records a save (the whole file, fsync'd) is spaced out to
+/// [`SAVE_INTERVAL_LARGE`]: under a flood of bans the kernel keeps them anyway, and
+/// what a crash loses in between is adopted back from the kernel at start.
+pub const LARGE_BOOK: usize = 10_000;
+pub const SAVE_INTERVAL_LARGE: Duration = Duration::from_secs(10);
+/// Records the book keeps (live bans and remembered offenders): about 600 bytes each in
+/// memory with their indexes (~40 MiB when full, measured by the `book_memory` example)
+/// and ~170 bytes each in the state file. The kernel sets hold up to
+/// [`portsentry_kernel::nft::DEFAULT_SET_SIZE`] bans per family regardless; past this
+/// bound the book forgets offence history first, then the bans ending soonest (their
+/// kernel elements still expire on their own).
+pub const BOOK_CAPACITY: usize = 65_536;
+
+/// The state file that keeps the book across restarts.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    pub fn new(path: PathBuf) -> Self {
+        StateFile { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The book as saved (bounded by [`BOOK_CAPACITY`]), and how many of its bans
+    /// ended by `now` (Unix seconds).
+    pub fn load(&self, now: u64) -> Result<(BanBook, usize)> {
+        let loaded = store::load(&self.path, now).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\n(the state file holds the bans in force; to start without them, move it aside: mv {0} {0}.broken)",
+                self.path.display()
+            )
+        })?;
+        let expired = loaded.expired;
+        Ok((loaded.into_book(BOOK_CAPACITY), expired))
+    }
+
+    /// Write the book now.
+    pub fn save(&self, bans: &mut BanLifecycle, now: Now) -> Result<()> {
+        store::save(&self.path, bans.book(), now.unix)
+            .with_context(|| format!("cannot save {}", self.path.display()))?;
+        bans.saved(now.mono);
+        Ok(())
+    }
+
+    /// Save when [`BanLifecycle::save_due`] says so (or `force` and changed). Returns
+    /// an error text to log; never fails the caller.
+    pub fn save_if_due(&self, bans: &mut BanLifecycle, now: Now, force: bool) -> Option<String> {
+        if !bans.save_due(now.mono, force) {
+            return None;
+        }
+        self.save(bans, now).err().map(|e| format!("{e:#}"))
+    }
+}
+
+/// Load the book from `state`, reconcile it with `backend` (`None`: only record what
+/// the legacy KILL_* commands do) and save the result: the daemon's start.
+pub fn start(
+    state: &StateFile,
+    policy: BanPolicy,
+    backend: Option<Box<dyn BanBackend>>,
+) -> Result<(BanLifecycle, Restored)> {
+    let now = clock::now();
+    let (book, expired) = state.load(now.unix)?;
+    let (mut bans, restored) = BanLifecycle::start(book, expired, policy, backend, now.unix)?;
+    state.save(&mut bans, now)?;
+    Ok((bans, restored))
+}
+
+/// Human form of a ban length for tables ("1h", "2h", "permanent").
+pub fn describe(timeout: Option<Duration>) -> String {
+    match timeout {
+        None => "permanent".into(),
+        Some(d) => humantime::format_duration(d).to_string(),
+    }
+}
