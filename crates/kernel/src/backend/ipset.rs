@@ -33,6 +33,7 @@ use std::time::Duration;
 use super::command::{self, CommandError};
 use super::iptables::{CHAIN, rule_exists, xtables};
 use super::{BanBackend, FallbackError, ban_target};
+use crate::process::Finished;
 
 /// The set of banned IPv4 sources.
 pub const SET4: &str = "portsentry4";
@@ -109,7 +110,7 @@ fn parse_save(set: &str, text: &str) -> Result<Vec<(IpAddr, Option<Duration>)>, 
 }
 
 /// Whether a failed ipset run said that the set does not exist.
-fn no_such_set(out: &command::Output) -> bool {
+fn no_such_set(out: &Finished) -> bool {
     out.stderr
         .contains("set with the given name does not exist")
 }
@@ -128,7 +129,7 @@ impl IpsetBackend {
     /// Our sets that exist now.
     fn existing_sets(&self) -> Result<Vec<&'static str>, FallbackError> {
         let names = command::run(IPSET, &["list", "-n"], None)
-            .and_then(command::Output::ok)
+            .and_then(command::ok)
             .map_err(FallbackError::ListSets)?;
         Ok([SET4, SET6]
             .into_iter()
@@ -147,7 +148,7 @@ impl IpsetBackend {
             }
             return Err(FallbackError::ListSet {
                 set,
-                source: out.failure(),
+                source: command::failure(out),
             });
         }
         parse_save(set, &out.stdout).map_err(|detail| FallbackError::ListSet {
@@ -188,7 +189,7 @@ impl BanBackend for IpsetBackend {
                 "-exist",
             ];
             command::run(IPSET, &args, None)
-                .and_then(command::Output::ok)
+                .and_then(command::ok)
                 .map_err(|source| FallbackError::CreateSet { set, source })?;
             let v6 = set == SET6;
             let spec = set_rule(set);
@@ -197,7 +198,7 @@ impl BanBackend for IpsetBackend {
                 let mut args = vec!["-I", CHAIN];
                 args.extend_from_slice(&spec);
                 xtables(v6, &args)
-                    .and_then(command::Output::ok)
+                    .and_then(command::ok)
                     .map_err(insert_err)?;
             }
         }
@@ -210,7 +211,7 @@ impl BanBackend for IpsetBackend {
         let a = addr.to_string();
         let t = ipset_timeout(timeout).to_string();
         command::run(IPSET, &["add", set, &a, "timeout", &t, "-exist"], None)
-            .and_then(command::Output::ok)
+            .and_then(command::ok)
             .map(drop)
             .map_err(|source| FallbackError::AddToSet { set, addr, source })
     }
@@ -232,7 +233,7 @@ impl BanBackend for IpsetBackend {
             ));
         }
         command::run(IPSET, &["restore", "-exist"], Some(script.into_bytes()))
-            .and_then(command::Output::ok)
+            .and_then(command::ok)
             .map(drop)
             .map_err(|source| FallbackError::RestoreSets {
                 count: bans.len(),
@@ -256,7 +257,7 @@ impl BanBackend for IpsetBackend {
         Err(FallbackError::DeleteFromSet {
             set,
             addr,
-            source: out.failure(),
+            source: command::failure(out),
         })
     }
 
@@ -281,11 +282,11 @@ impl BanBackend for IpsetBackend {
                 let mut args = vec!["-D", CHAIN];
                 args.extend_from_slice(&spec);
                 xtables(v6, &args)
-                    .and_then(command::Output::ok)
+                    .and_then(command::ok)
                     .map_err(delete_err)?;
             }
             command::run(IPSET, &["destroy", set], None)
-                .and_then(command::Output::ok)
+                .and_then(command::ok)
                 .map_err(|source| FallbackError::DestroySet { set, source })?;
         }
         Ok(())
