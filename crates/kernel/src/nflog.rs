@@ -48,7 +48,7 @@ use netlink_packet_netfilter::nflog::{
 };
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
-use crate::netlink::{Messages, NlSocket, wait_readable};
+use crate::netlink::{Messages, NlSocket, attributes, wait_readable};
 
 /// Bytes of each logged packet copied to us, from the network header on.
 pub const COPY_RANGE: u32 = 256;
@@ -69,8 +69,6 @@ const CONFIG_SEQ: u32 = 1;
 /// The protocol's name in error messages.
 const PROTO: &str = "NFLOG";
 const NFGENMSG_LEN: usize = 4;
-const NLA_HDRLEN: usize = 4;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 const MSG_ULOG_PACKET: u16 =
     ((libc::NFNL_SUBSYS_ULOG as u16) << 8) | libc::NFULNL_MSG_PACKET as u16;
 const NFULA_IFINDEX_INDEV: u16 = libc::NFULA_IFINDEX_INDEV as u16;
@@ -396,7 +394,7 @@ fn decode_packet(msg: &[u8], group: u16) -> Option<(NflogPacket<'_>, Option<u32>
         family,
     };
     let mut seq = None;
-    for (kind, value) in Attrs(&msg[NFGENMSG_LEN..]) {
+    for (kind, value) in attributes(&msg[NFGENMSG_LEN..]) {
         match kind {
             NFULA_PREFIX => {
                 let raw = value.split(|&b| b == 0).next().unwrap_or(&[]);
@@ -419,34 +417,10 @@ fn be32(v: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?))
 }
 
-/// `(type, value)` of each netlink attribute (type without the nested/byte-order flags).
-/// Stops at the first malformed attribute.
-struct Attrs<'a>(&'a [u8]);
-
-impl<'a> Iterator for Attrs<'a> {
-    type Item = (u16, &'a [u8]);
-
-    fn next(&mut self) -> Option<(u16, &'a [u8])> {
-        let d = self.0;
-        if d.len() < NLA_HDRLEN {
-            self.0 = &[];
-            return None;
-        }
-        let len = u16::from_ne_bytes([d[0], d[1]]) as usize;
-        if len < NLA_HDRLEN || len > d.len() {
-            self.0 = &[];
-            return None;
-        }
-        let kind = u16::from_ne_bytes([d[2], d[3]]) & NLA_TYPE_MASK;
-        self.0 = &d[len.next_multiple_of(4).min(d.len())..];
-        Some((kind, &d[NLA_HDRLEN..len]))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::NLMSG_HDRLEN;
+    use crate::netlink::{NLA_HDRLEN, push_message};
     use crate::testns::{Netns, in_private_netns};
     use std::net::{TcpStream, UdpSocket};
 
@@ -462,12 +436,7 @@ mod tests {
     }
 
     fn nlmsg(out: &mut Vec<u8>, kind: u16, seq: u32, payload: &[u8]) {
-        out.extend_from_slice(&((NLMSG_HDRLEN + payload.len()) as u32).to_ne_bytes());
-        out.extend_from_slice(&kind.to_ne_bytes());
-        out.extend_from_slice(&0u16.to_ne_bytes());
-        out.extend_from_slice(&seq.to_ne_bytes());
-        out.extend_from_slice(&0u32.to_ne_bytes());
-        out.extend_from_slice(payload);
+        push_message(out, kind, 0, seq, 0, payload);
         while !out.len().is_multiple_of(4) {
             out.push(0);
         }

@@ -94,17 +94,64 @@ impl Messages<'_> {
     }
 }
 
+/// `sizeof(struct nlattr)`.
+pub(crate) const NLA_HDRLEN: usize = 4;
+/// An attribute type without its `NLA_F_NESTED` / `NLA_F_NET_BYTEORDER` flags.
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+/// `(type, value)` of each netlink attribute in `buf` (the type without its flags),
+/// aligned like messages. Best effort: the walk stops at the first malformed attribute,
+/// so a truncated message yields what precedes the damage.
+pub(crate) fn attributes(buf: &[u8]) -> Attributes<'_> {
+    Attributes(buf)
+}
+
+/// See [`attributes`].
+pub(crate) struct Attributes<'a>(&'a [u8]);
+
+impl<'a> Iterator for Attributes<'a> {
+    type Item = (u16, &'a [u8]);
+
+    fn next(&mut self) -> Option<(u16, &'a [u8])> {
+        let d = std::mem::take(&mut self.0);
+        if d.len() < NLA_HDRLEN {
+            return None;
+        }
+        let len = usize::from(u16::from_ne_bytes([d[0], d[1]]));
+        if len < NLA_HDRLEN || len > d.len() {
+            return None;
+        }
+        let kind = u16::from_ne_bytes([d[2], d[3]]) & NLA_TYPE_MASK;
+        self.0 = &d[len.next_multiple_of(4).min(d.len())..];
+        Some((kind, &d[NLA_HDRLEN..len]))
+    }
+}
+
+/// Appends one message (header and `payload`, no padding after it) to `out`, for tests
+/// that build datagrams by hand.
+#[cfg(test)]
+pub(crate) fn push_message(
+    out: &mut Vec<u8>,
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    port: u32,
+    payload: &[u8],
+) {
+    out.extend_from_slice(&((NLMSG_HDRLEN + payload.len()) as u32).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(&flags.to_ne_bytes());
+    out.extend_from_slice(&seq.to_ne_bytes());
+    out.extend_from_slice(&port.to_ne_bytes());
+    out.extend_from_slice(payload);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn nlmsg(out: &mut Vec<u8>, kind: u16, seq: u32, payload: &[u8]) {
-        out.extend_from_slice(&((NLMSG_HDRLEN + payload.len()) as u32).to_ne_bytes());
-        out.extend_from_slice(&kind.to_ne_bytes());
-        out.extend_from_slice(&3u16.to_ne_bytes());
-        out.extend_from_slice(&seq.to_ne_bytes());
-        out.extend_from_slice(&77u32.to_ne_bytes());
-        out.extend_from_slice(payload);
+        push_message(out, kind, 3, seq, 77, payload);
     }
 
     #[test]
@@ -136,5 +183,14 @@ mod tests {
         short[..4].copy_from_slice(&8u32.to_ne_bytes());
         assert!(Messages::new(&short, "t").next().unwrap().is_err());
         assert_eq!(Messages::new(&[], "t").count(), 0);
+    }
+
+    #[test]
+    fn attributes_drop_flags_and_stop_at_damage() {
+        // type 3 | NLA_F_NESTED, 2 value bytes + padding; then type 1 claiming 64 bytes
+        let buf = [6, 0, 3, 0x80, 0xaa, 0xbb, 0, 0, 64, 0, 1, 0, 1, 2];
+        let got: Vec<_> = attributes(&buf).collect();
+        assert_eq!(got, vec![(3, &[0xaa, 0xbb][..])]);
+        assert_eq!(attributes(&buf[..3]).count(), 0);
     }
 }

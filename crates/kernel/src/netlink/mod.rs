@@ -8,7 +8,8 @@
 //!   `SO_RCVTIMEO` is [`io::ErrorKind::TimedOut`] naming the protocol;
 //! - a datagram is received whole, into a buffer grown to fit (`MSG_PEEK | MSG_TRUNC`);
 //! - the messages of a datagram are walked with one set of length and alignment checks
-//!   ([`Messages`]); answers to other requests (sequence number or port) are skipped;
+//!   ([`Messages`]), and their attributes with one more ([`attributes`]); answers to
+//!   other requests (sequence number or port) are skipped;
 //! - an `NLMSG_ERROR` carrying -errno is that errno as an `io::Error`; a dump ends at
 //!   `NLMSG_DONE` and is retried a bounded number of times while the kernel marks it
 //!   interrupted ([`NlSocket::dump`]); every read loop is bounded.
@@ -23,7 +24,7 @@ mod message;
 mod socket;
 
 pub(crate) use fd::wait_readable;
+pub(crate) use message::{Message, Messages, attributes};
 #[cfg(test)]
-pub(crate) use message::NLMSG_HDRLEN;
-pub(crate) use message::{Message, Messages};
+pub(crate) use message::{NLA_HDRLEN, push_message};
 pub(crate) use socket::NlSocket;

@@ -55,7 +55,7 @@ use netlink_sys::protocols::NETLINK_NETFILTER;
 
 use super::KernelBan;
 use super::ruleset::{SET_BANNED4, SET_BANNED6, valid_table_name};
-use crate::netlink::{Message, Messages, NlSocket};
+use crate::netlink::{Message, Messages, NlSocket, attributes};
 
 // linux/netfilter/nfnetlink.h
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -266,21 +266,9 @@ fn extack_message(flags: u16, after_header: &[u8]) -> Option<String> {
     if flags & NLM_F_ACK_TLVS == 0 {
         return None;
     }
-    let mut rest = after_header;
-    while rest.len() >= 4 {
-        let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
-        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
-        if len < 4 || len > rest.len() {
-            break;
-        }
-        if kind == NLMSGERR_ATTR_MSG {
-            let s = &rest[4..len];
-            let s = s.split(|&b| b == 0).next().unwrap_or_default();
-            return Some(String::from_utf8_lossy(s).into_owned());
-        }
-        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
-    }
-    None
+    let (_, text) = attributes(after_header).find(|&(kind, _)| kind == NLMSGERR_ATTR_MSG)?;
+    let text = text.split(|&b| b == 0).next().unwrap_or_default();
+    Some(String::from_utf8_lossy(text).into_owned())
 }
 
 impl BanSetWriter {
@@ -615,7 +603,7 @@ impl BanSetWriter {
         self.sock
             .request(nft_message(NfTablesMessage::GetSet(body)), 0, |m| {
                 if m.kind == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSET {
-                    for (kind, value) in nlas(attributes(m)) {
+                    for (kind, value) in attributes(after_nfgenmsg(m)) {
                         if kind == NFTA_SET_TIMEOUT {
                             timeout = be64(value).unwrap_or(0);
                         }
@@ -646,11 +634,11 @@ impl BanSetWriter {
             if m.kind != NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSETELEM {
                 return Ok(());
             }
-            for (kind, list) in nlas(attributes(m)) {
+            for (kind, list) in attributes(after_nfgenmsg(m)) {
                 if kind != NFTA_SET_ELEM_LIST_ELEMENTS {
                     continue;
                 }
-                for (kind, elem) in nlas(list) {
+                for (kind, elem) in attributes(list) {
                     if kind == NFTA_LIST_ELEM {
                         out.push(ban_of(elem, default_ms)?);
                     }
@@ -720,28 +708,9 @@ fn nft_message(msg: NfTablesMessage) -> NetfilterMessage {
     NetfilterMessage::new(NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0), msg)
 }
 
-/// The attributes of an nf_tables message (after its `nfgenmsg`).
-fn attributes<'a>(m: &Message<'a>) -> &'a [u8] {
+/// The attribute bytes of an nf_tables message (after its `nfgenmsg`).
+fn after_nfgenmsg<'a>(m: &Message<'a>) -> &'a [u8] {
     m.payload().get(4..).unwrap_or_default()
-}
-
-/// The netlink attributes of `buf`: (type without the NESTED/BYTEORDER flags, value).
-/// Stops at the first malformed one.
-fn nlas(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if buf.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
-        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
-        if len < 4 || len > buf.len() {
-            buf = &[];
-            return None;
-        }
-        let value = &buf[4..len];
-        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
-        Some((kind, value))
-    })
 }
 
 fn be64(v: &[u8]) -> Option<u64> {
@@ -753,10 +722,10 @@ fn ban_of(elem: &[u8], default_ms: u64) -> io::Result<KernelBan> {
     let mut addr = None;
     let mut timeout = None;
     let mut expires = None;
-    for (kind, value) in nlas(elem) {
+    for (kind, value) in attributes(elem) {
         match kind {
             NFTA_SET_ELEM_KEY => {
-                for (k, v) in nlas(value) {
+                for (k, v) in attributes(value) {
                     if k == NFTA_DATA_VALUE {
                         addr = match v.len() {
                             4 => <[u8; 4]>::try_from(v)
