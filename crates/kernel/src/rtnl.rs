@@ -1,12 +1,15 @@
-//! NETLINK_ROUTE reading: this host's addresses and the next hops of its default
-//! routes (dumps of `RTM_GETADDR` and `RTM_GETROUTE`), and [`ChangeWatcher`], which
-//! listens to the rtnetlink multicast groups so that the caller knows when to read them
-//! again. No policy: what is protected is decided by the daemon.
+//! NETLINK_ROUTE: this host's addresses and the next hops of its default routes (dumps
+//! of `RTM_GETADDR` and `RTM_GETROUTE`), and [`ChangeWatcher`], which listens to the
+//! rtnetlink multicast groups so that the caller knows when to read them again. No
+//! policy: what is protected is decided by the daemon.
+//!
+//! `Rtnl` is the crate's one synchronous rtnetlink client (over [`crate::netlink`]):
+//! these dumps, and the route requests with ACK and route dumps of the route ban
+//! backend ([`crate::backend::RouteBackend`]).
 
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
-
 use std::time::Duration;
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
