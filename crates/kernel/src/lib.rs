@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod bpf;
+mod netlink;
 pub mod nflog;
 pub mod nft;
 pub mod packet;

@@ -46,8 +46,9 @@ use netlink_packet_netfilter::NetfilterProtoFamily;
 use netlink_packet_netfilter::nflog::{
     ConfigCmd, ConfigFlags, ConfigMode, ConfigNla, config_request,
 };
-use netlink_sys::Socket;
 use netlink_sys::protocols::NETLINK_NETFILTER;
+
+use crate::netlink::{Messages, NlSocket, attributes, wait_readable};
 
 /// Bytes of each logged packet copied to us, from the network header on.
 pub const COPY_RANGE: u32 = 256;
@@ -65,10 +66,9 @@ const MAX_DATAGRAMS_PER_DRAIN: usize = 4096;
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 const CONFIG_SEQ: u32 = 1;
 
-const NLMSG_HDRLEN: usize = 16;
+/// The protocol's name in error messages.
+const PROTO: &str = "NFLOG";
 const NFGENMSG_LEN: usize = 4;
-const NLA_HDRLEN: usize = 4;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 const MSG_ULOG_PACKET: u16 =
     ((libc::NFNL_SUBSYS_ULOG as u16) << 8) | libc::NFULNL_MSG_PACKET as u16;
 const NFULA_IFINDEX_INDEV: u16 = libc::NFULA_IFINDEX_INDEV as u16;
@@ -124,7 +124,7 @@ impl LossAccount {
 
 /// A bound NFLOG group. See the module documentation for the protocol details.
 pub struct NflogReader {
-    sock: Socket,
+    sock: NlSocket,
     group: u16,
     buf: Box<[u8]>,
     acct: LossAccount,
@@ -155,16 +155,10 @@ impl NflogReader {
     }
 
     fn open_with_rcvbuf(group: u16, rcvbuf: usize) -> io::Result<Self> {
-        let mut sock = Socket::new(NETLINK_NETFILTER)
+        let sock = NlSocket::open(NETLINK_NETFILTER, PROTO)
             .map_err(|e| context(e, format!("NFLOG group {group}: netfilter netlink socket")))?;
-        sock.bind_auto().map_err(|e| {
-            context(
-                e,
-                format!("NFLOG group {group}: binding the netlink socket"),
-            )
-        })?;
-        set_rcvbuf(&sock, rcvbuf);
-        sock.set_non_blocking(true)?;
+        sock.force_recv_buffer(rcvbuf);
+        sock.socket().set_non_blocking(true)?;
         let mut reader = NflogReader {
             sock,
             group,
@@ -181,31 +175,10 @@ impl NflogReader {
     }
 
     /// Wait up to `timeout` for data (or a pending overrun report). `Ok(true)` means
-    /// [`drain`](Self::drain) has something to do; `Ok(false)` that the time ran out.
+    /// [`drain`](Self::drain) has something to do; `Ok(false)` that there is nothing yet
+    /// (the time ran out, or a signal came: see [`wait_readable`]).
     pub fn wait(&self, timeout: Duration) -> io::Result<bool> {
-        let deadline = Instant::now().checked_add(timeout);
-        loop {
-            let left = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => timeout,
-            };
-            let mut pfd = libc::pollfd {
-                fd: self.sock.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd, count 1.
-            let r = unsafe { libc::poll(&mut pfd, 1, poll_millis(left)) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::EINTR) {
-                    continue;
-                }
-                return Err(e);
-            }
-            // POLLIN, or POLLERR for a pending ENOBUFS: both are work for drain().
-            return Ok(r > 0);
-        }
+        wait_readable(self.sock.as_fd(), timeout)
     }
 
     /// Read and decode what is queued without blocking, calling `f` for each logged packet;
@@ -255,18 +228,9 @@ impl NflogReader {
         let len = msg.buffer_len();
         let mut out = vec![0u8; len];
         msg.serialize(&mut out);
-        loop {
-            match self.sock.send(&out, 0) {
-                Ok(n) if n == len => break,
-                Ok(n) => {
-                    return Err(io::Error::other(format!(
-                        "NFLOG group {group}: config request: sent {n} of {len} bytes"
-                    )));
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(context(e, format!("NFLOG group {group}: config request"))),
-            }
-        }
+        self.sock
+            .send(&out)
+            .map_err(|e| context(e, format!("NFLOG group {group}: config request")))?;
         let deadline = Instant::now() + ACK_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -283,10 +247,10 @@ impl NflogReader {
                 Recv::Empty => continue,
                 Recv::Data(len) => len,
             };
-            for m in Messages::new(&self.buf[..len]) {
+            for m in Messages::new(&self.buf[..len], PROTO).map_while(Result::ok) {
                 match m.kind {
                     NLMSG_ERROR if m.seq == CONFIG_SEQ => {
-                        let err = ErrorBuffer::new_checked(m.payload).map_err(|e| {
+                        let err = ErrorBuffer::new_checked(m.payload()).map_err(|e| {
                             io::Error::new(
                                 io::ErrorKind::InvalidData,
                                 format!("NFLOG group {group}: bad netlink ack: {e}"),
@@ -299,7 +263,7 @@ impl NflogReader {
                     }
                     MSG_ULOG_PACKET => {
                         // Logged between the bind and its ACK: nobody to hand it to yet.
-                        if let Some((_, seq)) = decode_packet(m.payload, group) {
+                        if let Some((_, seq)) = decode_packet(m.payload(), group) {
                             if let Some(s) = seq {
                                 self.acct.saw_seq(s);
                             }
@@ -321,8 +285,7 @@ impl AsRawFd for NflogReader {
 
 impl AsFd for NflogReader {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: the socket's fd stays open as long as `self` (and so the borrow) lives.
-        unsafe { BorrowedFd::borrow_raw(self.sock.as_raw_fd()) }
+        self.sock.as_fd()
     }
 }
 
@@ -372,39 +335,14 @@ fn has_cap_net_admin() -> bool {
     }
 }
 
-/// Best effort: `SO_RCVBUFFORCE` (root/CAP_NET_ADMIN, ignores `rmem_max`), else `SO_RCVBUF`.
-fn set_rcvbuf(sock: &Socket, bytes: usize) {
-    let val = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: a valid fd and a c_int option value of the right size.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&raw const val).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        let _ = sock.set_rx_buf_sz(val);
-    }
-}
-
-/// Milliseconds for poll(2), rounded up so a short timeout does not become a busy loop.
-fn poll_millis(d: Duration) -> libc::c_int {
-    let ms = d.as_nanos().div_ceil(1_000_000);
-    libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
-}
-
 /// Receive one datagram into `buf`. `ENOBUFS` and truncated datagrams are counted and
 /// skipped; `EINTR` is retried; `Empty` when nothing is queued.
-fn recv_datagram(sock: &Socket, buf: &mut [u8], acct: &mut LossAccount) -> io::Result<Recv> {
+fn recv_datagram(sock: &NlSocket, buf: &mut [u8], acct: &mut LossAccount) -> io::Result<Recv> {
     loop {
-        match sock.recv(&mut &mut buf[..], libc::MSG_DONTWAIT | libc::MSG_TRUNC) {
+        match sock.recv(buf, libc::MSG_DONTWAIT | libc::MSG_TRUNC) {
             Ok(n) if n > buf.len() => acct.truncated += 1,
             Ok(n) => return Ok(Recv::Data(n)),
             Err(e) => match e.raw_os_error() {
-                Some(libc::EINTR) => {}
                 Some(libc::EAGAIN) => return Ok(Recv::Empty),
                 Some(libc::ENOBUFS) => acct.enobufs += 1,
                 _ => return Err(e),
@@ -421,12 +359,13 @@ fn decode_datagram(
     f: &mut impl FnMut(NflogPacket<'_>),
 ) -> usize {
     let mut n = 0;
-    for m in Messages::new(data) {
+    // Best effort: a malformed message ends the datagram, the packets before it count.
+    for m in Messages::new(data, PROTO).map_while(Result::ok) {
         // NLMSG_DONE ends a batch, NLMSG_ERROR would be a stray ACK, NOOP is nothing.
         if m.kind != MSG_ULOG_PACKET {
             continue;
         }
-        if let Some((pkt, seq)) = decode_packet(m.payload, group) {
+        if let Some((pkt, seq)) = decode_packet(m.payload(), group) {
             if let Some(s) = seq {
                 acct.saw_seq(s);
             }
@@ -455,7 +394,7 @@ fn decode_packet(msg: &[u8], group: u16) -> Option<(NflogPacket<'_>, Option<u32>
         family,
     };
     let mut seq = None;
-    for (kind, value) in Attrs(&msg[NFGENMSG_LEN..]) {
+    for (kind, value) in attributes(&msg[NFGENMSG_LEN..]) {
         match kind {
             NFULA_PREFIX => {
                 let raw = value.split(|&b| b == 0).next().unwrap_or(&[]);
@@ -478,75 +417,10 @@ fn be32(v: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?))
 }
 
-/// A netlink message header's fields that matter here, with its payload.
-struct Message<'a> {
-    kind: u16,
-    seq: u32,
-    payload: &'a [u8],
-}
-
-/// The netlink messages of one datagram (multi-message datagrams included). Stops at the
-/// first malformed header.
-struct Messages<'a>(&'a [u8]);
-
-impl<'a> Messages<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        Messages(data)
-    }
-}
-
-impl<'a> Iterator for Messages<'a> {
-    type Item = Message<'a>;
-
-    fn next(&mut self) -> Option<Message<'a>> {
-        let d = self.0;
-        if d.len() < NLMSG_HDRLEN {
-            self.0 = &[];
-            return None;
-        }
-        let len = u32::from_ne_bytes([d[0], d[1], d[2], d[3]]) as usize;
-        if len < NLMSG_HDRLEN || len > d.len() {
-            self.0 = &[];
-            return None;
-        }
-        let kind = u16::from_ne_bytes([d[4], d[5]]);
-        let seq = u32::from_ne_bytes([d[8], d[9], d[10], d[11]]);
-        self.0 = &d[len.next_multiple_of(4).min(d.len())..];
-        Some(Message {
-            kind,
-            seq,
-            payload: &d[NLMSG_HDRLEN..len],
-        })
-    }
-}
-
-/// `(type, value)` of each netlink attribute (type without the nested/byte-order flags).
-/// Stops at the first malformed attribute.
-struct Attrs<'a>(&'a [u8]);
-
-impl<'a> Iterator for Attrs<'a> {
-    type Item = (u16, &'a [u8]);
-
-    fn next(&mut self) -> Option<(u16, &'a [u8])> {
-        let d = self.0;
-        if d.len() < NLA_HDRLEN {
-            self.0 = &[];
-            return None;
-        }
-        let len = u16::from_ne_bytes([d[0], d[1]]) as usize;
-        if len < NLA_HDRLEN || len > d.len() {
-            self.0 = &[];
-            return None;
-        }
-        let kind = u16::from_ne_bytes([d[2], d[3]]) & NLA_TYPE_MASK;
-        self.0 = &d[len.next_multiple_of(4).min(d.len())..];
-        Some((kind, &d[NLA_HDRLEN..len]))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::{NLA_HDRLEN, push_message};
     use crate::testns::{Netns, in_private_netns};
     use std::net::{TcpStream, UdpSocket};
 
@@ -562,12 +436,7 @@ mod tests {
     }
 
     fn nlmsg(out: &mut Vec<u8>, kind: u16, seq: u32, payload: &[u8]) {
-        out.extend_from_slice(&((NLMSG_HDRLEN + payload.len()) as u32).to_ne_bytes());
-        out.extend_from_slice(&kind.to_ne_bytes());
-        out.extend_from_slice(&0u16.to_ne_bytes());
-        out.extend_from_slice(&seq.to_ne_bytes());
-        out.extend_from_slice(&0u32.to_ne_bytes());
-        out.extend_from_slice(payload);
+        push_message(out, kind, 0, seq, 0, payload);
         while !out.len().is_multiple_of(4) {
             out.push(0);
         }
@@ -672,14 +541,6 @@ mod tests {
             prefix = p.prefix.to_owned()
         });
         assert_eq!(prefix, "ok");
-    }
-
-    #[test]
-    fn poll_timeout_rounds_up() {
-        assert_eq!(poll_millis(Duration::ZERO), 0);
-        assert_eq!(poll_millis(Duration::from_micros(1)), 1);
-        assert_eq!(poll_millis(Duration::from_millis(250)), 250);
-        assert_eq!(poll_millis(Duration::from_secs(u64::MAX)), libc::c_int::MAX);
     }
 
     // ---- against the kernel, inside a private network namespace ----------------------------

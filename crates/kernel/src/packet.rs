@@ -7,17 +7,19 @@
 
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use portsentry_engine::classify::Direction;
 
 use crate::bpf::{self, SockFilter};
+use crate::netlink::fd::{force_recv_buffer, setsockopt};
+use crate::netlink::wait_readable;
 
 const ETH_P_ALL: u16 = 0x0003;
 /// Kernel receive buffer: room for a burst of ~16k filtered packets while the capture
 /// thread is busy.
-const RECEIVE_BUFFER_BYTES: libc::c_int = 4 << 20;
+const RECEIVE_BUFFER_BYTES: usize = 4 << 20;
 
 /// A packet handed to the parser: its bytes (from the IP header) and its direction.
 pub struct Captured<'a> {
@@ -54,28 +56,15 @@ impl PacketSensor {
             len: u16::try_from(program.len()).map_err(|_| io::Error::other("filter too long"))?,
             filter: program.as_ptr() as *mut libc::sock_filter,
         };
-        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)?;
+        setsockopt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)?;
         // Refuse to have the filter detached or replaced behind our back.
         setsockopt(
-            &fd,
+            fd.as_fd(),
             libc::SOL_SOCKET,
             libc::SO_LOCK_FILTER,
             &1 as &libc::c_int,
         )?;
-        let _ = setsockopt(
-            &fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            &RECEIVE_BUFFER_BYTES,
-        )
-        .or_else(|_| {
-            setsockopt(
-                &fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                &RECEIVE_BUFFER_BYTES,
-            )
-        });
+        force_recv_buffer(fd.as_fd(), RECEIVE_BUFFER_BYTES);
 
         // SAFETY: zeroed sockaddr_ll is a valid "any interface" address.
         let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
@@ -99,24 +88,10 @@ impl PacketSensor {
         })
     }
 
-    /// Wait up to `timeout` for packets to be readable.
+    /// Wait up to `timeout` for packets to be readable; `Ok(false)`: none yet (the
+    /// time ran out, or a signal came: see [`wait_readable`]).
     pub fn wait(&self, timeout: Duration) -> io::Result<bool> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(false);
-            }
-            return Err(e);
-        }
-        Ok(rc > 0)
+        wait_readable(self.fd.as_fd(), timeout)
     }
 
     /// Read one packet without blocking; None when the queue is empty. Packets that are
@@ -180,24 +155,6 @@ impl PacketSensor {
             received: u64::from(stats.tp_packets),
             dropped: u64::from(stats.tp_drops),
         })
-    }
-}
-
-fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
-    // SAFETY: `value` points to a live T of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
     }
 }
 

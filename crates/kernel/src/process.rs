@@ -28,6 +28,11 @@ use std::time::Duration;
 
 use wait_timeout::ChildExt as _;
 
+/// How long one run of a tool (`ipset`, `iptables`) or of a KILL_* command may take
+/// before it is killed and counted as failed. `iptables` waits up to 10 s for the
+/// xtables lock (`-w`), well within this.
+pub const COMMAND_TIME_LIMIT: Duration = Duration::from_secs(30);
+
 /// A run that did not produce an exit status to judge.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {

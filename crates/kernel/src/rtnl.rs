@@ -1,32 +1,35 @@
-//! NETLINK_ROUTE reading: this host's addresses and the next hops of its default
-//! routes (dumps of `RTM_GETADDR` and `RTM_GETROUTE`), and [`ChangeWatcher`], which
-//! listens to the rtnetlink multicast groups so that the caller knows when to read them
-//! again. No policy: what is protected is decided by the daemon.
+//! NETLINK_ROUTE: this host's addresses and the next hops of its default routes (dumps
+//! of `RTM_GETADDR` and `RTM_GETROUTE`), and [`ChangeWatcher`], which listens to the
+//! rtnetlink multicast groups so that the caller knows when to read them again. No
+//! policy: what is protected is decided by the daemon.
+//!
+//! `Rtnl` is the crate's one synchronous rtnetlink client (over [`crate::netlink`]):
+//! these dumps, and the route requests with ACK and route dumps of the route ban
+//! backend ([`crate::backend::RouteBackend`]).
 
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 
-use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN,
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteVia};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
-use netlink_sys::{Socket, SocketAddr};
+
+use crate::netlink::NlSocket;
 
 /// Every address configured on this host (all interfaces, IPv4 and IPv6, link-local
 /// included, and the peer of a point-to-point address); unsorted, may repeat.
 pub fn local_addresses() -> io::Result<Vec<IpAddr>> {
-    RouteDumper::open()?.local_addresses()
+    Rtnl::open()?.local_addresses()
 }
 
 /// The next hops of the default routes of every routing table, IPv4 and IPv6; unsorted,
 /// may repeat.
 pub fn default_gateways() -> io::Result<Vec<IpAddr>> {
-    RouteDumper::open()?.default_gateways()
+    Rtnl::open()?.default_gateways()
 }
 
 /// The address of this host in an `RTM_NEWADDR` message and, for a point-to-point
@@ -81,35 +84,25 @@ fn push_gateway(attr: &RouteAttribute, out: &mut Vec<IpAddr>) {
     }
 }
 
-/// How long one receive of a dump reply may wait for the kernel.
-const DUMP_RECV_TIMEOUT_SECS: libc::time_t = 5;
-/// How often a dump that the kernel marks as interrupted (`NLM_F_DUMP_INTR`: the tables
-/// changed while it ran) is started again before its last result is used as it is.
-const DUMP_ATTEMPTS: usize = 4;
-/// Upper bound of datagrams in one dump reply (each holds many messages).
-const DUMP_MAX_DATAGRAMS: usize = 1 << 20;
-const RECV_BUF_LEN: usize = 64 * 1024;
+/// How long one receive of an answer may wait for the kernel.
+const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+/// The protocol's name in error messages.
+const PROTO: &str = "rtnetlink";
 
-/// A synchronous rtnetlink socket for dump requests.
-struct RouteDumper {
-    sock: Socket,
-    port: u32,
-    seq: u32,
-    buf: Vec<u8>,
+/// The one synchronous `NETLINK_ROUTE` client of this crate: dumps (addresses, routes)
+/// and requests with an ACK (the route ban backend's adds and deletes). Acts on the
+/// network namespace of the thread that opened it.
+pub(crate) struct Rtnl {
+    sock: NlSocket,
 }
 
-impl RouteDumper {
-    fn open() -> io::Result<Self> {
-        let mut sock = Socket::new(NETLINK_ROUTE)?;
-        let port = sock.bind_auto()?.port_number();
-        sock.connect(&SocketAddr::new(0, 0))?;
-        set_recv_timeout(&sock, DUMP_RECV_TIMEOUT_SECS)?;
-        Ok(RouteDumper {
-            sock,
-            port,
-            seq: 0,
-            buf: vec![0; RECV_BUF_LEN],
-        })
+impl Rtnl {
+    pub(crate) fn open() -> io::Result<Self> {
+        let sock = NlSocket::open(NETLINK_ROUTE, PROTO)?;
+        // Errors echo only the header of our request, not all of it.
+        sock.socket().set_cap_ack(true)?;
+        sock.set_recv_timeout(RECV_TIMEOUT)?;
+        Ok(Rtnl { sock })
     }
 
     fn local_addresses(&mut self) -> io::Result<Vec<IpAddr>> {
@@ -127,165 +120,47 @@ impl RouteDumper {
     fn default_gateways(&mut self) -> io::Result<Vec<IpAddr>> {
         let mut out = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            let mut request = RouteMessage::default();
-            request.header.address_family = family;
-            for msg in self.dump(RouteNetlinkMessage::GetRoute(request))? {
-                if let RouteNetlinkMessage::NewRoute(route) = msg {
-                    gateways_of(&route, &mut out);
-                }
+            for route in self.routes(family)? {
+                gateways_of(&route, &mut out);
             }
         }
         Ok(out)
     }
 
-    /// Runs one dump request to its end; restarts it (a bounded number of times) when
-    /// the kernel says the tables changed while it ran.
+    /// Every route of `family`, of every table.
+    pub(crate) fn routes(&mut self, family: AddressFamily) -> io::Result<Vec<RouteMessage>> {
+        let mut request = RouteMessage::default();
+        request.header.address_family = family;
+        let msgs = self.dump(RouteNetlinkMessage::GetRoute(request))?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|msg| match msg {
+                RouteNetlinkMessage::NewRoute(route) => Some(route),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Sends one request with `NLM_F_ACK` (plus `flags`) and waits for its ACK; a NACK is
+    /// the kernel's errno.
+    pub(crate) fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+        self.sock.request(msg, flags, |_| Ok(()))
+    }
+
+    /// Runs one dump request to its end (restarted a bounded number of times while the
+    /// kernel says the tables changed under it). A message this crate cannot parse is
+    /// skipped, not fatal: the rest of the dump still protects what it names.
     fn dump(&mut self, request: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
-        let mut last = Vec::new();
-        for _ in 0..DUMP_ATTEMPTS {
-            let (items, interrupted) = self.dump_once(request.clone())?;
-            if !interrupted {
-                return Ok(items);
-            }
-            last = items;
-        }
-        // Still changing under us: an inconsistent dump protects more than none.
-        Ok(last)
-    }
-
-    fn dump_once(
-        &mut self,
-        request: RouteNetlinkMessage,
-    ) -> io::Result<(Vec<RouteNetlinkMessage>, bool)> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        header.sequence_number = seq;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(request));
-        packet.finalize();
-        let mut bytes = vec![0; packet.header.length as usize];
-        packet.serialize(&mut bytes);
-        self.sock.send(&bytes, 0)?;
-
-        let mut items = Vec::new();
-        let mut interrupted = false;
-        for _ in 0..DUMP_MAX_DATAGRAMS {
-            let len = self.recv_datagram()?;
-            let mut data = &self.buf[..len];
-            while !data.is_empty() {
-                let nl = NetlinkBuffer::new_checked(data).map_err(|e| {
-                    io::Error::new(io::ErrorKind::InvalidData, format!("rtnetlink: {e}"))
-                })?;
-                let msg_len = nl.length() as usize;
-                let msg_bytes = &data[..msg_len];
-                data = &data[msg_len.next_multiple_of(4).min(data.len())..];
-                if nl.sequence_number() != seq || nl.port_number() != self.port {
-                    continue; // a leftover of an earlier request
-                }
-                if nl.flags() & NLM_F_DUMP_INTR != 0 {
-                    interrupted = true;
-                }
-                match nl.message_type() {
-                    NLMSG_NOOP => {}
-                    NLMSG_OVERRUN => {
-                        return Err(io::Error::other("rtnetlink: overrun"));
-                    }
-                    NLMSG_DONE | NLMSG_ERROR => {
-                        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(msg_bytes)
-                            .map(|m| m.payload)
-                        {
-                            Ok(NetlinkPayload::Done(done)) if done.code < 0 => {
-                                return Err(io::Error::from_raw_os_error(-done.code));
-                            }
-                            Ok(NetlinkPayload::Error(err)) if err.code.is_some() => {
-                                return Err(err.to_io());
-                            }
-                            Ok(NetlinkPayload::Error(_)) => continue, // an ACK
-                            Ok(_) => return Ok((items, interrupted)),
-                            // A `NLMSG_DONE` too short to parse still ends the dump.
-                            Err(_) if nl.message_type() == NLMSG_DONE => {
-                                return Ok((items, interrupted));
-                            }
-                            Err(e) => {
-                                return Err(io::Error::new(
-                                    io::ErrorKind::InvalidData,
-                                    format!("rtnetlink: bad error message: {e}"),
-                                ));
-                            }
-                        }
-                    }
-                    _ => {
-                        // A message this crate cannot parse is skipped, not fatal: the
-                        // rest of the dump still protects what it names.
-                        if let Ok(NetlinkMessage {
-                            payload: NetlinkPayload::InnerMessage(inner),
-                            ..
-                        }) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(msg_bytes)
-                        {
-                            items.push(inner);
-                        }
-                    }
-                }
-            }
-        }
-        Err(io::Error::other("rtnetlink: dump did not end"))
-    }
-
-    /// Receives one whole datagram into `self.buf` (grown to fit) and returns its length.
-    fn recv_datagram(&mut self) -> io::Result<usize> {
-        loop {
-            let peek = recv_retry(&self.sock, &mut self.buf, libc::MSG_PEEK | libc::MSG_TRUNC)?;
-            if peek > self.buf.len() {
-                self.buf.resize(peek, 0);
-                continue;
-            }
-            let n = recv_retry(&self.sock, &mut self.buf, libc::MSG_TRUNC)?;
-            if n > self.buf.len() {
-                return Err(io::Error::other("rtnetlink: datagram truncated"));
-            }
-            return Ok(n);
-        }
-    }
-}
-
-/// One `recv`, retried on `EINTR`; a receive timeout becomes `TimedOut`. Returns the full
-/// datagram length (larger than `buf` when `MSG_TRUNC` and truncated).
-fn recv_retry(sock: &Socket, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
-    loop {
-        match sock.recv(&mut &mut buf[..], flags) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "rtnetlink: no reply from the kernel",
-                ));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-fn set_recv_timeout(sock: &Socket, secs: libc::time_t) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: secs,
-        tv_usec: 0,
-    };
-    // SAFETY: valid fd, and a pointer/length pair describing a live `timeval`.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const tv).cast(),
-            size_of::<libc::timeval>() as libc::socklen_t,
+        self.sock.dump(
+            request,
+            |m| match NetlinkMessage::<RouteNetlinkMessage>::deserialize(m.bytes) {
+                Ok(NetlinkMessage {
+                    payload: NetlinkPayload::InnerMessage(inner),
+                    ..
+                }) => Some(inner),
+                _ => None,
+            },
         )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
@@ -301,6 +176,8 @@ const WATCH_MAX_DRAIN: usize = 4096;
 /// Receive buffer asked for the watcher socket, so bursts (an interface with many
 /// addresses going down) are not lost; a loss is reported as a change anyway.
 const WATCH_RCVBUF: usize = 1 << 20;
+/// The watcher only counts notifications, so a truncated one is as good as a whole one.
+const WATCH_BUF_LEN: usize = 64 * 1024;
 
 /// Watches for changes of addresses, routes and links: a non-blocking `NETLINK_ROUTE`
 /// socket subscribed to `RTMGRP_LINK`, `RTMGRP_IPV4_IFADDR`, `RTMGRP_IPV6_IFADDR`,
@@ -308,22 +185,21 @@ const WATCH_RCVBUF: usize = 1 << 20;
 /// its loop (or polls [`Self::as_raw_fd`] for readability) and reads the addresses and routes again
 /// when it returns true.
 pub struct ChangeWatcher {
-    sock: Socket,
+    sock: NlSocket,
     buf: Vec<u8>,
 }
 
 impl ChangeWatcher {
     /// Opens the socket in the calling thread's network namespace.
     pub fn open() -> io::Result<Self> {
-        let mut sock = Socket::new(NETLINK_ROUTE)?;
-        sock.bind(&SocketAddr::new(0, WATCH_GROUPS))?;
-        sock.set_non_blocking(true)?;
+        let sock = NlSocket::open_groups(NETLINK_ROUTE, PROTO, WATCH_GROUPS)?;
+        sock.socket().set_non_blocking(true)?;
         // Best effort: a smaller buffer only makes an overflow (reported as a change)
         // likelier.
-        let _ = sock.set_rx_buf_sz(WATCH_RCVBUF);
+        sock.set_recv_buffer(WATCH_RCVBUF);
         Ok(ChangeWatcher {
             sock,
-            buf: vec![0; RECV_BUF_LEN],
+            buf: vec![0; WATCH_BUF_LEN],
         })
     }
 
@@ -335,11 +211,10 @@ impl ChangeWatcher {
         for _ in 0..WATCH_MAX_DRAIN {
             match self
                 .sock
-                .recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT | libc::MSG_TRUNC)
+                .recv(&mut self.buf, libc::MSG_DONTWAIT | libc::MSG_TRUNC)
             {
                 Ok(_) => any = true,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return any,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // ENOBUFS: notifications were dropped, so something changed.
                 Err(_) => any = true,
             }
@@ -436,7 +311,7 @@ mod tests {
         for _ in 0..WATCH_MAX_DRAIN {
             let n = match w
                 .sock
-                .recv(&mut &mut w.buf[..], libc::MSG_DONTWAIT | libc::MSG_TRUNC)
+                .recv(&mut w.buf, libc::MSG_DONTWAIT | libc::MSG_TRUNC)
             {
                 Ok(n) => n.min(w.buf.len()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

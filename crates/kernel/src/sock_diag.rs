@@ -37,13 +37,9 @@
 //! leaves the previous snapshot untouched and returns the error.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use netlink_packet_core::{
-    DoneBuffer, ErrorBuffer, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP,
-    NLMSG_OVERRUN, NetlinkBuffer, NetlinkHeader, NetlinkMessage, Parseable,
-};
+use netlink_packet_core::Parseable;
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_packet_sock_diag::constants::{
     AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SOCK_DIAG_BY_FAMILY, TCP_LISTEN,
@@ -52,34 +48,27 @@ use netlink_packet_sock_diag::inet::{
     ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags,
 };
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
-use netlink_sys::{Socket, SocketAddr};
 use portsentry_engine::Proto;
+
+use crate::netlink::{Message, NlSocket};
 
 /// Default for how old a snapshot may be before any query re-reads it.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_millis(5);
 /// Default for how old a snapshot may be before a query for a port *not* in it re-reads it.
 pub const DEFAULT_RECHECK_AGE: Duration = Duration::from_millis(1);
 
-/// Receive buffer for dump replies. The kernel sizes each dump datagram to at most
-/// 32 KiB (less once it has seen our reads), so this never truncates; a reply that
-/// would is reported as an error rather than misread.
-const RECV_BUF_LEN: usize = 64 * 1024;
 /// A blocked read of a dump reply gives up after this long (the kernel answers at
 /// once; this only guards the daemon against a wedged socket).
 const RECV_TIMEOUT: Duration = Duration::from_secs(1);
-/// Netlink header (16) + `inet_diag_req_v2` (56).
-const REQUEST_LEN: usize = 16 + 56;
 
 /// Live view of the local ports in use, per protocol. See the module doc for the rule.
 pub struct PortUsage {
-    sock: Socket,
-    /// Reused for every reply datagram.
-    buf: Vec<u8>,
+    /// Its receive buffer is reused for every reply datagram.
+    sock: NlSocket,
     /// Filled by a read, swapped into place only when the read succeeded.
     scratch: Box<PortSet>,
     tcp: Snapshot,
     udp: Snapshot,
-    seq: u32,
     max_age: Duration,
     recheck_age: Duration,
 }
@@ -90,6 +79,11 @@ struct Snapshot {
 }
 
 /// One bit per port number.
+///
+/// Not `portsentry_engine::ports::PortSet`: that one has no `clear`, so emptying the
+/// scratch set before every dump would mean a fresh 8 KiB allocation per read, and a
+/// read may happen every millisecond under a sweep (the cache rule above); and it
+/// drops port 0, which this table may hold. This one is cleared in place.
 struct PortSet([u64; 1024]);
 
 impl PortSet {
@@ -121,7 +115,6 @@ impl PortUsage {
     pub fn new() -> io::Result<Self> {
         Ok(PortUsage {
             sock: open_socket()?,
-            buf: vec![0; RECV_BUF_LEN],
             scratch: PortSet::new(),
             tcp: Snapshot {
                 ports: PortSet::new(),
@@ -131,7 +124,6 @@ impl PortUsage {
                 ports: PortSet::new(),
                 taken: None,
             },
-            seq: 0,
             max_age: DEFAULT_MAX_AGE,
             recheck_age: DEFAULT_RECHECK_AGE,
         })
@@ -197,15 +189,13 @@ impl PortUsage {
         self.scratch.clear();
         let mut result = Ok(());
         for family in [AF_INET, AF_INET6] {
-            self.seq = self.seq.wrapping_add(1);
             let query = Query {
-                seq: self.seq,
                 family,
                 protocol,
                 states: states.clone(),
                 want_state,
             };
-            result = query.run(&self.sock, &mut self.buf, &mut self.scratch);
+            result = query.run(&mut self.sock, &mut self.scratch);
             if result.is_err() {
                 break;
             }
@@ -226,34 +216,14 @@ impl PortUsage {
     }
 }
 
-fn open_socket() -> io::Result<Socket> {
-    let mut sock = Socket::new(NETLINK_SOCK_DIAG)?;
-    sock.bind_auto()?;
-    sock.connect(&SocketAddr::new(0, 0))?;
-    let tv = libc::timeval {
-        tv_sec: RECV_TIMEOUT.as_secs() as libc::time_t,
-        tv_usec: RECV_TIMEOUT.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: the fd is open for the life of `sock`; `tv` is a valid `timeval` and the
-    // length passed is its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const tv).cast::<libc::c_void>(),
-            size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+fn open_socket() -> io::Result<NlSocket> {
+    let sock = NlSocket::open(NETLINK_SOCK_DIAG, "sock_diag")?;
+    sock.set_recv_timeout(RECV_TIMEOUT)?;
     Ok(sock)
 }
 
 /// One `inet_diag_req_v2` dump: one address family, one protocol.
 struct Query {
-    seq: u32,
     family: u8,
     protocol: u8,
     states: StateFlags,
@@ -263,122 +233,38 @@ struct Query {
 }
 
 impl Query {
-    fn run(&self, sock: &Socket, buf: &mut [u8], into: &mut PortSet) -> io::Result<()> {
-        self.send(sock)?;
-        loop {
-            let n = recv(sock, buf)?;
-            if n > buf.len() {
-                return Err(bad(format!(
-                    "sock_diag reply of {n} bytes truncated to {}",
-                    buf.len()
-                )));
-            }
-            if self.parse_datagram(&buf[..n], into)? {
-                return Ok(());
-            }
-        }
-    }
-
-    fn send(&self, sock: &Socket) -> io::Result<()> {
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        header.sequence_number = self.seq;
+    /// Runs the dump to its end, putting the local port of each matching socket into
+    /// `into`. Not retried when interrupted: `inet_diag` does not mark its dumps.
+    fn run(&self, sock: &mut NlSocket, into: &mut PortSet) -> io::Result<()> {
         let socket_id = if self.family == AF_INET6 {
             SocketId::new_v6()
         } else {
             SocketId::new_v4()
         };
-        let mut msg = NetlinkMessage::new(
-            header,
-            SockDiagMessage::InetRequest(InetRequest {
-                family: self.family,
-                protocol: self.protocol,
-                extensions: ExtensionFlags::empty(),
-                states: self.states.clone(),
-                socket_id,
-            })
-            .into(),
-        );
-        msg.finalize();
-        let len = msg.buffer_len();
-        let mut out = [0u8; REQUEST_LEN];
-        if len > out.len() {
-            return Err(bad(format!("sock_diag request of {len} bytes")));
-        }
-        msg.serialize(&mut out[..len]);
-        loop {
-            match sock.send(&out[..len], 0) {
-                Ok(sent) if sent == len => return Ok(()),
-                Ok(sent) => return Err(bad(format!("sock_diag request: sent {sent} of {len}"))),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        let request = SockDiagMessage::InetRequest(InetRequest {
+            family: self.family,
+            protocol: self.protocol,
+            extensions: ExtensionFlags::empty(),
+            states: self.states.clone(),
+            socket_id,
+        });
+        sock.dump_once(request, |m| self.add_socket(m, into))
+            .map(drop)
     }
 
-    /// Walks the netlink messages of one datagram; `Ok(true)` once `NLMSG_DONE` for
-    /// this query is seen. Messages of an older query (another sequence number) are
-    /// skipped.
-    fn parse_datagram(&self, mut data: &[u8], into: &mut PortSet) -> io::Result<bool> {
-        while !data.is_empty() {
-            let msg = NetlinkBuffer::new_checked(data).map_err(bad)?;
-            let len = msg.length() as usize;
-            let payload = msg.payload();
-            if msg.sequence_number() == self.seq {
-                match msg.message_type() {
-                    SOCK_DIAG_BY_FAMILY => {
-                        let h = InetResponseHeader::parse(payload).map_err(bad)?;
-                        if h.family == self.family && self.want_state.is_none_or(|s| s == h.state) {
-                            into.insert(h.socket_id.source_port);
-                        }
-                    }
-                    NLMSG_DONE => {
-                        // A dump that failed part-way reports a negative errno here.
-                        let code = match DoneBuffer::new_checked(payload) {
-                            Ok(done) => done.code(),
-                            Err(_) => 0, // old kernels may send an empty DONE
-                        };
-                        if code < 0 {
-                            return Err(io::Error::from_raw_os_error(-code));
-                        }
-                        return Ok(true);
-                    }
-                    NLMSG_ERROR => {
-                        let err = ErrorBuffer::new_checked(payload).map_err(bad)?;
-                        if let Some(code) = err.code() {
-                            return Err(io::Error::from_raw_os_error(code.get().saturating_abs()));
-                        }
-                        // A plain ACK: not requested, harmless.
-                    }
-                    NLMSG_NOOP => {}
-                    NLMSG_OVERRUN => return Err(bad("sock_diag: netlink overrun")),
-                    other => {
-                        return Err(bad(format!("sock_diag: unexpected message type {other}")));
-                    }
-                }
-            }
-            // Messages are 4-byte aligned; the last one may lack its padding.
-            let next = len.next_multiple_of(4).min(data.len());
-            data = &data[next..];
+    /// One message of the dump: a socket of ours is counted, anything else is an error.
+    fn add_socket(&self, m: &Message<'_>, into: &mut PortSet) -> io::Result<()> {
+        if m.kind != SOCK_DIAG_BY_FAMILY {
+            return Err(bad(format!(
+                "sock_diag: unexpected message type {}",
+                m.kind
+            )));
         }
-        Ok(false)
-    }
-}
-
-/// One datagram into `buf`; returns its full length (larger than `buf` if truncated).
-fn recv(sock: &Socket, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match sock.recv(&mut &mut buf[..], libc::MSG_TRUNC) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "sock_diag: no reply from the kernel",
-                ));
-            }
-            Err(e) => return Err(e),
+        let h = InetResponseHeader::parse(m.payload()).map_err(bad)?;
+        if h.family == self.family && self.want_state.is_none_or(|s| s == h.state) {
+            into.insert(h.socket_id.source_port);
         }
+        Ok(())
     }
 }
 

@@ -7,11 +7,9 @@
 use std::io;
 use std::time::Duration;
 
-use crate::process::{self, ProcessError, Run};
+use crate::process::{Finished, ProcessError, Run};
 
-/// How long one tool run may take before it is killed. `iptables` waits up to
-/// [`XTABLES_LOCK_WAIT`] seconds for the xtables lock, well within this.
-pub const COMMAND_TIME_LIMIT: Duration = Duration::from_secs(30);
+pub use crate::process::COMMAND_TIME_LIMIT;
 
 /// Seconds `iptables -w` waits for another program's xtables lock (iptables-legacy; the
 /// nft variant accepts and ignores it).
@@ -40,62 +38,41 @@ pub enum CommandError {
     BadOutput { command: String, detail: String },
 }
 
-/// What a finished tool run gave.
-pub(super) struct Output {
-    pub command: String,
-    /// Exit code; `None` when killed by a signal.
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
+/// `finished` as a [`CommandError::Failed`].
+pub(super) fn failure(finished: Finished) -> CommandError {
+    CommandError::Failed {
+        status: finished.status_text(),
+        stderr: finished.stderr.trim().to_string(),
+        command: finished.command,
+    }
 }
 
-impl Output {
-    pub fn success(&self) -> bool {
-        self.code == Some(0)
-    }
-
-    /// The run as a [`CommandError::Failed`].
-    pub fn failure(self) -> CommandError {
-        CommandError::Failed {
-            command: self.command,
-            status: process::status_text(self.code),
-            stderr: self.stderr.trim().to_string(),
-        }
-    }
-
-    /// stdout when the tool exited 0, else the failure.
-    pub fn ok(self) -> Result<String, CommandError> {
-        if self.success() {
-            Ok(self.stdout)
-        } else {
-            Err(self.failure())
-        }
+/// stdout when the tool exited 0, else the failure.
+pub(super) fn ok(finished: Finished) -> Result<String, CommandError> {
+    if finished.success() {
+        Ok(finished.stdout)
+    } else {
+        Err(failure(finished))
     }
 }
 
 /// Runs `program args` from the calling thread (so in its network namespace), feeding
 /// `stdin` if given. `Err` only when it could not be run or timed out; a non-zero exit
-/// is an `Ok` [`Output`] for the caller to judge.
+/// is an `Ok` [`Finished`] for the caller to judge.
 pub(super) fn run(
     program: &str,
     args: &[&str],
     stdin: Option<Vec<u8>>,
-) -> Result<Output, CommandError> {
+) -> Result<Finished, CommandError> {
     let mut run = Run::new(program, args, COMMAND_TIME_LIMIT).env("LC_ALL", "C");
     if let Some(bytes) = &stdin {
         run = run.stdin(bytes);
     }
-    let finished = run.run().map_err(|e| match e {
+    run.run().map_err(|e| match e {
         ProcessError::Spawn { command, source } | ProcessError::Io { command, source } => {
             CommandError::Io { command, source }
         }
         ProcessError::TimedOut { command, limit } => CommandError::TimedOut { command, limit },
-    })?;
-    Ok(Output {
-        code: finished.code(),
-        command: finished.command,
-        stdout: finished.stdout,
-        stderr: finished.stderr,
     })
 }
 
@@ -106,9 +83,9 @@ mod tests {
     #[test]
     fn output_and_exit_status_are_reported() {
         let out = run("sh", &["-c", "echo out; echo err >&2; exit 3"], None).unwrap();
-        assert_eq!(out.code, Some(3));
+        assert_eq!(out.code(), Some(3));
         assert_eq!(out.stdout, "out\n");
-        let e = out.failure().to_string();
+        let e = failure(out).to_string();
         assert_eq!(
             e,
             "`sh -c echo out; echo err >&2; exit 3` failed (exit status 3): err"
@@ -122,7 +99,7 @@ mod tests {
         assert!(out.success());
         assert_eq!(out.stdout.len(), input.len());
         let out = run("sh", &["-c", "head -c 3000000 /dev/zero"], None).unwrap();
-        assert_eq!(out.ok().unwrap().len(), 3_000_000);
+        assert_eq!(ok(out).unwrap().len(), 3_000_000);
     }
 
     #[test]
@@ -131,7 +108,7 @@ mod tests {
             Err(CommandError::Io { command, .. }) => {
                 assert_eq!(command, "/nonexistent/portsentry-tool a")
             }
-            other => panic!("{:?}", other.map(|o| o.code)),
+            other => panic!("{:?}", other.map(|o| o.code())),
         }
     }
 }

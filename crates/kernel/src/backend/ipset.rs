@@ -35,6 +35,7 @@ use super::iptables::{CHAIN, rule_exists, xtables};
 use ipnet::IpNet;
 
 use super::{BanBackend, Expiry, FallbackError, Held, ban_target, host_key};
+use crate::process::Finished;
 
 /// The set of banned IPv4 sources.
 pub const SET4: &str = "portsentry4";
@@ -111,7 +112,7 @@ fn parse_save(set: &str, text: &str) -> Result<Vec<(IpAddr, Option<Duration>)>, 
 }
 
 /// Whether a failed ipset run said that the set does not exist.
-fn no_such_set(out: &command::Output) -> bool {
+fn no_such_set(out: &Finished) -> bool {
     out.stderr
         .contains("set with the given name does not exist")
 }
@@ -130,7 +131,7 @@ impl IpsetBackend {
     /// Our sets that exist now.
     fn existing_sets(&self) -> Result<Vec<&'static str>, FallbackError> {
         let names = command::run(IPSET, &["list", "-n"], None)
-            .and_then(command::Output::ok)
+            .and_then(command::ok)
             .map_err(FallbackError::ListSets)?;
         Ok([SET4, SET6]
             .into_iter()
@@ -149,7 +150,7 @@ impl IpsetBackend {
             }
             return Err(FallbackError::ListSet {
                 set,
-                source: out.failure(),
+                source: command::failure(out),
             });
         }
         parse_save(set, &out.stdout).map_err(|detail| FallbackError::ListSet {
@@ -190,7 +191,7 @@ impl BanBackend for IpsetBackend {
                 "-exist",
             ];
             command::run(IPSET, &args, None)
-                .and_then(command::Output::ok)
+                .and_then(command::ok)
                 .map_err(|source| FallbackError::CreateSet { set, source })?;
             let v6 = set == SET6;
             let spec = set_rule(set);
@@ -199,7 +200,7 @@ impl BanBackend for IpsetBackend {
                 let mut args = vec!["-I", CHAIN];
                 args.extend_from_slice(&spec);
                 xtables(v6, &args)
-                    .and_then(command::Output::ok)
+                    .and_then(command::ok)
                     .map_err(insert_err)?;
             }
         }
@@ -212,7 +213,7 @@ impl BanBackend for IpsetBackend {
         let a = addr.to_string();
         let t = ipset_timeout(timeout).to_string();
         command::run(IPSET, &["add", set, &a, "timeout", &t, "-exist"], None)
-            .and_then(command::Output::ok)
+            .and_then(command::ok)
             .map(drop)
             .map_err(|source| FallbackError::AddToSet { set, addr, source })
     }
@@ -234,7 +235,7 @@ impl BanBackend for IpsetBackend {
             ));
         }
         command::run(IPSET, &["restore", "-exist"], Some(script.into_bytes()))
-            .and_then(command::Output::ok)
+            .and_then(command::ok)
             .map(drop)
             .map_err(|source| FallbackError::RestoreSets {
                 count: bans.len(),
@@ -258,7 +259,7 @@ impl BanBackend for IpsetBackend {
         Err(FallbackError::DeleteFromSet {
             set,
             addr,
-            source: out.failure(),
+            source: command::failure(out),
         })
     }
 
@@ -293,11 +294,11 @@ impl BanBackend for IpsetBackend {
                 let mut args = vec!["-D", CHAIN];
                 args.extend_from_slice(&spec);
                 xtables(v6, &args)
-                    .and_then(command::Output::ok)
+                    .and_then(command::ok)
                     .map_err(delete_err)?;
             }
             command::run(IPSET, &["destroy", set], None)
-                .and_then(command::Output::ok)
+                .and_then(command::ok)
                 .map_err(|source| FallbackError::DestroySet { set, source })?;
         }
         Ok(())

@@ -15,6 +15,7 @@ use super::command::{self, CommandError, XTABLES_LOCK_WAIT};
 use ipnet::IpNet;
 
 use super::{BanBackend, FallbackError, Held, ban_target, held_unknown, host_key};
+use crate::process::Finished;
 
 /// The comment that marks our rules.
 pub const RULE_COMMENT: &str = "portsentry";
@@ -28,7 +29,7 @@ pub(super) fn tool(v6: bool) -> &'static str {
 }
 
 /// Runs `iptables`/`ip6tables -w SECS args`.
-pub(super) fn xtables(v6: bool, args: &[&str]) -> Result<command::Output, CommandError> {
+pub(super) fn xtables(v6: bool, args: &[&str]) -> Result<Finished, CommandError> {
     let mut all = vec!["-w", XTABLES_LOCK_WAIT];
     all.extend_from_slice(args);
     command::run(tool(v6), &all, None)
@@ -40,10 +41,10 @@ pub(super) fn rule_exists(v6: bool, spec: &[&str]) -> Result<bool, CommandError>
     let mut args = vec!["-C", CHAIN];
     args.extend_from_slice(spec);
     let out = xtables(v6, &args)?;
-    match out.code {
+    match out.code() {
         Some(0) => Ok(true),
         Some(1) => Ok(false),
-        _ => Err(out.failure()),
+        _ => Err(command::failure(out)),
     }
 }
 
@@ -68,7 +69,7 @@ impl IptablesBackend {
     /// Our rules in one family, one entry per rule (duplicates repeat).
     fn rules(&self, v6: bool) -> Result<Vec<IpAddr>, FallbackError> {
         let text = xtables(v6, &["-S", CHAIN])
-            .and_then(command::Output::ok)
+            .and_then(command::ok)
             .map_err(FallbackError::ListRules)?;
         Ok(parse_our_rules(&text))
     }
@@ -78,7 +79,7 @@ impl IptablesBackend {
         let mut args = vec!["-D", CHAIN];
         args.extend_from_slice(&rule_spec(&a));
         xtables(addr.is_ipv6(), &args)
-            .and_then(command::Output::ok)
+            .and_then(command::ok)
             .map(drop)
             .map_err(|source| FallbackError::DeleteRule { addr, source })
     }
@@ -153,7 +154,7 @@ impl BanBackend for IptablesBackend {
         let mut args = vec!["-I", CHAIN];
         args.extend_from_slice(&spec);
         xtables(v6, &args)
-            .and_then(command::Output::ok)
+            .and_then(command::ok)
             .map(drop)
             .map_err(insert_err)
     }

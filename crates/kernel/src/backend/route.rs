@@ -25,29 +25,24 @@
 //! do not expire; the daemon removes them. Policy routing rules that select another
 //! table before `main` for the attacker would bypass them.
 //!
-//! The socket is opened in [`RouteBackend::new`], so the backend acts on the network
-//! namespace of the thread that created it.
+//! The socket ([`crate::rtnl`]'s client) is opened in [`RouteBackend::new`], so the
+//! backend acts on the network namespace of the thread that created it.
 
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE,
-    NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload,
-};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::protocols::NETLINK_ROUTE;
-use netlink_sys::{Socket, SocketAddr};
 
 use ipnet::IpNet;
 
 use super::{BanBackend, FallbackError, Held, ban_target, held_unknown, host_key};
+use crate::rtnl::Rtnl;
 
 /// The routing protocol number (`rtm_protocol`) that marks our routes: 94 = 0x5e.
 ///
@@ -128,17 +123,8 @@ impl RouteBackend {
 
     /// Our host routes of one family.
     fn ours(&mut self, family: AddressFamily) -> io::Result<Vec<IpAddr>> {
-        let mut request = RouteMessage::default();
-        request.header.address_family = family;
-        let mut out = Vec::new();
-        for msg in self.rtnl.dump(RouteNetlinkMessage::GetRoute(request))? {
-            if let RouteNetlinkMessage::NewRoute(route) = msg
-                && let Some(addr) = our_host_route(&route)
-            {
-                out.push(addr);
-            }
-        }
-        Ok(out)
+        let routes = self.rtnl.routes(family)?;
+        Ok(routes.iter().filter_map(our_host_route).collect())
     }
 
     fn delete_one(&mut self, addr: IpAddr) -> io::Result<bool> {
@@ -288,212 +274,6 @@ impl BanBackend for RouteBackend {
             self.remove(held.key)?;
         }
         Ok(())
-    }
-}
-
-/// How long one receive may wait for the kernel's answer.
-const RECV_TIMEOUT_SECS: libc::time_t = 5;
-/// How often a dump the kernel marks as interrupted (tables changed while it ran) is
-/// started again before its last result is used.
-const DUMP_ATTEMPTS: usize = 4;
-/// Upper bound of datagrams in one answer.
-const MAX_DATAGRAMS: usize = 1 << 20;
-const RECV_BUF_LEN: usize = 64 * 1024;
-/// Offset of the error code in an `NLMSG_ERROR` message (after the 16-byte header).
-const NLMSG_HDR_LEN: usize = 16;
-
-/// A synchronous rtnetlink socket: requests with ACK, and dumps.
-struct Rtnl {
-    sock: Socket,
-    port: u32,
-    seq: u32,
-    buf: Vec<u8>,
-}
-
-impl Rtnl {
-    fn open() -> io::Result<Self> {
-        let mut sock = Socket::new(NETLINK_ROUTE)?;
-        let port = sock.bind_auto()?.port_number();
-        sock.connect(&SocketAddr::new(0, 0))?;
-        // Errors echo only the header of our request, not all of it.
-        sock.set_cap_ack(true)?;
-        set_recv_timeout(&sock, RECV_TIMEOUT_SECS)?;
-        Ok(Rtnl {
-            sock,
-            port,
-            seq: 0,
-            buf: vec![0; RECV_BUF_LEN],
-        })
-    }
-
-    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<u32> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = self.seq;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-        packet.finalize();
-        let mut bytes = vec![0; packet.header.length as usize];
-        packet.serialize(&mut bytes);
-        let sent = self.sock.send(&bytes, 0)?;
-        if sent != bytes.len() {
-            return Err(io::Error::other("rtnetlink: short send"));
-        }
-        Ok(self.seq)
-    }
-
-    /// Sends one request with `NLM_F_ACK` and waits for its ACK; a NACK is the
-    /// kernel's errno.
-    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
-        let seq = self.send(msg, flags | NLM_F_ACK)?;
-        for _ in 0..MAX_DATAGRAMS {
-            let len = self.recv_datagram()?;
-            for (kind, _, bytes) in messages(&self.buf[..len], seq, self.port)? {
-                if kind == NLMSG_ERROR {
-                    return match error_code(bytes)? {
-                        0 => Ok(()),
-                        code => Err(io::Error::from_raw_os_error(-code)),
-                    };
-                }
-            }
-        }
-        Err(io::Error::other("rtnetlink: no acknowledgement"))
-    }
-
-    /// Runs one dump to its end, started again (a bounded number of times) when the
-    /// kernel says the tables changed while it ran.
-    fn dump(&mut self, request: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
-        let mut last = Vec::new();
-        for _ in 0..DUMP_ATTEMPTS {
-            let (items, interrupted) = self.dump_once(request.clone())?;
-            if !interrupted {
-                return Ok(items);
-            }
-            last = items;
-        }
-        Ok(last)
-    }
-
-    fn dump_once(
-        &mut self,
-        request: RouteNetlinkMessage,
-    ) -> io::Result<(Vec<RouteNetlinkMessage>, bool)> {
-        let seq = self.send(request, NLM_F_DUMP)?;
-        let mut items = Vec::new();
-        let mut interrupted = false;
-        for _ in 0..MAX_DATAGRAMS {
-            let len = self.recv_datagram()?;
-            for (kind, nl_flags, bytes) in messages(&self.buf[..len], seq, self.port)? {
-                if nl_flags & NLM_F_DUMP_INTR != 0 {
-                    interrupted = true;
-                }
-                match kind {
-                    NLMSG_NOOP => {}
-                    NLMSG_OVERRUN => return Err(io::Error::other("rtnetlink: overrun")),
-                    NLMSG_ERROR => match error_code(bytes)? {
-                        0 => {}
-                        code => return Err(io::Error::from_raw_os_error(-code)),
-                    },
-                    NLMSG_DONE => {
-                        // The payload of DONE is the dump's status (0 or -errno).
-                        let code = error_code(bytes).unwrap_or(0);
-                        if code < 0 {
-                            return Err(io::Error::from_raw_os_error(-code));
-                        }
-                        return Ok((items, interrupted));
-                    }
-                    _ => {
-                        // A message this crate cannot parse cannot be recognised as
-                        // ours either; it is skipped, not fatal.
-                        if let Ok(NetlinkMessage {
-                            payload: NetlinkPayload::InnerMessage(inner),
-                            ..
-                        }) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)
-                        {
-                            items.push(inner);
-                        }
-                    }
-                }
-            }
-        }
-        Err(io::Error::other("rtnetlink: dump did not end"))
-    }
-
-    /// Receives one whole datagram into `self.buf` (grown to fit); returns its length.
-    fn recv_datagram(&mut self) -> io::Result<usize> {
-        loop {
-            let peek = recv_retry(&self.sock, &mut self.buf, libc::MSG_PEEK | libc::MSG_TRUNC)?;
-            if peek > self.buf.len() {
-                self.buf.resize(peek, 0);
-                continue;
-            }
-            return recv_retry(&self.sock, &mut self.buf, 0);
-        }
-    }
-}
-
-/// The messages of one datagram that answer request `seq` of `port`, as (type, flags,
-/// bytes); answers to earlier requests (e.g. one that timed out) are skipped.
-fn messages(mut data: &[u8], seq: u32, port: u32) -> io::Result<Vec<(u16, u16, &[u8])>> {
-    let mut out = Vec::new();
-    while !data.is_empty() {
-        let nl = NetlinkBuffer::new_checked(data)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("rtnetlink: {e}")))?;
-        let len = nl.length() as usize;
-        let msg = &data[..len];
-        data = &data[len.next_multiple_of(4).min(data.len())..];
-        if nl.sequence_number() == seq && nl.port_number() == port {
-            out.push((nl.message_type(), nl.flags(), msg));
-        }
-    }
-    Ok(out)
-}
-
-/// The `error` field of an `NLMSG_ERROR` (0 = ACK, else -errno) or the status of an
-/// `NLMSG_DONE`.
-fn error_code(msg: &[u8]) -> io::Result<i32> {
-    msg.get(NLMSG_HDR_LEN..NLMSG_HDR_LEN + 4)
-        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "rtnetlink: short error message"))
-}
-
-/// One `recv`, retried on `EINTR`; the receive timeout becomes `TimedOut`.
-fn recv_retry(sock: &Socket, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
-    loop {
-        match sock.recv(&mut &mut buf[..], flags) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "rtnetlink: no answer from the kernel",
-                ));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-fn set_recv_timeout(sock: &Socket, secs: libc::time_t) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let tv = libc::timeval {
-        tv_sec: secs,
-        tv_usec: 0,
-    };
-    // SAFETY: a valid socket fd, and a pointer/length pair describing a live `timeval`.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::process::{ProcessError, Run};
+use crate::process::{Finished, ProcessError, Run};
 pub use netlink::{BanSetWriter, KernelError, kernel_errno};
 use ruleset::{
     CHAIN_INPUT, CHAIN_OBSERVE, SET_BANNED4, SET_BANNED6, SET_PROTECTED4, SET_PROTECTED6,
@@ -66,12 +66,10 @@ pub struct NetBan {
 /// The elements of one `nft -j list set` of a network ban set. An element is
 /// `{"prefix": {...}}`, or `{"elem": {"val": {"prefix": ...}, "timeout": S, "expires": S}}`
 /// when it carries a timeout, or a bare address string.
-fn parse_net_bans(json: &Value) -> Vec<NetBan> {
+fn parse_net_bans(objects: &[Value]) -> Vec<NetBan> {
     let secs = |v: &Value| v.as_u64().map(Duration::from_secs);
-    json["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    objects
+        .iter()
         .filter_map(|o| o["set"]["elem"].as_array())
         .flatten()
         .filter_map(|elem| {
@@ -140,13 +138,6 @@ pub enum NftError {
     NetBans { table: String, stderr: String },
 }
 
-/// Output of one `nft` run.
-struct Output {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
 fn nft_binary() -> &'static str {
     ["/usr/sbin/nft", "/sbin/nft", "/usr/local/sbin/nft"]
         .into_iter()
@@ -154,23 +145,34 @@ fn nft_binary() -> &'static str {
         .unwrap_or("nft")
 }
 
-/// Runs `nft args…` with `stdin`, bounded by [`NFT_TIMEOUT`].
-fn run_nft(op: &'static str, args: &[&str], stdin: Option<&str>) -> Result<Output, NftError> {
+/// Runs `nft args…` with `stdin`, bounded by [`NFT_TIMEOUT`]. `Err` only when it could
+/// not be run or timed out; a refusal is a [`Finished`] for the caller to judge.
+fn run_nft(op: &'static str, args: &[&str], stdin: Option<&str>) -> Result<Finished, NftError> {
     let mut run = Run::new(nft_binary(), args, NFT_TIMEOUT);
     if let Some(text) = stdin {
         run = run.stdin(text.as_bytes());
     }
-    let finished = run.run().map_err(|e| match e {
+    run.run().map_err(|e| match e {
         ProcessError::Spawn { source, .. } | ProcessError::Io { source, .. } => {
             NftError::Run { op, source }
         }
         ProcessError::TimedOut { .. } => NftError::Timeout(NFT_TIMEOUT, op),
-    })?;
-    Ok(Output {
-        ok: finished.success(),
-        stderr: finished.stderr.trim().to_string(),
-        stdout: finished.stdout,
     })
+}
+
+/// Runs `text` as one atomic transaction (`nft -f -`). `Ok(Err(stderr))`: nft refused
+/// it (nothing changed), with what it said, trimmed.
+fn transact(op: &'static str, text: &str) -> Result<Result<(), String>, NftError> {
+    let out = run_nft(op, &["-f", "-"], Some(text))?;
+    Ok(if out.success() {
+        Ok(())
+    } else {
+        Err(stderr(&out))
+    })
+}
+
+fn stderr(out: &Finished) -> String {
+    out.stderr.trim().to_string()
 }
 
 /// The objects of `nft -j` output (`{"nftables": [ {"table": …}, {"set": …}, … ]}`).
@@ -204,22 +206,12 @@ impl Nft {
 
     /// Whether the `nft` binary runs and the kernel answers (`nft list tables`).
     pub fn available() -> bool {
-        run_nft("list tables", &["list", "tables"], None).is_ok_and(|o| o.ok)
+        run_nft("list tables", &["list", "tables"], None).is_ok_and(|o| o.success())
     }
 
     /// Whether our table exists.
     pub fn exists(&self) -> Result<bool, NftError> {
-        let out = run_nft("list tables", &["-j", "list", "tables"], None)?;
-        if !out.ok {
-            return Err(NftError::List {
-                table: self.table.clone(),
-                stderr: out.stderr,
-            });
-        }
-        let objects = json_objects(&out.stdout).map_err(|stderr| NftError::List {
-            table: self.table.clone(),
-            stderr,
-        })?;
+        let objects = self.list_json("list tables", &["list", "tables"])?;
         Ok(objects.iter().filter_map(|o| o.get("table")).any(|t| {
             t.get("family").and_then(Value::as_str) == Some("inet")
                 && t.get("name").and_then(Value::as_str) == Some(self.table.as_str())
@@ -237,15 +229,14 @@ impl Nft {
             });
         }
         let text = render_ruleset(spec);
-        let out = run_nft("apply", &["-f", "-"], Some(&text))?;
-        if out.ok {
+        let Err(refused) = transact("apply", &text)? else {
             self.verify(spec)?;
             return Ok(Applied::InPlace);
-        }
+        };
         if !self.exists()? {
             return Err(NftError::Apply {
                 table: self.table.clone(),
-                stderr: out.stderr,
+                stderr: refused,
             });
         }
         // The existing table refused the new definition: rebuild it.
@@ -256,7 +247,7 @@ impl Nft {
             }
             Err(e) => Err(NftError::Apply {
                 table: self.table.clone(),
-                stderr: format!("{}; rebuilding the table failed too: {e}", out.stderr),
+                stderr: format!("{refused}; rebuilding the table failed too: {e}"),
             }),
         }
     }
@@ -304,13 +295,10 @@ impl Nft {
                 );
             }
         }
-        let out = run_nft("rebuild", &["-f", "-"], Some(&text))?;
-        if !out.ok {
-            return Err(NftError::Apply {
-                table: t.clone(),
-                stderr: out.stderr,
-            });
-        }
+        transact("rebuild", &text)?.map_err(|stderr| NftError::Apply {
+            table: t.clone(),
+            stderr,
+        })?;
         let permanent: Vec<(IpAddr, Option<Duration>)> = bans
             .iter()
             .filter(|b| b.expires.is_none())
@@ -334,7 +322,7 @@ impl Nft {
     fn protected_elements(&self) -> Result<(Vec<String>, Vec<String>), NftError> {
         let mut out = (Vec::new(), Vec::new());
         for set in [SET_PROTECTED4, SET_PROTECTED6] {
-            let objects = self.list_json(&["list", "set", "inet", &self.table, set])?;
+            let objects = self.list_json("list", &["list", "set", "inet", &self.table, set])?;
             let into = if set == SET_PROTECTED4 {
                 &mut out.0
             } else {
@@ -382,14 +370,15 @@ impl Nft {
         Ok(out)
     }
 
-    fn list_json(&self, args: &[&str]) -> Result<Vec<Value>, NftError> {
+    /// The objects of `nft -j args…` (`op` names the run in errors).
+    fn list_json(&self, op: &'static str, args: &[&str]) -> Result<Vec<Value>, NftError> {
         let mut all = vec!["-j"];
         all.extend_from_slice(args);
-        let out = run_nft("list", &all, None)?;
-        if !out.ok {
+        let out = run_nft(op, &all, None)?;
+        if !out.success() {
             return Err(NftError::List {
                 table: self.table.clone(),
-                stderr: out.stderr,
+                stderr: stderr(&out),
             });
         }
         json_objects(&out.stdout).map_err(|stderr| NftError::List {
@@ -402,7 +391,7 @@ impl Nft {
     /// the sets (type, flags, timeout, size), the base chain (hook, priority, policy)
     /// and the number of rules of our three chains against `spec`.
     pub fn verify(&self, spec: &TrapSpec) -> Result<(), NftError> {
-        let objects = self.list_json(&["-t", "list", "table", "inet", &self.table])?;
+        let objects = self.list_json("list", &["-t", "list", "table", "inet", &self.table])?;
         let problem = |p: String| NftError::Verify {
             table: self.table.clone(),
             problem: p,
@@ -420,12 +409,12 @@ impl Nft {
             &["delete", "table", "inet", &self.table],
             None,
         )?;
-        if out.ok || !self.exists()? {
+        if out.success() || !self.exists()? {
             return Ok(());
         }
         Err(NftError::Remove {
             table: self.table.clone(),
-            stderr: out.stderr,
+            stderr: stderr(&out),
         })
     }
 
@@ -437,13 +426,9 @@ impl Nft {
             return Ok(());
         }
         let text = ruleset::render_remove_traps(&self.table);
-        let out = run_nft("remove traps", &["-f", "-"], Some(&text))?;
-        if out.ok {
-            return Ok(());
-        }
-        Err(NftError::RemoveTraps {
+        transact("remove traps", &text)?.map_err(|stderr| NftError::RemoveTraps {
             table: self.table.clone(),
-            stderr: out.stderr,
+            stderr,
         })
     }
 
@@ -451,13 +436,9 @@ impl Nft {
     /// Duplicates and overlaps are merged first (an interval set refuses overlaps).
     pub fn set_protected(&self, nets: &[ipnet::IpNet]) -> Result<(), NftError> {
         let text = ruleset::render_protected(&self.table, nets);
-        let out = run_nft("set protected", &["-f", "-"], Some(&text))?;
-        if out.ok {
-            return Ok(());
-        }
-        Err(NftError::SetProtected {
+        transact("set protected", &text)?.map_err(|stderr| NftError::SetProtected {
             table: self.table.clone(),
-            stderr: out.stderr,
+            stderr,
         })
     }
 
@@ -469,14 +450,7 @@ impl Nft {
             return Ok(());
         }
         let text = ruleset::render_net_bans(&self.table, bans);
-        let out = run_nft("add network bans", &["-f", "-"], Some(&text))?;
-        if out.ok {
-            return Ok(());
-        }
-        Err(NftError::NetBans {
-            table: self.table.clone(),
-            stderr: out.stderr,
-        })
+        transact("add network bans", &text)?.map_err(|stderr| self.net_bans_error(stderr))
     }
 
     /// Remove network bans (absent ones are not an error).
@@ -485,14 +459,14 @@ impl Nft {
             return Ok(());
         }
         let text = ruleset::render_net_unbans(&self.table, nets);
-        let out = run_nft("remove network bans", &["-f", "-"], Some(&text))?;
-        if out.ok {
-            return Ok(());
-        }
-        Err(NftError::NetBans {
+        transact("remove network bans", &text)?.map_err(|stderr| self.net_bans_error(stderr))
+    }
+
+    fn net_bans_error(&self, stderr: String) -> NftError {
+        NftError::NetBans {
             table: self.table.clone(),
-            stderr: out.stderr,
-        })
+            stderr,
+        }
     }
 
     /// The networks in `bannednet4`/`bannednet6`, with their timeout and time left
@@ -500,22 +474,11 @@ impl Nft {
     pub fn list_net_bans(&self) -> Result<Vec<NetBan>, NftError> {
         let mut nets = Vec::new();
         for set in [ruleset::SET_BANNEDNET4, ruleset::SET_BANNEDNET6] {
-            let out = run_nft(
+            let objects = self.list_json(
                 "list network bans",
-                &["-j", "list", "set", "inet", &self.table, set],
-                None,
+                &["list", "set", "inet", &self.table, set],
             )?;
-            if !out.ok {
-                return Err(NftError::List {
-                    table: self.table.clone(),
-                    stderr: out.stderr,
-                });
-            }
-            let json: Value = serde_json::from_str(&out.stdout).map_err(|e| NftError::List {
-                table: self.table.clone(),
-                stderr: format!("unreadable JSON from nft: {e}"),
-            })?;
-            nets.extend(parse_net_bans(&json));
+            nets.extend(parse_net_bans(&objects));
         }
         Ok(nets)
     }
@@ -719,7 +682,7 @@ mod tests {
 
     #[test]
     fn network_bans_are_read_with_their_time() {
-        let json: Value = serde_json::from_str(
+        let json = json_objects(
             r#"{"nftables": [{"metainfo": {}}, {"set": {"name": "bannednet4", "elem": [
                 {"prefix": {"addr": "198.18.1.0", "len": 24}},
                 {"elem": {"val": {"prefix": {"addr": "198.18.2.0", "len": 24}}, "timeout": 3600, "expires": 3599}},
@@ -755,7 +718,7 @@ mod tests {
                 },
             ]
         );
-        assert!(parse_net_bans(&serde_json::json!({})).is_empty());
+        assert!(parse_net_bans(&[]).is_empty());
     }
 
     #[test]

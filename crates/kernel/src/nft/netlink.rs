@@ -39,13 +39,11 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
-    NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NetlinkBuffer, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR,
+    NLMSG_OVERRUN, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_netfilter::nftables::{
     DataAttribute, ListAttribute, NfTablesMessage, SetAttribute, SetElementAttribute,
@@ -54,10 +52,10 @@ use netlink_packet_netfilter::nftables::{
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::protocols::NETLINK_NETFILTER;
-use netlink_sys::{Socket, SocketAddr};
 
 use super::KernelBan;
 use super::ruleset::{SET_BANNED4, SET_BANNED6, valid_table_name};
+use crate::netlink::{Message, Messages, NlSocket, attributes};
 
 // linux/netfilter/nfnetlink.h
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -84,6 +82,8 @@ const NLMSGERR_ATTR_MSG: u16 = 1;
 const ELEMS_PER_MSG: usize = 1024;
 /// Upper bound of one batch (one `sendmsg`); larger restores use several batches.
 const MAX_BATCH: usize = 4 << 20;
+/// The protocol's name in error messages.
+const PROTO: &str = "nftables";
 /// How long we wait for the kernel's answer before calling the state unknown.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest timeout the kernel accepts (ms below `U64_MAX / NSEC_PER_MSEC`).
@@ -92,9 +92,8 @@ const MAX_TIMEOUT_MS: u64 = u64::MAX / 1_000_000 - 1;
 /// A writer for the ban sets of one `inet` table, holding a `NETLINK_NETFILTER`
 /// socket. Not shared between threads; each call waits for the kernel's answer.
 pub struct BanSetWriter {
-    sock: Socket,
+    sock: NlSocket,
     table: String,
-    seq: u32,
     /// Whether the kernel knows NFT_MSG_DESTROYSETELEM; learned on first use.
     destroy: Option<bool>,
     /// Largest batch that fits the socket's send buffer.
@@ -267,21 +266,9 @@ fn extack_message(flags: u16, after_header: &[u8]) -> Option<String> {
     if flags & NLM_F_ACK_TLVS == 0 {
         return None;
     }
-    let mut rest = after_header;
-    while rest.len() >= 4 {
-        let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
-        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
-        if len < 4 || len > rest.len() {
-            break;
-        }
-        if kind == NLMSGERR_ATTR_MSG {
-            let s = &rest[4..len];
-            let s = s.split(|&b| b == 0).next().unwrap_or_default();
-            return Some(String::from_utf8_lossy(s).into_owned());
-        }
-        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
-    }
-    None
+    let (_, text) = attributes(after_header).find(|&(kind, _)| kind == NLMSGERR_ATTR_MSG)?;
+    let text = text.split(|&b| b == 0).next().unwrap_or_default();
+    Some(String::from_utf8_lossy(text).into_owned())
 }
 
 impl BanSetWriter {
@@ -294,24 +281,22 @@ impl BanSetWriter {
                 format!("invalid nftables table name {table:?}"),
             ));
         }
-        let mut sock = Socket::new(NETLINK_NETFILTER)?;
-        sock.bind_auto()?;
-        sock.connect(&SocketAddr::new(0, 0))?;
+        let mut sock = NlSocket::open(NETLINK_NETFILTER, PROTO)?;
         // Errors echo only the header (not our 100 kB message), plus the kernel's text.
-        let _ = sock.set_cap_ack(true);
-        let _ = sock.set_ext_ack(true);
+        let _ = sock.socket().set_cap_ack(true);
+        let _ = sock.socket().set_ext_ack(true);
         // One ACK per message of a large restore must not overflow the receive buffer.
-        let _ = sock.set_rx_buf_sz(1usize << 20);
+        sock.set_recv_buffer(1 << 20);
         let max_batch = Self::grow_send_buffer(&sock);
-        set_timeout(&sock, libc::SO_RCVTIMEO, REPLY_TIMEOUT)?;
+        sock.set_recv_timeout(REPLY_TIMEOUT)?;
         let seq = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as u32)
             .unwrap_or(1);
+        sock.set_seq(seq);
         Ok(BanSetWriter {
             sock,
             table: table.to_string(),
-            seq,
             destroy: None,
             max_batch,
         })
@@ -320,50 +305,15 @@ impl BanSetWriter {
     /// A batch is one `sendmsg`, bounded by the socket's send buffer; raise it to
     /// [`MAX_BATCH`] (SO_SNDBUFFORCE needs CAP_NET_ADMIN, which writing needs anyway;
     /// SO_SNDBUF is capped by net.core.wmem_max). Returns the usable batch size.
-    fn grow_send_buffer(sock: &Socket) -> usize {
-        let fd = sock.as_raw_fd();
-        let want = MAX_BATCH as libc::c_int;
-        let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: plain setsockopt/getsockopt on our own socket with an int value.
-        unsafe {
-            if libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUFFORCE,
-                (&raw const want).cast(),
-                size,
-            ) != 0
-            {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_SNDBUF,
-                    (&raw const want).cast(),
-                    size,
-                );
-            }
-            let mut got: libc::c_int = 0;
-            let mut len = size;
-            if libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                (&raw mut got).cast(),
-                &mut len,
-            ) != 0
-            {
-                got = 0;
-            }
-            // netlink_sendmsg refuses a message longer than sk_sndbuf - 32.
-            (got.max(0) as usize)
-                .saturating_sub(1024)
-                .clamp(64 << 10, MAX_BATCH)
-        }
+    fn grow_send_buffer(sock: &NlSocket) -> usize {
+        // netlink_sendmsg refuses a message longer than sk_sndbuf - 32.
+        sock.force_send_buffer(MAX_BATCH)
+            .saturating_sub(1024)
+            .clamp(64 << 10, MAX_BATCH)
     }
 
     fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
-        self.seq
+        self.sock.next_seq()
     }
 
     /// Tests the path for kernels before 6.3 on a newer one.
@@ -579,14 +529,7 @@ impl BanSetWriter {
     }
 
     fn send_all(&self, out: &[u8]) -> io::Result<()> {
-        loop {
-            match self.sock.send(out, 0) {
-                Ok(n) if n == out.len() => return Ok(()),
-                Ok(n) => return Err(bad(format!("nftables: sent {n} of {} bytes", out.len()))),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        self.sock.send(out)
     }
 
     /// Reads until every message in `sent` is answered, or BATCH_BEGIN is refused.
@@ -595,7 +538,6 @@ impl BanSetWriter {
     fn collect_acks(&mut self, begin_seq: u32, sent: &[Sent]) -> io::Result<Option<Nack>> {
         let mut pending: std::collections::HashSet<u32> = sent.iter().map(|s| s.seq).collect();
         let mut first: Option<Nack> = None;
-        let mut buf = vec![0u8; 64 << 10];
         while !pending.is_empty() {
             // Everything is queued before sendmsg returns; once a NACK is known, do
             // not wait for ACKs the kernel may skip in an aborted batch.
@@ -604,53 +546,34 @@ impl BanSetWriter {
             } else {
                 0
             };
-            let n = match recv(&self.sock, &mut buf, flags) {
-                Ok(n) => n,
+            let datagram = match self.sock.recv_datagram(flags) {
+                Ok(d) => d,
                 Err(e) if first.is_some() && e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
+                Err(e) => return Err(state_unknown(e)),
             };
-            let mut data = &buf[..n.min(buf.len())];
-            while data.len() >= 16 {
-                let msg = NetlinkBuffer::new_checked(data).map_err(|e| bad(e.to_string()))?;
-                let len = msg.length() as usize;
-                if msg.message_type() == NLMSG_ERROR {
-                    let payload = msg.payload();
-                    if payload.len() < 4 + 16 {
-                        return Err(bad("nftables: short netlink error message"));
-                    }
-                    let errno =
-                        -i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
-                    let orig = &payload[4..];
-                    let orig_len =
-                        u32::from_ne_bytes([orig[0], orig[1], orig[2], orig[3]]) as usize;
-                    let orig_seq = u32::from_ne_bytes([orig[8], orig[9], orig[10], orig[11]]);
-                    // With NETLINK_CAP_ACK only the header is echoed (NLM_F_CAPPED).
-                    let echoed = if msg.flags() & NLM_F_CAPPED != 0 {
-                        16
-                    } else {
-                        orig_len
-                    };
-                    let tlvs = orig.get(echoed.next_multiple_of(4)..).unwrap_or_default();
-                    if orig_seq == begin_seq && errno != 0 {
-                        return Ok(Some(Nack {
-                            errno,
-                            seq: None,
-                            op: None,
-                            detail: extack_message(msg.flags(), tlvs).unwrap_or_default(),
-                        }));
-                    }
-                    if pending.remove(&orig_seq) && errno != 0 && first.is_none() {
-                        first = Some(Nack {
-                            errno,
-                            seq: Some(orig_seq),
-                            op: sent.iter().find(|s| s.seq == orig_seq).map(|s| s.op),
-                            detail: extack_message(msg.flags(), tlvs).unwrap_or_default(),
-                        });
-                    }
-                } else if msg.message_type() == NLMSG_OVERRUN {
+            for msg in Messages::new(datagram, PROTO) {
+                let msg = msg?;
+                if msg.kind == NLMSG_OVERRUN {
                     return Err(bad("nftables: netlink overrun"));
                 }
-                data = &data[len.next_multiple_of(4).clamp(16, data.len())..];
+                if msg.kind != NLMSG_ERROR {
+                    continue;
+                }
+                let (errno, orig_seq, nack) = read_ack(&msg)?;
+                if orig_seq == begin_seq && errno != 0 {
+                    return Ok(Some(Nack {
+                        seq: None,
+                        op: None,
+                        ..nack
+                    }));
+                }
+                if pending.remove(&orig_seq) && errno != 0 && first.is_none() {
+                    first = Some(Nack {
+                        seq: Some(orig_seq),
+                        op: sent.iter().find(|s| s.seq == orig_seq).map(|s| s.op),
+                        ..nack
+                    });
+                }
             }
         }
         Ok(first)
@@ -670,34 +593,25 @@ impl BanSetWriter {
 
     /// NFTA_SET_TIMEOUT of one of our sets (ms; 0 = none).
     fn set_timeout(&mut self, set: &str) -> io::Result<u64> {
-        let seq = self.next_seq();
         let body = SetMessage {
             attributes: vec![
                 SetAttribute::Table(self.table.clone()),
                 SetAttribute::Name(set.to_string()),
             ],
         };
-        let msg = NetlinkMessage::new(
-            nl_header(NLM_F_ACK, seq),
-            NetlinkPayload::InnerMessage(NetfilterMessage::new(
-                NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0),
-                NfTablesMessage::GetSet(body),
-            )),
-        );
-        let mut out = Vec::new();
-        push(&mut out, msg, None);
-        self.send_all(&out)?;
         let mut timeout = 0;
-        self.read_replies(seq, |ty, attrs| {
-            if ty == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSET {
-                for (kind, value) in nlas(attrs) {
-                    if kind == NFTA_SET_TIMEOUT {
-                        timeout = be64(value).unwrap_or(0);
+        self.sock
+            .request(nft_message(NfTablesMessage::GetSet(body)), 0, |m| {
+                if m.kind == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSET {
+                    for (kind, value) in attributes(after_nfgenmsg(m)) {
+                        if kind == NFTA_SET_TIMEOUT {
+                            timeout = be64(value).unwrap_or(0);
+                        }
                     }
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })
+            .map_err(|e| self.reading_error(e))?;
         Ok(timeout)
     }
 
@@ -707,130 +621,96 @@ impl BanSetWriter {
         default_ms: u64,
         out: &mut Vec<KernelBan>,
     ) -> io::Result<()> {
-        let seq = self.next_seq();
         let body = SetElementMessage {
             attributes: vec![
                 SetElementList::Table(self.table.clone()),
                 SetElementList::Set(set.to_string()),
             ],
         };
-        let msg = NetlinkMessage::new(
-            nl_header(NLM_F_DUMP, seq),
-            NetlinkPayload::InnerMessage(NetfilterMessage::new(
-                NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0),
-                NfTablesMessage::GetSetElement(body),
-            )),
-        );
-        let mut buf = Vec::new();
-        push(&mut buf, msg, None);
-        self.send_all(&buf)?;
         // Parsed by hand: the crate's list parser formats the whole remaining buffer
         // for every element (quadratic: seconds for a few thousand elements).
-        self.read_replies(seq, |ty, attrs| {
-            if ty != NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSETELEM {
+        let request = nft_message(NfTablesMessage::GetSetElement(body));
+        let result = self.sock.dump_once(request, |m| {
+            if m.kind != NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSETELEM {
                 return Ok(());
             }
-            for (kind, list) in nlas(attrs) {
+            for (kind, list) in attributes(after_nfgenmsg(m)) {
                 if kind != NFTA_SET_ELEM_LIST_ELEMENTS {
                     continue;
                 }
-                for (kind, elem) in nlas(list) {
+                for (kind, elem) in attributes(list) {
                     if kind == NFTA_LIST_ELEM {
                         out.push(ban_of(elem, default_ms)?);
                     }
                 }
             }
             Ok(())
-        })
+        });
+        // No retry when interrupted: nf_tables does not mark set element dumps.
+        result.map(drop).map_err(|e| self.reading_error(e))
     }
 
-    /// Reads the answers to request `seq` until its ACK (or NLMSG_DONE of a dump),
-    /// handing each nf_tables message (type, attributes after the nfgenmsg) to `each`.
-    fn read_replies(
-        &mut self,
-        seq: u32,
-        mut each: impl FnMut(u16, &[u8]) -> io::Result<()>,
-    ) -> io::Result<()> {
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            let n = recv(&self.sock, &mut buf, 0)?;
-            if n > buf.len() {
-                return Err(bad("nftables: netlink reply truncated"));
-            }
-            let mut data = &buf[..n];
-            let mut done = false;
-            while data.len() >= 16 {
-                let nb = NetlinkBuffer::new_checked(data).map_err(|e| bad(e.to_string()))?;
-                let len = nb.length() as usize;
-                let ty = nb.message_type();
-                let payload = nb.payload();
-                let this_seq = nb.sequence_number();
-                data = &data[len.next_multiple_of(4).clamp(16, data.len())..];
-                if this_seq != seq {
-                    continue;
-                }
-                let code = || {
-                    payload
-                        .get(..4)
-                        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                };
-                match ty {
-                    NLMSG_NOOP => {}
-                    NLMSG_OVERRUN => return Err(bad("nftables: netlink overrun")),
-                    NLMSG_DONE => {
-                        if let Some(c) = code().filter(|&c| c < 0) {
-                            return Err(kernel_error(
-                                -c,
-                                format!(
-                                    "nftables: reading inet {}: {}",
-                                    self.table,
-                                    errno_text(-c)
-                                ),
-                            ));
-                        }
-                        done = true;
-                    }
-                    NLMSG_ERROR => match code() {
-                        Some(0) => return Ok(()),
-                        Some(c) => {
-                            return Err(kernel_error(
-                                -c,
-                                format!(
-                                    "nftables: reading inet {}: {}",
-                                    self.table,
-                                    errno_text(-c)
-                                ),
-                            ));
-                        }
-                        None => return Err(bad("nftables: short netlink error message")),
-                    },
-                    _ => each(ty, payload.get(4..).unwrap_or_default())?,
-                }
-            }
-            if done {
-                return Ok(());
-            }
+    /// A failed read of our table as an error naming it (a kernel errno in nf_tables
+    /// words, see [`kernel_errno`]).
+    fn reading_error(&self, e: io::Error) -> io::Error {
+        match e.raw_os_error() {
+            Some(errno) => kernel_error(
+                errno,
+                format!(
+                    "nftables: reading inet {}: {}",
+                    self.table,
+                    errno_text(errno)
+                ),
+            ),
+            None => e,
         }
     }
 }
 
-/// The netlink attributes of `buf`: (type without the NESTED/BYTEORDER flags, value).
-/// Stops at the first malformed one.
-fn nlas(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if buf.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
-        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
-        if len < 4 || len > buf.len() {
-            buf = &[];
-            return None;
-        }
-        let value = &buf[4..len];
-        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
-        Some((kind, value))
-    })
+/// The errno of one `nlmsgerr` of a batch, the sequence number of the message it
+/// answers (from the echoed header), and the kernel's extended-ACK text.
+fn read_ack(msg: &Message<'_>) -> io::Result<(i32, u32, Nack)> {
+    let payload = msg.payload();
+    if payload.len() < 4 + 16 {
+        return Err(bad("nftables: short netlink error message"));
+    }
+    let errno = -i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
+    let orig = &payload[4..];
+    let orig_len = u32::from_ne_bytes([orig[0], orig[1], orig[2], orig[3]]) as usize;
+    let orig_seq = u32::from_ne_bytes([orig[8], orig[9], orig[10], orig[11]]);
+    // With NETLINK_CAP_ACK only the header is echoed (NLM_F_CAPPED).
+    let echoed = if msg.flags & NLM_F_CAPPED != 0 {
+        16
+    } else {
+        orig_len
+    };
+    let tlvs = orig.get(echoed.next_multiple_of(4)..).unwrap_or_default();
+    let nack = Nack {
+        errno,
+        seq: None,
+        op: None,
+        detail: extack_message(msg.flags, tlvs).unwrap_or_default(),
+    };
+    Ok((errno, orig_seq, nack))
+}
+
+/// A batch whose answer did not come: whether the kernel applied it is unknown.
+fn state_unknown(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::TimedOut {
+        io::Error::new(e.kind(), format!("{e} (state unknown)"))
+    } else {
+        e
+    }
+}
+
+/// An nf_tables request of family `inet`, as the element reads send it.
+fn nft_message(msg: NfTablesMessage) -> NetfilterMessage {
+    NetfilterMessage::new(NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0), msg)
+}
+
+/// The attribute bytes of an nf_tables message (after its `nfgenmsg`).
+fn after_nfgenmsg<'a>(m: &Message<'a>) -> &'a [u8] {
+    m.payload().get(4..).unwrap_or_default()
 }
 
 fn be64(v: &[u8]) -> Option<u64> {
@@ -842,10 +722,10 @@ fn ban_of(elem: &[u8], default_ms: u64) -> io::Result<KernelBan> {
     let mut addr = None;
     let mut timeout = None;
     let mut expires = None;
-    for (kind, value) in nlas(elem) {
+    for (kind, value) in attributes(elem) {
         match kind {
             NFTA_SET_ELEM_KEY => {
-                for (k, v) in nlas(value) {
+                for (k, v) in attributes(value) {
                     if k == NFTA_DATA_VALUE {
                         addr = match v.len() {
                             4 => <[u8; 4]>::try_from(v)
@@ -877,44 +757,6 @@ fn ban_of(elem: &[u8], default_ms: u64) -> io::Result<KernelBan> {
         timeout: timeout.map(Duration::from_millis),
         expires: expires.map(Duration::from_millis),
     })
-}
-
-fn recv(sock: &Socket, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
-    loop {
-        match sock.recv(&mut &mut buf[..], flags | libc::MSG_TRUNC) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && flags & libc::MSG_DONTWAIT == 0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "nftables: no answer from the kernel (state unknown)",
-                ));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-fn set_timeout(sock: &Socket, opt: libc::c_int, d: Duration) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_usec: d.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: setsockopt on our own socket with a properly sized timeval.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            (&raw const tv).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// The kernel's errno in nf_tables words where the C library's text misleads.

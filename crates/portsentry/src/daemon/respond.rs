@@ -23,10 +23,7 @@ use crate::clock;
 use crate::config::BlockMode;
 use crate::logger::Logger;
 use crate::records::{self, HostsDenyResult, RecordFile};
-use portsentry_kernel::process::{ProcessError, Run};
-
-/// How long one KILL_* command may run before it is killed and counted as failed.
-pub const COMMAND_TIME_LIMIT: Duration = Duration::from_secs(30);
+use portsentry_kernel::process::{COMMAND_TIME_LIMIT, ProcessError, Run};
 
 /// The response settings of one protocol's mode, as read from the config.
 #[derive(Debug, Clone)]
