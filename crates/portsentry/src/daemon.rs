@@ -200,18 +200,18 @@ pub fn run(
     let udp_blocked = open_blocked(Proto::Udp)?;
 
     let protect_sources = ProtectedSources {
-        resolv_conf: settings.toml.protect.resolv_conf.clone(),
+        resolv_conf: settings.protect.resolv_conf.clone(),
         extra: settings
             .ignore
             .iter()
-            .chain(settings.toml.protect.extra.iter().copied())
+            .chain(settings.protect.extra.iter().copied())
             .collect(),
     };
     let protected = gather_protected(&settings, &protect_sources)?;
     log.log(&format!(
         "adminalert: {} protected networks (ignore list{}) are never blocked",
         protected.len(),
-        if settings.toml.protect.enabled {
+        if settings.protect.enabled {
             ", local addresses, default gateways, resolvers"
         } else {
             ""
@@ -227,16 +227,16 @@ pub fn run(
                 let name = backend.name();
                 let (kernel, restored) = KernelBans::start_fallback(
                     backend,
-                    settings.ban_policy(),
-                    settings.toml.state.file.clone(),
+                    settings.ban_policy.clone(),
+                    settings.state_file.clone(),
                 )?;
                 log_restored(&log, &settings, name, restored);
                 Some(kernel)
             }
             _ => {
                 let (kernel, restored) = KernelBans::start_record_only(
-                    settings.ban_policy(),
-                    settings.toml.state.file.clone(),
+                    settings.ban_policy.clone(),
+                    settings.state_file.clone(),
                 )?;
                 log_restored(&log, &settings, "KILL_* commands only", restored);
                 Some(kernel)
@@ -272,7 +272,7 @@ pub fn run(
             .spawn(move || report_loop(action_rx, outcome_tx, responder, resolver, &log))
             .context("cannot start the reporter thread")?
     };
-    let control_path = settings.toml.control.socket.clone();
+    let control_path = settings.control_socket.clone();
     {
         let tx = action_tx.clone();
         control::serve(&control_path, move |pending| {
@@ -342,7 +342,7 @@ fn choose_backend(settings: &Settings, log: &Logger) -> Result<Chosen> {
             .with_context(|| format!("cannot set up the {} ban backend", b.name()))?;
         Ok(b)
     };
-    match settings.toml.firewall.backend {
+    match settings.firewall.backend {
         Backend::None => Ok(Chosen::LegacyOnly),
         Backend::Nftables => {
             if !Nft::available() {
@@ -385,7 +385,7 @@ fn choose_backend(settings: &Settings, log: &Logger) -> Result<Chosen> {
 }
 
 fn gather_protected(settings: &Settings, sources: &ProtectedSources) -> Result<Vec<IpNet>> {
-    if settings.toml.protect.enabled {
+    if settings.protect.enabled {
         protect::gather(sources).context("cannot read this host's addresses and routes")
     } else {
         Ok(sources.extra.clone())
@@ -413,7 +413,7 @@ fn port_ranges(watch: &Watch) -> Vec<(u16, u16)> {
 }
 
 fn trap_spec(settings: &Settings) -> TrapSpec {
-    let fw = &settings.toml.firewall;
+    let fw = &settings.firewall;
     let fast = fw.fast_path && settings.engine.scan_trigger == 0;
     let bans = |proto| {
         fast && settings
@@ -426,7 +426,7 @@ fn trap_spec(settings: &Settings) -> TrapSpec {
         udp_ports: settings.udp.as_ref().map(|m| port_ranges(&m.watch)),
         ban_tcp: bans(Proto::Tcp),
         ban_udp: bans(Proto::Udp),
-        ban_timeout: settings.toml.bans.time,
+        ban_timeout: settings.ban_policy.ban_time,
         nflog_group: fw.nflog_group,
         set_size: fw.set_size,
         priority: fw.priority,
@@ -458,7 +458,7 @@ fn start_nftables(
     log: &Logger,
     protected: &[IpNet],
 ) -> Result<(NflogReader, KernelBans, NativeFirewall)> {
-    let fw = &settings.toml.firewall;
+    let fw = &settings.firewall;
     // The group is bound before the traps exist, so no trapped packet goes unread.
     let reader = open_nflog(fw.nflog_group)?;
     let nft = Nft::new(&fw.table)?;
@@ -494,8 +494,8 @@ fn start_nftables(
     }
     let (kernel, restored) = KernelBans::start_nftables(
         &fw.table,
-        settings.ban_policy(),
-        settings.toml.state.file.clone(),
+        settings.ban_policy.clone(),
+        settings.state_file.clone(),
     )?;
     log_restored(log, settings, "nftables", restored);
     Ok((reader, kernel, NativeFirewall { nft, spec }))
@@ -504,7 +504,7 @@ fn start_nftables(
 fn log_restored(log: &Logger, settings: &Settings, backend: &str, restored: Restored) {
     log.log(&format!(
         "adminalert: bans restored from {} ({backend}): {} put back, {} still in the kernel, {} found only in the kernel, {} expired",
-        settings.toml.state.file.display(),
+        settings.state_file.display(),
         restored.put_back,
         restored.already_in_kernel,
         restored.adopted_from_kernel,
