@@ -1,8 +1,10 @@
 //! Debian's `/etc/default/portsentry`: the shell file that picks the TCP and UDP modes
 //! (`TCP_MODE="atcp"`, `UDP_MODE="audp"`) the init script passed as `-$TCP_MODE`.
 //!
-//! Owns [`DebianDefaults`] and its reader. The file is sourced by a shell, so we read it
-//! as one: plain `NAME=value` assignments with optional `"…"` or `'…'` quoting and an
+//! Owns [`DebianDefaults`], its reader, and [`ModeKind`], the mode a flag names (one
+//! kind for both protocols: `atcp` is `ModeKind::Advanced` with `Proto::Tcp`).
+//!
+//! The file is sourced by a shell, so we read it as one: plain `NAME=value` assignments with optional `"…"` or `'…'` quoting and an
 //! optional `export`, `#` comments, and the last assignment wins. Lines that are not an
 //! assignment of TCP_MODE or UDP_MODE are other shell content and are left alone. What a
 //! shell would read differently from what the admin wrote (`TCP_MODE = atcp`, which runs

@@ -1,7 +1,7 @@
 //! Readers for the configuration files a PortSentry installation already has:
 //! `portsentry.conf` (1.2 and 2.x syntax, [`parse_legacy`]), Debian's
 //! `/etc/default/portsentry` ([`parse_debian_defaults`]) and `portsentry.ignore`
-//! ([`load_ignore`], over the engine's [`IgnoreSet::parse`]).
+//! ([`parse_ignore`] / [`load_ignore`], over the engine's [`IgnoreSet::parse`]).
 //!
 //! Layout follows ripgrep's flags crate: every `parse_*` function is pure over `&str` and
 //! tested from string literals; every `load_*` function only reads the file, hands the

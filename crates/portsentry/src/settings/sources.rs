@@ -1,5 +1,5 @@
 //! The reading layer of the settings: every source is read once, here and nowhere else,
-//! into [`Sources`], a plain value of paths and texts that [`validate`](super::validate)
+//! into [`Sources`], a plain value of paths and texts that [`validate`](super::validate::validate)
 //! turns into [`Settings`](super::Settings) without touching the file system.
 //!
 //! What is read: the command-line flags that matter; the legacy `portsentry.conf` (`-c`,
