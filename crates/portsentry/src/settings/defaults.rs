@@ -2,7 +2,9 @@
 //! defaults (`config::toml_file`), the embedded quick-start config, the command-line
 //! defaults and the protected set all take their values from here; the ban policy's
 //! numbers are [`BanPolicy::default`](portsentry_engine::bans::BanPolicy), documented
-//! beside the policy in the engine.
+//! beside the policy in the engine. Two kinds of values live with what they describe
+//! instead: 1.2's fallback for a key absent from portsentry.conf (`LegacyConfig::default`,
+//! beside the key table) and the engine's own limits (`EngineConfig::default`).
 
 use std::path::Path;
 
