@@ -7,10 +7,12 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-/// Default locations, as Debian's package installs them.
-pub const DEFAULT_CONFIG: &str = "/etc/portsentry/portsentry.conf";
-pub const DEFAULT_DEBIAN_DEFAULTS: &str = "/etc/default/portsentry";
-pub const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
+use crate::settings::defaults;
+
+/// Default locations, as Debian's package installs them (see `settings::defaults`).
+pub const DEFAULT_CONFIG: &str = defaults::CONFIG_FILE;
+pub const DEFAULT_DEBIAN_DEFAULTS: &str = defaults::DEBIAN_DEFAULTS_FILE;
+pub const DEFAULT_SYSLOG_SOCKET: &str = defaults::SYSLOG_SOCKET;
 
 /// Port-scan detector: logs scans of this host and blocks the scanner.
 ///

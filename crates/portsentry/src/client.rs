@@ -11,16 +11,16 @@ use ipnet::IpNet;
 
 use crate::bans::{self, describe};
 use crate::clock::unix_now;
-use crate::config::TomlSettings;
 use crate::control::{self, Request};
+use crate::settings::NativeSettings;
 use crate::store;
 use portsentry_kernel::backend::{self, BanBackend, NftablesBackend};
 use portsentry_kernel::nft::Nft;
 
 /// `portsentry list`: one line per ban in force.
-pub fn list(settings: &TomlSettings) -> Result<()> {
+pub fn list(settings: &NativeSettings) -> Result<()> {
     let now = unix_now();
-    let state_file = &settings.state.file;
+    let state_file = &settings.state_file;
     let loaded = store::load(state_file, now).map_err(|e| anyhow::anyhow!("{e}"))?;
     let book = loaded.into_book(bans::BOOK_CAPACITY);
     let table = &settings.firewall.table;
@@ -69,10 +69,10 @@ pub fn list(settings: &TomlSettings) -> Result<()> {
 /// `portsentry flush --all`: remove our table (and only it), the bans of the fallback
 /// backends, and end every ban in the state file, keeping the offence history for
 /// escalation.
-pub fn flush_all(settings: &TomlSettings) -> Result<()> {
+pub fn flush_all(settings: &NativeSettings) -> Result<()> {
     // A running daemon owns the bans and re-installs its table; flushing under it
     // would be undone within seconds.
-    if control::ask(&settings.control.socket, &Request::Status).is_ok() {
+    if control::ask(&settings.control_socket, &Request::Status).is_ok() {
         anyhow::bail!(
             "the daemon is running: stop it first (systemctl stop portsentry), or lift single bans with `portsentry unban ADDR`"
         );
@@ -94,7 +94,7 @@ pub fn flush_all(settings: &TomlSettings) -> Result<()> {
             .teardown()
             .with_context(|| format!("cannot remove the {} bans", backend.name()))?;
     }
-    let state_file = &settings.state.file;
+    let state_file = &settings.state_file;
     let loaded = store::load(state_file, now).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut book = loaded.into_book(bans::BOOK_CAPACITY);
     let keys: Vec<IpNet> = book.active(now).map(|b| b.key).collect();
@@ -115,8 +115,8 @@ pub fn flush_all(settings: &TomlSettings) -> Result<()> {
 }
 
 /// Send one request to the daemon; print its reply; error if it refused.
-fn ask(settings: &TomlSettings, request: &Request) -> Result<()> {
-    let reply = control::ask(&settings.control.socket, request)?;
+fn ask(settings: &NativeSettings, request: &Request) -> Result<()> {
+    let reply = control::ask(&settings.control_socket, request)?;
     println!("{reply}");
     if reply.starts_with("ok") {
         Ok(())
@@ -127,7 +127,7 @@ fn ask(settings: &TomlSettings, request: &Request) -> Result<()> {
 
 /// `portsentry ban TARGET [--time D | --permanent]`.
 pub fn ban(
-    settings: &TomlSettings,
+    settings: &NativeSettings,
     target: &str,
     time: Option<std::time::Duration>,
     permanent: bool,
@@ -137,7 +137,7 @@ pub fn ban(
         if permanent {
             "permanent".to_string()
         } else {
-            time.unwrap_or(settings.bans.time)
+            time.unwrap_or(settings.ban_policy.ban_time)
                 .as_secs()
                 .max(1)
                 .to_string()
@@ -148,12 +148,12 @@ pub fn ban(
 }
 
 /// `portsentry unban TARGET`.
-pub fn unban(settings: &TomlSettings, target: &str) -> Result<()> {
+pub fn unban(settings: &NativeSettings, target: &str) -> Result<()> {
     let request = Request::parse(&format!("unban {target}")).map_err(anyhow::Error::msg)?;
     ask(settings, &request)
 }
 
 /// `portsentry status`.
-pub fn status(settings: &TomlSettings) -> Result<()> {
+pub fn status(settings: &NativeSettings) -> Result<()> {
     ask(settings, &Request::Status)
 }

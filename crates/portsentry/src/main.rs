@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     // Client commands need only the TOML settings (socket, table, state file): they
     // must work whatever state the legacy configuration is in.
     if let Some(command) = &cli.command {
-        let toml = match settings::toml_from_cli(&cli) {
+        let toml = match settings::native_from_cli(&cli) {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("portsentry: configuration error: {e:#}");

@@ -310,3 +310,49 @@ fn embedded_defaults_when_no_config_file_exists() {
     assert!(text.contains("bans: 1h first"), "{text}");
     assert!(!text.contains("WARNING"), "{text}");
 }
+
+/// The client commands read only portsentry.toml: a broken or missing legacy config
+/// does not stop them (they fail later, at the absent daemon: exit 4), while a missing
+/// `--settings` file is a configuration error (exit 3).
+#[test]
+fn client_commands_do_not_read_the_legacy_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = base_conf(dir.path(), "BLOCK_TCP=\"7\"\n");
+    let socket = dir.path().join("ps.sock");
+    let settings = write(
+        dir.path(),
+        "portsentry.toml",
+        &format!("[control]\nsocket = \"{}\"\n", socket.display()),
+    );
+    let out = portsentry()
+        .arg("-c")
+        .arg(&conf)
+        .arg("--settings")
+        .arg(&settings)
+        .arg("status")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains(&socket.display().to_string()), "{err}");
+    assert!(!err.contains("BLOCK_TCP"), "{err}");
+
+    let missing = dir.path().join("absent.toml");
+    let out = portsentry()
+        .arg("-c")
+        .arg("/nonexistent/portsentry.conf")
+        .arg("--settings")
+        .arg(&missing)
+        .arg("status")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!(
+            "settings file {} does not exist",
+            missing.display()
+        )),
+        "{err}"
+    );
+}

@@ -49,9 +49,10 @@ pub const CHAIN_OUTPUT: &str = "output";
 /// [`UDP_FLOW_WINDOW`], without conntrack (no per-flow cost for all other traffic).
 pub const SET_UDPFLOWS4: &str = "udpflows4";
 pub const SET_UDPFLOWS6: &str = "udpflows6";
-/// How long a reply to our own UDP datagram is accepted: conntrack's timeout for an
-/// unanswered UDP flow.
-pub const UDP_FLOW_WINDOW: &str = "30s";
+/// How long a reply to our own UDP datagram is accepted: the packet-socket
+/// classifier's window (conntrack's timeout for an unanswered UDP flow), so both probe
+/// sources draw the same line.
+pub const UDP_FLOW_WINDOW: Duration = portsentry_engine::classify::UDP_REPLY_WINDOW;
 /// Most remembered UDP flows per family.
 const UDP_FLOW_SET_SIZE: u32 = 65_536;
 
@@ -297,7 +298,8 @@ fn render_skeleton(spec: &TrapSpec, out: &mut String) {
     for (name, ty) in [(SET_UDPFLOWS4, "ipv4_addr"), (SET_UDPFLOWS6, "ipv6_addr")] {
         let _ = writeln!(
             out,
-            "add set inet {t} {name} {{ type {ty} . inet_service . inet_service; flags dynamic, timeout; timeout {UDP_FLOW_WINDOW}; size {UDP_FLOW_SET_SIZE}; }}"
+            "add set inet {t} {name} {{ type {ty} . inet_service . inet_service; flags dynamic, timeout; timeout {}s; size {UDP_FLOW_SET_SIZE}; }}",
+            UDP_FLOW_WINDOW.as_secs()
         );
     }
     let _ = writeln!(

@@ -1,8 +1,10 @@
 //! Debian's `/etc/default/portsentry`: the shell file that picks the TCP and UDP modes
 //! (`TCP_MODE="atcp"`, `UDP_MODE="audp"`) the init script passed as `-$TCP_MODE`.
 //!
-//! Owns [`DebianDefaults`] and its reader. The file is sourced by a shell, so we read it
-//! as one: plain `NAME=value` assignments with optional `"…"` or `'…'` quoting and an
+//! Owns [`DebianDefaults`], its reader, and [`ModeKind`], the mode a flag names (one
+//! kind for both protocols: `atcp` is `ModeKind::Advanced` with `Proto::Tcp`).
+//!
+//! The file is sourced by a shell, so we read it as one: plain `NAME=value` assignments with optional `"…"` or `'…'` quoting and an
 //! optional `export`, `#` comments, and the last assignment wins. Lines that are not an
 //! assignment of TCP_MODE or UDP_MODE are other shell content and are left alone. What a
 //! shell would read differently from what the admin wrote (`TCP_MODE = atcp`, which runs
@@ -11,72 +13,58 @@
 use std::path::Path;
 
 use anyhow::Context as _;
+use portsentry_engine::Proto;
 
 use super::{Diagnostic, join, read_text};
 
-/// The TCP detection mode, as named by PortSentry's flags.
+/// A detection mode, as PortSentry's flags name it together with the protocol: `tcp`,
+/// `stcp`, `atcp` for TCP and `udp`, `sudp`, `audp` for UDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TcpMode {
-    /// `tcp`: bind the listed ports, a full connect is a hit.
+pub enum ModeKind {
+    /// `tcp`/`udp`: bind the listed ports, a full connect (a datagram) is a hit.
     Classic,
-    /// `stcp`: watch the listed ports for any probe.
+    /// `stcp`/`sudp`: watch the listed ports for any probe.
     Stealth,
-    /// `atcp`: watch every port below ADVANCED_PORTS_TCP that nothing listens on.
+    /// `atcp`/`audp`: watch every port below ADVANCED_PORTS_x that nothing listens on.
     Advanced,
 }
 
-impl TcpMode {
-    /// The flag without its dash: "tcp", "stcp", "atcp".
-    pub fn flag(self) -> &'static str {
-        match self {
-            TcpMode::Classic => "tcp",
-            TcpMode::Stealth => "stcp",
-            TcpMode::Advanced => "atcp",
+impl ModeKind {
+    pub const ALL: [ModeKind; 3] = [ModeKind::Classic, ModeKind::Stealth, ModeKind::Advanced];
+
+    /// The flag without its dash: "tcp", "stcp", "atcp", "udp", "sudp", "audp".
+    pub fn flag(self, proto: Proto) -> &'static str {
+        match (self, proto) {
+            (ModeKind::Classic, Proto::Tcp) => "tcp",
+            (ModeKind::Stealth, Proto::Tcp) => "stcp",
+            (ModeKind::Advanced, Proto::Tcp) => "atcp",
+            (ModeKind::Classic, Proto::Udp) => "udp",
+            (ModeKind::Stealth, Proto::Udp) => "sudp",
+            (ModeKind::Advanced, Proto::Udp) => "audp",
         }
     }
 
-    /// The mode a flag (without its dash) names; exact and lower-case, as 1.2 compared it.
-    pub fn from_flag(s: &str) -> Option<Self> {
-        [TcpMode::Classic, TcpMode::Stealth, TcpMode::Advanced]
-            .into_iter()
-            .find(|m| m.flag() == s)
+    /// The `proto` mode a flag (without its dash) names; exact and lower-case, as 1.2
+    /// compared it.
+    pub fn from_flag(proto: Proto, s: &str) -> Option<Self> {
+        ModeKind::ALL.into_iter().find(|m| m.flag(proto) == s)
     }
-}
 
-/// The UDP detection mode, as named by PortSentry's flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UdpMode {
-    /// `udp`: bind the listed ports, a datagram is a hit.
-    Classic,
-    /// `sudp`: watch the listed ports for any datagram.
-    Stealth,
-    /// `audp`: watch every port below ADVANCED_PORTS_UDP that nothing listens on.
-    Advanced,
-}
-
-impl UdpMode {
-    /// The flag without its dash: "udp", "sudp", "audp".
-    pub fn flag(self) -> &'static str {
+    /// The mode that actually runs: the classic connect modes run as stealth modes on
+    /// the same port lists.
+    pub fn running(self) -> Self {
         match self {
-            UdpMode::Classic => "udp",
-            UdpMode::Stealth => "sudp",
-            UdpMode::Advanced => "audp",
+            ModeKind::Classic => ModeKind::Stealth,
+            other => other,
         }
-    }
-
-    /// The mode a flag (without its dash) names; exact and lower-case, as 1.2 compared it.
-    pub fn from_flag(s: &str) -> Option<Self> {
-        [UdpMode::Classic, UdpMode::Stealth, UdpMode::Advanced]
-            .into_iter()
-            .find(|m| m.flag() == s)
     }
 }
 
 /// The modes `/etc/default/portsentry` selects; `None` where the file does not set one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DebianDefaults {
-    pub tcp_mode: Option<TcpMode>,
-    pub udp_mode: Option<UdpMode>,
+    pub tcp_mode: Option<ModeKind>,
+    pub udp_mode: Option<ModeKind>,
 }
 
 fn is_blank(c: char) -> bool {
@@ -110,16 +98,14 @@ pub fn parse_debian_defaults(text: &str, file: &Path) -> Result<DebianDefaults, 
                 continue;
             }
         };
-        let known = if name == "TCP_MODE" {
-            let mode = TcpMode::from_flag(&value);
-            out.tcp_mode = mode.or(out.tcp_mode);
-            mode.is_some()
+        let (proto, slot) = if name == "TCP_MODE" {
+            (Proto::Tcp, &mut out.tcp_mode)
         } else {
-            let mode = UdpMode::from_flag(&value);
-            out.udp_mode = mode.or(out.udp_mode);
-            mode.is_some()
+            (Proto::Udp, &mut out.udp_mode)
         };
-        if !known {
+        let mode = ModeKind::from_flag(proto, &value);
+        *slot = mode.or(*slot);
+        if mode.is_none() {
             let expected = if name == "TCP_MODE" {
                 "tcp, stcp or atcp"
             } else {
@@ -201,7 +187,7 @@ mod tests {
             .map_err(|e| e.iter().map(ToString::to_string).collect())
     }
 
-    fn modes(tcp: Option<TcpMode>, udp: Option<UdpMode>) -> DebianDefaults {
+    fn modes(tcp: Option<ModeKind>, udp: Option<ModeKind>) -> DebianDefaults {
         DebianDefaults {
             tcp_mode: tcp,
             udp_mode: udp,
@@ -210,17 +196,18 @@ mod tests {
 
     #[test]
     fn flags_round_trip() {
-        for m in [TcpMode::Classic, TcpMode::Stealth, TcpMode::Advanced] {
-            assert_eq!(TcpMode::from_flag(m.flag()), Some(m));
+        for proto in [Proto::Tcp, Proto::Udp] {
+            for m in ModeKind::ALL {
+                assert_eq!(ModeKind::from_flag(proto, m.flag(proto)), Some(m));
+            }
         }
-        for m in [UdpMode::Classic, UdpMode::Stealth, UdpMode::Advanced] {
-            assert_eq!(UdpMode::from_flag(m.flag()), Some(m));
-        }
-        assert_eq!(TcpMode::Advanced.flag(), "atcp");
-        assert_eq!(UdpMode::Stealth.flag(), "sudp");
-        assert_eq!(TcpMode::from_flag("udp"), None);
-        assert_eq!(TcpMode::from_flag("ATCP"), None);
-        assert_eq!(UdpMode::from_flag("-audp"), None);
+        assert_eq!(ModeKind::Advanced.flag(Proto::Tcp), "atcp");
+        assert_eq!(ModeKind::Stealth.flag(Proto::Udp), "sudp");
+        assert_eq!(ModeKind::from_flag(Proto::Tcp, "udp"), None);
+        assert_eq!(ModeKind::from_flag(Proto::Tcp, "ATCP"), None);
+        assert_eq!(ModeKind::from_flag(Proto::Udp, "-audp"), None);
+        assert_eq!(ModeKind::Classic.running(), ModeKind::Stealth);
+        assert_eq!(ModeKind::Advanced.running(), ModeKind::Advanced);
     }
 
     #[test]
@@ -232,7 +219,7 @@ mod tests {
                     TCP_MODE=\"tcp\"\nUDP_MODE=\"udp\"\n";
         assert_eq!(
             parse(text).unwrap(),
-            modes(Some(TcpMode::Classic), Some(UdpMode::Classic))
+            modes(Some(ModeKind::Classic), Some(ModeKind::Classic))
         );
     }
 
@@ -240,11 +227,11 @@ mod tests {
     fn quoting_styles_and_layout() {
         assert_eq!(
             parse("TCP_MODE=atcp\r\nUDP_MODE='audp'  # tutorial says so").unwrap(),
-            modes(Some(TcpMode::Advanced), Some(UdpMode::Advanced))
+            modes(Some(ModeKind::Advanced), Some(ModeKind::Advanced))
         );
         assert_eq!(
             parse("  export TCP_MODE=\"stcp\"\n").unwrap(),
-            modes(Some(TcpMode::Stealth), None)
+            modes(Some(ModeKind::Stealth), None)
         );
         assert_eq!(parse("").unwrap(), DebianDefaults::default());
     }
@@ -253,7 +240,7 @@ mod tests {
     fn last_assignment_wins_like_a_shell() {
         assert_eq!(
             parse("TCP_MODE=\"tcp\"\n#TCP_MODE=\"stcp\"\nTCP_MODE=\"atcp\"\n").unwrap(),
-            modes(Some(TcpMode::Advanced), None)
+            modes(Some(ModeKind::Advanced), None)
         );
     }
 
@@ -261,7 +248,7 @@ mod tests {
     fn other_shell_content_is_left_alone() {
         let text = "DAEMON_OPTS=\"-v\"\nTCP_MODE_OLD=\"bogus\"\nexportTCP_MODE=x\n\
                     if [ -f /x ]; then\n  :\nfi\nTCP_MODE\nUDP_MODE=\"sudp\"\n";
-        assert_eq!(parse(text).unwrap(), modes(None, Some(UdpMode::Stealth)));
+        assert_eq!(parse(text).unwrap(), modes(None, Some(ModeKind::Stealth)));
     }
 
     #[test]
@@ -318,7 +305,7 @@ mod tests {
         let f = TempFile::new("default-ok", b"TCP_MODE=\"atcp\"\nUDP_MODE=\"audp\"\n");
         assert_eq!(
             load_debian_defaults(&f.0).unwrap(),
-            Some(modes(Some(TcpMode::Advanced), Some(UdpMode::Advanced)))
+            Some(modes(Some(ModeKind::Advanced), Some(ModeKind::Advanced)))
         );
         let f = TempFile::new("default-bad", b"# ok\nTCP_MODE=\"xtcp\"\n");
         assert_eq!(

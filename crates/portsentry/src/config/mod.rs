@@ -1,7 +1,7 @@
 //! Readers for the configuration files a PortSentry installation already has:
 //! `portsentry.conf` (1.2 and 2.x syntax, [`parse_legacy`]), Debian's
 //! `/etc/default/portsentry` ([`parse_debian_defaults`]) and `portsentry.ignore`
-//! ([`load_ignore`], over the engine's [`IgnoreSet::parse`]).
+//! ([`parse_ignore`] / [`load_ignore`], over the engine's [`IgnoreSet::parse`]).
 //!
 //! Layout follows ripgrep's flags crate: every `parse_*` function is pure over `&str` and
 //! tested from string literals; every `load_*` function only reads the file, hands the
@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use portsentry_engine::ignore::IgnoreSet;
 
-pub use debian::{DebianDefaults, TcpMode, UdpMode, load_debian_defaults, parse_debian_defaults};
+pub use debian::{DebianDefaults, ModeKind, load_debian_defaults, parse_debian_defaults};
 pub use legacy::{
     BlockMode, LegacyConfig, WRAPPER_HOSTS_DENY, legacy_keys, load_legacy, parse_legacy,
 };
@@ -67,7 +67,7 @@ impl fmt::Display for Diagnostic {
 impl std::error::Error for Diagnostic {}
 
 /// Joins diagnostics one per line, for an `anyhow` error.
-fn join(diags: &[Diagnostic]) -> String {
+pub(crate) fn join(diags: &[Diagnostic]) -> String {
     diags
         .iter()
         .map(ToString::to_string)
@@ -76,7 +76,7 @@ fn join(diags: &[Diagnostic]) -> String {
 }
 
 /// Reads a whole config file, decoding invalid UTF-8 lossily (see the module doc).
-fn read_text(path: &Path) -> std::io::Result<String> {
+pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
     let bytes = std::fs::read(path)?;
     Ok(match String::from_utf8(bytes) {
         Ok(s) => s,
@@ -89,7 +89,13 @@ fn read_text(path: &Path) -> std::io::Result<String> {
 pub fn load_ignore(path: &Path) -> anyhow::Result<IgnoreSet> {
     let text =
         read_text(path).with_context(|| format!("cannot read ignore file {}", path.display()))?;
-    IgnoreSet::parse(&text).map_err(|errors| {
+    parse_ignore(&text, path)
+}
+
+/// Parses the text of a `portsentry.ignore` file; `path` only labels the messages, one
+/// per bad line, as "path:line: reason (`text`)".
+pub fn parse_ignore(text: &str, path: &Path) -> anyhow::Result<IgnoreSet> {
+    IgnoreSet::parse(text).map_err(|errors| {
         let diags: Vec<Diagnostic> = errors
             .iter()
             .map(|e| Diagnostic::new(path, e.line, format!("{} (`{}`)", e.reason, e.text)))

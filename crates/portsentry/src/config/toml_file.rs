@@ -1,16 +1,21 @@
 //! `/etc/portsentry/portsentry.toml`: the settings PortSentry never had (the kernel
 //! fast path, ban lifecycle, protected set, state file), beside the unchanged legacy
 //! `portsentry.conf`. Every key is optional and has the default documented here; an
-//! unknown key or a bad value is an error with file:line, never ignored.
+//! unknown key or a bad value is an error with file:line, never ignored. The default
+//! values themselves live in `settings::defaults` and, for `[bans]`, in the engine's
+//! `BanPolicy::default`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use portsentry_engine::bans::BanPolicy;
 use serde::Deserialize;
 
+use crate::settings::defaults;
+
 /// Default location; read when it exists and no `--settings` is given.
-pub const DEFAULT_SETTINGS_FILE: &str = "/etc/portsentry/portsentry.toml";
+pub const DEFAULT_SETTINGS_FILE: &str = defaults::SETTINGS_FILE;
 
 /// Which firewall carries the bans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -52,11 +57,11 @@ impl Default for FirewallSettings {
     fn default() -> Self {
         FirewallSettings {
             backend: Backend::Auto,
-            fast_path: true,
-            table: "portsentry".into(),
-            nflog_group: 5817,
-            priority: -10,
-            set_size: 1 << 20,
+            fast_path: defaults::FAST_PATH,
+            table: defaults::FIREWALL_TABLE.into(),
+            nflog_group: defaults::NFLOG_GROUP,
+            priority: defaults::CHAIN_PRIORITY,
+            set_size: defaults::BAN_SET_SIZE,
         }
     }
 }
@@ -84,15 +89,37 @@ pub struct BanSettings {
 }
 
 impl Default for BanSettings {
+    /// The engine's [`BanPolicy::default`], where each number's reason is documented.
     fn default() -> Self {
+        BanSettings::from(&BanPolicy::default())
+    }
+}
+
+impl From<&BanPolicy> for BanSettings {
+    fn from(p: &BanPolicy) -> Self {
         BanSettings {
-            time: Duration::from_secs(3600),
-            escalation: 2,
-            max_time: Duration::from_secs(7 * 24 * 3600),
-            permanent_after: 0,
-            group_v4: 32,
-            group_v6: 128,
-            forget_offences_after: Duration::from_secs(30 * 24 * 3600),
+            time: p.ban_time,
+            escalation: p.escalation_factor,
+            max_time: p.max_ban_time,
+            permanent_after: p.permanent_after.unwrap_or(0),
+            group_v4: p.group_v4,
+            group_v6: p.group_v6,
+            forget_offences_after: p.forget_offences_after,
+        }
+    }
+}
+
+impl BanSettings {
+    /// The ban lifecycle policy these settings describe (`permanent_after = 0` is never).
+    pub fn policy(&self) -> BanPolicy {
+        BanPolicy {
+            ban_time: self.time,
+            escalation_factor: self.escalation,
+            max_ban_time: self.max_time,
+            permanent_after: (self.permanent_after > 0).then_some(self.permanent_after),
+            group_v4: self.group_v4,
+            group_v6: self.group_v6,
+            forget_offences_after: self.forget_offences_after,
         }
     }
 }
@@ -111,8 +138,8 @@ pub struct ProtectSettings {
 impl Default for ProtectSettings {
     fn default() -> Self {
         ProtectSettings {
-            enabled: true,
-            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            enabled: defaults::PROTECT,
+            resolv_conf: PathBuf::from(defaults::RESOLV_CONF),
             extra: Vec::new(),
         }
     }
@@ -128,7 +155,7 @@ pub struct StateSettings {
 impl Default for StateSettings {
     fn default() -> Self {
         StateSettings {
-            file: PathBuf::from("/var/lib/portsentry/state.json"),
+            file: PathBuf::from(defaults::STATE_FILE),
         }
     }
 }
@@ -143,7 +170,7 @@ pub struct ControlSettings {
 impl Default for ControlSettings {
     fn default() -> Self {
         ControlSettings {
-            socket: PathBuf::from("/run/portsentry/portsentry.sock"),
+            socket: PathBuf::from(defaults::CONTROL_SOCKET),
         }
     }
 }
@@ -268,6 +295,20 @@ mod tests {
         assert_eq!(s.bans.time, Duration::from_secs(3600));
         assert!(s.firewall.fast_path && s.protect.enabled);
         assert_eq!(s.firewall.backend, Backend::Auto);
+    }
+
+    #[test]
+    fn ban_defaults_are_the_engine_policy() {
+        let b = BanSettings::default();
+        assert_eq!(b.policy(), BanPolicy::default());
+        assert_eq!(b.time, Duration::from_secs(3600));
+        assert_eq!(b.permanent_after, 0);
+        let p = BanSettings {
+            permanent_after: 3,
+            ..b
+        }
+        .policy();
+        assert_eq!(p.permanent_after, Some(3));
     }
 
     #[test]

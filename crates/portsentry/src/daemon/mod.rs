@@ -115,7 +115,7 @@ pub fn run(
     let protected = startup::gather_protected(&settings, &protect_sources)?;
     log.log(&alerts::protected_at_start(
         protected.len(),
-        settings.toml.protect.enabled,
+        settings.protect.enabled,
     ));
 
     let (source, kernel, firewall): (Box<dyn ProbeSource>, _, _) = if let Chosen::Nftables = chosen
@@ -145,7 +145,7 @@ pub fn run(
         let log = Arc::clone(&log);
         let reporter = Reporter {
             responder,
-            state: StateFile::new(settings.toml.state.file.clone()),
+            state: StateFile::new(settings.state_file.clone()),
             resolver: Resolver::new(settings.resolve_host),
             feedback: feedback_tx,
             started: clock::instant(),
@@ -155,7 +155,7 @@ pub fn run(
             .spawn(move || reporter.run(action_rx, &log))
             .context("cannot start the reporter thread")?
     };
-    let control_path = settings.toml.control.socket.clone();
+    let control_path = settings.control_socket.clone();
     {
         let tx = action_tx.clone();
         control::serve(&control_path, move |pending| {

@@ -11,7 +11,6 @@
 //!   `/bin/sh -c` that 1.2 configs rely on (`&&`, pipes) cannot be injected into.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use portsentry_engine::engine::Outcome;
@@ -23,20 +22,8 @@ use crate::clock;
 use crate::config::BlockMode;
 use crate::logger::Logger;
 use crate::records::{self, HostsDenyResult, RecordFile};
+use crate::settings::ResponsePlan;
 use portsentry_kernel::process::{COMMAND_TIME_LIMIT, ProcessError, Run};
-
-/// The response settings of one protocol's mode, as read from the config.
-#[derive(Debug, Clone)]
-pub struct ResponsePlan {
-    /// Mode name for `$MODE$` and the blocked-file suffix ("atcp", "sudp", ...).
-    pub mode: String,
-    pub block: BlockMode,
-    pub kill_route: Option<String>,
-    pub kill_hosts_deny: Option<String>,
-    pub kill_run_cmd: Option<String>,
-    pub kill_run_cmd_first: bool,
-    pub hosts_deny_file: PathBuf,
-}
 
 /// Runs responses and writes the records that follow them. Owned by the reporter thread.
 pub struct Responder {

@@ -47,7 +47,7 @@ pub fn choose_backend(settings: &Settings, log: &Logger) -> Result<Chosen> {
             .with_context(|| format!("cannot set up the {} ban backend", b.name()))?;
         Ok(b)
     };
-    match settings.toml.firewall.backend {
+    match settings.firewall.backend {
         Backend::None => Ok(Chosen::LegacyOnly),
         Backend::Nftables => {
             if !Nft::available() {
@@ -90,11 +90,11 @@ pub fn choose_backend(settings: &Settings, log: &Logger) -> Result<Chosen> {
 /// What the protected set is made of, from the settings.
 pub fn protect_sources(settings: &Settings) -> ProtectedSources {
     ProtectedSources {
-        resolv_conf: settings.toml.protect.resolv_conf.clone(),
+        resolv_conf: settings.protect.resolv_conf.clone(),
         extra: settings
             .ignore
             .iter()
-            .chain(settings.toml.protect.extra.iter().copied())
+            .chain(settings.protect.extra.iter().copied())
             .collect(),
     }
 }
@@ -102,7 +102,7 @@ pub fn protect_sources(settings: &Settings) -> ProtectedSources {
 /// The protected networks now: the kernel's addresses and gateways, the resolvers and
 /// the ignore list (only the ignore list when `[protect] enabled = false`).
 pub fn gather_protected(settings: &Settings, sources: &ProtectedSources) -> Result<Vec<IpNet>> {
-    if settings.toml.protect.enabled {
+    if settings.protect.enabled {
         protect::gather(sources).context("cannot read this host's addresses and routes")
     } else {
         Ok(sources.extra.clone())
@@ -121,7 +121,7 @@ pub fn ignore_set(nets: &[IpNet]) -> IgnoreSet {
 /// first probe only when SCAN_TRIGGER is 0 and the mode blocks (otherwise the daemon
 /// decides and the traps only log).
 pub fn trap_spec(settings: &Settings) -> TrapSpec {
-    let fw = &settings.toml.firewall;
+    let fw = &settings.firewall;
     let fast = fw.fast_path && settings.engine.scan_trigger == 0;
     let bans = |proto| {
         fast && settings
@@ -134,7 +134,7 @@ pub fn trap_spec(settings: &Settings) -> TrapSpec {
         udp_ports: settings.udp.as_ref().map(|m| m.watch.port_ranges()),
         ban_tcp: bans(Proto::Tcp),
         ban_udp: bans(Proto::Udp),
-        ban_timeout: settings.toml.bans.time,
+        ban_timeout: settings.ban_policy.ban_time,
         nflog_group: fw.nflog_group,
         set_size: fw.set_size,
         priority: fw.priority,
@@ -166,7 +166,7 @@ pub fn start_nftables(
     log: &Logger,
     protected: &[IpNet],
 ) -> Result<(NflogReader, BanLifecycle, NativeFirewall)> {
-    let fw = &settings.toml.firewall;
+    let fw = &settings.firewall;
     // The group is bound before the traps exist, so no trapped packet goes unread.
     let reader = open_nflog(fw.nflog_group)?;
     let nft = Nft::new(&fw.table)?;
@@ -194,8 +194,8 @@ pub fn start_nftables(
     }
     let backend = backend::NftablesBackend::open(&fw.table)?;
     let (kernel, restored) = bans::start(
-        &StateFile::new(settings.toml.state.file.clone()),
-        settings.ban_policy(),
+        &StateFile::new(settings.state_file.clone()),
+        settings.ban_policy.clone(),
         Some(Box::new(backend)),
     )?;
     log_restored(log, settings, "nftables", restored);
@@ -212,16 +212,16 @@ pub fn start_without_nftables(
         Chosen::Fallback(backend) => {
             let name = backend.name();
             let (kernel, restored) = bans::start(
-                &StateFile::new(settings.toml.state.file.clone()),
-                settings.ban_policy(),
+                &StateFile::new(settings.state_file.clone()),
+                settings.ban_policy.clone(),
                 Some(backend),
             )?;
             (kernel, restored, name)
         }
         _ => {
             let (kernel, restored) = bans::start(
-                &StateFile::new(settings.toml.state.file.clone()),
-                settings.ban_policy(),
+                &StateFile::new(settings.state_file.clone()),
+                settings.ban_policy.clone(),
                 None,
             )?;
             (kernel, restored, "KILL_* commands only")
@@ -233,7 +233,7 @@ pub fn start_without_nftables(
 
 fn log_restored(log: &Logger, settings: &Settings, backend: &str, restored: Restored) {
     log.log(&alerts::bans_restored(
-        &settings.toml.state.file,
+        &settings.state_file,
         backend,
         restored.put_back,
         restored.already_in_kernel,

@@ -1,0 +1,346 @@
+//! The reading layer of the settings: every source is read once, here and nowhere else,
+//! into [`Sources`], a plain value of paths and texts that [`validate`](super::validate::validate)
+//! turns into [`Settings`](super::Settings) without touching the file system.
+//!
+//! What is read: the command-line flags that matter; the legacy `portsentry.conf` (`-c`,
+//! else the default file when it exists, else none: the embedded defaults); Debian's
+//! `/etc/default/portsentry` when no mode flag is given; `portsentry.toml`; and the
+//! ignore file the config names, with its `.static` sibling when it is absent. A file
+//! that cannot be read is recorded as such, not reported: which problem is reported
+//! first is for `validate` to decide, so that the order of the messages does not depend
+//! on the order of the reads.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use portsentry_engine::Proto;
+
+use super::defaults;
+use crate::cli::Cli;
+use crate::config::{self, ModeKind};
+
+/// What reading a file gave.
+#[derive(Debug)]
+pub enum Content {
+    /// The file is not there (the error is the one reading it gave).
+    Absent(io::Error),
+    /// The file's text; legacy files are decoded lossily (see `config`).
+    Text(String),
+    /// The file is there but could not be read.
+    Unreadable(io::Error),
+}
+
+/// One file and what reading it gave.
+#[derive(Debug)]
+pub struct FileText {
+    pub path: PathBuf,
+    pub content: Content,
+}
+
+impl FileText {
+    /// A file with this text (for callers that have the text already, and for tests).
+    pub fn text(path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
+        FileText {
+            path: path.into(),
+            content: Content::Text(text.into()),
+        }
+    }
+
+    /// A file that does not exist.
+    pub fn absent(path: impl Into<PathBuf>) -> Self {
+        FileText {
+            path: path.into(),
+            content: Content::Absent(io::Error::from_raw_os_error(libc::ENOENT)),
+        }
+    }
+
+    pub fn is_absent(&self) -> bool {
+        matches!(self.content, Content::Absent(_))
+    }
+
+    /// The text, if the file was read.
+    pub fn as_text(&self) -> Option<&str> {
+        match &self.content {
+            Content::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// The command-line values the settings depend on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// The TCP mode flag given, if any (clap allows at most one per protocol).
+    pub tcp: Option<ModeKind>,
+    pub udp: Option<ModeKind>,
+    /// `--hosts-deny`.
+    pub hosts_deny: Option<PathBuf>,
+}
+
+impl Flags {
+    pub fn from_cli(cli: &Cli) -> Self {
+        let pick = |classic: bool, stealth: bool, advanced: bool| {
+            // Clap's argument groups refuse two modes of one protocol (exit 2); were
+            // two set anyway, the most thorough would win.
+            [
+                (advanced, ModeKind::Advanced),
+                (stealth, ModeKind::Stealth),
+                (classic, ModeKind::Classic),
+            ]
+            .into_iter()
+            .find_map(|(set, kind)| set.then_some(kind))
+        };
+        Flags {
+            tcp: pick(cli.tcp, cli.stcp, cli.atcp),
+            udp: pick(cli.udp, cli.sudp, cli.audp),
+            hosts_deny: cli.hosts_deny.clone(),
+        }
+    }
+
+    pub fn has_mode(&self) -> bool {
+        self.tcp.is_some() || self.udp.is_some()
+    }
+
+    pub fn mode(&self, proto: Proto) -> Option<ModeKind> {
+        match proto {
+            Proto::Tcp => self.tcp,
+            Proto::Udp => self.udp,
+        }
+    }
+}
+
+/// `portsentry.toml` as read: the file, and whether `--settings` named it (then it must
+/// exist).
+#[derive(Debug)]
+pub struct TomlSource {
+    pub file: FileText,
+    pub explicit: bool,
+}
+
+/// Every source of the settings, read.
+#[derive(Debug)]
+pub struct Sources {
+    pub flags: Flags,
+    /// The legacy config; `None` when no `-c` was given and the default file does not
+    /// exist, which selects the embedded defaults.
+    pub config: Option<FileText>,
+    /// Debian's mode file; `None` when a mode flag was given (it is not consulted).
+    pub debian_defaults: Option<FileText>,
+    pub toml: TomlSource,
+    /// The files the config names to be read as ignore lists: IGNORE_FILE (or, with the
+    /// embedded defaults, Debian's), and its `.static` sibling when it is absent.
+    pub ignore_files: Vec<FileText>,
+}
+
+/// When a file counts as absent; each source keeps the rule it always had.
+#[derive(Debug, Clone, Copy)]
+enum Absence {
+    /// Reading it failed with "not found".
+    NotFound,
+    /// The path does not exist (`Path::exists`).
+    NotExists,
+    /// Never: the file was asked for by name and must be read.
+    Never,
+}
+
+/// How the file's bytes become text.
+#[derive(Debug, Clone, Copy)]
+enum Decode {
+    /// Legacy files: invalid UTF-8 is replaced (see `config`).
+    Lossy,
+    /// portsentry.toml: UTF-8, as TOML requires.
+    Utf8,
+}
+
+fn read_file(path: &Path, decode: Decode, absence: Absence) -> FileText {
+    let read = match decode {
+        Decode::Lossy => config::read_text(path),
+        Decode::Utf8 => std::fs::read_to_string(path),
+    };
+    let content = match read {
+        Ok(text) => Content::Text(text),
+        Err(e) => {
+            let absent = match absence {
+                Absence::NotFound => e.kind() == io::ErrorKind::NotFound,
+                Absence::NotExists => !path.exists(),
+                Absence::Never => false,
+            };
+            if absent {
+                Content::Absent(e)
+            } else {
+                Content::Unreadable(e)
+            }
+        }
+    };
+    FileText {
+        path: path.to_path_buf(),
+        content,
+    }
+}
+
+/// `--settings FILE`, else the default settings file.
+pub fn read_toml(cli: &Cli) -> TomlSource {
+    let path = cli
+        .settings
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(defaults::SETTINGS_FILE));
+    TomlSource {
+        file: read_file(&path, Decode::Utf8, Absence::NotFound),
+        explicit: cli.settings.is_some(),
+    }
+}
+
+/// Read every source the command line points at.
+pub fn read(cli: &Cli) -> Sources {
+    let flags = Flags::from_cli(cli);
+    let config = match &cli.config {
+        Some(path) => Some(read_file(path, Decode::Lossy, Absence::Never)),
+        None => Some(read_file(
+            Path::new(defaults::CONFIG_FILE),
+            Decode::Lossy,
+            Absence::NotExists,
+        ))
+        .filter(|f| !f.is_absent()),
+    };
+    let debian_defaults = (!flags.has_mode())
+        .then(|| read_file(&cli.defaults_file, Decode::Lossy, Absence::NotFound));
+    let toml = read_toml(cli);
+    let mut ignore_files = Vec::new();
+    if let Some(path) = named_ignore_file(config.as_ref()) {
+        let file = read_file(&path, Decode::Lossy, Absence::NotExists);
+        if file.is_absent() {
+            let fallback = defaults::ignore_static(&path);
+            ignore_files.push(read_file(&fallback, Decode::Lossy, Absence::NotExists));
+        }
+        ignore_files.push(file);
+    }
+    Sources {
+        flags,
+        config,
+        debian_defaults,
+        toml,
+        ignore_files,
+    }
+}
+
+/// The ignore file the config names: IGNORE_FILE of a config that parses, or Debian's
+/// for the embedded defaults. (The config is parsed again, purely, by `validate`.)
+fn named_ignore_file(config: Option<&FileText>) -> Option<PathBuf> {
+    match config {
+        None => Some(PathBuf::from(defaults::IGNORE_FILE)),
+        Some(file) => {
+            let text = file.as_text()?;
+            config::parse_legacy(text, &file.path).0.ok()?.ignore_file
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(crate::cli::normalize_legacy_flags(
+            std::iter::once("portsentry")
+                .chain(args.iter().copied())
+                .map(Into::into),
+        ))
+        .unwrap()
+    }
+
+    fn write(dir: &Path, name: &str, text: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn flags_pick_one_mode_per_protocol() {
+        let f = Flags::from_cli(&cli(&["-tcp", "-audp", "--hosts-deny", "/tmp/hd"]));
+        assert_eq!(f.tcp, Some(ModeKind::Classic));
+        assert_eq!(f.udp, Some(ModeKind::Advanced));
+        assert_eq!(f.hosts_deny, Some(PathBuf::from("/tmp/hd")));
+        assert!(f.has_mode());
+        let f = Flags::from_cli(&cli(&["-stcp"]));
+        assert_eq!((f.tcp, f.udp), (Some(ModeKind::Stealth), None));
+        assert!(!Flags::from_cli(&cli(&[])).has_mode());
+    }
+
+    #[test]
+    fn reads_every_named_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ignore = d.join("portsentry.ignore");
+        let conf = write(
+            d,
+            "portsentry.conf",
+            format!("IGNORE_FILE=\"{}\"\n# J\u{f6}rg\n", ignore.display()).as_bytes(),
+        );
+        write(d, "portsentry.ignore.static", b"127.0.0.1\n");
+        let toml = write(d, "portsentry.toml", b"[bans]\ntime = \"5m\"\n");
+        let defaults = write(d, "default", b"TCP_MODE=\"atcp\"\n");
+        let c = conf.display().to_string();
+        let t = toml.display().to_string();
+        let f = defaults.display().to_string();
+        let s = read(&cli(&["-c", &c, "--settings", &t, "--defaults-file", &f]));
+        assert_eq!(s.config.as_ref().unwrap().path, conf);
+        assert!(s.config.unwrap().as_text().unwrap().contains("J\u{f6}rg"));
+        assert_eq!(
+            s.debian_defaults.unwrap().as_text(),
+            Some("TCP_MODE=\"atcp\"\n")
+        );
+        assert!(s.toml.explicit);
+        assert_eq!(s.toml.file.as_text(), Some("[bans]\ntime = \"5m\"\n"));
+        // IGNORE_FILE is absent, so its .static sibling was read too.
+        let paths: Vec<_> = s.ignore_files.iter().map(|f| f.path.clone()).collect();
+        assert_eq!(paths, [d.join("portsentry.ignore.static"), ignore.clone()]);
+        assert_eq!(s.ignore_files[0].as_text(), Some("127.0.0.1\n"));
+        assert!(s.ignore_files[1].is_absent());
+
+        // With a mode flag the Debian file is not read; with the ignore file present,
+        // its sibling is not read.
+        write(d, "portsentry.ignore", b"10.0.0.1\n");
+        let s = read(&cli(&["-atcp", "-c", &c, "--defaults-file", &f]));
+        assert!(s.debian_defaults.is_none());
+        assert_eq!(s.ignore_files.len(), 1);
+        assert_eq!(s.ignore_files[0].as_text(), Some("10.0.0.1\n"));
+    }
+
+    #[test]
+    fn missing_files_are_recorded_not_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let conf = d.join("nope.conf").display().to_string();
+        let toml = d.join("nope.toml").display().to_string();
+        let defaults = d.join("nope-default").display().to_string();
+        let s = read(&cli(&[
+            "-c",
+            &conf,
+            "--settings",
+            &toml,
+            "--defaults-file",
+            &defaults,
+        ]));
+        // A config named by -c must be read: its absence is an unreadable file.
+        let config = s.config.unwrap();
+        assert!(
+            matches!(&config.content, Content::Unreadable(e) if e.kind() == io::ErrorKind::NotFound)
+        );
+        assert!(s.toml.file.is_absent() && s.toml.explicit);
+        assert!(s.debian_defaults.unwrap().is_absent());
+        assert!(
+            s.ignore_files.is_empty(),
+            "a config that does not read names none"
+        );
+    }
+
+    #[test]
+    fn toml_must_be_utf8() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = write(dir.path(), "s.toml", b"# \xff\n");
+        let t = toml.display().to_string();
+        let s = read_toml(&cli(&["--settings", &t]));
+        assert!(matches!(s.file.content, Content::Unreadable(_)));
+    }
+}

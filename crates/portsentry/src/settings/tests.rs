@@ -1,0 +1,674 @@
+//! `validate` on literal sources: the merge of the 1.2 config, Debian's mode file,
+//! portsentry.toml and the flags into `Settings`, and every error with its file:line.
+//! No file is read; the reading layer has its own tests in `sources`.
+
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use portsentry_engine::Proto;
+use portsentry_engine::bans::BanPolicy;
+use portsentry_engine::ports::{PortSet, Watch};
+
+use super::sources::{Content, FileText, Flags, Sources, TomlSource};
+use super::*;
+use crate::config::{BlockMode, ModeKind};
+
+const CONF: &str = "/etc/portsentry/portsentry.conf";
+const DEBIAN: &str = "/etc/default/portsentry";
+const TOML: &str = "/etc/portsentry/portsentry.toml";
+const IGNORE: &str = "/etc/portsentry/portsentry.ignore";
+const IGNORE_STATIC: &str = "/etc/portsentry/portsentry.ignore.static";
+
+/// A config naming Debian's ignore file and both port lists.
+const BASE: &str = "TCP_PORTS=\"1,11,15,79,111\"\nUDP_PORTS=\"1,7,9,69\"\n\
+                    IGNORE_FILE=\"/etc/portsentry/portsentry.ignore\"\n";
+
+/// Sources as `sources::read` gives them on a host with nothing installed: no flag,
+/// no config (embedded defaults), no Debian file, no portsentry.toml, no ignore file.
+fn nothing() -> Sources {
+    Sources {
+        flags: Flags::default(),
+        config: None,
+        debian_defaults: Some(FileText::absent(DEBIAN)),
+        toml: TomlSource {
+            file: FileText::absent(TOML),
+            explicit: false,
+        },
+        ignore_files: vec![FileText::absent(IGNORE)],
+    }
+}
+
+/// A legacy config with this text and the ignore file it names (`BASE` names IGNORE).
+fn conf(text: &str) -> Sources {
+    Sources {
+        config: Some(FileText::text(CONF, text)),
+        ignore_files: vec![FileText::text(IGNORE, "127.0.0.1/32\n0.0.0.0\n")],
+        ..nothing()
+    }
+}
+
+fn with_flags(mut s: Sources, tcp: Option<ModeKind>, udp: Option<ModeKind>) -> Sources {
+    s.flags.tcp = tcp;
+    s.flags.udp = udp;
+    // sources::read consults Debian's file only without a mode flag.
+    s.debian_defaults = None;
+    s
+}
+
+fn with_debian(mut s: Sources, text: &str) -> Sources {
+    s.debian_defaults = Some(FileText::text(DEBIAN, text));
+    s
+}
+
+fn with_toml(mut s: Sources, text: &str) -> Sources {
+    s.toml.file = FileText::text(TOML, text);
+    s
+}
+
+fn ok(s: &Sources) -> Settings {
+    validate(s).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn err(s: &Sources) -> String {
+    format!("{:#}", validate(s).unwrap_err())
+}
+
+fn unreadable(path: &str) -> FileText {
+    FileText {
+        path: path.into(),
+        content: Content::Unreadable(io::Error::from_raw_os_error(libc::EACCES)),
+    }
+}
+
+fn mode_names(s: &Settings) -> (Option<&str>, Option<&str>) {
+    (
+        s.tcp.as_ref().map(|m| m.name),
+        s.udp.as_ref().map(|m| m.name),
+    )
+}
+
+fn ports(list: &str) -> PortSet {
+    PortSet::parse_list(list).unwrap()
+}
+
+// ---- modes --------------------------------------------------------------------------
+
+#[test]
+fn mode_flags_win_over_the_debian_file() {
+    let mut s = with_flags(
+        conf(BASE),
+        Some(ModeKind::Stealth),
+        Some(ModeKind::Advanced),
+    );
+    // Even if it had been read, a Debian file does not override flags.
+    s.debian_defaults = Some(FileText::text(DEBIAN, "TCP_MODE=\"atcp\"\n"));
+    let st = ok(&s);
+    assert_eq!(mode_names(&st), (Some("stcp"), Some("audp")));
+    let tcp = st.tcp.as_ref().unwrap();
+    assert_eq!(tcp.proto, Proto::Tcp);
+    assert!(matches!(&tcp.watch, Watch::Listed(p) if *p == ports("1,11,15,79,111")));
+    assert_eq!(
+        tcp.blocked_file,
+        PathBuf::from("/var/lib/portsentry/portsentry.blocked.stcp")
+    );
+    assert!(!st.notices.iter().any(|n| n.contains("modes taken from")));
+}
+
+#[test]
+fn one_mode_flag_runs_one_protocol() {
+    let st = ok(&with_flags(conf(BASE), None, Some(ModeKind::Stealth)));
+    assert_eq!(mode_names(&st), (None, Some("sudp")));
+    assert_eq!(st.max_watched_port(), 69);
+}
+
+#[test]
+fn modes_from_the_debian_file_with_a_notice() {
+    let st = ok(&with_debian(
+        conf(BASE),
+        "# Debian\nTCP_MODE=\"atcp\"\nUDP_MODE=\"sudp\"\n",
+    ));
+    assert_eq!(mode_names(&st), (Some("atcp"), Some("sudp")));
+    assert_eq!(
+        st.notices,
+        ["adminalert: modes taken from /etc/default/portsentry"]
+    );
+
+    // A file setting only TCP_MODE runs only TCP.
+    let st = ok(&with_debian(conf(BASE), "TCP_MODE=\"stcp\"\n"));
+    assert_eq!(mode_names(&st), (Some("stcp"), None));
+}
+
+#[test]
+fn built_in_modes_without_flags_or_debian_modes() {
+    // No Debian file.
+    let st = ok(&conf(BASE));
+    assert_eq!(mode_names(&st), (Some("atcp"), Some("audp")));
+    assert!(st.notices.is_empty(), "{:?}", st.notices);
+    // A Debian file that sets no mode.
+    let st = ok(&with_debian(conf(BASE), "DAEMON_OPTS=\"-v\"\n"));
+    assert_eq!(mode_names(&st), (Some("atcp"), Some("audp")));
+    assert!(st.notices.is_empty(), "{:?}", st.notices);
+}
+
+#[test]
+fn classic_modes_run_as_stealth_with_notices() {
+    let st = ok(&with_flags(
+        conf(BASE),
+        Some(ModeKind::Classic),
+        Some(ModeKind::Classic),
+    ));
+    assert_eq!(mode_names(&st), (Some("stcp"), Some("sudp")));
+    assert_eq!(st.tcp.as_ref().unwrap().plan.mode, "stcp");
+    assert_eq!(
+        st.udp.as_ref().unwrap().blocked_file,
+        PathBuf::from("/var/lib/portsentry/portsentry.blocked.sudp")
+    );
+    assert_eq!(
+        st.notices,
+        [
+            "adminalert: classic -tcp mode runs as stealth mode -stcp on TCP_PORTS (it sees \
+             every probe to those ports, not only completed connections)",
+            "adminalert: classic -udp mode runs as stealth mode -sudp on UDP_PORTS",
+        ]
+    );
+    // The same from Debian's file (as postinst writes it), after its own notice.
+    let st = ok(&with_debian(
+        conf(BASE),
+        "TCP_MODE=\"tcp\"\nUDP_MODE=\"udp\"\n",
+    ));
+    assert_eq!(mode_names(&st), (Some("stcp"), Some("sudp")));
+    assert_eq!(st.notices.len(), 3);
+    assert_eq!(
+        st.notices[0],
+        "adminalert: modes taken from /etc/default/portsentry"
+    );
+}
+
+#[test]
+fn listed_modes_require_their_port_list() {
+    let no_lists = "IGNORE_FILE=\"/etc/portsentry/portsentry.ignore\"\n";
+    let cases = [
+        (
+            Some(ModeKind::Stealth),
+            None,
+            "TCP_PORTS is required for -stcp",
+        ),
+        (
+            Some(ModeKind::Classic),
+            None,
+            "TCP_PORTS is required for -tcp",
+        ),
+        (
+            None,
+            Some(ModeKind::Stealth),
+            "UDP_PORTS is required for -sudp",
+        ),
+        (
+            None,
+            Some(ModeKind::Classic),
+            "UDP_PORTS is required for -udp",
+        ),
+    ];
+    for (tcp, udp, message) in cases {
+        assert_eq!(
+            err(&with_flags(conf(no_lists), tcp, udp)),
+            format!("{CONF}: {message}")
+        );
+    }
+    // The advanced modes need no list.
+    ok(&with_flags(
+        conf(no_lists),
+        Some(ModeKind::Advanced),
+        Some(ModeKind::Advanced),
+    ));
+    // The embedded defaults have no lists either.
+    assert_eq!(
+        err(&with_flags(nothing(), Some(ModeKind::Stealth), None)),
+        "built-in defaults (no config file): TCP_PORTS is required for -stcp"
+    );
+}
+
+#[test]
+fn advanced_modes_take_their_limit_and_exclusions() {
+    let st = ok(&conf(&format!(
+        "{BASE}ADVANCED_PORTS_TCP=\"2048\"\nADVANCED_EXCLUDE_TCP=\"22,80\"\n"
+    )));
+    assert!(matches!(
+        &st.tcp.as_ref().unwrap().watch,
+        Watch::Advanced { below: 2048, exclude } if *exclude == ports("22,80")
+    ));
+    // Without the keys: 1.2's fallbacks, ports below 1024 and no exclusion.
+    assert!(matches!(
+        &st.udp.as_ref().unwrap().watch,
+        Watch::Advanced { below: 1024, exclude } if exclude.is_empty()
+    ));
+    assert_eq!(st.max_watched_port(), 2047);
+}
+
+// ---- embedded defaults ----------------------------------------------------------------
+
+#[test]
+fn embedded_defaults_without_any_file() {
+    let st = ok(&nothing());
+    assert_eq!(st.config_source, "built-in defaults (no config file)");
+    assert_eq!(mode_names(&st), (Some("atcp"), Some("audp")));
+    assert!(matches!(
+        &st.tcp.as_ref().unwrap().watch,
+        Watch::Advanced { below: 1024, exclude } if *exclude == ports("113,139")
+    ));
+    assert!(matches!(
+        &st.udp.as_ref().unwrap().watch,
+        Watch::Advanced { below: 1024, exclude } if *exclude == ports("520,138,137,67")
+    ));
+    for mode in [&st.tcp, &st.udp].into_iter().flatten() {
+        assert_eq!(mode.plan.block, BlockMode::Block);
+        assert!(mode.plan.kill_route.is_none() && mode.plan.kill_run_cmd.is_none());
+    }
+    assert_eq!(
+        st.history_file,
+        PathBuf::from("/var/lib/portsentry/portsentry.history")
+    );
+    // No ignore file: the loopback ranges only, and no warning (nothing to fix).
+    assert_eq!(st.ignore_file, None);
+    assert_eq!(st.ignore.len(), 2);
+    assert!(st.ignore.contains("127.0.0.9".parse::<IpAddr>().unwrap()));
+    assert!(st.ignore.contains("::1".parse::<IpAddr>().unwrap()));
+    assert!(st.notices.is_empty(), "{:?}", st.notices);
+    assert_eq!(st.engine.scan_trigger, 0);
+    assert!(!st.resolve_host);
+    assert_eq!(
+        st.describe()[..2],
+        [
+            "mode atcp: ports below 1024 except 113,139, block, blocked file \
+             /var/lib/portsentry/portsentry.blocked.atcp",
+            "mode audp: ports below 1024 except 67,137-138,520, block, blocked file \
+             /var/lib/portsentry/portsentry.blocked.audp",
+        ]
+    );
+}
+
+#[test]
+fn embedded_defaults_use_the_debian_ignore_file_when_present() {
+    let mut s = nothing();
+    s.ignore_files = vec![FileText::text(IGNORE, "192.0.2.7\n")];
+    let st = ok(&s);
+    assert_eq!(st.ignore_file.as_deref(), Some(Path::new(IGNORE)));
+    assert_eq!(st.ignore.len(), 1);
+    assert!(st.ignore.contains("192.0.2.7".parse::<IpAddr>().unwrap()));
+}
+
+// ---- ignore list ------------------------------------------------------------------------
+
+#[test]
+fn ignore_file_named_by_the_config() {
+    let st = ok(&conf(BASE));
+    assert_eq!(st.ignore_file.as_deref(), Some(Path::new(IGNORE)));
+    assert_eq!(st.ignore.len(), 2);
+    assert!(st.ignore.contains("0.0.0.0".parse::<IpAddr>().unwrap()));
+}
+
+#[test]
+fn absent_ignore_file_falls_back_to_its_static_part() {
+    let mut s = conf(BASE);
+    s.ignore_files = vec![
+        FileText::text(IGNORE_STATIC, "198.51.100.0/24\n"),
+        FileText::absent(IGNORE),
+    ];
+    let st = ok(&s);
+    assert_eq!(st.ignore_file.as_deref(), Some(Path::new(IGNORE_STATIC)));
+    assert!(
+        st.ignore
+            .contains("198.51.100.9".parse::<IpAddr>().unwrap())
+    );
+    assert_eq!(
+        st.notices,
+        [format!(
+            "adminalert: {IGNORE} does not exist; using {IGNORE_STATIC} (this host's own \
+             addresses are protected anyway)"
+        )]
+    );
+}
+
+#[test]
+fn absent_ignore_file_without_static_part_is_an_error() {
+    let mut s = conf(BASE);
+    s.ignore_files = vec![FileText::absent(IGNORE_STATIC), FileText::absent(IGNORE)];
+    assert_eq!(
+        err(&s),
+        format!(
+            "IGNORE_FILE {IGNORE}: cannot read ignore file {IGNORE}: No such file or \
+             directory (os error 2)"
+        )
+    );
+    let mut s = conf(BASE);
+    s.ignore_files = vec![unreadable(IGNORE)];
+    assert_eq!(
+        err(&s),
+        format!(
+            "IGNORE_FILE {IGNORE}: cannot read ignore file {IGNORE}: Permission denied \
+             (os error 13)"
+        )
+    );
+}
+
+#[test]
+fn ignore_file_errors_carry_file_and_line() {
+    let mut s = conf(BASE);
+    s.ignore_files = vec![FileText::text(
+        IGNORE,
+        "127.0.0.1\nlocalhost\n10.0.0.0/33\n",
+    )];
+    assert_eq!(
+        err(&s),
+        format!(
+            "IGNORE_FILE {IGNORE}: {IGNORE}:2: `localhost` is not an IPv4 or IPv6 address \
+             (`localhost`)\n{IGNORE}:3: prefix length `33` is not a number 0-32 (netmask \
+             notation such as 255.255.255.0 is not accepted) (`10.0.0.0/33`)"
+        )
+    );
+}
+
+#[test]
+fn config_without_ignore_file_warns_and_ignores_loopback() {
+    let st = ok(&conf("TCP_PORTS=\"1\"\n"));
+    assert_eq!(st.ignore_file, None);
+    assert_eq!(st.ignore.len(), 2);
+    assert_eq!(
+        st.notices,
+        [
+            "adminalert: WARNING: IGNORE_FILE is not set; only the loopback range is ignored \
+          (set it to /etc/portsentry/portsentry.ignore to whitelist hosts)"
+        ]
+    );
+}
+
+// ---- responses ----------------------------------------------------------------------------
+
+#[test]
+fn block_modes_per_protocol() {
+    // A config file that sets nothing blocks nothing (1.2's fallback).
+    let st = ok(&conf(BASE));
+    assert_eq!(st.tcp.as_ref().unwrap().plan.block, BlockMode::LogOnly);
+    assert_eq!(st.udp.as_ref().unwrap().plan.block, BlockMode::LogOnly);
+    let st = ok(&conf(&format!(
+        "{BASE}BLOCK_TCP=\"1\"\nBLOCK_UDP=\"2\"\nKILL_RUN_CMD=\"/bin/true\"\n"
+    )));
+    assert_eq!(st.tcp.as_ref().unwrap().plan.block, BlockMode::Block);
+    assert_eq!(st.udp.as_ref().unwrap().plan.block, BlockMode::RunCmdOnly);
+    assert_eq!(
+        st.describe()[..2],
+        [
+            "mode atcp: ports below 1024, block, blocked file \
+             /var/lib/portsentry/portsentry.blocked.atcp",
+            "mode audp: ports below 1024, run KILL_RUN_CMD only, blocked file \
+             /var/lib/portsentry/portsentry.blocked.audp",
+        ]
+    );
+}
+
+#[test]
+fn kill_commands_make_each_modes_plan() {
+    let text = format!(
+        "{BASE}KILL_ROUTE=\"/sbin/route add -host $TARGET$ reject\"\n\
+         KILL_HOSTS_DENY=\"ALL: $TARGET$ : DENY\"\n\
+         KILL_RUN_CMD=\"/usr/local/bin/tell $TARGET$ $PORT$ $MODE$\"\n\
+         KILL_RUN_CMD_FIRST=\"1\"\nHOSTS_DENY_FILE=\"/tmp/hosts.deny\"\n\
+         BLOCKED_FILE=\"/tmp/ps/blocked\"\n"
+    );
+    let st = ok(&conf(&text));
+    for (mode, name) in [(&st.tcp, "atcp"), (&st.udp, "audp")] {
+        let plan = &mode.as_ref().unwrap().plan;
+        assert_eq!(plan.mode, name);
+        assert_eq!(
+            plan.kill_route.as_deref(),
+            Some("/sbin/route add -host $TARGET$ reject")
+        );
+        assert_eq!(
+            plan.kill_hosts_deny.as_deref(),
+            Some("ALL: $TARGET$ : DENY")
+        );
+        assert_eq!(
+            plan.kill_run_cmd.as_deref(),
+            Some("/usr/local/bin/tell $TARGET$ $PORT$ $MODE$")
+        );
+        assert!(plan.kill_run_cmd_first);
+        assert_eq!(plan.hosts_deny_file, PathBuf::from("/tmp/hosts.deny"));
+        assert_eq!(
+            mode.as_ref().unwrap().blocked_file,
+            PathBuf::from(format!("/tmp/ps/blocked.{name}"))
+        );
+    }
+    // --hosts-deny wins over HOSTS_DENY_FILE; without either, 1.2's /etc/hosts.deny.
+    let mut s = conf(&text);
+    s.flags.hosts_deny = Some("/srv/hosts.deny".into());
+    let st = ok(&s);
+    assert_eq!(
+        st.tcp.unwrap().plan.hosts_deny_file,
+        PathBuf::from("/srv/hosts.deny")
+    );
+    let st = ok(&conf(BASE));
+    let plan = &st.tcp.as_ref().unwrap().plan;
+    assert_eq!(plan.hosts_deny_file, PathBuf::from("/etc/hosts.deny"));
+    assert!(plan.kill_route.is_none() && !plan.kill_run_cmd_first);
+}
+
+#[test]
+fn other_legacy_values_and_notices() {
+    let st = ok(&conf(&format!(
+        "{BASE}SCAN_TRIGGER=\"2\"\nRESOLVE_HOST=\"1\"\nHISTORY_FILE=\"/tmp/h\"\n\
+         PORT_BANNER=\"go away\"\nFOO=\"1\"\n"
+    )));
+    assert_eq!(st.config_source, CONF);
+    assert_eq!(st.engine.scan_trigger, 2);
+    assert!(st.resolve_host);
+    assert_eq!(st.history_file, PathBuf::from("/tmp/h"));
+    assert_eq!(
+        st.notices,
+        [
+            format!("adminalert: WARNING: {CONF}:8: unknown key FOO, ignored"),
+            "adminalert: PORT_BANNER is set but only applies to the classic connect modes, \
+             which this version runs as stealth modes; it is not sent"
+                .to_string(),
+        ]
+    );
+}
+
+// ---- portsentry.toml --------------------------------------------------------------------
+
+#[test]
+fn toml_defaults_without_a_file() {
+    let st = ok(&conf(BASE));
+    assert_eq!(st.toml_source, "built-in defaults");
+    assert_eq!(st.ban_policy, BanPolicy::default());
+    assert_eq!(st.firewall, FirewallSettings::default());
+    assert_eq!(st.firewall.table, "portsentry");
+    assert_eq!(st.firewall.backend, Backend::Auto);
+    assert!(st.protect.enabled);
+    assert_eq!(st.protect.resolv_conf, PathBuf::from("/etc/resolv.conf"));
+    assert_eq!(
+        st.state_file,
+        PathBuf::from("/var/lib/portsentry/state.json")
+    );
+    assert_eq!(
+        st.control_socket,
+        PathBuf::from("/run/portsentry/portsentry.sock")
+    );
+}
+
+#[test]
+fn ban_policy_and_native_values_from_toml() {
+    let st = ok(&with_toml(
+        conf(BASE),
+        "[firewall]\nbackend = \"ipset\"\ntable = \"ps_test\"\nfast_path = false\n\
+         [bans]\ntime = \"5m\"\nescalation = 3\nmax_time = \"1d\"\npermanent_after = 4\n\
+         group_v4 = 24\ngroup_v6 = 64\nforget_offences_after = \"2d\"\n\
+         [protect]\nenabled = false\nresolv_conf = \"/tmp/resolv\"\nextra = [\"198.18.0.0/24\"]\n\
+         [state]\nfile = \"/tmp/state.json\"\n[control]\nsocket = \"/tmp/ps.sock\"\n",
+    ));
+    assert_eq!(st.toml_source, TOML);
+    assert_eq!(
+        st.ban_policy,
+        BanPolicy {
+            ban_time: Duration::from_secs(300),
+            escalation_factor: 3,
+            max_ban_time: Duration::from_secs(86_400),
+            permanent_after: Some(4),
+            group_v4: 24,
+            group_v6: 64,
+            forget_offences_after: Duration::from_secs(2 * 86_400),
+        }
+    );
+    assert_eq!(st.firewall.backend, Backend::Ipset);
+    assert_eq!(st.firewall.table, "ps_test");
+    assert!(!st.firewall.fast_path);
+    assert!(!st.protect.enabled);
+    assert_eq!(st.protect.resolv_conf, PathBuf::from("/tmp/resolv"));
+    assert_eq!(st.protect.extra, ["198.18.0.0/24".parse().unwrap()]);
+    assert_eq!(st.state_file, PathBuf::from("/tmp/state.json"));
+    assert_eq!(st.control_socket, PathBuf::from("/tmp/ps.sock"));
+    assert_eq!(
+        st.describe().last().unwrap(),
+        "bans: 5m first, x3 per repeat offence up to 1day, permanent from offence 4, \
+         state file /tmp/state.json"
+    );
+    // permanent_after = 0 means never.
+    let st = ok(&with_toml(conf(BASE), "[bans]\npermanent_after = 0\n"));
+    assert_eq!(st.ban_policy.permanent_after, None);
+}
+
+#[test]
+fn native_settings_alone_for_the_client_commands() {
+    let toml = TomlSource {
+        file: FileText::text(TOML, "[control]\nsocket = \"/tmp/c.sock\"\n"),
+        explicit: true,
+    };
+    let n = validate::native_settings(&toml).unwrap();
+    assert_eq!(n.control_socket, PathBuf::from("/tmp/c.sock"));
+    assert_eq!(n.source, TOML);
+    assert_eq!(n.ban_policy, BanPolicy::default());
+}
+
+// ---- errors, each with its file:line --------------------------------------------------
+
+#[test]
+fn legacy_config_errors_with_file_and_line() {
+    assert_eq!(
+        err(&conf(&format!(
+            "{BASE}BLOCK_TCP=\"7\"\nSCAN_TRIGGER=\"70000\"\nKILL_ROUTE=route\n"
+        ))),
+        format!(
+            "{CONF}:4: BLOCK_TCP=\"7\": must be 0 (log only), 1 (block) or 2 (run \
+             KILL_RUN_CMD only)\n{CONF}:5: SCAN_TRIGGER=\"70000\": must be a whole number from 0 \
+             to 10000\n{CONF}:6: the value of KILL_ROUTE must be in double quotes, as in \
+             KILL_ROUTE=\"value\" (PortSentry 1.2 skipped this line)"
+        )
+    );
+}
+
+#[test]
+fn unreadable_legacy_config() {
+    let mut s = conf(BASE);
+    s.config = Some(unreadable(CONF));
+    assert_eq!(
+        err(&s),
+        format!("cannot read config file {CONF}: Permission denied (os error 13)")
+    );
+    // -c naming a file that is not there.
+    s.config = Some(FileText {
+        path: "/nonexistent/portsentry.conf".into(),
+        content: Content::Unreadable(io::Error::from_raw_os_error(libc::ENOENT)),
+    });
+    assert_eq!(
+        err(&s),
+        "cannot read config file /nonexistent/portsentry.conf: No such file or directory \
+         (os error 2)"
+    );
+}
+
+#[test]
+fn debian_file_errors_with_file_and_line() {
+    assert_eq!(
+        err(&with_debian(
+            conf(BASE),
+            "# ok\nTCP_MODE=\"xtcp\"\nUDP_MODE = \"udp\"\n"
+        )),
+        format!(
+            "{DEBIAN}:2: TCP_MODE=\"xtcp\" is not a mode (expected tcp, stcp or atcp)\n\
+             {DEBIAN}:3: spaces around `=`: a shell runs this as a command instead of \
+             setting UDP_MODE; write UDP_MODE=\"value\""
+        )
+    );
+    let mut s = conf(BASE);
+    s.debian_defaults = Some(unreadable(DEBIAN));
+    assert_eq!(
+        err(&s),
+        format!("cannot read {DEBIAN}: Permission denied (os error 13)")
+    );
+}
+
+#[test]
+fn toml_errors_with_line_and_column() {
+    let e = err(&with_toml(
+        conf(BASE),
+        "[bans]\ntime = \"1h\"\nbantime = \"2h\"\n",
+    ));
+    assert!(e.starts_with(&format!("{TOML}:3:1: ")), "{e}");
+    assert!(e.contains("bantime"), "{e}");
+    let e = err(&with_toml(conf(BASE), "[bans]\ntime = \"an hour\"\n"));
+    assert!(e.starts_with(&format!("{TOML}:2:8: ")), "{e}");
+    assert_eq!(
+        err(&with_toml(
+            conf(BASE),
+            "[bans]\ntime = \"2h\"\nmax_time = \"1h\"\n"
+        )),
+        format!("{TOML}: bans.max_time must be at least bans.time")
+    );
+    let mut s = conf(BASE);
+    s.toml.file = unreadable(TOML);
+    assert_eq!(
+        err(&s),
+        format!("cannot read {TOML}: Permission denied (os error 13)")
+    );
+}
+
+#[test]
+fn missing_settings_file_named_by_flag() {
+    let mut s = conf(BASE);
+    s.toml = TomlSource {
+        file: FileText::absent("/srv/ps.toml"),
+        explicit: true,
+    };
+    assert_eq!(err(&s), "settings file /srv/ps.toml does not exist");
+}
+
+#[test]
+fn first_problem_wins_in_a_fixed_order() {
+    // Legacy config, then Debian's file, then portsentry.toml, then port lists, then
+    // the ignore file.
+    let mut s = with_toml(
+        with_debian(
+            conf("BLOCK_TCP=\"9\"\n"),
+            "TCP_MODE=\"stcp\"\nUDP_MODE=\"bad\"\n",
+        ),
+        "nonsense",
+    );
+    s.ignore_files = vec![FileText::text(IGNORE, "bad\n")];
+    assert!(err(&s).starts_with(&format!("{CONF}:1:")), "{}", err(&s));
+    s.config = Some(FileText::text(
+        CONF,
+        "IGNORE_FILE=\"/etc/portsentry/portsentry.ignore\"\n",
+    ));
+    assert!(err(&s).starts_with(&format!("{DEBIAN}:2:")), "{}", err(&s));
+    s.debian_defaults = Some(FileText::text(DEBIAN, "TCP_MODE=\"stcp\"\n"));
+    assert!(err(&s).starts_with(&format!("{TOML}:1:")), "{}", err(&s));
+    s.toml.file = FileText::absent(TOML);
+    assert_eq!(err(&s), format!("{CONF}: TCP_PORTS is required for -stcp"));
+    s.debian_defaults = None;
+    assert!(
+        err(&s).starts_with(&format!("IGNORE_FILE {IGNORE}: {IGNORE}:1:")),
+        "{}",
+        err(&s)
+    );
+}
