@@ -107,8 +107,10 @@ pub struct EngineStats {
 enum Status {
     /// Counting grace hits, or triggered with no response run yet.
     Watching,
-    /// A response is running.
-    Pending,
+    /// A response is running, asked for at `since`.
+    Pending {
+        since: Millis,
+    },
     Blocked {
         until: Option<Millis>,
     },
@@ -216,7 +218,7 @@ fn deadline(s: &SourceState, forget_after: Duration, damping: Duration) -> Optio
 /// ban holds; else after its ban and `forget_after` of quiet.
 fn drop_at(s: &SourceState, forget_after: Duration) -> Option<Millis> {
     match s.status {
-        Status::Pending | Status::Blocked { until: None } => None,
+        Status::Pending { .. } | Status::Blocked { until: None } => None,
         Status::Blocked { until: Some(until) } => Some(until.max(s.last_hit + forget_after)),
         _ => Some(s.last_hit + forget_after),
     }
@@ -302,7 +304,7 @@ impl Engine {
         // A response is running, was not needed, or failed too recently to retry:
         // the hit is only reported (damped).
         let holding = match state.status {
-            Status::Pending | Status::Reported => true,
+            Status::Pending { .. } | Status::Reported => true,
             Status::Failed { at } => now.since(at) < config.retry_after_failure,
             Status::Watching | Status::Blocked { .. } => false,
         };
@@ -340,7 +342,7 @@ impl Engine {
         // Triggered: the alert line is always written for the hit that acts, and it
         // restarts the damping period for later hits of this source.
         let suppressed = state.damper.restart(now);
-        state.status = Status::Pending;
+        state.status = Status::Pending { since: now };
         self.stats.alerts += 1;
         self.stats.responses += 1;
         self.actions.push_back(Action::Alert { probe, suppressed });
@@ -363,9 +365,17 @@ impl Engine {
                 self.actions.push_back(Action::Suppressed { probe, count });
             }
             state.damper.last_emitted = None;
+            // The ban was made between the request and now; counting its length from
+            // the request ends the engine's "blocked" no later than the kernel's ban,
+            // so a probe that gets through after the kernel lifted it is judged anew
+            // (a repeat offence), never ignored as "already blocked".
+            let banned_at = match state.status {
+                Status::Pending { since } => since,
+                _ => now,
+            };
             state.status = match outcome {
                 Outcome::Blocked { length } => Status::Blocked {
-                    until: length.map(|d| now + d),
+                    until: length.map(|d| banned_at + d),
                 },
                 Outcome::Reported => Status::Reported,
                 Outcome::Failed => Status::Failed { at: now },
@@ -716,6 +726,35 @@ mod tests {
         blocked.handle_timeout(Millis(10_000_000));
         assert!(blocked.is_blocked(v4(3), Proto::Tcp));
         assert_eq!(blocked.poll_timeout(), None);
+    }
+
+    /// Regression (found by system_kernel's escalation test when the outcome began to
+    /// carry the ban's length): an outcome that reaches the engine late must not make
+    /// the engine think the source is blocked after the kernel's ban has ended, or the
+    /// repeat offence is ignored as "already blocked" and never escalated.
+    #[test]
+    fn a_late_outcome_does_not_outlast_the_kernel_ban() {
+        let mut e = engine(0);
+        e.handle_probe(Millis(1_000), syn(v4(2), 1));
+        drain(&mut e);
+        let length = Duration::from_secs(3);
+        // The reporter banned at once; the outcome came back 200 ms later.
+        e.handle_outcome(
+            Millis(1_200),
+            v4(2),
+            Proto::Tcp,
+            Outcome::Blocked {
+                length: Some(length),
+            },
+        );
+        // The kernel lifted the ban at 4.0 s; a probe at 4.1 s is a repeat offence.
+        e.handle_probe(Millis(4_100), syn(v4(2), 2));
+        assert!(
+            drain(&mut e)
+                .iter()
+                .any(|a| matches!(a, Action::Respond { .. })),
+            "a probe after the ban ended must be judged anew"
+        );
     }
 
     #[test]

@@ -323,27 +323,33 @@ pub fn in_use_ignored(proto: Proto, port: u16) -> String {
     )
 }
 
+/// What the capture loop counted, for the summary logged at stop.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CaptureCounts {
+    pub parse: portsentry_engine::wire::ParseStats,
+    pub in_use_skipped: u64,
+    pub usage_errors: u64,
+    pub dropped_actions: u64,
+    pub kernel_losses: u64,
+}
+
 /// The summary logged at stop.
-pub fn statistics(
-    engine: &portsentry_engine::engine::EngineStats,
-    source: &crate::daemon::source::SourceStats,
-    dropped_actions: u64,
-    kernel_losses: u64,
-) -> String {
-    let (e, s) = (engine, source);
+pub fn statistics(e: &portsentry_engine::engine::EngineStats, c: &CaptureCounts) -> String {
     format!(
-        "adminalert: statistics: {} probes judged, {} alerts, {} responses, {} from ignored or protected hosts, {} to ports in use skipped, {} socket-table errors, {} log lines damped, {dropped_actions} actions dropped, {kernel_losses} packets lost by the kernel queue; packets: {} parsed, {} truncated, {} fragments, {} malformed",
+        "adminalert: statistics: {} probes judged, {} alerts, {} responses, {} from ignored or protected hosts, {} to ports in use skipped, {} socket-table errors, {} log lines damped, {} actions dropped, {} packets lost by the kernel queue; packets: {} parsed, {} truncated, {} fragments, {} malformed",
         e.probes,
         e.alerts,
         e.responses,
         e.ignored,
-        s.in_use_skipped,
-        s.usage_errors,
+        c.in_use_skipped,
+        c.usage_errors,
         e.suppressed_lines,
-        s.parse.parsed,
-        s.parse.truncated,
-        s.parse.fragments,
-        s.parse.malformed,
+        c.dropped_actions,
+        c.kernel_losses,
+        c.parse.parsed,
+        c.parse.truncated,
+        c.parse.fragments,
+        c.parse.malformed,
     )
 }
 

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::settings::defaults;
+use crate::defaults;
 
-/// Default locations, as Debian's package installs them (see `settings::defaults`).
+/// Default locations, as Debian's package installs them (see `defaults`).
 pub const DEFAULT_CONFIG: &str = defaults::CONFIG_FILE;
 pub const DEFAULT_DEBIAN_DEFAULTS: &str = defaults::DEBIAN_DEFAULTS_FILE;
 pub const DEFAULT_SYSLOG_SOCKET: &str = defaults::SYSLOG_SOCKET;

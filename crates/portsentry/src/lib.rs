@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod defaults;
 pub mod logger;
 pub mod notify;
 pub mod protect;

@@ -24,7 +24,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use portsentry_kernel::rtnl;
 
 /// Where the system's resolvers are configured.
-pub const DEFAULT_RESOLV_CONF: &str = crate::settings::defaults::RESOLV_CONF;
+pub const DEFAULT_RESOLV_CONF: &str = crate::defaults::RESOLV_CONF;
 
 /// What [`gather`] reads besides the kernel's addresses and routes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,7 +37,7 @@ pub const VERSION: u64 = 1;
 
 /// Where the daemon keeps its state unless configured otherwise.
 pub fn default_path() -> &'static Path {
-    Path::new(crate::settings::defaults::STATE_FILE)
+    Path::new(crate::defaults::STATE_FILE)
 }
 
 /// A failed save or load, with the file it concerns.

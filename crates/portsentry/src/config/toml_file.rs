@@ -2,7 +2,7 @@
 //! fast path, ban lifecycle, protected set, state file), beside the unchanged legacy
 //! `portsentry.conf`. Every key is optional and has the default documented here; an
 //! unknown key or a bad value is an error with file:line, never ignored. The default
-//! values themselves live in `settings::defaults` and, for `[bans]`, in the engine's
+//! values themselves live in `defaults` and, for `[bans]`, in the engine's
 //! `BanPolicy::default`.
 
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use anyhow::{Context, Result, anyhow};
 use portsentry_engine::bans::BanPolicy;
 use serde::Deserialize;
 
-use crate::settings::defaults;
+use crate::defaults;
 
 /// Default location; read when it exists and no `--settings` is given.
 pub const DEFAULT_SETTINGS_FILE: &str = defaults::SETTINGS_FILE;

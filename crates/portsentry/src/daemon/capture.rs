@@ -223,11 +223,14 @@ impl<'a> Capture<'a> {
     }
 
     fn log_stats(&self) {
-        self.log.log(&alerts::statistics(
-            &self.engine.stats(),
-            &self.stats,
-            self.dropped_actions,
-            self.source.kernel_losses(),
-        ));
+        let counts = alerts::CaptureCounts {
+            parse: self.stats.parse,
+            in_use_skipped: self.stats.in_use_skipped,
+            usage_errors: self.stats.usage_errors,
+            dropped_actions: self.dropped_actions,
+            kernel_losses: self.source.kernel_losses(),
+        };
+        self.log
+            .log(&alerts::statistics(&self.engine.stats(), &counts));
     }
 }

@@ -8,7 +8,6 @@
 //! function, turns it into the fully derived [`Settings`]. Every built-in value is in
 //! [`defaults`]. Nothing outside `settings` and `config` sees the raw TOML.
 
-pub mod defaults;
 pub mod sources;
 pub mod validate;
 

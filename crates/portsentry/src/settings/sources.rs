@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 
 use portsentry_engine::Proto;
 
-use super::defaults;
 use crate::cli::Cli;
 use crate::config::{self, ModeKind};
+use crate::defaults;
 
 /// What reading a file gave.
 #[derive(Debug)]

@@ -17,10 +17,15 @@ use portsentry_engine::engine::EngineConfig;
 use portsentry_engine::ignore::IgnoreSet;
 use portsentry_engine::ports::Watch;
 
-use super::defaults;
 use super::sources::{Content, FileText, Flags, Sources, TomlSource};
 use super::{ModeSettings, NativeSettings, ResponsePlan, Settings};
 use crate::config::{self, BlockMode, LegacyConfig, ModeKind, TomlSettings};
+use crate::defaults;
+
+/// Without a mode flag or a Debian mode file: advanced stealth TCP and UDP, which watch
+/// every unused port below 1024 and need no port list.
+const DEFAULT_TCP_MODE: ModeKind = ModeKind::Advanced;
+const DEFAULT_UDP_MODE: ModeKind = ModeKind::Advanced;
 
 /// Where the legacy values came from, for the startup log and the messages.
 const EMBEDDED_SOURCE: &str = "built-in defaults (no config file)";
@@ -183,9 +188,9 @@ fn select_modes(
 ) -> Result<(Option<ModeKind>, Option<ModeKind>)> {
     let (tcp, udp) = match debian {
         _ if flags.has_mode() => (flags.tcp, flags.udp),
-        None => (Some(defaults::TCP_MODE), Some(defaults::UDP_MODE)),
+        None => (Some(DEFAULT_TCP_MODE), Some(DEFAULT_UDP_MODE)),
         Some(file) => match &file.content {
-            Content::Absent(_) => (Some(defaults::TCP_MODE), Some(defaults::UDP_MODE)),
+            Content::Absent(_) => (Some(DEFAULT_TCP_MODE), Some(DEFAULT_UDP_MODE)),
             Content::Unreadable(e) => {
                 return Err(copy(e))
                     .with_context(|| format!("cannot read {}", file.path.display()));
@@ -200,7 +205,7 @@ fn select_modes(
                     ));
                     (d.tcp_mode, d.udp_mode)
                 } else {
-                    (Some(defaults::TCP_MODE), Some(defaults::UDP_MODE))
+                    (Some(DEFAULT_TCP_MODE), Some(DEFAULT_UDP_MODE))
                 }
             }
         },

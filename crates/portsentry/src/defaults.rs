@@ -1,4 +1,6 @@
-//! Every built-in value of the settings, in one place, each with its reason. The TOML
+//! Every built-in value of the settings, in one place, each with its reason (below
+//! `config` and `settings`, which both read it; the default modes, which are `config`
+//! values, sit in `settings::validate`). The TOML
 //! defaults (`config::toml_file`), the embedded quick-start config, the command-line
 //! defaults and the protected set all take their values from here; the ban policy's
 //! numbers are [`BanPolicy::default`](portsentry_engine::bans::BanPolicy), documented
@@ -9,8 +11,6 @@
 use std::path::Path;
 
 use portsentry_engine::ports::PortSet;
-
-use crate::config::ModeKind;
 
 /// The legacy config read when no `-c` is given and the file exists: where Debian's
 /// package installs it (and 2.x's compile-time `CONFIG_FILE`).
@@ -36,11 +36,6 @@ pub const IGNORE_STATIC_SUFFIX: &str = ".static";
 /// 1.2's compile-time `WRAPPER_HOSTS_DENY`, where KILL_HOSTS_DENY lines go unless
 /// HOSTS_DENY_FILE or `--hosts-deny` says otherwise.
 pub const HOSTS_DENY_FILE: &str = crate::config::WRAPPER_HOSTS_DENY;
-
-/// Without a mode flag or a Debian mode file: advanced stealth TCP and UDP, which watch
-/// every unused port below 1024 and need no port list.
-pub const TCP_MODE: ModeKind = ModeKind::Advanced;
-pub const UDP_MODE: ModeKind = ModeKind::Advanced;
 
 /// Ports the embedded defaults never alarm on in `-atcp`, as the upstream and Debian
 /// configs ship: ident (113, answered by many hosts' outgoing mail) and NetBIOS (139).
