@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use wait_timeout::ChildExt;
 
-use super::netns::Netns;
+use super::Netns;
 use super::{kill_group, wait_until};
 
 /// A PortSentry 1.2 `portsentry.conf` plus the files it points at, all in a temp

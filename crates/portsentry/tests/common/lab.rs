@@ -12,7 +12,7 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use super::netns::Netns;
+use super::Netns;
 
 const SLOTS: u32 = 512;
 
@@ -145,32 +145,14 @@ impl LabBuilder {
             port += 1;
             // Created inside the switch namespace with the other end moved straight
             // into the host's namespace: nothing is ever made in the root namespace.
-            switch.ip(&[
-                "link",
-                "add",
-                &p,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                host.ns.name(),
-            ]);
+            switch.veth(&p, &host.ns, "eth0");
             switch.ip(&["link", "set", &p, "master", "br0"]);
             switch.ip(&["link", "set", &p, "up"]);
             host.ns.sysctl("net.ipv6.conf.all.accept_ra=0");
             host.ns.sysctl("net.ipv6.conf.default.accept_ra=0");
-            host.ns
-                .ip(&["addr", "add", &format!("{}/24", host.v4), "dev", "eth0"]);
-            host.ns.ip(&[
-                "addr",
-                "add",
-                &format!("{}/112", host.v6),
-                "dev",
-                "eth0",
-                "nodad",
-            ]);
+            // Both asserted to lie in the test ranges before they are added.
+            host.ns.add_addr("eth0", &format!("{}/24", host.v4));
+            host.ns.add_addr("eth0", &format!("{}/112", host.v6));
             host.ns.ip(&["link", "set", "eth0", "up"]);
             host
         };
