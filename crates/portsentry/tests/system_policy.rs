@@ -15,118 +15,12 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::checks::{self, BlockExpect, QUIET, REACT, alert_prefix, hping_syn, nmap};
-use common::kernel;
-use common::{Conf, Daemon, HistoryLine, Host, Lab, Netns, TcpServer, UdpServer, can_connect, net};
+use common::{
+    Conf, Daemon, HistoryLine, Host, Lab, Netns, OPEN, Path, TcpServer, UdpServer, both_paths,
+    can_connect, net,
+};
 
-const OPEN: u16 = 8080;
 const SYN: &str = "TCP SYN/Normal scan";
-
-/// Which probe source the daemon runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Path {
-    /// Our nftables table: traps, NFLOG, bans in the kernel set.
-    Nft,
-    /// The packet-socket sensor; bans only through the KILL_* commands.
-    Packet,
-}
-
-impl Path {
-    /// `conf` set up for this path. nftables is asked for explicitly, so a host where
-    /// it does not work fails the `_nft` tests instead of quietly testing the other path.
-    fn conf(self, conf: Conf) -> Conf {
-        match self {
-            Path::Nft => conf.toml("[firewall]\nbackend = \"nftables\""),
-            Path::Packet => conf.packet_socket_only(),
-        }
-    }
-
-    /// Starts the daemon with advanced TCP and UDP modes and checks that it really runs
-    /// on this path: its start lines, and whether our table exists in the namespace.
-    fn start(self, def: &Host, conf: &Conf) -> Daemon {
-        let mut d = Daemon::start(&def.ns, conf, &["-atcp", "-audp"]);
-        d.wait_ready();
-        let trapped = d.has_line("ports trapped in the kernel");
-        let table = kernel::table_exists(&def.ns);
-        match self {
-            Path::Nft => d.check(
-                trapped && table,
-                format!("not on the nftables path (trap line: {trapped}, table: {table})"),
-            ),
-            Path::Packet => d.check(
-                !trapped && !table && d.has_line("adminalert: Advanced mode will monitor first"),
-                format!("not on the packet-socket path (trap line: {trapped}, table: {table})"),
-            ),
-        }
-        d
-    }
-
-    /// What this path adds to the legacy effects of a block: on nftables the exact ban
-    /// line (once) and `ip` in the kernel's ban set; on the packet socket neither.
-    fn check_banned(self, d: &Daemon, def: &Host, ip: IpAddr) {
-        let line = kernel::ban_line(ip, "1h", 1);
-        match self {
-            Path::Nft => {
-                d.check(d.wait_for_line(&line, REACT), format!("no line {line:?}"));
-                let n = d
-                    .lines_with(&format!("attackalert: Host {ip} has been banned"))
-                    .len();
-                d.check(n == 1, format!("{n} kernel ban lines for {ip}, expected 1"));
-                d.check(
-                    kernel::wait_banned(&def.ns, ip, REACT).is_some(),
-                    format!(
-                        "{ip} not in the kernel ban set:\n{}",
-                        kernel::set_text(&def.ns, kernel::ban_set(ip.is_ipv6()))
-                    ),
-                );
-            }
-            Path::Packet => self.check_not_banned(d, def, ip),
-        }
-    }
-
-    /// No kernel ban of `ip`: no ban line, not in the set (on nftables).
-    fn check_not_banned(self, d: &Daemon, def: &Host, ip: IpAddr) {
-        let lines: Vec<String> = d
-            .lines_with("has been banned in the kernel")
-            .into_iter()
-            .filter(|l| checks::mentions(l, &ip.to_string()))
-            .collect();
-        d.check(
-            lines.is_empty(),
-            format!("kernel ban lines for {ip}: {lines:?}"),
-        );
-        match self {
-            Path::Nft => d.check(
-                kernel::ban_of(&def.ns, ip).is_none(),
-                format!(
-                    "{ip} is in the kernel ban set:\n{}",
-                    kernel::set_text(&def.ns, kernel::ban_set(ip.is_ipv6()))
-                ),
-            ),
-            Path::Packet => d.check(
-                !kernel::table_exists(&def.ns),
-                "the packet-socket path created an nftables table",
-            ),
-        }
-    }
-}
-
-/// `#[test] fn $nft` and `#[test] fn $packet` running `$body(test name, path)`, with
-/// optional attributes (such as `#[ignore]`) for each.
-macro_rules! both_paths {
-    ($body:ident: $(#[$na:meta])* $nft:ident, $(#[$pa:meta])* $packet:ident) => {
-        #[test]
-        $(#[$na])*
-        fn $nft() {
-            $body(stringify!($nft), Path::Nft);
-        }
-
-        #[test]
-        $(#[$pa])*
-        fn $packet() {
-            $body(stringify!($packet), Path::Packet);
-        }
-    };
-}
 
 /// Benign traffic: 200 connections to an open service on a watched port, and the
 /// defender's own outgoing TCP and UDP from low source ports with the replies
@@ -236,7 +130,7 @@ fn benign_traffic_is_not_flagged(test: &str, path: Path) {
 }
 
 both_paths!(
-    benign_traffic_is_not_flagged:
+    benign_traffic_is_not_flagged =>
     benign_traffic_is_not_flagged_nft,
     benign_traffic_is_not_flagged_packet
 );
@@ -312,7 +206,7 @@ fn benign_udp_reply_to_closed_socket_not_flagged(test: &str, path: Path) {
 }
 
 both_paths!(
-    benign_udp_reply_to_closed_socket_not_flagged:
+    benign_udp_reply_to_closed_socket_not_flagged =>
     benign_udp_reply_to_closed_socket_not_flagged_nft,
     benign_udp_reply_to_closed_socket_not_flagged_packet
 );
@@ -353,7 +247,7 @@ fn benign_udp_late_reply_after_close_not_flagged(test: &str, path: Path) {
 }
 
 both_paths!(
-    benign_udp_late_reply_after_close_not_flagged:
+    benign_udp_late_reply_after_close_not_flagged =>
     benign_udp_late_reply_after_close_not_flagged_nft,
     benign_udp_late_reply_after_close_not_flagged_packet
 );
@@ -494,7 +388,7 @@ fn ignored_sources_are_logged_not_blocked(test: &str, path: Path) {
 }
 
 both_paths!(
-    ignored_sources_are_logged_not_blocked:
+    ignored_sources_are_logged_not_blocked =>
     ignored_sources_are_logged_not_blocked_nft,
     ignored_sources_are_logged_not_blocked_packet
 );
@@ -517,12 +411,12 @@ fn scan_trigger_two_v6_nmap(test: &str, path: Path) {
 }
 
 both_paths!(
-    scan_trigger_two_v4_hping3:
+    scan_trigger_two_v4_hping3 =>
     scan_trigger_two_v4_hping3_nft,
     scan_trigger_two_v4_hping3_packet
 );
 both_paths!(
-    scan_trigger_two_v6_nmap:
+    scan_trigger_two_v6_nmap =>
     scan_trigger_two_v6_nmap_nft,
     scan_trigger_two_v6_nmap_packet
 );
@@ -591,14 +485,10 @@ fn scan_trigger_two(v6: bool, path: Path) {
 /// holds regardless (and the host is recorded as blocked); on the packet socket
 /// nothing blocked the host, so it is not recorded and can still connect.
 fn failing_kill_route_and_history_kept_across_restart(test: &str, path: Path) {
-    if !common::scan_test_or_skip(test) {
+    let Some(lab) = common::lab_or_skip(test, common::SCAN_TOOLS, &["first", "second"]) else {
         return;
-    }
-    let lab = Lab::builder().peer("first").peer("second").build();
-    let def = &lab.defender;
-    let first = lab.peer("first");
-    let second = lab.peer("second");
-    let _srv = TcpServer::start(&def.ns, OPEN);
+    };
+    let (def, first, second) = (&lab.defender, lab.peer("first"), lab.peer("second"));
 
     let old =
         "942286729 - 11/10/1999 20:18:49 Host: 198.19.255.77/198.19.255.77 Port: 111 TCP Blocked";
@@ -725,7 +615,7 @@ fn failing_kill_route_and_history_kept_across_restart(test: &str, path: Path) {
 }
 
 both_paths!(
-    failing_kill_route_and_history_kept_across_restart:
+    failing_kill_route_and_history_kept_across_restart =>
     failing_kill_route_and_history_kept_across_restart_nft,
     failing_kill_route_and_history_kept_across_restart_packet
 );

@@ -68,6 +68,13 @@ impl Conf {
         }
     }
 
+    /// The default conf without KILL_ROUTE and KILL_HOSTS_DENY: only the daemon's own
+    /// ban (in the kernel) blocks, so a DROP rule left by `block.sh` cannot hide a ban
+    /// that was lost, lifted or never made.
+    pub fn bans_only() -> Conf {
+        Conf::new().unset("KILL_ROUTE").unset("KILL_HOSTS_DENY")
+    }
+
     /// Appends raw portsentry.toml text (e.g. "[bans]\ntime = \"5s\"\n").
     pub fn toml(mut self, text: &str) -> Self {
         self.toml.push_str(text);
@@ -210,6 +217,13 @@ impl Daemon {
         args.push("--settings".into());
         args.push(conf.settings_path().display().to_string());
         Self::start_args(ns, &args)
+    }
+
+    /// [`Daemon::start`], then [`Daemon::wait_ready`].
+    pub fn ready(ns: &Netns, conf: &Conf, modes: &[&str]) -> Daemon {
+        let mut d = Daemon::start(ns, conf, modes);
+        d.wait_ready();
+        d
     }
 
     /// Starts the daemon in `ns` with exactly these arguments.

@@ -18,15 +18,18 @@ pub mod daemon;
 pub mod kernel;
 pub mod lab;
 pub mod net;
+pub mod probe;
 
 use std::time::{Duration, Instant};
 
 pub use daemon::{Conf, Daemon, HistoryLine};
-pub use lab::{Host, Lab};
+pub use lab::{Host, Lab, OPEN};
 pub use net::{TcpServer, UdpServer, can_connect};
 pub use portsentry_kernel::testns::{
     NamedNetns as Netns, Output, Proc, kill_group, kill_pid, loud, run_argv, run_timeout,
 };
+pub use probe::Path;
+pub(crate) use probe::both_paths;
 
 /// Tools that every system test needs besides the ones it names itself.
 const BASE_TOOLS: &[&str] = &["ip"];
@@ -59,9 +62,26 @@ pub fn root_or_skip(test: &str, tools: &[&str]) -> bool {
     true
 }
 
-/// `root_or_skip` for the usual scanning test: ip, nmap, iptables, ip6tables.
+/// The tools of the usual scanning test (besides `ip`).
+pub const SCAN_TOOLS: &[&str] = &["nmap", "iptables", "ip6tables", "nc"];
+
+/// `root_or_skip` for the usual scanning test: ip, nmap, iptables, ip6tables, nc.
 pub fn scan_test_or_skip(test: &str) -> bool {
-    root_or_skip(test, &["nmap", "iptables", "ip6tables", "nc"])
+    root_or_skip(test, SCAN_TOOLS)
+}
+
+/// The set-up most scenarios share: `None` after a loud skip unless the test may run
+/// ([`root_or_skip`] with `tools`), else a lab of the defender and `peers` (by role)
+/// whose defender serves TCP on [`OPEN`].
+pub fn lab_or_skip(test: &str, tools: &[&str], peers: &[&str]) -> Option<Lab> {
+    if !root_or_skip(test, tools) {
+        return None;
+    }
+    let lab = peers
+        .iter()
+        .fold(Lab::builder(), |b, role| b.peer(role))
+        .open_service();
+    Some(lab.build())
 }
 
 /// True if `name` is an executable in PATH (or an absolute path that exists).
