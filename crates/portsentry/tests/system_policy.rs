@@ -27,21 +27,14 @@ const SYN: &str = "TCP SYN/Normal scan";
 /// coming back, raise no alert and no ban. A scan at the end proves the daemon was
 /// watching all along.
 fn benign_traffic_is_not_flagged(test: &str, path: Path) {
-    if !common::scan_test_or_skip(test) {
+    let peers = ["client", "server", "attacker"];
+    let Some(lab) = common::lab_or_skip(test, common::SCAN_TOOLS, &peers) else {
         return;
-    }
-    let lab = Lab::builder()
-        .peer("client")
-        .peer("server")
-        .peer("attacker")
-        .build();
+    };
     let def = &lab.defender;
-    let client = lab.peer("client");
-    let server = lab.peer("server");
-    let atk = lab.peer("attacker");
+    let (client, server, atk) = (lab.peer("client"), lab.peer("server"), lab.peer("attacker"));
     // Port 80 is below ADVANCED_PORTS_TCP, but it has a listener: not a trap.
     let web = TcpServer::start(&def.ns, 80);
-    let _open = TcpServer::start(&def.ns, OPEN);
     let _peer_web = TcpServer::start(&server.ns, 80);
     let _peer_dns = UdpServer::start(&server.ns, 53);
     // A UDP service on a watched port, running before the daemon starts.
@@ -171,13 +164,10 @@ fn udp_from_port(
 /// socket in the kernel as the packet arrives, while it is still open). A datagram
 /// from another source port of the same peer is still a probe.
 fn benign_udp_reply_to_closed_socket_not_flagged(test: &str, path: Path) {
-    if !common::scan_test_or_skip(test) {
+    let Some(lab) = common::lab_or_skip(test, common::SCAN_TOOLS, &["server"]) else {
         return;
-    }
-    let lab = Lab::builder().peer("server").build();
-    let def = &lab.defender;
-    let server = lab.peer("server");
-    let _open = TcpServer::start(&def.ns, OPEN);
+    };
+    let (def, server) = (&lab.defender, lab.peer("server"));
     let _peer_dns = UdpServer::start(&server.ns, 53);
     let conf = path.conf(Conf::new());
     let d = path.start(def, &conf);
@@ -217,13 +207,10 @@ both_paths!(
 /// within seconds, not a probe. A datagram from another source port of the same
 /// peer is still a probe.
 fn benign_udp_late_reply_after_close_not_flagged(test: &str, path: Path) {
-    if !common::scan_test_or_skip(test) {
+    let Some(lab) = common::lab_or_skip(test, common::SCAN_TOOLS, &["server"]) else {
         return;
-    }
-    let lab = Lab::builder().peer("server").build();
-    let def = &lab.defender;
-    let server = lab.peer("server");
-    let _open = TcpServer::start(&def.ns, OPEN);
+    };
+    let (def, server) = (&lab.defender, lab.peer("server"));
     let conf = path.conf(Conf::new());
     let d = path.start(def, &conf);
     for (v6, lport) in [(false, 702u16), (true, 703u16)] {
@@ -314,12 +301,10 @@ fn ignored_sources_are_logged_not_blocked(test: &str, path: Path) {
         .peer_at("single", 5)
         .peer_at("cidr", 130)
         .peer_at("attacker", 6)
+        .open_service()
         .build();
     let def = &lab.defender;
-    let single = lab.peer("single");
-    let cidr = lab.peer("cidr");
-    let atk = lab.peer("attacker");
-    let _srv = TcpServer::start(&def.ns, OPEN);
+    let (single, cidr, atk) = (lab.peer("single"), lab.peer("cidr"), lab.peer("attacker"));
     let conf = path
         .conf(Conf::new())
         .ignore(&single.v4.to_string())
@@ -422,10 +407,8 @@ both_paths!(
 );
 
 fn scan_trigger_two(v6: bool, path: Path) {
-    let lab = Lab::builder().peer("attacker").build();
-    let def = &lab.defender;
-    let atk = lab.peer("attacker");
-    let _srv = TcpServer::start(&def.ns, OPEN);
+    let lab = Lab::builder().peer("attacker").open_service().build();
+    let (def, atk) = (&lab.defender, lab.peer("attacker"));
     let conf = path.conf(Conf::new()).set("SCAN_TRIGGER", "2");
     let d = path.start(def, &conf);
     if path == Path::Nft {
