@@ -1,6 +1,14 @@
-//! Test support: run a test body inside a private network namespace (test builds only).
+//! Test support: network namespaces for tests (test builds and the `testns` feature).
+//! One harness serves the kernel crate's unit tests and the daemon's system tests:
 //!
-//! Safety invariants (TESTING.md, network safety; every kernel test relies on them):
+//! - [`in_private_netns`]: the test body runs on a thread of its own inside a private,
+//!   unnamed namespace ([`Netns`]), for tests that talk netlink from the test process.
+//! - [`NamedNetns`]: a namespace made with `ip netns add` under a unique name
+//!   (`pst-<pid>-<n>-<role>`), for tests that run programs (the daemon, scanners,
+//!   servers) in several namespaces joined by veth pairs. [`Peer`] is one of them joined
+//!   to a private namespace.
+//!
+//! Safety invariants (TESTING.md, network safety; every test relies on them):
 //!
 //! 1. Firewall, route and link changes happen only in namespaces the test creates.
 //!    [`in_private_netns`] runs the body on a thread of its own that first calls
@@ -17,20 +25,31 @@
 //!    `stat` of `/proc/self/ns/net` must give the namespace's inode. If it does not, the
 //!    exec is refused and the test panics. Every command is bounded in time
 //!    ([`COMMAND_TIMEOUT`]) and killed after it.
-//! 4. A [`Peer`] is a second namespace (`ip netns add`) joined to the test's by a veth
-//!    pair. It gets no other link and no default route, and only addresses from
-//!    198.18.0.0/15 and fd00:5e17::/64 (asserted). It must be neither the test's nor
-//!    the original namespace. It is deleted on drop, also while a test unwinds.
-//! 5. Without root, the test says `*** skipped: needs root (NAME) ***` on the process's
+//! 4. A [`NamedNetns`] is new: right after `ip netns add`, its namespace (the nsfs inode
+//!    of `/run/netns/NAME`) must differ from the test process's, from the creating
+//!    thread's and, when readable, from PID 1's. It gets `lo` up and nothing else: links
+//!    only as veth pairs made inside test namespaces (`ip -n`, so nothing is ever made
+//!    in the root namespace), addresses only from 198.18.0.0/15 and fd00:5e17::/64
+//!    (asserted before they are added), never a default route or an uplink. Dropping
+//!    it, also while a test unwinds, kills the processes left in it (SIGTERM, then
+//!    SIGKILL, in bounded rounds) and deletes it; its veth ends go with it. The first
+//!    one a test process creates deletes the namespaces with our prefix whose creator
+//!    (the pid in the name) is dead, and only those. Its commands run with a time
+//!    limit, after which their whole process group is killed.
+//! 5. A [`Peer`] is a [`NamedNetns`] joined to the test's private namespace by a veth
+//!    pair. A process in it must see a namespace that is neither the test's nor the
+//!    original one (invariant 2). It is deleted on drop.
+//! 6. Without root, the test says `*** skipped: needs root (NAME) ***` on the process's
 //!    real stderr, which libtest does not capture. It never passes silently.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::io::{self, Read, Write};
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{self, Child, Command, ExitStatus, Stdio};
+use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -113,8 +132,8 @@ enum ExecError {
     Spawn(io::Error),
     /// A namespace check failed: nothing ran.
     Refused(String),
+    /// It ran past its time limit (or could not be waited for) and was killed.
     TimedOut,
-    Wait(io::Error),
 }
 
 impl Netns {
@@ -200,80 +219,41 @@ impl Netns {
 
     /// Runs `argv` in this namespace with `input` on stdin, within [`COMMAND_TIMEOUT`].
     /// Never panics: the drop guards use it too.
-    fn exec(&self, argv: &[&str], input: Option<&[u8]>) -> Result<Output, ExecError> {
+    fn exec(&self, argv: &[&str], input: Option<&[u8]>) -> Result<process::Output, ExecError> {
         self.check().map_err(ExecError::Refused)?;
         let mut cmd = Command::new(argv[0]);
-        cmd.args(&argv[1..])
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(&argv[1..]);
         // SAFETY: the hook runs in the child between fork and exec. It only calls
         // stat(2), which is async-signal-safe, into a stack buffer and compares
         // integers. It neither allocates nor takes locks.
         unsafe { cmd.pre_exec(in_netns(self.ours.dev, self.ours.ino)) };
-        let mut child = cmd.spawn().map_err(|e| {
-            if e.raw_os_error() == Some(NOT_IN_NETNS) {
-                ExecError::Refused(format!("{argv:?}: the child is not in the test netns"))
-            } else {
-                ExecError::Spawn(e)
-            }
-        })?;
-        let stdin = child.stdin.take();
-        let mut stdout = child.stdout.take().expect("piped stdout");
-        let mut stderr = child.stderr.take().expect("piped stderr");
-        // Feed and read on threads of their own, so that a full pipe cannot stall the
-        // child past the timeout.
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                if let (Some(mut w), Some(data)) = (stdin, input) {
-                    let _ = w.write_all(data);
-                }
-            });
-            let out = s.spawn(move || {
-                let mut v = Vec::new();
-                let _ = stdout.read_to_end(&mut v);
-                v
-            });
-            let err = s.spawn(move || {
-                let mut v = Vec::new();
-                let _ = stderr.read_to_end(&mut v);
-                v
-            });
-            let status = match child.wait_timeout(COMMAND_TIMEOUT) {
-                Ok(Some(status)) => status,
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(ExecError::TimedOut);
-                }
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(ExecError::Wait(e));
-                }
-            };
-            Ok(Output {
+        match bounded(cmd, input, COMMAND_TIMEOUT) {
+            Ok(Finished {
+                status: Some(status),
+                stdout,
+                stderr,
+            }) => Ok(process::Output {
                 status,
-                stdout: out.join().expect("stdout reader"),
-                stderr: err.join().expect("stderr reader"),
-            })
-        })
+                stdout,
+                stderr,
+            }),
+            Ok(Finished { status: None, .. }) => Err(ExecError::TimedOut),
+            Err(e) if e.raw_os_error() == Some(NOT_IN_NETNS) => Err(ExecError::Refused(format!(
+                "{argv:?}: the child is not in the test netns"
+            ))),
+            Err(e) => Err(ExecError::Spawn(e)),
+        }
     }
 
     /// Runs `argv`: its output, or the error that kept it from starting (a program
     /// that is not installed, for instance). Panics when a namespace check fails or the
     /// command runs past [`COMMAND_TIMEOUT`].
-    pub fn output(&self, argv: &[&str], input: Option<&[u8]>) -> io::Result<Output> {
+    pub fn output(&self, argv: &[&str], input: Option<&[u8]>) -> io::Result<process::Output> {
         match self.exec(argv, input) {
             Ok(out) => Ok(out),
             Err(ExecError::Spawn(e)) => Err(e),
             Err(ExecError::Refused(why)) => panic!("refusing to run {argv:?}: {why}"),
             Err(ExecError::TimedOut) => panic!("{argv:?} timed out after {COMMAND_TIMEOUT:?}"),
-            Err(ExecError::Wait(e)) => panic!("{argv:?}: wait: {e}"),
         }
     }
 
@@ -333,45 +313,530 @@ pub fn in_private_netns(name: &str, body: impl FnOnce(&Netns) + Send + 'static) 
     }
 }
 
+// ---------------------------------------------------------------------------------
+// Commands with a time limit
+// ---------------------------------------------------------------------------------
+
+/// What [`bounded`] got from a child that started.
+struct Finished {
+    /// `None` when the child was killed: past its time limit, or not waitable.
+    status: Option<ExitStatus>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// Runs `cmd` in a process group of its own with `input` on stdin (else /dev/null),
+/// waits at most `timeout`, then kills the whole group. Stdout and stderr are read on
+/// threads of their own, so that a full pipe cannot stall the child past the limit.
+/// The only error is the one that kept the child from starting.
+fn bounded(mut cmd: Command, input: Option<&[u8]>, timeout: Duration) -> io::Result<Finished> {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0);
+    let mut child = cmd.spawn()?;
+    let pid = child.id() as i32;
+    let stdin = child.stdin.take();
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    Ok(std::thread::scope(|s| {
+        s.spawn(move || {
+            if let (Some(mut w), Some(data)) = (stdin, input) {
+                let _ = w.write_all(data);
+            }
+        });
+        let out = s.spawn(move || {
+            let mut v = Vec::new();
+            let _ = stdout.read_to_end(&mut v);
+            v
+        });
+        let err = s.spawn(move || {
+            let mut v = Vec::new();
+            let _ = stderr.read_to_end(&mut v);
+            v
+        });
+        let status = match child.wait_timeout(timeout) {
+            Ok(Some(status)) => Some(status),
+            Ok(None) | Err(_) => {
+                kill_group(pid, libc::SIGKILL);
+                let _ = child.kill();
+                let _ = child.wait();
+                None
+            }
+        };
+        // The group may have left children holding the pipes; make sure they go too.
+        kill_group(pid, libc::SIGKILL);
+        Finished {
+            status,
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        }
+    }))
+}
+
+/// Result of a command run with [`run_timeout`].
+#[derive(Debug)]
+pub struct Output {
+    /// `None` when the command did not start or was killed past its time limit.
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+    pub timed_out: bool,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    pub fn code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+}
+
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "status: {:?}{}",
+            self.status,
+            if self.timed_out {
+                " (timed out, killed)"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(f, "--- stdout ---\n{}", self.stdout.trim_end())?;
+        write!(f, "--- stderr ---\n{}", self.stderr.trim_end())
+    }
+}
+
+/// Runs `cmd` in its own process group with stdin from /dev/null, waits at most
+/// `timeout`, kills the whole group on expiry, and returns its captured output. A
+/// command that cannot start gives status `None` and the reason in `stderr`.
+pub fn run_timeout(cmd: Command, timeout: Duration) -> Output {
+    let desc = format!("{cmd:?}");
+    match bounded(cmd, None, timeout) {
+        Ok(f) => Output {
+            status: f.status,
+            stdout: String::from_utf8_lossy(&f.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&f.stderr).into_owned(),
+            timed_out: f.status.is_none(),
+        },
+        Err(e) => Output {
+            status: None,
+            stdout: String::new(),
+            stderr: format!("spawn failed for {desc}: {e}"),
+            timed_out: false,
+        },
+    }
+}
+
+/// Runs a command given as argv (in the caller's namespace) with a bounded wait.
+pub fn run_argv(argv: &[&str], timeout: Duration) -> Output {
+    let mut cmd = Command::new(argv[0]);
+    cmd.args(&argv[1..]);
+    run_timeout(cmd, timeout)
+}
+
+/// Sends `sig` to the process group `pgid` (ignores errors: it may be gone).
+pub fn kill_group(pgid: i32, sig: i32) {
+    if pgid > 1 {
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory is
+        // involved. pgid > 1 so this is never "every process" (-1) or our own group (0).
+        unsafe {
+            libc::kill(-pgid, sig);
+        }
+    }
+}
+
+/// Sends `sig` to one process (never PID 1 or this process).
+pub fn kill_pid(pid: i32, sig: i32) {
+    if pid > 1 && pid != process::id() as i32 {
+        // SAFETY: plain kill(2) on a positive pid.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Addresses and links
+// ---------------------------------------------------------------------------------
+
+/// The only ranges a test address may come from.
+pub const TEST_NETS: [&str; 2] = ["198.18.0.0/15", "fd00:5e17::/64"];
+
+/// Panics unless `addr` (CIDR or plain address) lies in [`TEST_NETS`].
+pub fn assert_test_addr(addr: &str) {
+    let ip: std::net::IpAddr = match addr.parse::<IpNet>() {
+        Ok(net) => net.addr(),
+        Err(_) => addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}")),
+    };
+    let inside = TEST_NETS
+        .iter()
+        .any(|t| t.parse::<IpNet>().expect("a valid range").contains(&ip));
+    assert!(inside, "{addr} is outside the test ranges {TEST_NETS:?}");
+}
+
+/// `ip [-n NETNS] [-6] addr add ADDR dev DEV [nodad]`, after asserting that ADDR lies
+/// in the test ranges.
+fn addr_add<'s>(netns: Option<&'s str>, addr: &'s str, dev: &'s str) -> Vec<&'s str> {
+    assert_test_addr(addr);
+    let mut argv = vec!["ip"];
+    if let Some(n) = netns {
+        argv.extend(["-n", n]);
+    }
+    let v6 = addr.contains(':');
+    if v6 {
+        argv.push("-6");
+    }
+    argv.extend(["addr", "add", addr, "dev", dev]);
+    if v6 {
+        argv.push("nodad");
+    }
+    argv
+}
+
+/// `ip [-n NETNS] link add LOCAL type veth peer name REMOTE netns REMOTE_NS`: a veth
+/// pair made in `netns` (never the root namespace) whose other end goes straight into
+/// the named namespace `remote_ns`.
+fn veth_add<'s>(
+    netns: Option<&'s str>,
+    local: &'s str,
+    remote: &'s str,
+    remote_ns: &'s str,
+) -> Vec<&'s str> {
+    let mut argv = vec!["ip"];
+    if let Some(n) = netns {
+        argv.extend(["-n", n]);
+    }
+    argv.extend([
+        "link", "add", local, "type", "veth", "peer", "name", remote, "netns", remote_ns,
+    ]);
+    argv
+}
+
+// ---------------------------------------------------------------------------------
+// Named namespaces
+// ---------------------------------------------------------------------------------
+
+/// Prefix of every namespace [`NamedNetns`] creates: `pst-<pid>-<n>-<role>`.
+pub const PREFIX: &str = "pst-";
+
+/// Time limit of the harness's own `ip` commands.
+const IP_TIMEOUT: Duration = Duration::from_secs(10);
+
+static NAMED_SEQ: AtomicU32 = AtomicU32::new(0);
+static REAP: Once = Once::new();
+
+/// A network namespace made with `ip netns add` for a test (invariant 4). `Drop` kills
+/// the processes left in it and deletes it (its veth ends and bridge go with it).
+pub struct NamedNetns {
+    name: String,
+}
+
+impl NamedNetns {
+    /// Creates a uniquely named namespace with `lo` up. `role` is a short label that
+    /// shows up in the name for debugging (e.g. "def", "atk").
+    pub fn new(role: &str) -> NamedNetns {
+        REAP.call_once(reap_stale);
+        let n = NAMED_SEQ.fetch_add(1, Ordering::SeqCst);
+        let role: String = role
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(8)
+            .collect();
+        let name = format!("{PREFIX}{}-{n}-{role}", process::id());
+        let out = run_argv(&["ip", "netns", "add", &name], IP_TIMEOUT);
+        assert!(out.success(), "ip netns add {name} failed:\n{out}");
+        // From here on, a panic deletes it again.
+        let ns = NamedNetns { name };
+        ns.assert_new();
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Panics unless the namespace is neither the test process's, the calling
+    /// thread's nor (when readable) PID 1's.
+    fn assert_new(&self) {
+        let path = CString::new(format!("/run/netns/{}", self.name)).expect("no NUL");
+        let theirs =
+            stat_ns(&path).unwrap_or_else(|e| panic!("stat /run/netns/{}: {e}", self.name));
+        for (what, path) in [
+            ("the test process's", MAIN_NS),
+            ("the creating thread's", THREAD_NS),
+        ] {
+            let other = stat_ns(path).unwrap_or_else(|e| panic!("stat {path:?}: {e}"));
+            assert_ne!(theirs, other, "netns {} is {what} namespace", self.name);
+        }
+        if let Ok(init) = stat_ns(INIT_NS) {
+            assert_ne!(theirs, init, "netns {} is PID 1's namespace", self.name);
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A `Command` that runs `argv` inside this namespace (`ip netns exec NAME ...`).
+    pub fn command(&self, argv: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).args(argv);
+        cmd
+    }
+
+    /// Runs `argv` inside the namespace, waiting at most `timeout`.
+    pub fn exec(&self, argv: &[&str], timeout: Duration) -> Output {
+        run_timeout(self.command(argv), timeout)
+    }
+
+    /// Runs `argv` inside the namespace and panics (with its output) if it fails.
+    pub fn exec_ok(&self, argv: &[&str], timeout: Duration) -> Output {
+        let out = self.exec(argv, timeout);
+        assert!(
+            out.success(),
+            "in netns {}: {argv:?} failed:\n{out}",
+            self.name
+        );
+        out
+    }
+
+    /// `ip -n NAME <args>`; panics on failure.
+    pub fn ip(&self, args: &[&str]) {
+        let mut argv = vec!["ip", "-n", &self.name];
+        argv.extend_from_slice(args);
+        must(&argv);
+    }
+
+    /// Adds `addr` (CIDR, IPv4 or IPv6) to `dev`, after asserting that it lies in the
+    /// test ranges. IPv6 addresses skip duplicate address detection.
+    pub fn add_addr(&self, dev: &str, addr: &str) {
+        must(&addr_add(Some(&self.name), addr, dev));
+    }
+
+    /// Creates a veth pair from `local` in this namespace to `remote` in `other`.
+    pub fn veth(&self, local: &str, other: &NamedNetns, remote: &str) {
+        must(&veth_add(Some(&self.name), local, remote, &other.name));
+    }
+
+    /// `sysctl -qw key=value` inside the namespace; panics on failure.
+    pub fn sysctl(&self, kv: &str) {
+        self.exec_ok(&["sysctl", "-qw", kv], IP_TIMEOUT);
+    }
+
+    /// Starts `argv` in the background inside the namespace, in its own process
+    /// group, with output discarded. The returned guard kills it on drop.
+    pub fn spawn(&self, argv: &[&str]) -> Proc {
+        let mut cmd = self.command(argv);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {argv:?} in {}: {e}", self.name));
+        Proc {
+            child: Some(child),
+            desc: format!("{argv:?} in {}", self.name),
+        }
+    }
+
+    /// Runs `f` on a new thread whose network namespace is this one (setns), and
+    /// returns its result. Sockets made there belong to this namespace, so a test
+    /// can run a server or a client in Rust without spawning a process.
+    pub fn run_in<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        self.thread(f)
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    }
+
+    /// Spawns a thread living in this namespace (see `run_in`).
+    pub fn thread<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> std::thread::JoinHandle<R> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            enter(&path);
+            f()
+        })
+    }
+
+    /// Pids of the processes whose network namespace is this one.
+    pub fn pids(&self) -> Vec<i32> {
+        pids_of(&self.name)
+    }
+
+    /// `iptables -S <chain>` (or ip6tables) inside the namespace.
+    pub fn iptables_s(&self, v6: bool, chain: &str) -> String {
+        let tool = if v6 { "ip6tables" } else { "iptables" };
+        self.exec_ok(&[tool, "-w", "5", "-S", chain], Duration::from_secs(15))
+            .stdout
+    }
+}
+
+impl Drop for NamedNetns {
+    fn drop(&mut self) {
+        destroy(&self.name);
+    }
+}
+
+/// Runs `argv` (an `ip -n …` command) with [`IP_TIMEOUT`]; panics on failure.
+fn must(argv: &[&str]) {
+    let out = run_argv(argv, IP_TIMEOUT);
+    assert!(out.success(), "{argv:?} failed:\n{out}");
+}
+
+/// Moves the calling thread into the network namespace at `path`.
+fn enter(path: &str) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    // SAFETY: setns(2) on a valid fd of a network namespace file; it only changes
+    // the calling thread's network namespace.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
+}
+
+fn pids_of(name: &str) -> Vec<i32> {
+    let out = run_argv(&["ip", "netns", "pids", name], IP_TIMEOUT);
+    out.stdout
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .filter(|&p: &i32| p != process::id() as i32)
+        .collect()
+}
+
+/// Kills what runs in namespace `name` and deletes it. Bounded retries.
+fn destroy(name: &str) {
+    for round in 0..5 {
+        let pids = pids_of(name);
+        let sig = if round == 0 {
+            libc::SIGTERM
+        } else {
+            libc::SIGKILL
+        };
+        for &p in &pids {
+            kill_pid(p, sig);
+        }
+        if !pids.is_empty() {
+            std::thread::sleep(Duration::from_millis(if round == 0 { 300 } else { 100 }));
+            if !pids_of(name).is_empty() {
+                continue;
+            }
+        }
+        let out = run_argv(&["ip", "netns", "del", name], IP_TIMEOUT);
+        if out.success() || !Path::new(&format!("/run/netns/{name}")).exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    loud(&format!("warning: could not delete netns {name}"));
+}
+
+/// Deletes namespaces left by earlier test processes that died without cleaning up
+/// (their pid, in the name, no longer exists). Only names with our prefix and a dead
+/// creator are touched.
+fn reap_stale() {
+    let out = run_argv(&["ip", "netns", "list"], IP_TIMEOUT);
+    for line in out.stdout.lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("note: removing stale test namespace {name}");
+            destroy(name);
+        }
+    }
+}
+
+/// A background process started by [`NamedNetns::spawn`]; killed (with its process
+/// group) on drop.
+pub struct Proc {
+    child: Option<Child>,
+    desc: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// SIGTERM, bounded wait, then SIGKILL, for the whole process group.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = c.id() as i32;
+            kill_group(pid, libc::SIGTERM);
+            if !matches!(c.wait_timeout(Duration::from_secs(3)), Ok(Some(_))) {
+                kill_group(pid, libc::SIGKILL);
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            kill_group(pid, libc::SIGKILL);
+        }
+    }
+
+    pub fn desc(&self) -> &str {
+        &self.desc
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// A peer of a private namespace
+// ---------------------------------------------------------------------------------
+
 /// Our end of a [`Peer`]'s veth pair.
 const LOCAL_IF: &str = "vpeer0";
 /// The peer's end.
 const PEER_IF: &str = "vpeer1";
 /// Our addresses on [`LOCAL_IF`].
 const LOCAL_ADDRS: [&str; 2] = ["198.18.0.1/24", "fd00:5e17::1/64"];
-/// The only ranges a peer's addresses may come from.
-const TEST_NETS: [&str; 2] = ["198.18.0.0/15", "fd00:5e17::/64"];
 
-static PEER_SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// A second namespace joined to the test's by a veth pair (invariant 4). It is deleted
-/// when dropped. Our end is `vpeer0` with 198.18.0.1/24 and fd00:5e17::1/64.
+/// A [`NamedNetns`] joined to the test's private namespace by a veth pair (invariant
+/// 5). It is deleted when dropped. Our end is `vpeer0` with 198.18.0.1/24 and
+/// fd00:5e17::1/64.
 pub struct Peer<'a> {
     ns: &'a Netns,
-    name: String,
+    named: NamedNetns,
 }
 
 impl<'a> Peer<'a> {
     /// Creates the peer namespace with `lo` up and `vpeer1` holding `addrs` (CIDR,
     /// IPv4 or IPv6, all inside the test ranges).
     pub fn new(ns: &'a Netns, addrs: &[&str]) -> Peer<'a> {
-        let test_nets: Vec<IpNet> = TEST_NETS.iter().map(|n| n.parse().unwrap()).collect();
+        // All addresses are checked before anything is made.
         for a in LOCAL_ADDRS.iter().chain(addrs) {
-            let net: IpNet = a.parse().unwrap_or_else(|e| panic!("{a}: {e}"));
-            assert!(
-                test_nets.iter().any(|t| t.contains(&net.addr())),
-                "{a} is outside the test ranges {TEST_NETS:?}"
-            );
+            assert_test_addr(a);
         }
-        let name = format!(
-            "pstest{}x{}",
-            std::process::id(),
-            PEER_SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        ns.run(&["ip", "netns", "add", &name]);
-        let peer = Peer { ns, name };
-        let n = peer.name.as_str();
-        // `ip netns add` made a new namespace: not ours, not one we started from.
+        ns.assert_current();
+        let named = NamedNetns::new("peer");
+        let peer = Peer { ns, named };
+        let n = peer.named.name();
+        // A process in it sees a namespace that is not one we started from.
         let theirs = ns.run(&["ip", "netns", "exec", n, "readlink", "/proc/self/ns/net"]);
         let theirs = Path::new(theirs.trim());
         for (what, other) in [
@@ -384,24 +849,21 @@ impl<'a> Peer<'a> {
         if let Ok(init) = ns_of(INIT_NS) {
             assert_ne!(theirs, init.link, "peer {n} is PID 1's namespace");
         }
-        ns.run(&[
-            "ip", "link", "add", LOCAL_IF, "type", "veth", "peer", "name", PEER_IF, "netns", n,
-        ]);
+        ns.run(&veth_add(None, LOCAL_IF, PEER_IF, n));
         for a in LOCAL_ADDRS {
             ns.run(&addr_add(None, a, LOCAL_IF));
         }
         ns.run(&["ip", "link", "set", LOCAL_IF, "up"]);
         for a in addrs {
-            ns.run(&addr_add(Some(n), a, PEER_IF));
+            peer.named.add_addr(PEER_IF, a);
         }
-        ns.run(&["ip", "-n", n, "link", "set", "lo", "up"]);
-        ns.run(&["ip", "-n", n, "link", "set", PEER_IF, "up"]);
+        peer.named.ip(&["link", "set", PEER_IF, "up"]);
         peer
     }
 
     /// Runs `argv` in the peer namespace. Returns whether it succeeded.
     pub fn run(&self, argv: &[&str]) -> bool {
-        let mut all = vec!["ip", "netns", "exec", self.name.as_str()];
+        let mut all = vec!["ip", "netns", "exec", self.named.name()];
         all.extend_from_slice(argv);
         self.ns.try_run(&all)
     }
@@ -423,41 +885,18 @@ impl<'a> Peer<'a> {
     }
 }
 
-/// `ip [-n NETNS] [-6] addr add ADDR dev DEV [nodad]`.
-fn addr_add<'s>(netns: Option<&'s str>, addr: &'s str, dev: &'s str) -> Vec<&'s str> {
-    let mut argv = vec!["ip"];
-    if let Some(n) = netns {
-        argv.extend(["-n", n]);
-    }
-    let v6 = addr.contains(':');
-    if v6 {
-        argv.push("-6");
-    }
-    argv.extend(["addr", "add", addr, "dev", dev]);
-    if v6 {
-        argv.push("nodad");
-    }
-    argv
-}
-
 impl Drop for Peer<'_> {
     fn drop(&mut self) {
         // Deleting our end removes both ends at once, so a next peer can reuse the
-        // names at once. The peer's namespace may be freed later, asynchronously.
+        // names at once. The namespace itself goes when `named` drops, after this.
         match self.ns.check() {
             Ok(()) => {
                 let _ = self.ns.exec(&["ip", "link", "del", LOCAL_IF], None);
             }
-            Err(e) => loud(&format!("peer {}: not deleting {LOCAL_IF}: {e}", self.name)),
-        }
-        match self.ns.exec(&["ip", "netns", "del", &self.name], None) {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => loud(&format!(
-                "ip netns del {}: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr).trim()
+            Err(e) => loud(&format!(
+                "peer {}: not deleting {LOCAL_IF}: {e}",
+                self.named.name()
             )),
-            Err(_) => loud(&format!("ip netns del {}: could not run", self.name)),
         }
     }
 }

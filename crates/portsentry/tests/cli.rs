@@ -1,7 +1,9 @@
 //! The binary's command line as an admin meets it: config errors with file:line and
 //! exit status 3, `--check-config` showing the effective modes (from flags or from
 //! Debian's /etc/default/portsentry), and a man page that documents every option.
-//! These run unprivileged: `--check-config` never opens a socket.
+//! These run unprivileged: `--check-config` never opens a socket. Only the Debian config
+//! test has a part for root (Debian's ignore file, in a private mount namespace); without
+//! root it says "skipped: needs root" for that part.
 
 use std::path::Path;
 use std::process::Command;
@@ -168,26 +170,107 @@ fn without_mode_flags_or_defaults_file_runs_advanced_tcp_and_udp() {
     );
 }
 
+/// Debian's /etc/portsentry/portsentry.conf, unmodified, as an admin checks it after
+/// putting this version in place of PortSentry 1.2: `--check-config` accepts it, says
+/// so, and shows what Debian's file asks for (advanced TCP below 1024 except ident and
+/// NetBIOS, BLOCK_TCP="0" so log only, Debian's file locations, the ignore file, no
+/// scan trigger).
+///
+/// The file names /etc/portsentry/portsentry.ignore, which Debian's package installs
+/// next to it. As root the test supplies that file (Debian's content) in a private
+/// mount namespace, on an overlay of /etc that only that namespace sees; the host's
+/// /etc is not changed. On the host itself, the outcome depends on whether the file is
+/// there: accepted if it is, else exactly one error, naming it.
 #[test]
 fn unmodified_debian_config_is_accepted() {
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/portsentry-debian.conf");
+    const IGNORE: &str = "/etc/portsentry/portsentry.ignore";
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let conf = fixtures.join("portsentry-debian.conf");
+    let expected = [
+        "mode atcp: ports below 1024 except 113,139, log only, blocked file /var/lib/portsentry/portsentry.blocked.atcp".to_string(),
+        "history file: /var/lib/portsentry/portsentry.history".to_string(),
+        format!("ignore list: 2 entries from {IGNORE}"),
+        "scan trigger: 0".to_string(),
+        format!("portsentry: configuration OK ({})", conf.display()),
+    ];
+    let accepted = |out: &std::process::Output, ignore_entries_known: bool| {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {err}", out.status);
+        let lines: Vec<&str> = text.lines().collect();
+        for want in &expected {
+            let found = if want.starts_with("ignore list:") && !ignore_entries_known {
+                lines
+                    .iter()
+                    .any(|l| l.starts_with("ignore list: ") && l.contains(IGNORE))
+            } else {
+                lines.contains(&want.as_str())
+            };
+            assert!(found, "no line {want:?} in:\n{text}");
+        }
+    };
+
+    // On the host as it is.
     let out = portsentry()
         .arg("-atcp")
         .arg("-c")
-        .arg(&fixture)
+        .arg(&conf)
         .arg("--check-config")
         .output()
         .unwrap();
-    // The Debian file points IGNORE_FILE at /etc/portsentry/portsentry.ignore, which a
-    // test machine may lack; everything else must be accepted.
-    let err = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
+    let host_has_it = Path::new(IGNORE).exists() || Path::new(&format!("{IGNORE}.static")).exists();
+    if host_has_it {
+        accepted(&out, false);
+    } else {
+        // Exit status 3 and one line that names the missing file, nothing else.
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        let lines: Vec<&str> = err.lines().collect();
+        let prefix = format!("portsentry: configuration error: IGNORE_FILE {IGNORE}: ");
         assert!(
-            err.contains("IGNORE_FILE") && !err.contains(".conf:"),
+            lines.len() == 1
+                && lines[0].starts_with(&prefix)
+                && lines[0].ends_with("No such file or directory (os error 2)"),
             "{err}"
         );
     }
+
+    // As on a Debian host: the ignore file in place, in a mount namespace of its own.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        portsentry_kernel::testns::loud(
+            "skipped: needs root (unmodified_debian_config_is_accepted, with Debian's ignore file)",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"set -e
+mount -t tmpfs pst-cli "$1"
+mkdir -p "$1/up/portsentry" "$1/work"
+cp "$2" "$1/up/portsentry/portsentry.ignore"
+mount -t overlay pst-cli -o "lowerdir=/etc,upperdir=$1/up,workdir=$1/work" /etc
+shift 2
+exec "$@""#;
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(dir.path())
+        .arg(fixtures.join("portsentry-debian.ignore"))
+        .arg(env!("CARGO_BIN_EXE_portsentry"))
+        .arg("-atcp")
+        .arg("-c")
+        .arg(&conf)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    accepted(&out, true);
 }
 
 #[test]

@@ -6,9 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Conf, Daemon, Lab, TcpServer, can_connect};
-
-const OPEN: u16 = 8080;
+use common::{Conf, OPEN, can_connect};
 
 fn cli(def: &common::Host, conf: &Conf, args: &[&str]) -> common::Output {
     let bin = env!("CARGO_BIN_EXE_portsentry");
@@ -21,16 +19,13 @@ fn cli(def: &common::Host, conf: &Conf, args: &[&str]) -> common::Output {
 
 #[test]
 fn ban_unban_status_list_and_flush_from_the_cli() {
-    if !common::scan_test_or_skip("ban_unban_status_list_and_flush_from_the_cli") {
+    let test = "ban_unban_status_list_and_flush_from_the_cli";
+    let Some(lab) = common::lab_or_skip(test, common::SCAN_TOOLS, &["client"]) else {
         return;
-    }
-    let lab = Lab::builder().peer("client").build();
-    let def = &lab.defender;
-    let client = lab.peer("client");
-    let _srv = TcpServer::start(&def.ns, OPEN);
-    let conf = Conf::new().unset("KILL_ROUTE").unset("KILL_HOSTS_DENY");
-    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
-    d.wait_ready();
+    };
+    let (def, client) = (&lab.defender, lab.peer("client"));
+    let conf = Conf::bans_only();
+    let mut d = lab.daemon(&conf, &["-atcp", "-audp"]);
     let t = Duration::from_secs(3);
     let ip = client.addr(false);
     let ip6 = client.addr(true);
@@ -134,15 +129,13 @@ fn ban_unban_status_list_and_flush_from_the_cli() {
 /// hosts that KILL_ROUTE blocked are still recorded, so `portsentry list` shows them.
 #[test]
 fn legacy_kill_route_bans_are_listed() {
-    if !common::scan_test_or_skip("legacy_kill_route_bans_are_listed") {
+    let test = "legacy_kill_route_bans_are_listed";
+    let Some(lab) = common::lab_or_skip(test, common::SCAN_TOOLS, &["attacker"]) else {
         return;
-    }
-    let lab = Lab::builder().peer("attacker").build();
-    let def = &lab.defender;
-    let atk = lab.peer("attacker");
+    };
+    let (def, atk) = (&lab.defender, lab.peer("attacker"));
     let conf = Conf::new().unset("KILL_HOSTS_DENY").packet_socket_only();
-    let mut d = Daemon::start(&def.ns, &conf, &["-atcp"]);
-    d.wait_ready();
+    let d = lab.daemon(&conf, &["-atcp"]);
     let ip = atk.addr(false);
     common::checks::nmap(atk, &["-sS", "-p", "21-23"], def.addr(false));
     d.check(

@@ -13,99 +13,13 @@
 
 mod common;
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use common::checks::{self, BlockExpect, QUIET, REACT, alert_prefix, nmap};
 use common::daemon::{line_format_ok, ports_after};
 use common::kernel;
-use common::{Conf, Daemon, Host, Lab, TcpServer, can_connect};
+use common::{Conf, OPEN, Path, both_paths, can_connect};
 
-/// Which probe source the daemon runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Path {
-    /// Our nftables table: traps, NFLOG, bans in the kernel set.
-    Nft,
-    /// The packet-socket sensor; bans only through the KILL_* commands.
-    Packet,
-}
-
-impl Path {
-    /// `conf` set up for this path. nftables is asked for explicitly, so a host where
-    /// it does not work fails the `_nft` tests instead of quietly testing the other path.
-    fn conf(self, conf: Conf) -> Conf {
-        match self {
-            Path::Nft => conf.toml("[firewall]\nbackend = \"nftables\""),
-            Path::Packet => conf.packet_socket_only(),
-        }
-    }
-
-    /// The started daemon really runs on this path: its start lines, and whether our
-    /// table exists in the defender's namespace.
-    fn check_active(self, d: &Daemon, def: &Host) {
-        let trapped = d.has_line("ports trapped in the kernel");
-        let table = kernel::table_exists(&def.ns);
-        match self {
-            Path::Nft => d.check(
-                trapped && table,
-                format!("not on the nftables path (trap line: {trapped}, table: {table})"),
-            ),
-            Path::Packet => d.check(
-                !trapped && !table && d.has_line("adminalert: Advanced mode will monitor first"),
-                format!("not on the packet-socket path (trap line: {trapped}, table: {table})"),
-            ),
-        }
-    }
-
-    /// What this path adds to the legacy effects of a block: on nftables the exact ban
-    /// line (once) and `ip` in the kernel's ban set; on the packet socket neither.
-    fn check_banned(self, d: &Daemon, def: &Host, ip: IpAddr) {
-        let line = kernel::ban_line(ip, "1h", 1);
-        match self {
-            Path::Nft => {
-                d.check(d.wait_for_line(&line, REACT), format!("no line {line:?}"));
-                let n = d
-                    .lines_with(&format!("attackalert: Host {ip} has been banned"))
-                    .len();
-                d.check(n == 1, format!("{n} kernel ban lines for {ip}, expected 1"));
-                d.check(
-                    kernel::wait_banned(&def.ns, ip, REACT).is_some(),
-                    format!(
-                        "{ip} not in the kernel ban set:\n{}",
-                        kernel::set_text(&def.ns, kernel::ban_set(ip.is_ipv6()))
-                    ),
-                );
-            }
-            Path::Packet => self.check_not_banned(d, def, ip),
-        }
-    }
-
-    /// No kernel ban of `ip`: no ban line, not in the set (on nftables).
-    fn check_not_banned(self, d: &Daemon, def: &Host, ip: IpAddr) {
-        let lines: Vec<String> = d
-            .lines_with("has been banned in the kernel")
-            .into_iter()
-            .filter(|l| checks::mentions(l, &ip.to_string()))
-            .collect();
-        d.check(
-            lines.is_empty(),
-            format!("kernel ban lines for {ip}: {lines:?}"),
-        );
-        match self {
-            Path::Nft => d.check(
-                kernel::ban_of(&def.ns, ip).is_none(),
-                format!("{ip} is in the kernel ban set"),
-            ),
-            Path::Packet => d.check(
-                !kernel::table_exists(&def.ns),
-                "the packet-socket path created an nftables table",
-            ),
-        }
-    }
-}
-
-/// The open service on the defender: above ADVANCED_PORTS_TCP=1024, so not watched.
-const OPEN: u16 = 8080;
 /// Watched TCP ports scanned (all below 1024, none excluded or listening). Few, so
 /// that each scan is short: on the nftables path every probe after the first is
 /// dropped and nmap waits out its retransmission for each of them.
@@ -127,14 +41,11 @@ struct Case {
 }
 
 fn scan_is_detected_and_blocked(case: Case) {
-    if !common::scan_test_or_skip(case.test) {
+    let Some(lab) = common::lab_or_skip(case.test, common::SCAN_TOOLS, &["attacker"]) else {
         return;
-    }
+    };
     let udp = case.flag == "-sU";
-    let lab = Lab::builder().peer("attacker").build();
-    let def = &lab.defender;
-    let atk = lab.peer("attacker");
-    let _srv = TcpServer::start(&def.ns, OPEN);
+    let (def, atk) = (&lab.defender, lab.peer("attacker"));
 
     let mut conf = case.path.conf(Conf::new());
     let marker = conf.path("run_cmd.out");
@@ -145,9 +56,7 @@ fn scan_is_detected_and_blocked(case: Case) {
             &format!("/bin/sh {record} {} $TARGET$ $PORT$", marker.display()),
         );
     }
-    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
-    d.wait_ready();
-    case.path.check_active(&d, def);
+    let mut d = case.path.start(def, &conf);
     let ready = d.lines_with("adminalert: PortSentry is now active and listening.");
     d.check(
         line_format_ok(&ready[0]),
@@ -216,123 +125,80 @@ fn scan_is_detected_and_blocked(case: Case) {
     );
 }
 
-/// One scan case, as two tests: `$nft` on the nftables path, `$packet` on the
-/// packet-socket path.
-macro_rules! scan_case {
-    ($nft:ident, $packet:ident, $flag:expr, $v6:expr, $kind:expr, $run_cmd:expr) => {
-        #[test]
-        fn $nft() {
-            scan_is_detected_and_blocked(Case {
-                test: stringify!($nft),
-                path: Path::Nft,
-                flag: $flag,
-                v6: $v6,
-                kind: $kind,
-                run_cmd: $run_cmd,
-            });
-        }
-
-        #[test]
-        fn $packet() {
-            scan_is_detected_and_blocked(Case {
-                test: stringify!($packet),
-                path: Path::Packet,
-                flag: $flag,
-                v6: $v6,
-                kind: $kind,
-                run_cmd: $run_cmd,
-            });
-        }
-    };
+/// One scan case (nmap `flag`, over IPv6 or not, the `kind` the daemon must report,
+/// KILL_RUN_CMD or not) as a body for [`both_paths!`].
+fn scan(
+    flag: &'static str,
+    v6: bool,
+    kind: &'static str,
+    run_cmd: bool,
+) -> impl Fn(&'static str, Path) {
+    move |test, path| {
+        scan_is_detected_and_blocked(Case {
+            test,
+            path,
+            flag,
+            v6,
+            kind,
+            run_cmd,
+        })
+    }
 }
 
-scan_case!(
+both_paths!(
+    scan("-sS", false, "TCP SYN/Normal scan", true) =>
     detect_block_nmap_ss_v4_nft,
-    detect_block_nmap_ss_v4_packet,
-    "-sS",
-    false,
-    "TCP SYN/Normal scan",
-    true
+    detect_block_nmap_ss_v4_packet
 );
-scan_case!(
+both_paths!(
+    scan("-sT", false, "TCP SYN/Normal scan", false) =>
     detect_block_nmap_st_v4_nft,
-    detect_block_nmap_st_v4_packet,
-    "-sT",
-    false,
-    "TCP SYN/Normal scan",
-    false
+    detect_block_nmap_st_v4_packet
 );
-scan_case!(
+both_paths!(
+    scan("-sF", false, "TCP FIN scan", false) =>
     detect_block_nmap_sf_v4_nft,
-    detect_block_nmap_sf_v4_packet,
-    "-sF",
-    false,
-    "TCP FIN scan",
-    false
+    detect_block_nmap_sf_v4_packet
 );
-scan_case!(
+both_paths!(
+    scan("-sN", false, "TCP NULL scan", false) =>
     detect_block_nmap_sn_v4_nft,
-    detect_block_nmap_sn_v4_packet,
-    "-sN",
-    false,
-    "TCP NULL scan",
-    false
+    detect_block_nmap_sn_v4_packet
 );
-scan_case!(
+both_paths!(
+    scan("-sX", false, "TCP XMAS scan", false) =>
     detect_block_nmap_sx_v4_nft,
-    detect_block_nmap_sx_v4_packet,
-    "-sX",
-    false,
-    "TCP XMAS scan",
-    false
+    detect_block_nmap_sx_v4_packet
 );
-scan_case!(
+both_paths!(
+    scan("-sA", false, "TCP ACK/Window scan", false) =>
     detect_block_nmap_sa_v4_nft,
-    detect_block_nmap_sa_v4_packet,
-    "-sA",
-    false,
-    "TCP ACK/Window scan",
-    false
+    detect_block_nmap_sa_v4_packet
 );
-scan_case!(
+both_paths!(
+    scan("-sW", false, "TCP ACK/Window scan", false) =>
     detect_block_nmap_sw_v4_nft,
-    detect_block_nmap_sw_v4_packet,
-    "-sW",
-    false,
-    "TCP ACK/Window scan",
-    false
+    detect_block_nmap_sw_v4_packet
 );
-scan_case!(
+both_paths!(
+    scan("-sM", false, "TCP Maimon (FIN/ACK) scan", false) =>
     detect_block_nmap_sm_v4_nft,
-    detect_block_nmap_sm_v4_packet,
-    "-sM",
-    false,
-    "TCP Maimon (FIN/ACK) scan",
-    false
+    detect_block_nmap_sm_v4_packet
 );
-scan_case!(
+both_paths!(
+    scan("-sU", false, "UDP scan", false) =>
     detect_block_nmap_su_v4_nft,
-    detect_block_nmap_su_v4_packet,
-    "-sU",
-    false,
-    "UDP scan",
-    false
+    detect_block_nmap_su_v4_packet
 );
-scan_case!(
+both_paths!(
+    scan("-sS", true, "TCP SYN/Normal scan", true) =>
     detect_block_nmap_ss_v6_nft,
-    detect_block_nmap_ss_v6_packet,
-    "-sS",
-    true,
-    "TCP SYN/Normal scan",
-    true
+    detect_block_nmap_ss_v6_packet
 );
-scan_case!(
+both_paths!(
+    scan("-sU", true, "UDP scan", false) =>
     detect_block_nmap_su_v6_nft,
-    detect_block_nmap_su_v6_packet,
-    "-sU",
-    true,
-    "UDP scan",
-    false
+    detect_block_nmap_su_v6_packet
 );
 
 /// Stealth mode with a port list: a scan of the neighbouring ports raises
@@ -356,18 +222,14 @@ struct StealthCase {
 }
 
 fn stealth_alerts_only_listed_ports(c: StealthCase) {
-    if !common::scan_test_or_skip(c.test) {
+    let Some(lab) = common::lab_or_skip(c.test, common::SCAN_TOOLS, &["a", "b"]) else {
         return;
-    }
-    let lab = Lab::builder().peer("a").peer("b").build();
-    let def = &lab.defender;
-    let atk = [lab.peer("a"), lab.peer("b")];
-    let _srv = TcpServer::start(&def.ns, OPEN);
+    };
+    let (def, atk) = (&lab.defender, [lab.peer("a"), lab.peer("b")]);
     let list = format!("{},{}", c.listed[0].0, c.listed[1].0);
     let conf = c.path.conf(Conf::new()).set(c.key, &list);
     let flag = format!("-{}", c.mode);
-    let mut d = Daemon::start(&def.ns, &conf, &[&flag]);
-    d.wait_ready();
+    let d = lab.daemon(&conf, &[&flag]);
     if c.path == Path::Nft {
         c.path.check_active(&d, def);
     } else {
@@ -458,22 +320,13 @@ fn stealth_udp(test: &'static str, path: Path) {
     });
 }
 
-#[test]
-fn stealth_tcp_alerts_only_listed_ports_nft() {
-    stealth_tcp("stealth_tcp_alerts_only_listed_ports_nft", Path::Nft);
-}
-
-#[test]
-fn stealth_tcp_alerts_only_listed_ports_packet() {
-    stealth_tcp("stealth_tcp_alerts_only_listed_ports_packet", Path::Packet);
-}
-
-#[test]
-fn stealth_udp_alerts_only_listed_ports_nft() {
-    stealth_udp("stealth_udp_alerts_only_listed_ports_nft", Path::Nft);
-}
-
-#[test]
-fn stealth_udp_alerts_only_listed_ports_packet() {
-    stealth_udp("stealth_udp_alerts_only_listed_ports_packet", Path::Packet);
-}
+both_paths!(
+    stealth_tcp =>
+    stealth_tcp_alerts_only_listed_ports_nft,
+    stealth_tcp_alerts_only_listed_ports_packet
+);
+both_paths!(
+    stealth_udp =>
+    stealth_udp_alerts_only_listed_ports_nft,
+    stealth_udp_alerts_only_listed_ports_packet
+);

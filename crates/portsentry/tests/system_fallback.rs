@@ -8,27 +8,18 @@ mod common;
 use std::time::Duration;
 
 use common::checks::{REACT, alert_prefix, nmap};
-use common::{Conf, Daemon, Lab, TcpServer, can_connect};
-
-const OPEN: u16 = 8080;
+use common::{Conf, OPEN, can_connect};
 
 fn fallback_bans_and_expires(backend: &str, test: &str) {
-    if !common::root_or_skip(test, &["nmap", "iptables", "ip6tables", "ipset"]) {
+    let tools = ["nmap", "iptables", "ip6tables", "ipset"];
+    let Some(lab) = common::lab_or_skip(test, &tools, &["attacker", "client"]) else {
         return;
-    }
-    let lab = Lab::builder().peer("attacker").peer("client").build();
-    let def = &lab.defender;
-    let atk = lab.peer("attacker");
-    let client = lab.peer("client");
-    let _srv = TcpServer::start(&def.ns, OPEN);
-    let conf = Conf::new()
-        .unset("KILL_ROUTE")
-        .unset("KILL_HOSTS_DENY")
-        .toml(&format!(
-            "[firewall]\nbackend = \"{backend}\"\n\n[bans]\ntime = \"4s\"\nescalation = 1\n"
-        ));
-    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
-    d.wait_ready();
+    };
+    let (def, atk, client) = (&lab.defender, lab.peer("attacker"), lab.peer("client"));
+    let conf = Conf::bans_only().toml(&format!(
+        "[firewall]\nbackend = \"{backend}\"\n\n[bans]\ntime = \"4s\"\nescalation = 1\n"
+    ));
+    let d = lab.daemon(&conf, &["-atcp", "-audp"]);
     let t = Duration::from_secs(2);
     for v6 in [false, true] {
         let ip = atk.addr(v6);
@@ -93,22 +84,14 @@ fn fallback_route_bans_and_expires() {
 /// rule per address, which nothing else would remove while the daemon is stopped).
 #[test]
 fn flush_all_lifts_fallback_bans() {
-    if !common::root_or_skip(
-        "flush_all_lifts_fallback_bans",
-        &["nmap", "iptables", "ip6tables"],
-    ) {
+    let test = "flush_all_lifts_fallback_bans";
+    let tools = ["nmap", "iptables", "ip6tables"];
+    let Some(lab) = common::lab_or_skip(test, &tools, &["attacker"]) else {
         return;
-    }
-    let lab = Lab::builder().peer("attacker").build();
-    let def = &lab.defender;
-    let atk = lab.peer("attacker");
-    let _srv = TcpServer::start(&def.ns, OPEN);
-    let conf = Conf::new()
-        .unset("KILL_ROUTE")
-        .unset("KILL_HOSTS_DENY")
-        .toml("[firewall]\nbackend = \"iptables\"\n");
-    let mut d = Daemon::start(&def.ns, &conf, &["-atcp"]);
-    d.wait_ready();
+    };
+    let (def, atk) = (&lab.defender, lab.peer("attacker"));
+    let conf = Conf::bans_only().toml("[firewall]\nbackend = \"iptables\"\n");
+    let mut d = lab.daemon(&conf, &["-atcp"]);
     let t = Duration::from_secs(2);
     let ip = atk.addr(false);
     nmap(atk, &["-sS", "-p", "21-23"], def.addr(false));

@@ -8,28 +8,20 @@ mod common;
 use std::time::Duration;
 
 use common::checks::{REACT, alert_prefix, nmap};
-use common::{Conf, Daemon, Lab, TcpServer, can_connect};
-
-const OPEN: u16 = 8080;
+use common::{Conf, OPEN, can_connect};
 
 #[test]
 fn grouped_ban_covers_the_scanners_network() {
-    if !common::scan_test_or_skip("grouped_ban_covers_the_scanners_network") {
+    let test = "grouped_ban_covers_the_scanners_network";
+    let peers = ["attacker", "neighbour"];
+    let Some(lab) = common::lab_or_skip(test, common::SCAN_TOOLS, &peers) else {
         return;
-    }
-    let lab = Lab::builder().peer("attacker").peer("neighbour").build();
-    let def = &lab.defender;
-    let atk = lab.peer("attacker");
-    let neighbour = lab.peer("neighbour");
-    let _srv = TcpServer::start(&def.ns, OPEN);
+    };
+    let (def, atk, neighbour) = (&lab.defender, lab.peer("attacker"), lab.peer("neighbour"));
     // The whole lab is one /24: group by /24 for IPv4 and /112 for IPv6 (the lab's
     // IPv6 subnet), so the neighbour shares the attacker's ban.
-    let conf = Conf::new()
-        .unset("KILL_ROUTE")
-        .unset("KILL_HOSTS_DENY")
-        .toml("[bans]\ngroup_v4 = 24\ngroup_v6 = 112\n");
-    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
-    d.wait_ready();
+    let conf = Conf::bans_only().toml("[bans]\ngroup_v4 = 24\ngroup_v6 = 112\n");
+    let d = lab.daemon(&conf, &["-atcp", "-audp"]);
     let t = Duration::from_secs(3);
     assert!(
         can_connect(&neighbour.ns, def.addr(false), OPEN, t),

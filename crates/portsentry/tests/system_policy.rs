@@ -15,139 +15,26 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::checks::{self, BlockExpect, QUIET, REACT, alert_prefix, hping_syn, nmap};
-use common::kernel;
-use common::{Conf, Daemon, HistoryLine, Host, Lab, Netns, TcpServer, UdpServer, can_connect, net};
+use common::{
+    Conf, Daemon, HistoryLine, Host, Lab, Netns, OPEN, Path, TcpServer, UdpServer, both_paths,
+    can_connect, net,
+};
 
-const OPEN: u16 = 8080;
 const SYN: &str = "TCP SYN/Normal scan";
-
-/// Which probe source the daemon runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Path {
-    /// Our nftables table: traps, NFLOG, bans in the kernel set.
-    Nft,
-    /// The packet-socket sensor; bans only through the KILL_* commands.
-    Packet,
-}
-
-impl Path {
-    /// `conf` set up for this path. nftables is asked for explicitly, so a host where
-    /// it does not work fails the `_nft` tests instead of quietly testing the other path.
-    fn conf(self, conf: Conf) -> Conf {
-        match self {
-            Path::Nft => conf.toml("[firewall]\nbackend = \"nftables\""),
-            Path::Packet => conf.packet_socket_only(),
-        }
-    }
-
-    /// Starts the daemon with advanced TCP and UDP modes and checks that it really runs
-    /// on this path: its start lines, and whether our table exists in the namespace.
-    fn start(self, def: &Host, conf: &Conf) -> Daemon {
-        let mut d = Daemon::start(&def.ns, conf, &["-atcp", "-audp"]);
-        d.wait_ready();
-        let trapped = d.has_line("ports trapped in the kernel");
-        let table = kernel::table_exists(&def.ns);
-        match self {
-            Path::Nft => d.check(
-                trapped && table,
-                format!("not on the nftables path (trap line: {trapped}, table: {table})"),
-            ),
-            Path::Packet => d.check(
-                !trapped && !table && d.has_line("adminalert: Advanced mode will monitor first"),
-                format!("not on the packet-socket path (trap line: {trapped}, table: {table})"),
-            ),
-        }
-        d
-    }
-
-    /// What this path adds to the legacy effects of a block: on nftables the exact ban
-    /// line (once) and `ip` in the kernel's ban set; on the packet socket neither.
-    fn check_banned(self, d: &Daemon, def: &Host, ip: IpAddr) {
-        let line = kernel::ban_line(ip, "1h", 1);
-        match self {
-            Path::Nft => {
-                d.check(d.wait_for_line(&line, REACT), format!("no line {line:?}"));
-                let n = d
-                    .lines_with(&format!("attackalert: Host {ip} has been banned"))
-                    .len();
-                d.check(n == 1, format!("{n} kernel ban lines for {ip}, expected 1"));
-                d.check(
-                    kernel::wait_banned(&def.ns, ip, REACT).is_some(),
-                    format!(
-                        "{ip} not in the kernel ban set:\n{}",
-                        kernel::set_text(&def.ns, kernel::ban_set(ip.is_ipv6()))
-                    ),
-                );
-            }
-            Path::Packet => self.check_not_banned(d, def, ip),
-        }
-    }
-
-    /// No kernel ban of `ip`: no ban line, not in the set (on nftables).
-    fn check_not_banned(self, d: &Daemon, def: &Host, ip: IpAddr) {
-        let lines: Vec<String> = d
-            .lines_with("has been banned in the kernel")
-            .into_iter()
-            .filter(|l| checks::mentions(l, &ip.to_string()))
-            .collect();
-        d.check(
-            lines.is_empty(),
-            format!("kernel ban lines for {ip}: {lines:?}"),
-        );
-        match self {
-            Path::Nft => d.check(
-                kernel::ban_of(&def.ns, ip).is_none(),
-                format!(
-                    "{ip} is in the kernel ban set:\n{}",
-                    kernel::set_text(&def.ns, kernel::ban_set(ip.is_ipv6()))
-                ),
-            ),
-            Path::Packet => d.check(
-                !kernel::table_exists(&def.ns),
-                "the packet-socket path created an nftables table",
-            ),
-        }
-    }
-}
-
-/// `#[test] fn $nft` and `#[test] fn $packet` running `$body(test name, path)`, with
-/// optional attributes (such as `#[ignore]`) for each.
-macro_rules! both_paths {
-    ($body:ident: $(#[$na:meta])* $nft:ident, $(#[$pa:meta])* $packet:ident) => {
-        #[test]
-        $(#[$na])*
-        fn $nft() {
-            $body(stringify!($nft), Path::Nft);
-        }
-
-        #[test]
-        $(#[$pa])*
-        fn $packet() {
-            $body(stringify!($packet), Path::Packet);
-        }
-    };
-}
 
 /// Benign traffic: 200 connections to an open service on a watched port, and the
 /// defender's own outgoing TCP and UDP from low source ports with the replies
 /// coming back, raise no alert and no ban. A scan at the end proves the daemon was
 /// watching all along.
 fn benign_traffic_is_not_flagged(test: &str, path: Path) {
-    if !common::scan_test_or_skip(test) {
+    let peers = ["client", "server", "attacker"];
+    let Some(lab) = common::lab_or_skip(test, common::SCAN_TOOLS, &peers) else {
         return;
-    }
-    let lab = Lab::builder()
-        .peer("client")
-        .peer("server")
-        .peer("attacker")
-        .build();
+    };
     let def = &lab.defender;
-    let client = lab.peer("client");
-    let server = lab.peer("server");
-    let atk = lab.peer("attacker");
+    let (client, server, atk) = (lab.peer("client"), lab.peer("server"), lab.peer("attacker"));
     // Port 80 is below ADVANCED_PORTS_TCP, but it has a listener: not a trap.
     let web = TcpServer::start(&def.ns, 80);
-    let _open = TcpServer::start(&def.ns, OPEN);
     let _peer_web = TcpServer::start(&server.ns, 80);
     let _peer_dns = UdpServer::start(&server.ns, 53);
     // A UDP service on a watched port, running before the daemon starts.
@@ -236,7 +123,7 @@ fn benign_traffic_is_not_flagged(test: &str, path: Path) {
 }
 
 both_paths!(
-    benign_traffic_is_not_flagged:
+    benign_traffic_is_not_flagged =>
     benign_traffic_is_not_flagged_nft,
     benign_traffic_is_not_flagged_packet
 );
@@ -277,13 +164,10 @@ fn udp_from_port(
 /// socket in the kernel as the packet arrives, while it is still open). A datagram
 /// from another source port of the same peer is still a probe.
 fn benign_udp_reply_to_closed_socket_not_flagged(test: &str, path: Path) {
-    if !common::scan_test_or_skip(test) {
+    let Some(lab) = common::lab_or_skip(test, common::SCAN_TOOLS, &["server"]) else {
         return;
-    }
-    let lab = Lab::builder().peer("server").build();
-    let def = &lab.defender;
-    let server = lab.peer("server");
-    let _open = TcpServer::start(&def.ns, OPEN);
+    };
+    let (def, server) = (&lab.defender, lab.peer("server"));
     let _peer_dns = UdpServer::start(&server.ns, 53);
     let conf = path.conf(Conf::new());
     let d = path.start(def, &conf);
@@ -312,7 +196,7 @@ fn benign_udp_reply_to_closed_socket_not_flagged(test: &str, path: Path) {
 }
 
 both_paths!(
-    benign_udp_reply_to_closed_socket_not_flagged:
+    benign_udp_reply_to_closed_socket_not_flagged =>
     benign_udp_reply_to_closed_socket_not_flagged_nft,
     benign_udp_reply_to_closed_socket_not_flagged_packet
 );
@@ -323,13 +207,10 @@ both_paths!(
 /// within seconds, not a probe. A datagram from another source port of the same
 /// peer is still a probe.
 fn benign_udp_late_reply_after_close_not_flagged(test: &str, path: Path) {
-    if !common::scan_test_or_skip(test) {
+    let Some(lab) = common::lab_or_skip(test, common::SCAN_TOOLS, &["server"]) else {
         return;
-    }
-    let lab = Lab::builder().peer("server").build();
-    let def = &lab.defender;
-    let server = lab.peer("server");
-    let _open = TcpServer::start(&def.ns, OPEN);
+    };
+    let (def, server) = (&lab.defender, lab.peer("server"));
     let conf = path.conf(Conf::new());
     let d = path.start(def, &conf);
     for (v6, lport) in [(false, 702u16), (true, 703u16)] {
@@ -353,7 +234,7 @@ fn benign_udp_late_reply_after_close_not_flagged(test: &str, path: Path) {
 }
 
 both_paths!(
-    benign_udp_late_reply_after_close_not_flagged:
+    benign_udp_late_reply_after_close_not_flagged =>
     benign_udp_late_reply_after_close_not_flagged_nft,
     benign_udp_late_reply_after_close_not_flagged_packet
 );
@@ -420,12 +301,10 @@ fn ignored_sources_are_logged_not_blocked(test: &str, path: Path) {
         .peer_at("single", 5)
         .peer_at("cidr", 130)
         .peer_at("attacker", 6)
+        .open_service()
         .build();
     let def = &lab.defender;
-    let single = lab.peer("single");
-    let cidr = lab.peer("cidr");
-    let atk = lab.peer("attacker");
-    let _srv = TcpServer::start(&def.ns, OPEN);
+    let (single, cidr, atk) = (lab.peer("single"), lab.peer("cidr"), lab.peer("attacker"));
     let conf = path
         .conf(Conf::new())
         .ignore(&single.v4.to_string())
@@ -494,7 +373,7 @@ fn ignored_sources_are_logged_not_blocked(test: &str, path: Path) {
 }
 
 both_paths!(
-    ignored_sources_are_logged_not_blocked:
+    ignored_sources_are_logged_not_blocked =>
     ignored_sources_are_logged_not_blocked_nft,
     ignored_sources_are_logged_not_blocked_packet
 );
@@ -517,21 +396,19 @@ fn scan_trigger_two_v6_nmap(test: &str, path: Path) {
 }
 
 both_paths!(
-    scan_trigger_two_v4_hping3:
+    scan_trigger_two_v4_hping3 =>
     scan_trigger_two_v4_hping3_nft,
     scan_trigger_two_v4_hping3_packet
 );
 both_paths!(
-    scan_trigger_two_v6_nmap:
+    scan_trigger_two_v6_nmap =>
     scan_trigger_two_v6_nmap_nft,
     scan_trigger_two_v6_nmap_packet
 );
 
 fn scan_trigger_two(v6: bool, path: Path) {
-    let lab = Lab::builder().peer("attacker").build();
-    let def = &lab.defender;
-    let atk = lab.peer("attacker");
-    let _srv = TcpServer::start(&def.ns, OPEN);
+    let lab = Lab::builder().peer("attacker").open_service().build();
+    let (def, atk) = (&lab.defender, lab.peer("attacker"));
     let conf = path.conf(Conf::new()).set("SCAN_TRIGGER", "2");
     let d = path.start(def, &conf);
     if path == Path::Nft {
@@ -591,14 +468,10 @@ fn scan_trigger_two(v6: bool, path: Path) {
 /// holds regardless (and the host is recorded as blocked); on the packet socket
 /// nothing blocked the host, so it is not recorded and can still connect.
 fn failing_kill_route_and_history_kept_across_restart(test: &str, path: Path) {
-    if !common::scan_test_or_skip(test) {
+    let Some(lab) = common::lab_or_skip(test, common::SCAN_TOOLS, &["first", "second"]) else {
         return;
-    }
-    let lab = Lab::builder().peer("first").peer("second").build();
-    let def = &lab.defender;
-    let first = lab.peer("first");
-    let second = lab.peer("second");
-    let _srv = TcpServer::start(&def.ns, OPEN);
+    };
+    let (def, first, second) = (&lab.defender, lab.peer("first"), lab.peer("second"));
 
     let old =
         "942286729 - 11/10/1999 20:18:49 Host: 198.19.255.77/198.19.255.77 Port: 111 TCP Blocked";
@@ -725,7 +598,7 @@ fn failing_kill_route_and_history_kept_across_restart(test: &str, path: Path) {
 }
 
 both_paths!(
-    failing_kill_route_and_history_kept_across_restart:
+    failing_kill_route_and_history_kept_across_restart =>
     failing_kill_route_and_history_kept_across_restart_nft,
     failing_kill_route_and_history_kept_across_restart_packet
 );

@@ -7,9 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::checks::{REACT, alert_prefix, nmap};
-use common::{Conf, Daemon, Lab, TcpServer, can_connect};
+use common::{Conf, Daemon, OPEN, can_connect};
 
-const OPEN: u16 = 8080;
 const SYN: &str = "TCP SYN/Normal scan";
 
 fn sighup(d: &Daemon) {
@@ -20,20 +19,13 @@ fn sighup(d: &Daemon) {
 
 #[test]
 fn sighup_applies_a_new_port_list_and_keeps_bans() {
-    if !common::scan_test_or_skip("sighup_applies_a_new_port_list_and_keeps_bans") {
+    let test = "sighup_applies_a_new_port_list_and_keeps_bans";
+    let Some(lab) = common::lab_or_skip(test, common::SCAN_TOOLS, &["first", "second"]) else {
         return;
-    }
-    let lab = Lab::builder().peer("first").peer("second").build();
-    let def = &lab.defender;
-    let first = lab.peer("first");
-    let second = lab.peer("second");
-    let _srv = TcpServer::start(&def.ns, OPEN);
-    let conf = Conf::new()
-        .unset("KILL_ROUTE")
-        .unset("KILL_HOSTS_DENY")
-        .set("TCP_PORTS", "23");
-    let mut d = Daemon::start(&def.ns, &conf, &["-stcp"]);
-    d.wait_ready();
+    };
+    let (def, first, second) = (&lab.defender, lab.peer("first"), lab.peer("second"));
+    let conf = Conf::bans_only().set("TCP_PORTS", "23");
+    let mut d = lab.daemon(&conf, &["-stcp"]);
     let t = Duration::from_secs(3);
 
     // Before the reload only 23 is a trap: a probe of 666 does nothing.
@@ -98,16 +90,13 @@ fn sighup_applies_a_new_port_list_and_keeps_bans() {
 /// notices within seconds, installs it again, and puts the bans in force back.
 #[test]
 fn table_removed_by_another_tool_is_reinstalled_with_its_bans() {
-    if !common::scan_test_or_skip("table_removed_by_another_tool_is_reinstalled_with_its_bans") {
+    let test = "table_removed_by_another_tool_is_reinstalled_with_its_bans";
+    let Some(lab) = common::lab_or_skip(test, common::SCAN_TOOLS, &["attacker"]) else {
         return;
-    }
-    let lab = Lab::builder().peer("attacker").build();
-    let def = &lab.defender;
-    let atk = lab.peer("attacker");
-    let _srv = TcpServer::start(&def.ns, OPEN);
-    let conf = Conf::new().unset("KILL_ROUTE").unset("KILL_HOSTS_DENY");
-    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
-    d.wait_ready();
+    };
+    let (def, atk) = (&lab.defender, lab.peer("attacker"));
+    let conf = Conf::bans_only();
+    let d = lab.daemon(&conf, &["-atcp", "-audp"]);
     let t = Duration::from_secs(2);
     let ip = atk.addr(false);
     nmap(atk, &["-sS", "-p", "21-23"], def.addr(false));

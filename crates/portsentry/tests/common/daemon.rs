@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use wait_timeout::ChildExt;
 
-use super::netns::Netns;
+use super::Netns;
 use super::{kill_group, wait_until};
 
 /// A PortSentry 1.2 `portsentry.conf` plus the files it points at, all in a temp
@@ -66,6 +66,13 @@ impl Conf {
             ignore: vec!["127.0.0.1/32".into(), "0.0.0.0".into(), "::1".into()],
             toml: String::new(),
         }
+    }
+
+    /// The default conf without KILL_ROUTE and KILL_HOSTS_DENY: only the daemon's own
+    /// ban (in the kernel) blocks, so a DROP rule left by `block.sh` cannot hide a ban
+    /// that was lost, lifted or never made.
+    pub fn bans_only() -> Conf {
+        Conf::new().unset("KILL_ROUTE").unset("KILL_HOSTS_DENY")
     }
 
     /// Appends raw portsentry.toml text (e.g. "[bans]\ntime = \"5s\"\n").
@@ -210,6 +217,13 @@ impl Daemon {
         args.push("--settings".into());
         args.push(conf.settings_path().display().to_string());
         Self::start_args(ns, &args)
+    }
+
+    /// [`Daemon::start`], then [`Daemon::wait_ready`].
+    pub fn ready(ns: &Netns, conf: &Conf, modes: &[&str]) -> Daemon {
+        let mut d = Daemon::start(ns, conf, modes);
+        d.wait_ready();
+        d
     }
 
     /// Starts the daemon in `ns` with exactly these arguments.

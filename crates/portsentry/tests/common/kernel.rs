@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::Netns;
 use super::daemon::Conf;
-use super::netns::Netns;
 use super::{Output, wait_until};
 
 /// The daemon's default table (`inet portsentry`).

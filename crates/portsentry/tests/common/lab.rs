@@ -12,7 +12,13 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use super::netns::Netns;
+use super::net::TcpServer;
+use super::{Conf, Daemon, Netns};
+
+/// The open service of a lab built with [`LabBuilder::open_service`]: a TCP port above
+/// ADVANCED_PORTS_TCP=1024, so not watched; whether a host still reaches it shows
+/// whether it is blocked.
+pub const OPEN: u16 = 8080;
 
 const SLOTS: u32 = 512;
 
@@ -37,6 +43,8 @@ impl Host {
 
 /// A set of namespaces wired to one bridge. Dropping it deletes them all.
 pub struct Lab {
+    /// Declared first so that it stops before the namespaces go.
+    open: Option<TcpServer>,
     pub defender: Host,
     pub peers: Vec<Host>,
     slot: Slot,
@@ -47,12 +55,16 @@ pub struct Lab {
 /// Builder for a `Lab`.
 pub struct LabBuilder {
     peers: Vec<(String, Option<u8>)>,
+    open_service: bool,
 }
 
 impl Lab {
     /// Starts describing a lab; the defender is always there.
     pub fn builder() -> LabBuilder {
-        LabBuilder { peers: Vec::new() }
+        LabBuilder {
+            peers: Vec::new(),
+            open_service: false,
+        }
     }
 
     /// The peer with this role; panics if there is none.
@@ -90,6 +102,11 @@ impl Lab {
     pub fn switch(&self) -> &Netns {
         &self.switch
     }
+
+    /// The daemon started in the defender with `conf` and `modes`, ready.
+    pub fn daemon(&self, conf: &Conf, modes: &[&str]) -> Daemon {
+        Daemon::ready(&self.defender.ns, conf, modes)
+    }
 }
 
 impl LabBuilder {
@@ -107,6 +124,12 @@ impl LabBuilder {
             "host id {host_id} out of range"
         );
         self.peers.push((role.to_string(), Some(host_id)));
+        self
+    }
+
+    /// The defender serves TCP on [`OPEN`] for as long as the lab lives.
+    pub fn open_service(mut self) -> Self {
+        self.open_service = true;
         self
     }
 
@@ -145,32 +168,14 @@ impl LabBuilder {
             port += 1;
             // Created inside the switch namespace with the other end moved straight
             // into the host's namespace: nothing is ever made in the root namespace.
-            switch.ip(&[
-                "link",
-                "add",
-                &p,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                host.ns.name(),
-            ]);
+            switch.veth(&p, &host.ns, "eth0");
             switch.ip(&["link", "set", &p, "master", "br0"]);
             switch.ip(&["link", "set", &p, "up"]);
             host.ns.sysctl("net.ipv6.conf.all.accept_ra=0");
             host.ns.sysctl("net.ipv6.conf.default.accept_ra=0");
-            host.ns
-                .ip(&["addr", "add", &format!("{}/24", host.v4), "dev", "eth0"]);
-            host.ns.ip(&[
-                "addr",
-                "add",
-                &format!("{}/112", host.v6),
-                "dev",
-                "eth0",
-                "nodad",
-            ]);
+            // Both asserted to lie in the test ranges before they are added.
+            host.ns.add_addr("eth0", &format!("{}/24", host.v4));
+            host.ns.add_addr("eth0", &format!("{}/112", host.v6));
             host.ns.ip(&["link", "set", "eth0", "up"]);
             host
         };
@@ -189,7 +194,11 @@ impl LabBuilder {
             };
             peers.push(make(role, id));
         }
+        let open = self
+            .open_service
+            .then(|| TcpServer::start(&defender.ns, OPEN));
         Lab {
+            open,
             defender,
             peers,
             slot,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::netns::Netns;
+use super::Netns;
 
 /// A TCP service listening on `[::]:port` (v4 and v6) in a namespace. Each
 /// connection gets the banner line "pst-ok\n" and is closed. Stopped on drop.
