@@ -45,7 +45,7 @@ use crate::resolve::Resolver;
 use crate::settings::Settings;
 use capture::{Capture, Links};
 use reporter::{Feedback, Reporter, ToReporter};
-use respond::Responder;
+use respond::{ModeResponse, Responder};
 use source::{NflogSource, PacketSource, ProbeSource};
 use startup::Chosen;
 
@@ -102,14 +102,19 @@ pub fn run(
 
     // Files first, so a bad path stops startup before anything is installed.
     let history = RecordFile::open(&settings.history_file, false).context("HISTORY_FILE")?;
-    let open_blocked = |proto| -> Result<Option<RecordFile>> {
+    let mode_response = |proto| -> Result<Option<ModeResponse>> {
         settings
             .mode(proto)
-            .map(|m| RecordFile::open(&m.blocked_file, true).context("BLOCKED_FILE"))
+            .map(|m| {
+                Ok(ModeResponse {
+                    plan: m.plan.clone(),
+                    blocked: RecordFile::open(&m.blocked_file, true).context("BLOCKED_FILE")?,
+                })
+            })
             .transpose()
     };
-    let tcp_blocked = open_blocked(Proto::Tcp)?;
-    let udp_blocked = open_blocked(Proto::Udp)?;
+    let tcp_response = mode_response(Proto::Tcp)?;
+    let udp_response = mode_response(Proto::Udp)?;
 
     let protect_sources = startup::protect_sources(&settings);
     let protected = startup::gather_protected(&settings, &protect_sources)?;
@@ -131,14 +136,7 @@ pub fn run(
         (Box::new(PacketSource::new(sensor, usage)), kernel, None)
     };
 
-    let responder = Responder::new(
-        settings.tcp.as_ref().map(|m| m.plan.clone()),
-        settings.udp.as_ref().map(|m| m.plan.clone()),
-        tcp_blocked,
-        udp_blocked,
-        Some(history),
-        Some(kernel),
-    );
+    let responder = Responder::new(tcp_response, udp_response, history, kernel);
     let (action_tx, action_rx) = mpsc::sync_channel::<ToReporter>(ACTION_QUEUE);
     let (feedback_tx, feedback_rx) = mpsc::channel::<Feedback>();
     let reporter = {

@@ -102,11 +102,10 @@ impl Reporter {
                     let _ = pending.reply.send(reply);
                 }
                 ToReporter::Restore => {
-                    if let Some(kernel) = self.responder.kernel_mut() {
-                        match kernel.put_back_missing(clock::unix_now()) {
-                            Ok(n) => log.log(&alerts::bans_put_back(n)),
-                            Err(e) => log.log(&alerts::error("cannot put the bans back", &e)),
-                        }
+                    let bans = self.responder.bans_mut();
+                    match bans.put_back_missing(clock::unix_now()) {
+                        Ok(n) => log.log(&alerts::bans_put_back(n)),
+                        Err(e) => log.log(&alerts::error("cannot put the bans back", &e)),
                     }
                 }
                 ToReporter::Stop => return true,
@@ -160,7 +159,8 @@ impl Reporter {
         use control::Request;
         let uptime =
             humantime::format_duration(Duration::from_secs(self.started.elapsed().as_secs()));
-        let Some(kernel) = self.responder.kernel_mut().filter(|k| k.is_native()) else {
+        let kernel = self.responder.bans_mut();
+        if !kernel.is_native() {
             return match request {
                 Request::Status => format!(
                     "ok: portsentry {} running for {uptime}; no ban backend (only the KILL_* commands act)",
@@ -204,9 +204,7 @@ impl Reporter {
     /// Ended bans (logged, removed where the backend does not expire them), and the
     /// state file saved when due (or `force`, at stop).
     fn housekeeping(&mut self, log: &Logger, force_save: bool) {
-        let Some(kernel) = self.responder.kernel_mut() else {
-            return;
-        };
+        let kernel = self.responder.bans_mut();
         let clocks = clock::now();
         let now = clocks.unix;
         let ended = kernel.take_expired(now);

@@ -27,14 +27,18 @@ use portsentry_kernel::process::{COMMAND_TIME_LIMIT, ProcessError, Run};
 
 /// Runs responses and writes the records that follow them. Owned by the reporter thread.
 pub struct Responder {
-    tcp: Option<ResponsePlan>,
-    udp: Option<ResponsePlan>,
-    tcp_blocked: Option<RecordFile>,
-    udp_blocked: Option<RecordFile>,
-    history: Option<RecordFile>,
+    tcp: Option<ModeResponse>,
+    udp: Option<ModeResponse>,
+    history: RecordFile,
     /// The ban book and its kernel side: nftables sets, a fallback backend, or (with
     /// `backend = "none"`) only a record of what the KILL_* commands did.
-    kernel: Option<BanLifecycle>,
+    bans: BanLifecycle,
+}
+
+/// One running mode's response: its 1.2 plan and its blocked file.
+pub struct ModeResponse {
+    pub plan: ResponsePlan,
+    pub blocked: RecordFile,
 }
 
 /// What [`Responder::ban_natively`] did: the outcome when the kernel holds the ban, and
@@ -55,26 +59,22 @@ enum Step {
 
 impl Responder {
     pub fn new(
-        tcp: Option<ResponsePlan>,
-        udp: Option<ResponsePlan>,
-        tcp_blocked: Option<RecordFile>,
-        udp_blocked: Option<RecordFile>,
-        history: Option<RecordFile>,
-        kernel: Option<BanLifecycle>,
+        tcp: Option<ModeResponse>,
+        udp: Option<ModeResponse>,
+        history: RecordFile,
+        bans: BanLifecycle,
     ) -> Self {
         Responder {
             tcp,
             udp,
-            tcp_blocked,
-            udp_blocked,
             history,
-            kernel,
+            bans,
         }
     }
 
-    /// The native ban book, for periodic saves and expiry.
-    pub fn kernel_mut(&mut self) -> Option<&mut BanLifecycle> {
-        self.kernel.as_mut()
+    /// The ban lifecycle, for the control socket, periodic saves and expiry.
+    pub fn bans_mut(&mut self) -> &mut BanLifecycle {
+        &mut self.bans
     }
 
     /// Phase one of a response, before any name lookup: the native ban of the probe's
@@ -82,18 +82,17 @@ impl Responder {
     /// returned with it, to be logged in order by [`Self::finish`].
     pub fn ban_natively(&mut self, probe: &Probe) -> NativeBan {
         let wants_block = self
-            .plan(probe.proto())
-            .is_some_and(|p| p.block == BlockMode::Block);
-        let Some(kernel) = self
-            .kernel
-            .as_mut()
-            .filter(|k| wants_block && k.is_native())
-        else {
+            .mode(probe.proto())
+            .is_some_and(|m| m.plan.block == BlockMode::Block);
+        if !wants_block || !self.bans.is_native() {
             return NativeBan::default();
-        };
+        }
         let target = probe.src;
         let reason = format!("{} to {} port {}", probe.kind, probe.proto(), probe.dport);
-        match kernel.ban(clock::unix_now(), target, probe.kernel_banned, &reason) {
+        match self
+            .bans
+            .ban(clock::unix_now(), target, probe.kernel_banned, &reason)
+        {
             Ok(banned) => NativeBan {
                 outcome: Some(Outcome::Blocked {
                     length: banned.timeout,
@@ -112,7 +111,7 @@ impl Responder {
         }
     }
 
-    fn plan(&self, proto: Proto) -> Option<&ResponsePlan> {
+    fn mode(&self, proto: Proto) -> Option<&ModeResponse> {
         match proto {
             Proto::Tcp => self.tcp.as_ref(),
             Proto::Udp => self.udp.as_ref(),
@@ -134,14 +133,15 @@ impl Responder {
         }
         let native = native.outcome;
         let proto = probe.proto();
-        // Field borrows, not `self.plan()`: the chain below also records into the book.
-        let plan = match proto {
-            Proto::Tcp => self.tcp.as_ref(),
-            Proto::Udp => self.udp.as_ref(),
+        // Field borrows, not `self.mode()`: the chain below also records into the book.
+        let mode = match proto {
+            Proto::Tcp => self.tcp.as_mut(),
+            Proto::Udp => self.udp.as_mut(),
         };
-        let Some(plan) = plan else {
+        let Some(mode) = mode else {
             return Outcome::Reported;
         };
+        let plan = &mode.plan;
         let target = probe.src;
         let host = Host {
             name: resolved,
@@ -195,23 +195,21 @@ impl Responder {
                         log.log(&alerts::could_not_block(host));
                     }
                     (native, true)
-                } else if !ran_any && self.kernel.as_ref().is_some_and(|k| k.is_native()) {
+                } else if !ran_any && self.bans.is_native() {
                     // The nftables ban was the only action, and it failed.
                     (Outcome::Failed, false)
                 } else if !ran_any {
                     log.log(&alerts::no_block_action(proto, target));
                     (Outcome::Reported, true)
                 } else if all_ok {
-                    if let Some(k) = self.kernel.as_mut() {
-                        k.record_legacy(
-                            clock::unix_now(),
-                            target,
-                            &format!(
-                                "KILL_* commands after {} to {proto} port {}",
-                                probe.kind, probe.dport
-                            ),
-                        );
-                    }
+                    self.bans.record_legacy(
+                        clock::unix_now(),
+                        target,
+                        &format!(
+                            "KILL_* commands after {} to {proto} port {}",
+                            probe.kind, probe.dport
+                        ),
+                    );
                     (Outcome::Blocked { length: None }, true)
                 } else {
                     (Outcome::Failed, false)
@@ -225,11 +223,7 @@ impl Responder {
         // Like 1.2, an acted-on host is written to the blocked and history files, also
         // with BLOCK_x=0: fail2ban setups depend on that history line.
         let line = records::blocked_line_now(resolved, target, probe.dport, proto);
-        let blocked = match proto {
-            Proto::Tcp => self.tcp_blocked.as_mut(),
-            Proto::Udp => self.udp_blocked.as_mut(),
-        };
-        for file in [blocked, self.history.as_mut()].into_iter().flatten() {
+        for file in [&mut mode.blocked, &mut self.history] {
             if let Err(e) = file.append(&line) {
                 log.log(&alerts::failure(&e));
             }
@@ -331,6 +325,253 @@ pub fn run_shell(command: &str, limit: Duration) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
+    use std::os::unix::net::UnixDatagram;
+    use std::path::Path;
+
+    use ipnet::IpNet;
+    use portsentry_engine::ProbeKind;
+    use portsentry_engine::bans::{BanBook, BanPolicy};
+    use portsentry_kernel::backend::{BanBackend, Expiry, FallbackError, Held};
+
+    /// A logger whose syslog lines the test reads back (a datagram socket in `dir`).
+    struct Captured {
+        log: Logger,
+        server: UnixDatagram,
+    }
+
+    impl Captured {
+        fn new(dir: &Path) -> Self {
+            let path = dir.join("log.sock");
+            let server = UnixDatagram::bind(&path).unwrap();
+            server.set_nonblocking(true).unwrap();
+            Captured {
+                log: Logger::new(Some(&path), false),
+                server,
+            }
+        }
+
+        fn lines(&self) -> Vec<String> {
+            let mut out = Vec::new();
+            let mut buf = [0u8; 2048];
+            while let Ok(n) = self.server.recv(&mut buf) {
+                let frame = String::from_utf8_lossy(&buf[..n]).into_owned();
+                out.push(
+                    frame
+                        .split_once("]: ")
+                        .map(|(_, m)| m.to_string())
+                        .unwrap_or(frame),
+                );
+            }
+            out
+        }
+    }
+
+    /// An in-memory backend that holds single addresses and accepts every ban.
+    #[derive(Default)]
+    struct Memory(Vec<IpNet>);
+
+    impl BanBackend for Memory {
+        fn name(&self) -> &'static str {
+            "memory"
+        }
+        fn prepare(&mut self) -> Result<(), FallbackError> {
+            Ok(())
+        }
+        fn add(&mut self, key: IpNet, _: Option<Duration>) -> Result<(), FallbackError> {
+            self.0.push(key);
+            Ok(())
+        }
+        fn remove(&mut self, key: IpNet) -> Result<bool, FallbackError> {
+            let before = self.0.len();
+            self.0.retain(|k| *k != key);
+            Ok(self.0.len() != before)
+        }
+        fn list(&mut self) -> Result<Vec<Held>, FallbackError> {
+            Ok(self
+                .0
+                .iter()
+                .map(|&key| Held {
+                    key,
+                    expiry: Expiry::Unknown,
+                })
+                .collect())
+        }
+        fn expires_by_itself(&self) -> bool {
+            true
+        }
+        fn teardown(&mut self) -> Result<(), FallbackError> {
+            self.0.clear();
+            Ok(())
+        }
+    }
+
+    /// The responder reads the wall clock itself (it is the daemon's shell around the
+    /// lifecycle), so the test asks the book about now too.
+    fn now() -> u64 {
+        clock::unix_now()
+    }
+    const SCANNER: &str = "198.18.0.2";
+
+    fn probe() -> Probe {
+        Probe {
+            src: SCANNER.parse().unwrap(),
+            dst: "198.18.0.1".parse().unwrap(),
+            sport: 40000,
+            dport: 111,
+            kind: ProbeKind::Syn,
+            ip_options: false,
+            ttl: 64,
+            kernel_banned: false,
+        }
+    }
+
+    fn plan(block: BlockMode, kill_route: Option<&str>, dir: &Path) -> ResponsePlan {
+        ResponsePlan {
+            mode: "atcp".into(),
+            block,
+            kill_route: kill_route.map(String::from),
+            kill_hosts_deny: None,
+            kill_run_cmd: None,
+            kill_run_cmd_first: false,
+            hosts_deny_file: dir.join("hosts.deny"),
+        }
+    }
+
+    /// A responder for TCP with `plan`, records in `dir`, and `backend` (None: the
+    /// legacy commands only).
+    fn responder(
+        plan: ResponsePlan,
+        dir: &Path,
+        backend: Option<Box<dyn BanBackend>>,
+    ) -> Responder {
+        let (bans, _) =
+            BanLifecycle::start(BanBook::new(64), 0, BanPolicy::default(), backend, now()).unwrap();
+        let tcp = ModeResponse {
+            plan,
+            blocked: RecordFile::open(&dir.join("blocked.atcp"), true).unwrap(),
+        };
+        let history = RecordFile::open(&dir.join("history"), false).unwrap();
+        Responder::new(Some(tcp), None, history, bans)
+    }
+
+    fn respond(r: &mut Responder, log: &Logger) -> Outcome {
+        let p = probe();
+        let native = r.ban_natively(&p);
+        r.finish(log, &p, native, SCANNER)
+    }
+
+    fn history(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join("history")).unwrap()
+    }
+
+    #[test]
+    fn block_0_only_reports_but_writes_the_history_line_like_1_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = Captured::new(dir.path());
+        let mut r = responder(
+            plan(BlockMode::LogOnly, Some("true $TARGET$"), dir.path()),
+            dir.path(),
+            None,
+        );
+        assert_eq!(respond(&mut r, &cap.log), Outcome::Reported);
+        assert_eq!(
+            cap.lines(),
+            ["attackalert: Ignoring TCP response per configuration file setting."]
+        );
+        assert!(history(dir.path()).contains("198.18.0.2/198.18.0.2 Port: 111 TCP Blocked"));
+    }
+
+    #[test]
+    fn a_kill_route_that_works_blocks_for_good_and_is_recorded_as_a_ban() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = Captured::new(dir.path());
+        let mut r = responder(
+            plan(BlockMode::Block, Some("true $TARGET$"), dir.path()),
+            dir.path(),
+            None,
+        );
+        assert_eq!(respond(&mut r, &cap.log), Outcome::Blocked { length: None });
+        assert_eq!(
+            cap.lines(),
+            [
+                "attackalert: Host 198.18.0.2 has been blocked via dropped route using command: \"true 198.18.0.2\""
+            ]
+        );
+        assert_eq!(
+            r.bans_mut().active_count(now()),
+            1,
+            "listed by portsentry list"
+        );
+        assert!(history(dir.path()).contains("Port: 111 TCP Blocked"));
+    }
+
+    #[test]
+    fn a_failing_kill_route_is_not_blocked_and_leaves_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = Captured::new(dir.path());
+        let mut r = responder(
+            plan(BlockMode::Block, Some("exit 3 # $TARGET$"), dir.path()),
+            dir.path(),
+            None,
+        );
+        assert_eq!(respond(&mut r, &cap.log), Outcome::Failed);
+        let lines = cap.lines();
+        assert!(
+            lines[0].starts_with(
+                "attackalert: ERROR: KILL_ROUTE command failed for host 198.18.0.2 (exit status 3)"
+            ),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines[1],
+            "attackalert: ERROR: Could not block host 198.18.0.2/198.18.0.2!!"
+        );
+        assert_eq!(
+            history(dir.path()),
+            "",
+            "a failed block is tried again, not recorded"
+        );
+        assert_eq!(r.bans_mut().active_count(now()), 0);
+    }
+
+    #[test]
+    fn the_native_ban_holds_when_the_legacy_chain_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = Captured::new(dir.path());
+        let backend: Box<dyn BanBackend> = Box::new(Memory::default());
+        let mut r = responder(
+            plan(BlockMode::Block, Some("false $TARGET$"), dir.path()),
+            dir.path(),
+            Some(backend),
+        );
+        let length = BanPolicy::default().ban_time;
+        assert_eq!(
+            respond(&mut r, &cap.log),
+            Outcome::Blocked {
+                length: Some(length)
+            }
+        );
+        let lines = cap.lines();
+        assert_eq!(
+            lines[0],
+            "attackalert: Host 198.18.0.2 has been banned in the kernel (memory) for 1h, offence 1"
+        );
+        assert!(
+            lines[1].starts_with("attackalert: ERROR: KILL_ROUTE command failed"),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines[2],
+            "attackalert: ERROR: Could not block host 198.18.0.2/198.18.0.2!!"
+        );
+        assert!(
+            history(dir.path()).contains("Port: 111 TCP Blocked"),
+            "the host is banned"
+        );
+        let ip: IpAddr = SCANNER.parse().unwrap();
+        assert_eq!(r.bans_mut().active_count(now()), 1, "{ip} in the book");
+    }
 
     #[test]
     fn macros_are_substituted_and_ipv6_bracketed_only_for_hosts_deny() {
