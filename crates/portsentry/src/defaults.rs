@@ -35,7 +35,7 @@ pub const IGNORE_FILE: &str = "/etc/portsentry/portsentry.ignore";
 pub const IGNORE_STATIC_SUFFIX: &str = ".static";
 /// 1.2's compile-time `WRAPPER_HOSTS_DENY`, where KILL_HOSTS_DENY lines go unless
 /// HOSTS_DENY_FILE or `--hosts-deny` says otherwise.
-pub const HOSTS_DENY_FILE: &str = crate::config::WRAPPER_HOSTS_DENY;
+pub const HOSTS_DENY_FILE: &str = "/etc/hosts.deny";
 
 /// Ports the embedded defaults never alarm on in `-atcp`, as the upstream and Debian
 /// configs ship: ident (113, answered by many hosts' outgoing mail) and NetBIOS (139).

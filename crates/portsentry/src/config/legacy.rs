@@ -19,8 +19,8 @@ use portsentry_engine::ports::PortSet;
 use super::{Diagnostic, join, read_text};
 
 /// Where 1.2 appends `KILL_HOSTS_DENY` lines (compile-time `WRAPPER_HOSTS_DENY`); used when
-/// our `HOSTS_DENY_FILE` key is not set.
-pub const WRAPPER_HOSTS_DENY: &str = "/etc/hosts.deny";
+/// HOSTS_DENY_FILE is not set.
+pub const WRAPPER_HOSTS_DENY: &str = crate::defaults::HOSTS_DENY_FILE;
 
 /// What `BLOCK_TCP` / `BLOCK_UDP` ask for on an alarm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
