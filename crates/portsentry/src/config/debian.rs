@@ -12,10 +12,9 @@
 
 use std::path::Path;
 
-use anyhow::Context as _;
 use portsentry_engine::Proto;
 
-use super::{Diagnostic, join, read_text};
+use super::Diagnostic;
 
 /// A detection mode, as PortSentry's flags name it together with the protocol: `tcp`,
 /// `stcp`, `atcp` for TCP and `udp`, `sudp`, `audp` for UDP.
@@ -160,21 +159,6 @@ fn assigned_value(name: &str, rest: &str) -> Result<Option<String>, String> {
     Ok(Some(value.to_string()))
 }
 
-/// Reads and parses `/etc/default/portsentry`; `Ok(None)` when the file does not exist
-/// (a non-Debian system). Errors are one per line, as "path:line: message".
-pub fn load_debian_defaults(path: &Path) -> anyhow::Result<Option<DebianDefaults>> {
-    let text = match read_text(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot read {}", path.display()));
-        }
-    };
-    parse_debian_defaults(&text, path)
-        .map(Some)
-        .map_err(|errors| anyhow::anyhow!(join(&errors)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::tests::TempFile;
@@ -292,24 +276,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn load_missing_file_is_none() {
-        assert_eq!(
-            load_debian_defaults(Path::new("/nonexistent/default/portsentry")).unwrap(),
-            None
-        );
+    /// What the settings layer does with the file: read lossily, then parse.
+    fn load_debian_defaults(path: &Path) -> Result<DebianDefaults, String> {
+        let text = super::super::read_text(path).map_err(|e| e.to_string())?;
+        parse_debian_defaults(&text, path).map_err(|e| super::super::join(&e))
     }
 
     #[test]
-    fn load_reads_and_labels() {
+    fn the_file_is_read_and_labelled() {
         let f = TempFile::new("default-ok", b"TCP_MODE=\"atcp\"\nUDP_MODE=\"audp\"\n");
         assert_eq!(
             load_debian_defaults(&f.0).unwrap(),
-            Some(modes(Some(ModeKind::Advanced), Some(ModeKind::Advanced)))
+            modes(Some(ModeKind::Advanced), Some(ModeKind::Advanced))
         );
         let f = TempFile::new("default-bad", b"# ok\nTCP_MODE=\"xtcp\"\n");
         assert_eq!(
-            load_debian_defaults(&f.0).unwrap_err().to_string(),
+            load_debian_defaults(&f.0).unwrap_err(),
             format!(
                 "{}:2: TCP_MODE=\"xtcp\" is not a mode (expected tcp, stcp or atcp)",
                 f.0.display()

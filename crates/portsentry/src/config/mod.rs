@@ -1,11 +1,11 @@
 //! Readers for the configuration files a PortSentry installation already has:
 //! `portsentry.conf` (1.2 and 2.x syntax, [`parse_legacy`]), Debian's
 //! `/etc/default/portsentry` ([`parse_debian_defaults`]) and `portsentry.ignore`
-//! ([`parse_ignore`] / [`load_ignore`], over the engine's [`IgnoreSet::parse`]).
+//! ([`parse_ignore`], over the engine's [`IgnoreSet::parse`]).
 //!
 //! Layout follows ripgrep's flags crate: every `parse_*` function is pure over `&str` and
-//! tested from string literals; every `load_*` function only reads the file, hands the
-//! text to its parser and stamps the path into the messages. Parsers turn raw text into
+//! tested from string literals, and reports problems as [`Diagnostic`]s (file:line, one
+//! small error type); reading the files is `settings::sources`' job. Parsers turn raw text into
 //! validated types and collect every problem with file:line, because a security daemon
 //! refuses to start on a config error rather than guess what the admin meant.
 //!
@@ -20,16 +20,13 @@ mod toml_file;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use portsentry_engine::ignore::IgnoreSet;
 
-pub use debian::{DebianDefaults, ModeKind, load_debian_defaults, parse_debian_defaults};
-pub use legacy::{
-    BlockMode, LegacyConfig, WRAPPER_HOSTS_DENY, legacy_keys, load_legacy, parse_legacy,
-};
+pub use debian::{DebianDefaults, ModeKind, parse_debian_defaults};
+pub use legacy::{BlockMode, LegacyConfig, WRAPPER_HOSTS_DENY, legacy_keys, parse_legacy};
 pub use toml_file::{
     Backend, BanSettings, ControlSettings, DEFAULT_SETTINGS_FILE, FirewallSettings,
-    ProtectSettings, StateSettings, TomlSettings, load_toml_settings, parse_toml_settings,
+    ProtectSettings, StateSettings, TomlSettings, parse_toml_settings,
 };
 
 /// One error or warning about a configuration file, tied to a line.
@@ -39,14 +36,17 @@ pub struct Diagnostic {
     pub file: PathBuf,
     /// 1-based line number; 0 when the message is about the file as a whole.
     pub line: usize,
+    /// 1-based column, where the parser knows it (TOML); 0 otherwise.
+    pub column: usize,
     pub message: String,
 }
 
 impl Diagnostic {
-    fn new(file: &Path, line: usize, message: impl Into<String>) -> Self {
+    pub(crate) fn new(file: &Path, line: usize, message: impl Into<String>) -> Self {
         Diagnostic {
             file: file.to_path_buf(),
             line,
+            column: 0,
             message: message.into(),
         }
     }
@@ -58,6 +58,15 @@ impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line == 0 {
             write!(f, "{}: {}", self.file.display(), self.message)
+        } else if self.column > 0 {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )
         } else {
             write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
         }
@@ -66,7 +75,7 @@ impl fmt::Display for Diagnostic {
 
 impl std::error::Error for Diagnostic {}
 
-/// Joins diagnostics one per line, for an `anyhow` error.
+/// Joins diagnostics one per line, for one error message.
 pub(crate) fn join(diags: &[Diagnostic]) -> String {
     diags
         .iter()
@@ -84,23 +93,14 @@ pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
     })
 }
 
-/// Reads and parses a `portsentry.ignore` file. Every bad line is reported, one per line,
-/// as "path:line: reason (`text`)".
-pub fn load_ignore(path: &Path) -> anyhow::Result<IgnoreSet> {
-    let text =
-        read_text(path).with_context(|| format!("cannot read ignore file {}", path.display()))?;
-    parse_ignore(&text, path)
-}
-
 /// Parses the text of a `portsentry.ignore` file; `path` only labels the messages, one
 /// per bad line, as "path:line: reason (`text`)".
-pub fn parse_ignore(text: &str, path: &Path) -> anyhow::Result<IgnoreSet> {
+pub fn parse_ignore(text: &str, path: &Path) -> Result<IgnoreSet, Vec<Diagnostic>> {
     IgnoreSet::parse(text).map_err(|errors| {
-        let diags: Vec<Diagnostic> = errors
+        errors
             .iter()
             .map(|e| Diagnostic::new(path, e.line, format!("{} (`{}`)", e.reason, e.text)))
-            .collect();
-        anyhow::anyhow!(join(&diags))
+            .collect()
     })
 }
 
@@ -135,10 +135,19 @@ mod tests {
         assert_eq!(d.to_string(), "/etc/portsentry/portsentry.conf:61: boom");
         let d = Diagnostic::new(Path::new("x.conf"), 0, "whole file");
         assert_eq!(d.to_string(), "x.conf: whole file");
+        let mut d = Diagnostic::new(Path::new("p.toml"), 3, "bad");
+        d.column = 7;
+        assert_eq!(d.to_string(), "p.toml:3:7: bad");
+    }
+
+    /// What the settings layer does with an ignore file: read lossily, then parse.
+    fn load_ignore(path: &Path) -> Result<IgnoreSet, String> {
+        let text = read_text(path).map_err(|e| e.to_string())?;
+        parse_ignore(&text, path).map_err(|d| join(&d))
     }
 
     #[test]
-    fn load_ignore_ok_with_latin1_comment() {
+    fn ignore_file_with_latin1_comment_is_read() {
         let f = TempFile::new(
             "ignore-ok",
             b"# J\xf6rg's desk\r\n127.0.0.1/32\r\n0.0.0.0\r\n192.0.2.7 # admin",
@@ -149,9 +158,9 @@ mod tests {
     }
 
     #[test]
-    fn load_ignore_reports_every_bad_line_with_path() {
+    fn ignore_file_errors_name_every_bad_line_with_path() {
         let f = TempFile::new("ignore-bad", b"127.0.0.1\nlocalhost\n10.0.0.0/33\n");
-        let err = load_ignore(&f.0).unwrap_err().to_string();
+        let err = load_ignore(&f.0).unwrap_err();
         let p = f.0.display();
         assert_eq!(
             err,
@@ -160,15 +169,6 @@ mod tests {
                  {p}:3: prefix length `33` is not a number 0-32 (netmask notation such as \
                  255.255.255.0 is not accepted) (`10.0.0.0/33`)"
             )
-        );
-    }
-
-    #[test]
-    fn load_ignore_missing_file() {
-        let err = load_ignore(Path::new("/nonexistent/portsentry.ignore")).unwrap_err();
-        assert!(
-            format!("{err:#}")
-                .starts_with("cannot read ignore file /nonexistent/portsentry.ignore")
         );
     }
 }

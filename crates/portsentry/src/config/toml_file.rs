@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use super::Diagnostic;
 use portsentry_engine::bans::BanPolicy;
 use serde::Deserialize;
 
@@ -223,27 +223,20 @@ impl TomlSettings {
 }
 
 /// Parse the text of a settings file; errors carry `file:line:column`.
-pub fn parse_toml_settings(text: &str, file: &Path) -> Result<TomlSettings> {
+pub fn parse_toml_settings(text: &str, file: &Path) -> Result<TomlSettings, Diagnostic> {
     let settings: TomlSettings = toml::from_str(text).map_err(|e| {
-        let (line, col) = e
+        let (line, column) = e
             .span()
             .map(|span| line_col(text, span.start))
             .unwrap_or((0, 0));
-        anyhow!("{}:{line}:{col}: {}", file.display(), e.message())
+        let mut d = Diagnostic::new(file, line, e.message());
+        d.column = column;
+        d
     })?;
     settings
         .validate()
-        .map_err(|m| anyhow!("{}: {m}", file.display()))?;
+        .map_err(|m| Diagnostic::new(file, 0, m))?;
     Ok(settings)
-}
-
-/// Read `path`; Ok(None) when it does not exist.
-pub fn load_toml_settings(path: &Path) -> Result<Option<TomlSettings>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse_toml_settings(&text, path).map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -284,7 +277,7 @@ mod humantime_serde_compat {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<TomlSettings> {
+    fn parse(text: &str) -> Result<TomlSettings, Diagnostic> {
         parse_toml_settings(text, Path::new("/etc/portsentry/portsentry.toml"))
     }
 

@@ -311,7 +311,9 @@ fn ignore_list(
         named.to_path_buf()
     };
     let set = match find(files, &path).map(|f| &f.content) {
-        Some(Content::Text(text)) => config::parse_ignore(text, &path),
+        Some(Content::Text(text)) => {
+            config::parse_ignore(text, &path).map_err(|d| anyhow!(config::join(&d)))
+        }
         Some(Content::Absent(e) | Content::Unreadable(e)) => {
             Err(copy(e)).with_context(|| format!("cannot read ignore file {}", path.display()))
         }
