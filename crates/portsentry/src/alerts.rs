@@ -142,7 +142,7 @@ pub fn command_run(ip: IpAddr, command: &str) -> String {
 }
 
 /// `key` is `KILL_ROUTE` or `KILL_RUN_CMD`.
-pub fn command_failed(key: &str, ip: IpAddr, why: &str, command: &str) -> String {
+pub fn command_failed(key: &str, ip: IpAddr, why: &dyn fmt::Display, command: &str) -> String {
     format!("attackalert: ERROR: {key} command failed for host {ip} ({why}): \"{command}\"")
 }
 

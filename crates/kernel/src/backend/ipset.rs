@@ -34,7 +34,7 @@ use super::command::{self, CommandError};
 use super::iptables::{CHAIN, rule_exists, xtables};
 use ipnet::IpNet;
 
-use super::{BanBackend, Expiry, FallbackError, Held, ban_target, host_key};
+use super::{BackendError, BanBackend, Expiry, Held, ban_target, host_key};
 use crate::process::Finished;
 
 /// The set of banned IPv4 sources.
@@ -129,10 +129,10 @@ impl IpsetBackend {
     }
 
     /// Our sets that exist now.
-    fn existing_sets(&self) -> Result<Vec<&'static str>, FallbackError> {
+    fn existing_sets(&self) -> Result<Vec<&'static str>, BackendError> {
         let names = command::run(IPSET, &["list", "-n"], None)
             .and_then(command::ok)
-            .map_err(FallbackError::ListSets)?;
+            .map_err(BackendError::ListSets)?;
         Ok([SET4, SET6]
             .into_iter()
             .filter(|set| names.lines().any(|l| l.trim() == *set))
@@ -141,19 +141,19 @@ impl IpsetBackend {
 
     /// Members of one set with their remaining time (`None`: permanent); empty when the
     /// set does not exist.
-    fn members(&self, set: &'static str) -> Result<Vec<(IpAddr, Option<Duration>)>, FallbackError> {
+    fn members(&self, set: &'static str) -> Result<Vec<(IpAddr, Option<Duration>)>, BackendError> {
         let out = command::run(IPSET, &["list", set, "-output", "save"], None)
-            .map_err(|source| FallbackError::ListSet { set, source })?;
+            .map_err(|source| BackendError::ListSet { set, source })?;
         if !out.success() {
             if no_such_set(&out) {
                 return Ok(Vec::new());
             }
-            return Err(FallbackError::ListSet {
+            return Err(BackendError::ListSet {
                 set,
                 source: command::failure(out),
             });
         }
-        parse_save(set, &out.stdout).map_err(|detail| FallbackError::ListSet {
+        parse_save(set, &out.stdout).map_err(|detail| BackendError::ListSet {
             set,
             source: CommandError::BadOutput {
                 command: out.command,
@@ -163,7 +163,7 @@ impl IpsetBackend {
     }
 
     /// Every ban with its remaining time in the kernel (`None`: permanent), IPv4 first.
-    pub fn entries(&mut self) -> Result<Vec<(IpAddr, Option<Duration>)>, FallbackError> {
+    pub fn entries(&mut self) -> Result<Vec<(IpAddr, Option<Duration>)>, BackendError> {
         let mut all = self.members(SET4)?;
         all.extend(self.members(SET6)?);
         Ok(all)
@@ -175,7 +175,7 @@ impl BanBackend for IpsetBackend {
         "ipset"
     }
 
-    fn prepare(&mut self) -> Result<(), FallbackError> {
+    fn prepare(&mut self) -> Result<(), BackendError> {
         for set in [SET4, SET6] {
             let maxelem = SET_MAXELEM.to_string();
             let args = [
@@ -192,10 +192,10 @@ impl BanBackend for IpsetBackend {
             ];
             command::run(IPSET, &args, None)
                 .and_then(command::ok)
-                .map_err(|source| FallbackError::CreateSet { set, source })?;
+                .map_err(|source| BackendError::CreateSet { set, source })?;
             let v6 = set == SET6;
             let spec = set_rule(set);
-            let insert_err = |source| FallbackError::InsertSetRule { set, source };
+            let insert_err = |source| BackendError::InsertSetRule { set, source };
             if !rule_exists(v6, &spec).map_err(insert_err)? {
                 let mut args = vec!["-I", CHAIN];
                 args.extend_from_slice(&spec);
@@ -207,7 +207,7 @@ impl BanBackend for IpsetBackend {
         Ok(())
     }
 
-    fn add(&mut self, key: IpNet, timeout: Option<Duration>) -> Result<(), FallbackError> {
+    fn add(&mut self, key: IpNet, timeout: Option<Duration>) -> Result<(), BackendError> {
         let addr = ban_target(host_key(key)?)?;
         let set = set_of(addr);
         let a = addr.to_string();
@@ -215,12 +215,12 @@ impl BanBackend for IpsetBackend {
         command::run(IPSET, &["add", set, &a, "timeout", &t, "-exist"], None)
             .and_then(command::ok)
             .map(drop)
-            .map_err(|source| FallbackError::AddToSet { set, addr, source })
+            .map_err(|source| BackendError::AddToSet { set, addr, source })
     }
 
     /// One `ipset restore -exist` for all of them: either the tool applies every line or
     /// it stops at the first bad one and says which.
-    fn add_many(&mut self, bans: &[(IpNet, Option<Duration>)]) -> Result<(), FallbackError> {
+    fn add_many(&mut self, bans: &[(IpNet, Option<Duration>)]) -> Result<(), BackendError> {
         if bans.is_empty() {
             return Ok(());
         }
@@ -237,18 +237,18 @@ impl BanBackend for IpsetBackend {
         command::run(IPSET, &["restore", "-exist"], Some(script.into_bytes()))
             .and_then(command::ok)
             .map(drop)
-            .map_err(|source| FallbackError::RestoreSets {
+            .map_err(|source| BackendError::RestoreSets {
                 count: bans.len(),
                 source,
             })
     }
 
-    fn remove(&mut self, key: IpNet) -> Result<bool, FallbackError> {
+    fn remove(&mut self, key: IpNet) -> Result<bool, BackendError> {
         let addr = ban_target(host_key(key)?)?;
         let set = set_of(addr);
         let a = addr.to_string();
         let out = command::run(IPSET, &["del", set, &a], None)
-            .map_err(|source| FallbackError::DeleteFromSet { set, addr, source })?;
+            .map_err(|source| BackendError::DeleteFromSet { set, addr, source })?;
         if out.success() {
             return Ok(true);
         }
@@ -256,7 +256,7 @@ impl BanBackend for IpsetBackend {
         if out.stderr.contains("it's not added") || no_such_set(&out) {
             return Ok(false);
         }
-        Err(FallbackError::DeleteFromSet {
+        Err(BackendError::DeleteFromSet {
             set,
             addr,
             source: command::failure(out),
@@ -266,7 +266,7 @@ impl BanBackend for IpsetBackend {
     /// Each member with the time left that `ipset list -output save` prints
     /// (`timeout N`; 0 = permanent). ipset does not report the length a member was
     /// added with.
-    fn list(&mut self) -> Result<Vec<Held>, FallbackError> {
+    fn list(&mut self) -> Result<Vec<Held>, BackendError> {
         Ok(self
             .entries()?
             .into_iter()
@@ -281,12 +281,12 @@ impl BanBackend for IpsetBackend {
         true
     }
 
-    fn teardown(&mut self) -> Result<(), FallbackError> {
+    fn teardown(&mut self) -> Result<(), BackendError> {
         // A rule can only name an existing set, so a missing set has no rule to delete.
         for set in self.existing_sets()? {
             let v6 = set == SET6;
             let spec = set_rule(set);
-            let delete_err = |source| FallbackError::DeleteSetRule { set, source };
+            let delete_err = |source| BackendError::DeleteSetRule { set, source };
             for _ in 0..MAX_RULE_COPIES {
                 if !rule_exists(v6, &spec).map_err(delete_err)? {
                     break;
@@ -299,7 +299,7 @@ impl BanBackend for IpsetBackend {
             }
             command::run(IPSET, &["destroy", set], None)
                 .and_then(command::ok)
-                .map_err(|source| FallbackError::DestroySet { set, source })?;
+                .map_err(|source| BackendError::DestroySet { set, source })?;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::command::{self, CommandError, XTABLES_LOCK_WAIT};
 use ipnet::IpNet;
 
-use super::{BanBackend, FallbackError, Held, ban_target, held_unknown, host_key};
+use super::{BackendError, BanBackend, Held, ban_target, held_unknown, host_key};
 use crate::process::Finished;
 
 /// The comment that marks our rules.
@@ -67,21 +67,21 @@ impl IptablesBackend {
     }
 
     /// Our rules in one family, one entry per rule (duplicates repeat).
-    fn rules(&self, v6: bool) -> Result<Vec<IpAddr>, FallbackError> {
+    fn rules(&self, v6: bool) -> Result<Vec<IpAddr>, BackendError> {
         let text = xtables(v6, &["-S", CHAIN])
             .and_then(command::ok)
-            .map_err(FallbackError::ListRules)?;
+            .map_err(BackendError::ListRules)?;
         Ok(parse_our_rules(&text))
     }
 
-    fn delete(&self, addr: IpAddr) -> Result<(), FallbackError> {
+    fn delete(&self, addr: IpAddr) -> Result<(), BackendError> {
         let a = addr.to_string();
         let mut args = vec!["-D", CHAIN];
         args.extend_from_slice(&rule_spec(&a));
         xtables(addr.is_ipv6(), &args)
             .and_then(command::ok)
             .map(drop)
-            .map_err(|source| FallbackError::DeleteRule { addr, source })
+            .map_err(|source| BackendError::DeleteRule { addr, source })
     }
 }
 
@@ -136,18 +136,18 @@ impl BanBackend for IptablesBackend {
     }
 
     /// Nothing to install: each ban is a rule of its own.
-    fn prepare(&mut self) -> Result<(), FallbackError> {
+    fn prepare(&mut self) -> Result<(), BackendError> {
         Ok(())
     }
 
     /// Inserts the rule unless it is already there; the timeout is ignored (the daemon
     /// removes the rule at expiry).
-    fn add(&mut self, key: IpNet, _timeout: Option<Duration>) -> Result<(), FallbackError> {
+    fn add(&mut self, key: IpNet, _timeout: Option<Duration>) -> Result<(), BackendError> {
         let addr = ban_target(host_key(key)?)?;
         let a = addr.to_string();
         let spec = rule_spec(&a);
         let v6 = addr.is_ipv6();
-        let insert_err = |source| FallbackError::InsertRule { addr, source };
+        let insert_err = |source| BackendError::InsertRule { addr, source };
         if rule_exists(v6, &spec).map_err(insert_err)? {
             return Ok(());
         }
@@ -161,7 +161,7 @@ impl BanBackend for IptablesBackend {
 
     /// Deletes every copy of our rule for `addr` (an older run or a second daemon may
     /// have inserted it twice).
-    fn remove(&mut self, key: IpNet) -> Result<bool, FallbackError> {
+    fn remove(&mut self, key: IpNet) -> Result<bool, BackendError> {
         let addr = ban_target(host_key(key)?)?;
         let copies = self
             .rules(addr.is_ipv6())?
@@ -175,7 +175,7 @@ impl BanBackend for IptablesBackend {
     }
 
     /// Our rules' addresses; a rule has no timeout ([`super::Expiry::Unknown`]).
-    fn list(&mut self) -> Result<Vec<Held>, FallbackError> {
+    fn list(&mut self) -> Result<Vec<Held>, BackendError> {
         let mut all = self.rules(false)?;
         all.extend(self.rules(true)?);
         let mut seen = std::collections::HashSet::new();
@@ -187,7 +187,7 @@ impl BanBackend for IptablesBackend {
         false
     }
 
-    fn teardown(&mut self) -> Result<(), FallbackError> {
+    fn teardown(&mut self) -> Result<(), BackendError> {
         for v6 in [false, true] {
             for addr in self.rules(v6)? {
                 self.delete(addr)?;

@@ -85,7 +85,7 @@ fn lifecycle(b: &mut dyn BanBackend) {
     assert!(!b.holds_networks());
     assert!(matches!(
         b.add("198.18.0.0/24".parse().unwrap(), None),
-        Err(FallbackError::NetworkUnsupported(_))
+        Err(BackendError::NetworkUnsupported(_))
     ));
     b.add(key("::ffff:198.18.0.2"), None).unwrap(); // the same host, mapped
     assert_eq!(sorted(addrs(b.list().unwrap())), vec![v4.addr(), v6.addr()]);
@@ -98,7 +98,7 @@ fn lifecycle(b: &mut dyn BanBackend) {
     assert!(b.list().unwrap().is_empty());
     assert!(matches!(
         b.add(key("0.0.0.0"), None),
-        Err(FallbackError::InvalidAddress(_))
+        Err(BackendError::InvalidAddress(_))
     ));
 
     b.add(v4, None).unwrap();
@@ -198,7 +198,7 @@ fn route_kind_is_configurable_and_foreign_routes_at_our_metric_are_refused() {
             ]);
             for addr in ["198.18.9.20", "fd00:5e17::9:20"] {
                 match bh.add(key(addr), None) {
-                    Err(FallbackError::ForeignRoute { addr: a }) => assert_eq!(a, ip(addr)),
+                    Err(BackendError::ForeignRoute { addr: a }) => assert_eq!(a, ip(addr)),
                     other => panic!("{addr}: {other:?}"),
                 }
                 assert!(!bh.remove(key(addr)).unwrap(), "removed a foreign route");
@@ -374,7 +374,7 @@ fn ipset_timeouts_permanent_bans_and_batch_restore() {
             assert_eq!(got.1.is_some(), t.is_some(), "{addr}");
         }
         match b.add_many(&[(key("198.18.0.9"), None), (key("::"), None)]) {
-            Err(FallbackError::InvalidAddress(_)) => {}
+            Err(BackendError::InvalidAddress(_)) => {}
             other => panic!("{other:?}"),
         }
         b.teardown().unwrap();

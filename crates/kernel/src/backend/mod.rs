@@ -58,7 +58,7 @@ pub use route::{ROUTE_PROTOCOL, RouteBackend, RouteKind};
 ///
 /// Keys are networks; a host is its `/32` or `/128`. A backend that does not
 /// [`holds_networks`](Self::holds_networks) refuses a shorter prefix with
-/// [`FallbackError::NetworkUnsupported`].
+/// [`BackendError::NetworkUnsupported`].
 ///
 /// Implementations are `Send` so that the daemon can build one at start and hand it to
 /// the thread that bans.
@@ -76,7 +76,7 @@ pub trait BanBackend: Send {
     /// Install whatever one-time state the backend needs (ipset sets + the one iptables
     /// rule that matches them; nothing for routes, iptables and nftables, whose table
     /// the caller applies). Idempotent.
-    fn prepare(&mut self) -> Result<(), FallbackError>;
+    fn prepare(&mut self) -> Result<(), BackendError>;
 
     /// Can it hold network bans (prefix grouping, manual network bans), or single
     /// addresses only?
@@ -86,11 +86,11 @@ pub trait BanBackend: Send {
 
     /// Ban `key` (timeout `None` = permanent). `Ok` only when the kernel accepted it.
     /// Backends that do not expire bans by themselves ignore the timeout.
-    fn add(&mut self, key: IpNet, timeout: Option<Duration>) -> Result<(), FallbackError>;
+    fn add(&mut self, key: IpNet, timeout: Option<Duration>) -> Result<(), BackendError>;
 
     /// Ban many, e.g. to put saved bans back at start. The default adds them one by one
     /// and stops at the first error; a backend may do it in one batch.
-    fn add_many(&mut self, bans: &[(IpNet, Option<Duration>)]) -> Result<(), FallbackError> {
+    fn add_many(&mut self, bans: &[(IpNet, Option<Duration>)]) -> Result<(), BackendError> {
         for &(key, timeout) in bans {
             self.add(key, timeout)?;
         }
@@ -98,18 +98,18 @@ pub trait BanBackend: Send {
     }
 
     /// Lift a ban; `Ok(false)` if it was not there.
-    fn remove(&mut self, key: IpNet) -> Result<bool, FallbackError>;
+    fn remove(&mut self, key: IpNet) -> Result<bool, BackendError>;
 
     /// The bans this backend holds now, each once, with what the kernel knows of their
     /// end (for restore/adopt at start and for `list`).
-    fn list(&mut self) -> Result<Vec<Held>, FallbackError>;
+    fn list(&mut self) -> Result<Vec<Held>, BackendError>;
 
     /// Does the backend expire bans by itself (nftables, ipset: yes; routes,
     /// iptables: no — the caller must [`remove`](Self::remove) them at expiry)?
     fn expires_by_itself(&self) -> bool;
 
     /// Remove everything this backend installed (uninstall / flush --all). Idempotent.
-    fn teardown(&mut self) -> Result<(), FallbackError>;
+    fn teardown(&mut self) -> Result<(), BackendError>;
 }
 
 /// One ban a backend holds.
@@ -158,8 +158,8 @@ pub fn host_of(key: IpNet) -> Option<IpAddr> {
 }
 
 /// The address of `key` for a backend that holds single addresses only.
-fn host_key(key: IpNet) -> Result<IpAddr, FallbackError> {
-    host_of(key).ok_or(FallbackError::NetworkUnsupported(key))
+fn host_key(key: IpNet) -> Result<IpAddr, BackendError> {
+    host_of(key).ok_or(BackendError::NetworkUnsupported(key))
 }
 
 /// [`Held`] elements of a host-only backend that keeps no timeouts.
@@ -210,7 +210,7 @@ pub fn detect() -> Option<Box<dyn BanBackend>> {
 
 /// A failed ban backend operation, with the tool's stderr or the kernel's error.
 #[derive(Debug, thiserror::Error)]
-pub enum FallbackError {
+pub enum BackendError {
     #[error("{0} cannot be banned (unspecified or multicast address)")]
     InvalidAddress(IpAddr),
     #[error("{0} is a network: this backend bans single addresses only")]
@@ -339,13 +339,13 @@ pub enum FallbackError {
 
 /// The canonical form of a ban target; refuses addresses that are never a packet's
 /// source (unspecified, multicast, IPv4 broadcast).
-fn ban_target(addr: IpAddr) -> Result<IpAddr, FallbackError> {
+fn ban_target(addr: IpAddr) -> Result<IpAddr, BackendError> {
     let addr = addr.to_canonical();
     let bad = addr.is_unspecified()
         || addr.is_multicast()
         || matches!(addr, IpAddr::V4(v4) if v4.is_broadcast());
     if bad {
-        Err(FallbackError::InvalidAddress(addr))
+        Err(BackendError::InvalidAddress(addr))
     } else {
         Ok(addr)
     }
@@ -368,7 +368,7 @@ mod tests {
         );
         for bad in ["0.0.0.0", "::", "224.0.0.1", "ff02::1", "255.255.255.255"] {
             assert!(
-                matches!(t(bad), Err(FallbackError::InvalidAddress(_))),
+                matches!(t(bad), Err(BackendError::InvalidAddress(_))),
                 "{bad} accepted"
             );
         }
@@ -376,7 +376,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_operation_and_the_cause() {
-        let e = FallbackError::AddToSet {
+        let e = BackendError::AddToSet {
             set: SET4,
             addr: "198.18.0.2".parse().unwrap(),
             source: CommandError::Failed {
@@ -389,7 +389,7 @@ mod tests {
         assert!(text.starts_with("cannot add 198.18.0.2 to set portsentry4: "));
         assert!(text.contains("exit status 1"), "{text}");
         assert!(text.contains("does not exist"), "{text}");
-        let e = FallbackError::DeleteRoute {
+        let e = BackendError::DeleteRoute {
             addr: "fd00:5e17::2".parse().unwrap(),
             source: io::Error::from_raw_os_error(libc::EPERM),
         };

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::{BanBackend, Expiry, FallbackError, Held, host_of};
+use super::{BackendError, BanBackend, Expiry, Held, host_of};
 use crate::nft::{BanSetWriter, Nft};
 
 /// Bans in our nftables table; see the module documentation.
@@ -37,9 +37,9 @@ impl std::fmt::Debug for NftablesBackend {
 impl NftablesBackend {
     /// Opens the netlink socket for the ban sets of `inet <table>` (in the calling
     /// thread's network namespace). The table need not exist yet.
-    pub fn open(table: &str) -> Result<Self, FallbackError> {
+    pub fn open(table: &str) -> Result<Self, BackendError> {
         let nft = Nft::new(table)?;
-        let writer = BanSetWriter::open(table).map_err(FallbackError::OpenNftables)?;
+        let writer = BanSetWriter::open(table).map_err(BackendError::OpenNftables)?;
         Ok(NftablesBackend { writer, nft })
     }
 
@@ -63,7 +63,7 @@ impl BanBackend for NftablesBackend {
     }
 
     /// Nothing: the caller applies the table ([`Nft::apply`]).
-    fn prepare(&mut self) -> Result<(), FallbackError> {
+    fn prepare(&mut self) -> Result<(), BackendError> {
         Ok(())
     }
 
@@ -71,25 +71,25 @@ impl BanBackend for NftablesBackend {
         true
     }
 
-    fn add(&mut self, key: IpNet, timeout: Option<Duration>) -> Result<(), FallbackError> {
+    fn add(&mut self, key: IpNet, timeout: Option<Duration>) -> Result<(), BackendError> {
         match host_of(key) {
             Some(addr) => self
                 .writer
                 .add(addr, timeout)
-                .map_err(|source| FallbackError::AddElement { addr, source }),
+                .map_err(|source| BackendError::AddElement { addr, source }),
             None => Ok(self.nft.add_net_bans(&[(key, timeout)])?),
         }
     }
 
     /// Hosts in one netlink batch, networks in one `nft` transaction.
-    fn add_many(&mut self, bans: &[(IpNet, Option<Duration>)]) -> Result<(), FallbackError> {
+    fn add_many(&mut self, bans: &[(IpNet, Option<Duration>)]) -> Result<(), BackendError> {
         let (hosts, nets): (Vec<_>, Vec<_>) = bans.iter().partition(|(k, _)| host_of(*k).is_some());
         let hosts: Vec<(IpAddr, Option<Duration>)> =
             hosts.into_iter().map(|(k, t)| (k.addr(), t)).collect();
         if !hosts.is_empty() {
             self.writer
                 .add_many(&hosts)
-                .map_err(|source| FallbackError::AddElements {
+                .map_err(|source| BackendError::AddElements {
                     count: hosts.len(),
                     source,
                 })?;
@@ -98,12 +98,12 @@ impl BanBackend for NftablesBackend {
     }
 
     /// For a network, `Ok(true)` whether or not it was there (`nft` does not say).
-    fn remove(&mut self, key: IpNet) -> Result<bool, FallbackError> {
+    fn remove(&mut self, key: IpNet) -> Result<bool, BackendError> {
         match host_of(key) {
             Some(addr) => self
                 .writer
                 .delete(addr)
-                .map_err(|source| FallbackError::DeleteElement { addr, source }),
+                .map_err(|source| BackendError::DeleteElement { addr, source }),
             None => {
                 self.nft.remove_net_bans(&[key])?;
                 Ok(true)
@@ -111,11 +111,11 @@ impl BanBackend for NftablesBackend {
         }
     }
 
-    fn list(&mut self) -> Result<Vec<Held>, FallbackError> {
+    fn list(&mut self) -> Result<Vec<Held>, BackendError> {
         let mut held: Vec<Held> = self
             .writer
             .list()
-            .map_err(FallbackError::ListElements)?
+            .map_err(BackendError::ListElements)?
             .into_iter()
             .map(|k| Held {
                 key: IpNet::from(k.addr),
@@ -134,7 +134,7 @@ impl BanBackend for NftablesBackend {
     }
 
     /// Deletes our whole table (traps and bans).
-    fn teardown(&mut self) -> Result<(), FallbackError> {
+    fn teardown(&mut self) -> Result<(), BackendError> {
         Ok(self.nft.remove()?)
     }
 }

@@ -18,7 +18,7 @@
 //! same host the lowest metric wins, so ours take the lowest the kernel allows: 0 for
 //! IPv4 (the default) and 1 for IPv6 (0 means "default metric", 1024). A foreign route
 //! for the same host *at that metric* makes the kernel answer `EEXIST`; then
-//! [`FallbackError::ForeignRoute`] is returned and the foreign route is left as it is.
+//! [`BackendError::ForeignRoute`] is returned and the foreign route is left as it is.
 //!
 //! Effect and limits: the attacker's packets still arrive, but nothing is sent back to
 //! it (a TCP handshake never completes, a UDP service's answer is dropped). The routes
@@ -41,7 +41,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use ipnet::IpNet;
 
-use super::{BanBackend, FallbackError, Held, ban_target, held_unknown, host_key};
+use super::{BackendError, BanBackend, Held, ban_target, held_unknown, host_key};
 use crate::rtnl::Rtnl;
 
 /// The routing protocol number (`rtm_protocol`) that marks our routes: 94 = 0x5e.
@@ -110,10 +110,10 @@ impl fmt::Debug for RouteBackend {
 
 impl RouteBackend {
     /// Opens the rtnetlink socket (in the calling thread's network namespace).
-    pub fn new(kind: RouteKind) -> Result<Self, FallbackError> {
+    pub fn new(kind: RouteKind) -> Result<Self, BackendError> {
         Ok(RouteBackend {
             kind,
-            rtnl: Rtnl::open().map_err(FallbackError::OpenNetlink)?,
+            rtnl: Rtnl::open().map_err(BackendError::OpenNetlink)?,
         })
     }
 
@@ -201,13 +201,13 @@ impl BanBackend for RouteBackend {
     }
 
     /// Nothing to install.
-    fn prepare(&mut self) -> Result<(), FallbackError> {
+    fn prepare(&mut self) -> Result<(), BackendError> {
         Ok(())
     }
 
     /// Adds the route; the timeout is ignored (the daemon removes the route at expiry).
     /// Our route already there (of any kind) is success.
-    fn add(&mut self, key: IpNet, _timeout: Option<Duration>) -> Result<(), FallbackError> {
+    fn add(&mut self, key: IpNet, _timeout: Option<Duration>) -> Result<(), BackendError> {
         let addr = ban_target(host_key(key)?)?;
         let kind = self.kind;
         let mut msg = route_message(addr);
@@ -225,40 +225,42 @@ impl BanBackend for RouteBackend {
                 } else {
                     AddressFamily::Inet6
                 };
-                let ours = self
-                    .ours(family)
-                    .map_err(|source| FallbackError::AddRoute { addr, kind, source })?;
+                let ours = self.ours(family).map_err(|source| BackendError::AddRoute {
+                    addr,
+                    kind,
+                    source,
+                })?;
                 if ours.contains(&addr) {
                     Ok(())
                 } else {
-                    Err(FallbackError::ForeignRoute { addr })
+                    Err(BackendError::ForeignRoute { addr })
                 }
             }
-            Err(source) => Err(FallbackError::AddRoute { addr, kind, source }),
+            Err(source) => Err(BackendError::AddRoute { addr, kind, source }),
         }
     }
 
-    fn remove(&mut self, key: IpNet) -> Result<bool, FallbackError> {
+    fn remove(&mut self, key: IpNet) -> Result<bool, BackendError> {
         let addr = ban_target(host_key(key)?)?;
         let mut deleted = false;
         for _ in 0..MAX_ROUTE_COPIES {
             match self.delete_one(addr) {
                 Ok(true) => deleted = true,
                 Ok(false) => break,
-                Err(source) => return Err(FallbackError::DeleteRoute { addr, source }),
+                Err(source) => return Err(BackendError::DeleteRoute { addr, source }),
             }
         }
         Ok(deleted)
     }
 
     /// Our host routes; a route has no timeout ([`super::Expiry::Unknown`]).
-    fn list(&mut self) -> Result<Vec<Held>, FallbackError> {
+    fn list(&mut self) -> Result<Vec<Held>, BackendError> {
         let mut all = self
             .ours(AddressFamily::Inet)
-            .map_err(FallbackError::ListRoutes)?;
+            .map_err(BackendError::ListRoutes)?;
         all.extend(
             self.ours(AddressFamily::Inet6)
-                .map_err(FallbackError::ListRoutes)?,
+                .map_err(BackendError::ListRoutes)?,
         );
         let mut seen = std::collections::HashSet::new();
         all.retain(|a| seen.insert(*a));
@@ -269,7 +271,7 @@ impl BanBackend for RouteBackend {
         false
     }
 
-    fn teardown(&mut self) -> Result<(), FallbackError> {
+    fn teardown(&mut self) -> Result<(), BackendError> {
         for held in self.list()? {
             self.remove(held.key)?;
         }

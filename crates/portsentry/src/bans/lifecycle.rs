@@ -22,13 +22,45 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
 use ipnet::IpNet;
 use portsentry_engine::Millis;
 use portsentry_engine::bans::{Ban, BanBook, BanPolicy};
-use portsentry_kernel::backend::{BanBackend, Expiry, host_of};
+use portsentry_kernel::backend::{BackendError, BanBackend, Expiry, host_of};
 
 use super::{LARGE_BOOK, SAVE_INTERVAL, SAVE_INTERVAL_LARGE};
+
+/// A lifecycle step the backend (or the configuration) refused. Each message names the
+/// step and carries the backend's own error text.
+#[derive(Debug, thiserror::Error)]
+pub enum BanError {
+    #[error("cannot read the bans {backend} holds: {error}")]
+    List {
+        backend: &'static str,
+        error: Box<BackendError>,
+    },
+    #[error("cannot put the saved bans back into the kernel: {0}")]
+    PutBack(Box<BackendError>),
+    #[error("cannot remove a ban that ended while portsentry was down: {0}")]
+    RemoveLeftover(Box<BackendError>),
+    #[error("the kernel refused the ban: {0}")]
+    Refused(Box<BackendError>),
+    #[error("bans from the command line need a ban backend")]
+    NoBackend,
+    #[error("network bans need the nftables backend; ban single addresses")]
+    NetworksUnsupported,
+    #[error(transparent)]
+    Backend(Box<BackendError>),
+}
+
+// Boxed: a backend error carries paths and tool output, and the happy path should not
+// pay for moving it around.
+impl From<BackendError> for BanError {
+    fn from(e: BackendError) -> Self {
+        BanError::Backend(Box::new(e))
+    }
+}
+
+type Result<T, E = BanError> = std::result::Result<T, E>;
 
 /// Summary of a start-up reconciliation, for the log.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -81,9 +113,10 @@ impl BanLifecycle {
             ..Restored::default()
         };
         if let Some(b) = backend.as_deref_mut() {
-            let held = b
-                .list()
-                .with_context(|| format!("cannot read the bans {} holds", b.name()))?;
+            let held = b.list().map_err(|error| BanError::List {
+                backend: b.name(),
+                error: Box::new(error),
+            })?;
             let held_keys: HashSet<IpNet> = held.iter().map(|h| h.key).collect();
             restored.already_in_kernel = book
                 .active(now)
@@ -91,7 +124,7 @@ impl BanLifecycle {
                 .count();
             let to_add = missing(&book, b, &held_keys, now);
             b.add_many(&to_add)
-                .context("cannot put the saved bans back into the kernel")?;
+                .map_err(|e| BanError::PutBack(Box::new(e)))?;
             restored.put_back = to_add.len();
 
             // Elements the kernel holds that the book lacks: added by the kernel's own
@@ -106,7 +139,7 @@ impl BanLifecycle {
                 }
                 if h.expiry == Expiry::Unknown && recorded.contains(&h.key) {
                     b.remove(h.key)
-                        .context("cannot remove a ban that ended while portsentry was down")?;
+                        .map_err(|e| BanError::RemoveLeftover(Box::new(e)))?;
                     restored.ended_removed += 1;
                     continue;
                 }
@@ -188,7 +221,7 @@ impl BanLifecycle {
             kernel_banned && host_of(ban.key).is_some() && timeout == Some(self.policy.ban_time);
         if !kernel_is_right {
             b.add(target, timeout)
-                .context("the kernel refused the ban")?;
+                .map_err(|e| BanError::Refused(Box::new(e)))?;
         }
         Ok(Banned {
             place: b.place(target),
@@ -202,10 +235,10 @@ impl BanLifecycle {
     /// an offence, like 1.2's history, so a later scan escalates from it.
     pub fn manual_ban(&mut self, now: u64, net: IpNet, duration: Option<Duration>) -> Result<Ban> {
         let Some(b) = self.backend.as_deref_mut() else {
-            bail!("bans from the command line need a ban backend");
+            return Err(BanError::NoBackend);
         };
         if host_of(net).is_none() && !b.holds_networks() {
-            bail!("network bans need the nftables backend; ban single addresses");
+            return Err(BanError::NetworksUnsupported);
         }
         let ban = self.book.ban(
             &self.policy,

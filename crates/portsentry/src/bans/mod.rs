@@ -22,11 +22,10 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use portsentry_engine::bans::{BanBook, BanPolicy};
 use portsentry_kernel::backend::BanBackend;
 
-pub use lifecycle::{BanLifecycle, Banned, Restored};
+pub use lifecycle::{BanError, BanLifecycle, Banned, Restored};
 
 use crate::clock::{self, Now};
 use crate::store;
@@ -46,6 +45,25 @@ pub const SAVE_INTERVAL_LARGE: Duration = Duration::from_secs(10);
 /// kernel elements still expire on their own).
 pub const BOOK_CAPACITY: usize = 65_536;
 
+/// Loading or saving the state file failed, or the start's reconciliation did.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "{error}\n(the state file holds the bans in force; to start without them, move it aside: mv {path} {path}.broken)"
+    )]
+    Load {
+        path: PathBuf,
+        error: store::StoreError,
+    },
+    #[error("cannot save {path}: {error}")]
+    Save {
+        path: PathBuf,
+        error: store::StoreError,
+    },
+    #[error(transparent)]
+    Bans(#[from] BanError),
+}
+
 /// The state file that keeps the book across restarts.
 #[derive(Debug, Clone)]
 pub struct StateFile {
@@ -63,21 +81,21 @@ impl StateFile {
 
     /// The book as saved (bounded by [`BOOK_CAPACITY`]), and how many of its bans
     /// ended by `now` (Unix seconds).
-    pub fn load(&self, now: u64) -> Result<(BanBook, usize)> {
-        let loaded = store::load(&self.path, now).map_err(|e| {
-            anyhow::anyhow!(
-                "{e}\n(the state file holds the bans in force; to start without them, move it aside: mv {0} {0}.broken)",
-                self.path.display()
-            )
+    pub fn load(&self, now: u64) -> Result<(BanBook, usize), StateError> {
+        let loaded = store::load(&self.path, now).map_err(|error| StateError::Load {
+            path: self.path.clone(),
+            error,
         })?;
         let expired = loaded.expired;
         Ok((loaded.into_book(BOOK_CAPACITY), expired))
     }
 
     /// Write the book now.
-    pub fn save(&self, bans: &mut BanLifecycle, now: Now) -> Result<()> {
-        store::save(&self.path, bans.book(), now.unix)
-            .with_context(|| format!("cannot save {}", self.path.display()))?;
+    pub fn save(&self, bans: &mut BanLifecycle, now: Now) -> Result<(), StateError> {
+        store::save(&self.path, bans.book(), now.unix).map_err(|error| StateError::Save {
+            path: self.path.clone(),
+            error,
+        })?;
         bans.saved(now.mono);
         Ok(())
     }
@@ -98,7 +116,7 @@ pub fn start(
     state: &StateFile,
     policy: BanPolicy,
     backend: Option<Box<dyn BanBackend>>,
-) -> Result<(BanLifecycle, Restored)> {
+) -> Result<(BanLifecycle, Restored), StateError> {
     let now = clock::now();
     let (book, expired) = state.load(now.unix)?;
     let (mut bans, restored) = BanLifecycle::start(book, expired, policy, backend, now.unix)?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use portsentry_engine::Millis;
 use portsentry_engine::bans::{Ban, BanBook, BanPolicy};
-use portsentry_kernel::backend::{BanBackend, Expiry, FallbackError, Held, host_of};
+use portsentry_kernel::backend::{BackendError, BanBackend, Expiry, Held, host_of};
 
 use super::{BanLifecycle, LARGE_BOOK, Restored};
 
@@ -73,7 +73,7 @@ impl BanBackend for Fake {
         "fake"
     }
 
-    fn prepare(&mut self) -> Result<(), FallbackError> {
+    fn prepare(&mut self) -> Result<(), BackendError> {
         Ok(())
     }
 
@@ -81,13 +81,13 @@ impl BanBackend for Fake {
         self.k().holds_networks
     }
 
-    fn add(&mut self, key: IpNet, timeout: Option<Duration>) -> Result<(), FallbackError> {
+    fn add(&mut self, key: IpNet, timeout: Option<Duration>) -> Result<(), BackendError> {
         let mut k = self.k();
         if k.fail_add {
-            return Err(FallbackError::InvalidAddress(key.addr()));
+            return Err(BackendError::InvalidAddress(key.addr()));
         }
         if !k.holds_networks && host_of(key).is_none() {
-            return Err(FallbackError::NetworkUnsupported(key));
+            return Err(BackendError::NetworkUnsupported(key));
         }
         let expiry = match (k.expires_by_itself, timeout) {
             (false, _) => Expiry::Unknown,
@@ -102,16 +102,16 @@ impl BanBackend for Fake {
         Ok(())
     }
 
-    fn remove(&mut self, key: IpNet) -> Result<bool, FallbackError> {
+    fn remove(&mut self, key: IpNet) -> Result<bool, BackendError> {
         let mut k = self.k();
         if k.fail_remove {
-            return Err(FallbackError::InvalidAddress(key.addr()));
+            return Err(BackendError::InvalidAddress(key.addr()));
         }
         k.removes.push(key);
         Ok(k.elements.remove(&key).is_some())
     }
 
-    fn list(&mut self) -> Result<Vec<Held>, FallbackError> {
+    fn list(&mut self) -> Result<Vec<Held>, BackendError> {
         Ok(self
             .k()
             .elements
@@ -124,7 +124,7 @@ impl BanBackend for Fake {
         self.k().expires_by_itself
     }
 
-    fn teardown(&mut self) -> Result<(), FallbackError> {
+    fn teardown(&mut self) -> Result<(), BackendError> {
         self.k().elements.clear();
         Ok(())
     }

@@ -299,26 +299,37 @@ fn run_step(log: &Logger, plan: &ResponsePlan, step: Step, target: IpAddr, port:
     }
 }
 
+/// Why a KILL_* command did not succeed, in the few words its log line gives.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandFailed {
+    #[error("cannot start /bin/sh: {0}")]
+    Start(std::io::Error),
+    #[error("killed after {} s time limit", .0.as_secs())]
+    TimedOut(Duration),
+    #[error("wait failed: {0}")]
+    Wait(std::io::Error),
+    /// Exit status or signal, and the first line the command wrote to stderr.
+    #[error("{0}")]
+    Exited(String),
+}
+
 /// Run `command` through `/bin/sh -c` (1.2 used `system()`), wait at most `limit`.
-/// Err carries a short reason: exit status, signal, time-out, or spawn error, plus the
-/// first line the command wrote to stderr. stdout goes to `/dev/null`; a background
-/// child of the command may keep stderr open, and is not waited for.
-pub fn run_shell(command: &str, limit: Duration) -> Result<(), String> {
+/// stdout goes to `/dev/null`; a background child of the command may keep stderr open,
+/// and is not waited for.
+pub fn run_shell(command: &str, limit: Duration) -> Result<(), CommandFailed> {
     let finished = Run::new("/bin/sh", &["-c", command], limit)
         .discard_stdout()
         .keep_at_most(4096)
         .run()
         .map_err(|e| match e {
-            ProcessError::Spawn { source, .. } => format!("cannot start /bin/sh: {source}"),
-            ProcessError::TimedOut { limit, .. } => {
-                format!("killed after {} s time limit", limit.as_secs())
-            }
-            ProcessError::Io { source, .. } => format!("wait failed: {source}"),
+            ProcessError::Spawn { source, .. } => CommandFailed::Start(source),
+            ProcessError::TimedOut { limit, .. } => CommandFailed::TimedOut(limit),
+            ProcessError::Io { source, .. } => CommandFailed::Wait(source),
         })?;
     if finished.success() {
         Ok(())
     } else {
-        Err(finished.reason())
+        Err(CommandFailed::Exited(finished.reason()))
     }
 }
 
@@ -332,7 +343,7 @@ mod tests {
     use ipnet::IpNet;
     use portsentry_engine::ProbeKind;
     use portsentry_engine::bans::{BanBook, BanPolicy};
-    use portsentry_kernel::backend::{BanBackend, Expiry, FallbackError, Held};
+    use portsentry_kernel::backend::{BackendError, BanBackend, Expiry, Held};
 
     /// A logger whose syslog lines the test reads back (a datagram socket in `dir`).
     struct Captured {
@@ -375,19 +386,19 @@ mod tests {
         fn name(&self) -> &'static str {
             "memory"
         }
-        fn prepare(&mut self) -> Result<(), FallbackError> {
+        fn prepare(&mut self) -> Result<(), BackendError> {
             Ok(())
         }
-        fn add(&mut self, key: IpNet, _: Option<Duration>) -> Result<(), FallbackError> {
+        fn add(&mut self, key: IpNet, _: Option<Duration>) -> Result<(), BackendError> {
             self.0.push(key);
             Ok(())
         }
-        fn remove(&mut self, key: IpNet) -> Result<bool, FallbackError> {
+        fn remove(&mut self, key: IpNet) -> Result<bool, BackendError> {
             let before = self.0.len();
             self.0.retain(|k| *k != key);
             Ok(self.0.len() != before)
         }
-        fn list(&mut self) -> Result<Vec<Held>, FallbackError> {
+        fn list(&mut self) -> Result<Vec<Held>, BackendError> {
             Ok(self
                 .0
                 .iter()
@@ -400,7 +411,7 @@ mod tests {
         fn expires_by_itself(&self) -> bool {
             true
         }
-        fn teardown(&mut self) -> Result<(), FallbackError> {
+        fn teardown(&mut self) -> Result<(), BackendError> {
             self.0.clear();
             Ok(())
         }
@@ -598,16 +609,16 @@ mod tests {
 
     #[test]
     fn shell_result_reflects_exit_status() {
-        assert_eq!(run_shell("true && exit 0", Duration::from_secs(5)), Ok(()));
+        assert!(run_shell("true && exit 0", Duration::from_secs(5)).is_ok());
         let err = run_shell("echo boom >&2; exit 3", Duration::from_secs(5)).unwrap_err();
-        assert_eq!(err, "exit status 3: boom");
+        assert_eq!(err.to_string(), "exit status 3: boom");
         // A background child holding stderr open is not waited for.
         let start = std::time::Instant::now();
         let err = run_shell(
             "echo gone >&2; sleep 30 >&2 & exit 3",
             Duration::from_secs(5),
         );
-        assert_eq!(err, Err("exit status 3: gone".to_string()));
+        assert_eq!(err.unwrap_err().to_string(), "exit status 3: gone");
         assert!(
             start.elapsed() < Duration::from_secs(3),
             "{:?}",
@@ -618,6 +629,7 @@ mod tests {
     #[test]
     fn hung_command_is_killed_at_the_limit() {
         let err = run_shell("sleep 30", Duration::from_millis(200)).unwrap_err();
-        assert!(err.contains("time limit"), "{err}");
+        assert!(matches!(err, CommandFailed::TimedOut(_)), "{err}");
+        assert_eq!(err.to_string(), "killed after 0 s time limit");
     }
 }
