@@ -84,16 +84,20 @@ impl Reporter {
 
     /// Handle one batch; true when it held `Stop` (what came before it is handled).
     fn handle_batch(&mut self, batch: Vec<ToReporter>, log: &Logger) -> bool {
-        // Bans first: no name lookup may delay one.
-        let mut natives: Vec<Option<NativeBan>> = batch
-            .iter()
-            .map(|m| match m {
+        // Bans first: no name lookup may delay one. Only up to the first message that
+        // is not an engine action (a control request, a restore): an `unban` must still
+        // come after the bans queued before it and before the ones queued after it.
+        let mut natives: Vec<Option<NativeBan>> = Vec::with_capacity(batch.len());
+        for message in &batch {
+            match message {
                 ToReporter::Action(Action::Respond { probe }) => {
-                    Some(self.responder.ban_natively(probe))
+                    natives.push(Some(self.responder.ban_natively(probe)));
                 }
-                _ => None,
-            })
-            .collect();
+                ToReporter::Action(_) => natives.push(None),
+                _ => break,
+            }
+        }
+        natives.resize_with(batch.len(), || None);
         for (message, native) in batch.into_iter().zip(natives.iter_mut()) {
             match message {
                 ToReporter::Action(action) => self.report(action, native.take(), log),
@@ -131,7 +135,8 @@ impl Reporter {
                 }
             }
             Action::Respond { .. } => {
-                let native = native.unwrap_or_default();
+                // Banned in the first pass, or now when it came after a control request.
+                let native = native.unwrap_or_else(|| self.responder.ban_natively(&probe));
                 let outcome = self.responder.finish(log, &probe, native, &name);
                 let _ = self
                     .feedback
@@ -246,5 +251,73 @@ pub fn action_probe(action: &Action) -> &Probe {
         | Action::AlreadyBlocked { probe, .. }
         | Action::Ignored { probe, .. }
         | Action::Suppressed { probe, .. } => probe,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BlockMode;
+    use crate::daemon::respond::testing::{Captured, Memory, SCANNER, now, plan, probe, responder};
+
+    fn reporter(dir: &std::path::Path) -> (Reporter, Receiver<Feedback>) {
+        let backend: Box<dyn portsentry_kernel::backend::BanBackend> = Box::new(Memory::default());
+        let responder = responder(plan(BlockMode::Block, None, dir), dir, Some(backend));
+        let (tx, rx) = mpsc::channel();
+        let reporter = Reporter {
+            responder,
+            state: StateFile::new(dir.join("state.json")),
+            resolver: Resolver::new(false),
+            feedback: tx,
+            started: clock::instant(),
+        };
+        (reporter, rx)
+    }
+
+    fn unban(net: &str) -> (ToReporter, Receiver<String>) {
+        let (reply, answer) = mpsc::channel();
+        let pending = control::Pending {
+            request: control::Request::Unban {
+                net: net.parse().unwrap(),
+            },
+            reply,
+        };
+        (ToReporter::Control(pending), answer)
+    }
+
+    /// The native bans of a batch run before its lines, but never across a control
+    /// request: ban, unban, ban again in one batch leaves the source banned, as it
+    /// would one message at a time.
+    #[test]
+    fn bans_first_but_in_order_around_a_control_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = Captured::new(dir.path());
+        let (mut reporter, feedback) = reporter(dir.path());
+        let respond = || ToReporter::Action(Action::Respond { probe: probe() });
+        let (unban, answer) = unban(&format!("{SCANNER}/32"));
+        let stop = reporter.handle_batch(vec![respond(), unban, respond()], &cap.log);
+        assert!(!stop);
+        assert_eq!(
+            answer.recv().unwrap(),
+            format!("ok: ban on {SCANNER}/32 lifted")
+        );
+        assert_eq!(reporter.responder.bans_mut().active_count(now()), 1);
+        let outcomes = feedback
+            .try_iter()
+            .filter(|f| matches!(f, Feedback::Outcome(..)));
+        assert_eq!(outcomes.count(), 2);
+        let lines = cap.lines();
+        let banned = lines.iter().filter(|l| l.contains("banned in the kernel"));
+        assert_eq!(banned.count(), 2, "{lines:#?}");
+    }
+
+    #[test]
+    fn a_batch_ends_at_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = Captured::new(dir.path());
+        let (mut reporter, _feedback) = reporter(dir.path());
+        let respond = ToReporter::Action(Action::Respond { probe: probe() });
+        assert!(reporter.handle_batch(vec![respond, ToReporter::Stop], &cap.log));
+        assert_eq!(reporter.responder.bans_mut().active_count(now()), 1);
     }
 }

@@ -333,10 +333,11 @@ pub fn run_shell(command: &str, limit: Duration) -> Result<(), CommandFailed> {
     }
 }
 
+/// Test parts shared by the responder's and the reporter's tests: a logger whose lines
+/// can be read back, an in-memory backend, a responder over temporary files.
 #[cfg(test)]
-mod tests {
+pub(super) mod testing {
     use super::*;
-    use std::net::IpAddr;
     use std::os::unix::net::UnixDatagram;
     use std::path::Path;
 
@@ -346,13 +347,13 @@ mod tests {
     use portsentry_kernel::backend::{BackendError, BanBackend, Expiry, Held};
 
     /// A logger whose syslog lines the test reads back (a datagram socket in `dir`).
-    struct Captured {
-        log: Logger,
+    pub struct Captured {
+        pub log: Logger,
         server: UnixDatagram,
     }
 
     impl Captured {
-        fn new(dir: &Path) -> Self {
+        pub fn new(dir: &Path) -> Self {
             let path = dir.join("log.sock");
             let server = UnixDatagram::bind(&path).unwrap();
             server.set_nonblocking(true).unwrap();
@@ -362,7 +363,7 @@ mod tests {
             }
         }
 
-        fn lines(&self) -> Vec<String> {
+        pub fn lines(&self) -> Vec<String> {
             let mut out = Vec::new();
             let mut buf = [0u8; 2048];
             while let Ok(n) = self.server.recv(&mut buf) {
@@ -380,7 +381,7 @@ mod tests {
 
     /// An in-memory backend that holds single addresses and accepts every ban.
     #[derive(Default)]
-    struct Memory(Vec<IpNet>);
+    pub struct Memory(Vec<IpNet>);
 
     impl BanBackend for Memory {
         fn name(&self) -> &'static str {
@@ -419,12 +420,12 @@ mod tests {
 
     /// The responder reads the wall clock itself (it is the daemon's shell around the
     /// lifecycle), so the test asks the book about now too.
-    fn now() -> u64 {
+    pub fn now() -> u64 {
         clock::unix_now()
     }
-    const SCANNER: &str = "198.18.0.2";
+    pub const SCANNER: &str = "198.18.0.2";
 
-    fn probe() -> Probe {
+    pub fn probe() -> Probe {
         Probe {
             src: SCANNER.parse().unwrap(),
             dst: "198.18.0.1".parse().unwrap(),
@@ -437,7 +438,7 @@ mod tests {
         }
     }
 
-    fn plan(block: BlockMode, kill_route: Option<&str>, dir: &Path) -> ResponsePlan {
+    pub fn plan(block: BlockMode, kill_route: Option<&str>, dir: &Path) -> ResponsePlan {
         ResponsePlan {
             mode: "atcp".into(),
             block,
@@ -451,7 +452,7 @@ mod tests {
 
     /// A responder for TCP with `plan`, records in `dir`, and `backend` (None: the
     /// legacy commands only).
-    fn responder(
+    pub fn responder(
         plan: ResponsePlan,
         dir: &Path,
         backend: Option<Box<dyn BanBackend>>,
@@ -465,6 +466,18 @@ mod tests {
         let history = RecordFile::open(&dir.join("history"), false).unwrap();
         Responder::new(Some(tcp), None, history, bans)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+    use std::path::Path;
+
+    use portsentry_engine::bans::BanPolicy;
+    use portsentry_kernel::backend::BanBackend;
+
+    use super::testing::{Captured, Memory, SCANNER, now, plan, probe, responder};
 
     fn respond(r: &mut Responder, log: &Logger) -> Outcome {
         let p = probe();
