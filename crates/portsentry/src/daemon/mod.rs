@@ -164,7 +164,10 @@ pub fn run(
 
     log.log(alerts::ACTIVE);
     crate::notify::notify("READY=1");
-    let engine = Engine::new(settings.engine.clone(), startup::ignore_set(&protected));
+    // The ignore list and the protected set (which holds it too) stay apart in the
+    // engine, so that its line says which of them exempted a source.
+    let mut engine = Engine::new(settings.engine.clone(), settings.ignore.clone());
+    engine.set_protected(startup::ignore_set(&protected));
     let mut capture = Capture::new(
         &settings,
         &log,
