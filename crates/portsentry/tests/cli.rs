@@ -84,6 +84,82 @@ fn missing_explicit_config_is_an_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/portsentry.conf"));
 }
 
+/// Runs the command, killing it if it has not exited within `limit`: a read that never
+/// ends fails the test instead of hanging it.
+fn output_within(cmd: &mut Command, limit: std::time::Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("portsentry {cmd:?} did not exit within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 8: `-c /dev/zero` read until the OOM killer came. It is refused at once, with
+/// the path and what it is, as a configuration error; so are a FIFO and a directory.
+#[test]
+fn check_config_refuses_dev_zero_a_fifo_and_a_directory_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.conf");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for (path, what) in [
+        (Path::new("/dev/zero"), "is a character device"),
+        (fifo.as_path(), "is a FIFO (named pipe)"),
+        (dir.path(), "is a directory"),
+    ] {
+        let out = output_within(
+            portsentry()
+                .args(["-atcp", "--check-config", "-c"])
+                .arg(path),
+            std::time::Duration::from_secs(20),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert!(
+            err.contains(&format!(
+                "cannot read config file {}: {what}",
+                path.display()
+            )),
+            "{err}"
+        );
+    }
+    // The same for an ignore file the config names.
+    let conf = base_conf(dir.path(), "");
+    let text = std::fs::read_to_string(&conf).unwrap().replace(
+        &dir.path().join("portsentry.ignore").display().to_string(),
+        "/dev/zero",
+    );
+    std::fs::write(&conf, text).unwrap();
+    let out = output_within(
+        portsentry()
+            .args(["-atcp", "--check-config", "-c"])
+            .arg(&conf),
+        std::time::Duration::from_secs(20),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("cannot read ignore file /dev/zero: is a character device"),
+        "{err}"
+    );
+}
+
 #[test]
 fn legacy_mode_flags_select_modes_and_can_be_combined() {
     let dir = tempfile::tempdir().unwrap();

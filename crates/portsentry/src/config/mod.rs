@@ -84,13 +84,19 @@ pub(crate) fn join(diags: &[Diagnostic]) -> String {
         .join("\n")
 }
 
-/// Reads a whole config file, decoding invalid UTF-8 lossily (see the module doc).
-pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
-    let bytes = std::fs::read(path)?;
-    Ok(match String::from_utf8(bytes) {
+/// The text of a legacy file's bytes, invalid UTF-8 decoded lossily (see the module doc).
+pub(crate) fn decode_lossy(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
         Ok(s) => s,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
+    }
+}
+
+/// Reads a whole file and decodes it as the settings layer does (for the tests over
+/// files, which do not need its bounds).
+#[cfg(test)]
+pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
+    std::fs::read(path).map(decode_lossy)
 }
 
 /// Parses the text of a `portsentry.ignore` file; `path` only labels the messages, one
