@@ -160,6 +160,55 @@ fn check_config_refuses_dev_zero_a_fifo_and_a_directory_at_once() {
     );
 }
 
+/// Issue 8: a config saved with a UTF-8 byte-order mark kept running but lost the key
+/// of line 1. It is read, with a notice at line 1; an empty config says it sets no key.
+#[test]
+fn check_config_reads_a_config_with_a_byte_order_mark_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = base_conf(dir.path(), "");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, format!("\u{FEFF}BLOCK_TCP=\"1\"\n{text}")).unwrap();
+    let out = portsentry()
+        .args(["-stcp", "--check-config", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "adminalert: WARNING: {}:1: the file starts with a UTF-8 byte-order mark; it is \
+             skipped and line 1 is read as written",
+            conf.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("mode stcp: ports 1,11,15,79,111, block,"),
+        "{text}"
+    );
+
+    let empty = write(dir.path(), "empty.conf", "");
+    let out = portsentry()
+        .args(["-atcp", "--check-config", "-c"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "adminalert: WARNING: {}: sets no key; running on built-in defaults",
+            empty.display()
+        )),
+        "{text}"
+    );
+}
+
 #[test]
 fn legacy_mode_flags_select_modes_and_can_be_combined() {
     let dir = tempfile::tempdir().unwrap();
