@@ -189,8 +189,8 @@ fn refused(why: impl Into<String>) -> io::Error {
 
 fn too_large() -> io::Error {
     refused(format!(
-        "is larger than {} KiB, the most read of a configuration or ignore file",
-        defaults::MAX_FILE_BYTES / 1024
+        "is larger than {} MiB, the most read of a configuration or ignore file",
+        defaults::MAX_FILE_BYTES >> 20
     ))
 }
 
@@ -443,7 +443,7 @@ mod tests {
     }
 
     #[test]
-    fn dev_zero_and_a_directory_are_refused_not_read() {
+    fn dev_zero_a_directory_and_a_socket_are_refused_not_read() {
         let s = read_within(vec!["-c".into(), "/dev/zero".into()], 10);
         let why = refusal(s.config.as_ref().unwrap());
         assert!(why.starts_with("is a character device"), "{why}");
@@ -455,6 +455,14 @@ mod tests {
         for file in [s.config.as_ref().unwrap(), &s.toml.file] {
             assert_eq!(refusal(file), "is a directory, not a regular file");
         }
+
+        let sock = dir.path().join("sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let s = read_within(vec!["-c".into(), sock.display().to_string()], 10);
+        assert_eq!(
+            refusal(s.config.as_ref().unwrap()),
+            "is a socket, not a regular file"
+        );
     }
 
     #[test]
@@ -509,7 +517,7 @@ mod tests {
         let s = read(&cli(&["-atcp", "-c", &big.display().to_string()]));
         assert_eq!(
             refusal(s.config.as_ref().unwrap()),
-            "is larger than 1024 KiB, the most read of a configuration or ignore file"
+            "is larger than 1 MiB, the most read of a configuration or ignore file"
         );
         // Exactly the bound is read.
         f.set_len(defaults::MAX_FILE_BYTES).unwrap();
