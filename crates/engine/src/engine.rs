@@ -3,8 +3,9 @@
 //! with the current time, actions are pulled out with [`Engine::poll_action`].
 //!
 //! Invariants:
-//! - The ignore list is checked before any state for a source exists, so an ignored
-//!   address never occupies a slot and is never acted on.
+//! - The ignore list and the protected set are checked before any state for a source
+//!   exists, so an exempt address never occupies a slot and is never acted on; the
+//!   [`Action::Ignored`] line says which of the two exempted it (the ignore list first).
 //! - State is keyed by (source address, protocol), like PortSentry 1.2 whose TCP and UDP
 //!   modes ran as separate processes with separate counters and blocked files.
 //! - Memory is bounded: at most `capacity` sources are tracked; when full, the source
@@ -68,12 +69,27 @@ pub enum Action {
     Respond { probe: Probe },
     /// A hit from a source that is already blocked.
     AlreadyBlocked { probe: Probe, suppressed: u32 },
-    /// A hit from a source on the ignore list; it is never acted on.
-    Ignored { probe: Probe, suppressed: u32 },
+    /// A hit from a source on the ignore list or in the protected set; it is never
+    /// acted on. `why` says which (the ignore list when both hold it).
+    Ignored {
+        probe: Probe,
+        suppressed: u32,
+        why: Exempt,
+    },
     /// The damping period of a source ended with hits that were not logged: `count`
     /// of them, the last being `probe`. Without this line a fast scan would show only
     /// its first probe.
     Suppressed { probe: Probe, count: u32 },
+}
+
+/// Why a source is never acted on: the two sets the engine checks first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exempt {
+    /// The admin's ignore list (IGNORE_FILE), given to [`Engine::new`].
+    IgnoreList,
+    /// The protected set (this host's addresses, gateways, resolvers and any extra
+    /// networks the daemon protects), given to [`Engine::set_protected`].
+    Protected,
 }
 
 /// How a response ended, as the responder observed it.
@@ -191,6 +207,7 @@ type Key = (IpAddr, Proto);
 pub struct Engine {
     config: EngineConfig,
     ignore: IgnoreSet,
+    protected: IgnoreSet,
     sources: HashMap<Key, SourceState>,
     /// Keys in creation order, for oldest-first eviction; records whose generation no
     /// longer matches the live entry are stale and skipped.
@@ -241,6 +258,7 @@ impl Engine {
         Engine {
             config: EngineConfig { capacity, ..config },
             ignore,
+            protected: IgnoreSet::new(),
             sources: HashMap::with_capacity(capacity.min(4096)),
             order: VecDeque::new(),
             next_generation: 0,
@@ -269,6 +287,24 @@ impl Engine {
         self.ignore = ignore;
     }
 
+    /// Replace the protected set: networks never acted on although the admin did not
+    /// list them (the daemon's own addresses, gateways, resolvers). It may hold the
+    /// ignore list too; a source on the ignore list is still reported as such.
+    pub fn set_protected(&mut self, protected: IgnoreSet) {
+        self.protected = protected;
+    }
+
+    /// Why `src` is exempt, if it is: the ignore list first, then the protected set.
+    fn exempt(&self, src: IpAddr) -> Option<Exempt> {
+        if self.ignore.contains(src) {
+            Some(Exempt::IgnoreList)
+        } else if self.protected.contains(src) {
+            Some(Exempt::Protected)
+        } else {
+            None
+        }
+    }
+
     /// Is this source currently known as blocked for `proto`?
     pub fn is_blocked(&self, src: IpAddr, proto: Proto) -> bool {
         self.sources
@@ -279,9 +315,9 @@ impl Engine {
     /// Feed one probe that hit a watched, unused local port.
     pub fn handle_probe(&mut self, now: Millis, probe: Probe) {
         self.stats.probes += 1;
-        if self.ignore.contains(probe.src) {
+        if let Some(why) = self.exempt(probe.src) {
             self.stats.ignored += 1;
-            self.note_ignored(now, probe);
+            self.note_ignored(now, probe, why);
             return;
         }
         let key = (probe.src, probe.proto());
@@ -436,7 +472,7 @@ impl Engine {
         self.actions.pop_front()
     }
 
-    fn note_ignored(&mut self, now: Millis, probe: Probe) {
+    fn note_ignored(&mut self, now: Millis, probe: Probe, why: Exempt) {
         if self.ignored_log.len() >= Self::IGNORED_LOG_CAPACITY
             && !self.ignored_log.contains_key(&probe.src)
         {
@@ -444,9 +480,11 @@ impl Engine {
         }
         let damper = self.ignored_log.entry(probe.src).or_default();
         match damper.admit(now, self.config.log_damping, probe) {
-            Some(suppressed) => self
-                .actions
-                .push_back(Action::Ignored { probe, suppressed }),
+            Some(suppressed) => self.actions.push_back(Action::Ignored {
+                probe,
+                suppressed,
+                why,
+            }),
             None => self.stats.suppressed_lines += 1,
         }
     }
@@ -607,9 +645,69 @@ mod tests {
             drain(&mut e),
             vec![Action::Ignored {
                 probe: syn(v4(2), 5),
-                suppressed: 98
+                suppressed: 98,
+                why: Exempt::IgnoreList,
             }]
         );
+    }
+
+    #[test]
+    fn ignored_line_says_whether_ignore_list_or_protected_set() {
+        let mut ignore = IgnoreSet::new();
+        ignore.insert("198.18.0.2/32".parse().unwrap());
+        let mut e = Engine::new(EngineConfig::default(), ignore.clone());
+        // The daemon's protected set holds the ignore list as well as its own addresses.
+        let mut protected = ignore;
+        protected.insert("198.18.0.3/32".parse().unwrap());
+        protected.insert("fd00:5e17::1/128".parse().unwrap());
+        e.set_protected(protected);
+        let v6: IpAddr = IpAddr::V6("fd00:5e17::1".parse::<Ipv6Addr>().unwrap());
+        e.handle_probe(Millis(0), syn(v4(2), 22));
+        e.handle_probe(Millis(1), syn(v4(3), 22));
+        e.handle_probe(Millis(2), syn(v6, 22));
+        e.handle_probe(Millis(3), syn(v4(4), 22));
+        let why: Vec<_> = drain(&mut e)
+            .into_iter()
+            .map(|a| match a {
+                Action::Ignored { probe, why, .. } => (probe.src, Some(why)),
+                other => (action_src(&other), None),
+            })
+            .collect();
+        assert_eq!(
+            why,
+            [
+                (v4(2), Some(Exempt::IgnoreList)),
+                (v4(3), Some(Exempt::Protected)),
+                (v6, Some(Exempt::Protected)),
+                (v4(4), None),
+                (v4(4), None),
+            ]
+        );
+        assert_eq!(e.stats().ignored, 3);
+        assert_eq!(e.tracked_sources(), 1, "exempt sources take no state");
+        // A new protected set replaces the old one; the ignore list stays.
+        e.set_protected(IgnoreSet::new());
+        e.handle_probe(Millis(70_000), syn(v4(3), 23));
+        e.handle_probe(Millis(70_000), syn(v4(2), 23));
+        let actions = drain(&mut e);
+        assert!(matches!(actions[0], Action::Alert { .. }), "{actions:?}");
+        assert!(matches!(
+            actions.last(),
+            Some(Action::Ignored {
+                why: Exempt::IgnoreList,
+                ..
+            })
+        ));
+    }
+
+    fn action_src(a: &Action) -> IpAddr {
+        match a {
+            Action::Alert { probe, .. }
+            | Action::Respond { probe }
+            | Action::AlreadyBlocked { probe, .. }
+            | Action::Ignored { probe, .. }
+            | Action::Suppressed { probe, .. } => probe.src,
+        }
     }
 
     #[test]

@@ -83,6 +83,17 @@ impl IgnoreSet {
     /// line is reported, not only the first.
     pub fn parse(text: &str) -> Result<IgnoreSet, Vec<IgnoreError>> {
         let mut set = IgnoreSet::new();
+        for entry in IgnoreSet::parse_entries(text)? {
+            set.insert(entry.net);
+        }
+        Ok(set)
+    }
+
+    /// The entries of a `portsentry.ignore` file with their lines, in file order, for a
+    /// caller that judges them one by one (the daemon warns about an entry that covers a
+    /// whole address family). Same rules and errors as [`IgnoreSet::parse`].
+    pub fn parse_entries(text: &str) -> Result<Vec<IgnoreEntry>, Vec<IgnoreError>> {
+        let mut entries = Vec::new();
         let mut errors = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let content = raw.split_once('#').map_or(raw, |(before, _)| before).trim();
@@ -90,7 +101,11 @@ impl IgnoreSet {
                 continue;
             }
             match parse_net(content) {
-                Ok(net) => set.insert(net),
+                Ok(net) => entries.push(IgnoreEntry {
+                    line: i + 1,
+                    text: content.to_string(),
+                    net: canonical_net(net),
+                }),
                 Err(reason) => errors.push(IgnoreError {
                     line: i + 1,
                     text: content.to_string(),
@@ -99,11 +114,22 @@ impl IgnoreSet {
             }
         }
         if errors.is_empty() {
-            Ok(set)
+            Ok(entries)
         } else {
             Err(errors)
         }
     }
+}
+
+/// One entry of an ignore file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgnoreEntry {
+    /// 1-based line number.
+    pub line: usize,
+    /// The entry as written, without its comment and surrounding whitespace.
+    pub text: String,
+    /// The network, as the set stores it (host bits cleared, IPv4-mapped as IPv4).
+    pub net: IpNet,
 }
 
 /// One entry: `addr` or `addr/bits`, nothing else.
@@ -182,6 +208,27 @@ mod tests {
 
     fn parse_ok(text: &str) -> IgnoreSet {
         IgnoreSet::parse(text).unwrap()
+    }
+
+    #[test]
+    fn entries_keep_their_lines_and_canonical_networks() {
+        let entries = IgnoreSet::parse_entries(
+            "# head\n198.18.0.5/24  # lab\n\n::ffff:198.18.1.1\n0.0.0.0/0\n",
+        )
+        .unwrap();
+        let got: Vec<_> = entries
+            .iter()
+            .map(|e| (e.line, e.text.as_str(), e.net.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (2, "198.18.0.5/24", "198.18.0.0/24".to_string()),
+                (4, "::ffff:198.18.1.1", "198.18.1.1/32".to_string()),
+                (5, "0.0.0.0/0", "0.0.0.0/0".to_string()),
+            ]
+        );
+        assert_eq!(IgnoreSet::parse_entries("x\n").unwrap_err()[0].line, 1);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use portsentry_engine::engine::Exempt;
 use portsentry_engine::{Probe, Proto};
 
 /// A source as 1.2 prints it: `name/address` (the name is the address itself unless
@@ -76,10 +77,17 @@ pub fn already_blocked(host: Host<'_>, suppressed: u32) -> String {
     )
 }
 
-/// A probe from the ignore list or the protected set (1.2 said nothing).
-pub fn ignored(host: Host<'_>, probe: &Probe, suppressed: u32) -> String {
+/// A probe from the ignore list or the protected set (1.2 said nothing), with the real
+/// reason: an address the admin listed, or one the daemon protects on its own.
+pub fn ignored(host: Host<'_>, probe: &Probe, suppressed: u32, why: Exempt) -> String {
+    let reason = match why {
+        Exempt::IgnoreList => "in ignore file",
+        Exempt::Protected => {
+            "protected: this host's own address, gateway, resolver or [protect] extra"
+        }
+    };
     format!(
-        "attackalert: Ignored host: {host} sent {} to {} port: {} (in ignore file, not blocked){}",
+        "attackalert: Ignored host: {host} sent {} to {} port: {} ({reason}, not blocked){}",
         probe.kind,
         probe.proto(),
         probe.dport,
@@ -406,6 +414,10 @@ mod tests {
             "attackalert: Host: 198.18.0.2/198.18.0.2 is already blocked Ignoring (3 more hits not logged)"
         );
         assert_eq!(
+            ignored(host(), &probe(ProbeKind::Syn, 23), 0, Exempt::IgnoreList),
+            "attackalert: Ignored host: 198.18.0.2/198.18.0.2 sent TCP SYN/Normal scan to TCP port: 23 (in ignore file, not blocked)"
+        );
+        assert_eq!(
             response_ignored(Proto::Tcp),
             "attackalert: Ignoring TCP response per configuration file setting."
         );
@@ -416,6 +428,17 @@ mod tests {
         assert_eq!(
             route_added(host().ip, "/sbin/route add -host 198.18.0.2 reject"),
             "attackalert: Host 198.18.0.2 has been blocked via dropped route using command: \"/sbin/route add -host 198.18.0.2 reject\""
+        );
+    }
+
+    /// A protected address that is not in the ignore file is not said to be in it.
+    #[test]
+    fn protected_source_gives_the_real_reason() {
+        assert_eq!(
+            ignored(host(), &probe(ProbeKind::Udp, 53), 4, Exempt::Protected),
+            "attackalert: Ignored host: 198.18.0.2/198.18.0.2 sent UDP scan to UDP port: 53 \
+             (protected: this host's own address, gateway, resolver or [protect] extra, not \
+             blocked) (4 more hits not logged)"
         );
     }
 

@@ -21,6 +21,12 @@ pub const DEBIAN_DEFAULTS_FILE: &str = "/etc/default/portsentry";
 /// Our settings file, beside portsentry.conf; read when it exists and no `--settings`
 /// is given.
 pub const SETTINGS_FILE: &str = "/etc/portsentry/portsentry.toml";
+/// The most bytes read of portsentry.conf, /etc/default/portsentry, portsentry.toml or
+/// an ignore file: real ones are a few KiB (Debian's portsentry.conf is 11 KiB; an
+/// ignore list of every address of a large host a few hundred lines), so 1 MiB is far
+/// above any real file, and a wrong path (a log file, a disk image) is refused with its
+/// size instead of being held in memory.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
 /// The syslog daemon's socket on every Linux distribution.
 pub const SYSLOG_SOCKET: &str = "/dev/log";
 

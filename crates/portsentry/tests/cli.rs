@@ -84,6 +84,131 @@ fn missing_explicit_config_is_an_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/portsentry.conf"));
 }
 
+/// Runs the command, killing it if it has not exited within `limit`: a read that never
+/// ends fails the test instead of hanging it.
+fn output_within(cmd: &mut Command, limit: std::time::Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("portsentry {cmd:?} did not exit within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 8: `-c /dev/zero` read until the OOM killer came. It is refused at once, with
+/// the path and what it is, as a configuration error; so are a FIFO and a directory.
+#[test]
+fn check_config_refuses_dev_zero_a_fifo_and_a_directory_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.conf");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for (path, what) in [
+        (Path::new("/dev/zero"), "is a character device"),
+        (fifo.as_path(), "is a FIFO (named pipe)"),
+        (dir.path(), "is a directory"),
+    ] {
+        let out = output_within(
+            portsentry()
+                .args(["-atcp", "--check-config", "-c"])
+                .arg(path),
+            std::time::Duration::from_secs(20),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert!(
+            err.contains(&format!(
+                "cannot read config file {}: {what}",
+                path.display()
+            )),
+            "{err}"
+        );
+    }
+    // The same for an ignore file the config names.
+    let conf = base_conf(dir.path(), "");
+    let text = std::fs::read_to_string(&conf).unwrap().replace(
+        &dir.path().join("portsentry.ignore").display().to_string(),
+        "/dev/zero",
+    );
+    std::fs::write(&conf, text).unwrap();
+    let out = output_within(
+        portsentry()
+            .args(["-atcp", "--check-config", "-c"])
+            .arg(&conf),
+        std::time::Duration::from_secs(20),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("cannot read ignore file /dev/zero: is a character device"),
+        "{err}"
+    );
+}
+
+/// Issue 8: a config saved with a UTF-8 byte-order mark kept running but lost the key
+/// of line 1. It is read, with a notice at line 1; an empty config says it sets no key.
+#[test]
+fn check_config_reads_a_config_with_a_byte_order_mark_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = base_conf(dir.path(), "");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, format!("\u{FEFF}BLOCK_TCP=\"1\"\n{text}")).unwrap();
+    let out = portsentry()
+        .args(["-stcp", "--check-config", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "adminalert: WARNING: {}:1: the file starts with a UTF-8 byte-order mark; it is \
+             skipped and line 1 is read as written",
+            conf.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("mode stcp: ports 1,11,15,79,111, block,"),
+        "{text}"
+    );
+
+    let empty = write(dir.path(), "empty.conf", "");
+    let out = portsentry()
+        .args(["-atcp", "--check-config", "-c"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "adminalert: WARNING: {}: sets no key; running on built-in defaults",
+            empty.display()
+        )),
+        "{text}"
+    );
+}
+
 #[test]
 fn legacy_mode_flags_select_modes_and_can_be_combined() {
     let dir = tempfile::tempdir().unwrap();

@@ -870,6 +870,13 @@ fn kernel_decoys_never_ban_protected_hosts() {
                 "no {ignored:?} line for the {what} (did the spoofed probes arrive?); protected4 = {protected4:?}\nnmap:\n{out}"
             ),
         );
+        // Not in the ignore file: the line gives the real reason.
+        for l in d.lines_with(&ignored) {
+            d.check(
+                l.contains("(protected: this host's own address, gateway, resolver or [protect] extra, not blocked)"),
+                format!("the {what}'s Ignored line does not say it is protected: {l}"),
+            );
+        }
         assert_not_in_set(&d, def, dip);
         let acted: Vec<String> = attack_lines_for(&d, dip)
             .into_iter()

@@ -72,7 +72,26 @@ fn is_blank(c: char) -> bool {
 
 /// Parses the text of `/etc/default/portsentry`; `file` only labels diagnostics. Every
 /// error is collected.
-pub fn parse_debian_defaults(text: &str, file: &Path) -> Result<DebianDefaults, Vec<Diagnostic>> {
+///
+/// Returns `(result, warnings)`, as `parse_legacy`: the only warning is for a UTF-8
+/// byte-order mark at the start, which is skipped (a shell would not have set a mode on
+/// line 1).
+pub fn parse_debian_defaults(
+    text: &str,
+    file: &Path,
+) -> (Result<DebianDefaults, Vec<Diagnostic>>, Vec<Diagnostic>) {
+    let mut warnings = Vec::new();
+    let text = super::skip_bom(
+        text,
+        file,
+        "a shell sourcing the file, as Debian's init script does, would not have set a \
+         mode on this line",
+        Some(&mut warnings),
+    );
+    (parse_lines(text, file), warnings)
+}
+
+fn parse_lines(text: &str, file: &Path) -> Result<DebianDefaults, Vec<Diagnostic>> {
     let mut out = DebianDefaults::default();
     let mut errors = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -167,8 +186,29 @@ mod tests {
     const F: &str = "/etc/default/portsentry";
 
     fn parse(text: &str) -> Result<DebianDefaults, Vec<String>> {
-        parse_debian_defaults(text, Path::new(F))
-            .map_err(|e| e.iter().map(ToString::to_string).collect())
+        let (result, warnings) = parse_debian_defaults(text, Path::new(F));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        result.map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn byte_order_mark_is_skipped_and_the_mode_on_line_1_kept() {
+        let (result, warnings) = parse_debian_defaults(
+            "\u{FEFF}TCP_MODE=\"stcp\"\nUDP_MODE=\"sudp\"\n",
+            Path::new(F),
+        );
+        assert_eq!(
+            result.unwrap(),
+            modes(Some(ModeKind::Stealth), Some(ModeKind::Stealth))
+        );
+        assert_eq!(
+            warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "/etc/default/portsentry:1: the file starts with a UTF-8 byte-order mark; it is \
+                 skipped and line 1 is read as written (a shell sourcing the file, as Debian's \
+                 init script does, would not have set a mode on this line)"
+            ]
+        );
     }
 
     fn modes(tcp: Option<ModeKind>, udp: Option<ModeKind>) -> DebianDefaults {
@@ -279,7 +319,9 @@ mod tests {
     /// What the settings layer does with the file: read lossily, then parse.
     fn load_debian_defaults(path: &Path) -> Result<DebianDefaults, String> {
         let text = super::super::read_text(path).map_err(|e| e.to_string())?;
-        parse_debian_defaults(&text, path).map_err(|e| super::super::join(&e))
+        parse_debian_defaults(&text, path)
+            .0
+            .map_err(|e| super::super::join(&e))
     }
 
     #[test]

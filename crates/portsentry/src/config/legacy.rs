@@ -9,7 +9,10 @@
 //!   exactly, never by prefix (2.x took `BLOCK=` as BLOCK_TCP);
 //! - a known key without a quoted value is an error (1.2 skipped it with only a log line);
 //! - an empty value is "unset", as in 1.2, with a warning (2.x refused to start);
-//! - values are validated strictly: no atoi of "1-100", no u16 wrap of 70000.
+//! - values are validated strictly: no atoi of "1-100", no u16 wrap of 70000;
+//! - a UTF-8 byte-order mark at the start is skipped with a warning (1.2 lost the key of
+//!   line 1 to it), and a file that sets no key at all (empty, comments only, binary
+//!   junk) is accepted, as 1.2 accepted it, with a warning that says so.
 
 use std::path::{Path, PathBuf};
 
@@ -385,6 +388,12 @@ pub fn parse_legacy(
     let mut warnings = Vec::new();
     // Line of each key's first occurrence, indexed like KEYS.
     let mut first_line = [0usize; KEYS.len()];
+    let text = super::skip_bom(
+        text,
+        file,
+        "PortSentry 1.2 would have ignored the key on this line",
+        Some(&mut warnings),
+    );
 
     for (i, raw) in text.lines().enumerate() {
         let line_no = i + 1;
@@ -468,6 +477,18 @@ pub fn parse_legacy(
                 ),
             ));
         }
+    }
+
+    // 1.2 ran on its fallbacks without a word; a file of no keys is usually the wrong
+    // file (or an empty one), so say what runs. Whether a mode can run without its port
+    // list is still for the caller to decide.
+    if errors.is_empty() && first_line.iter().all(|&line| line == 0) {
+        warnings.push(Diagnostic::new(
+            file,
+            0,
+            "sets no key; running on built-in defaults (PortSentry 1.2's fallback for every \
+             key: BLOCK_TCP and BLOCK_UDP are 0, so alarms are only logged)",
+        ));
     }
 
     let result = if errors.is_empty() {
@@ -565,9 +586,64 @@ mod tests {
         assert!(!d.resolve_host && !d.kill_run_cmd_first);
         assert!(d.tcp_ports.is_none() && d.ignore_file.is_none() && d.kill_route.is_none());
         assert_eq!(d.hosts_deny_path(), Path::new("/etc/hosts.deny"));
-        let (cfg, warnings) = ok("");
+        let (cfg, _) = ok("");
         assert_eq!(cfg, d);
-        assert!(warnings.is_empty());
+    }
+
+    const NO_KEY: &str = "portsentry.conf: sets no key; running on built-in defaults \
+                          (PortSentry 1.2's fallback for every key: BLOCK_TCP and BLOCK_UDP \
+                          are 0, so alarms are only logged)";
+
+    #[test]
+    fn a_file_that_sets_no_key_warns_at_file_level() {
+        for text in ["", "\n\n", "# only\n   # comments\n", "\u{FEFF}"] {
+            let (cfg, warnings) = ok(text);
+            assert_eq!(cfg, LegacyConfig::default(), "{text:?}");
+            assert_eq!(
+                warnings.last().map(String::as_str),
+                Some(NO_KEY),
+                "{text:?}"
+            );
+        }
+        // Binary junk, decoded lossily: every line is an unknown one, and then the file.
+        let junk =
+            super::super::decode_lossy(b"\x7fELF\x02\x01\x01\0\0\n\xff\xfe=\"\x01\"\n".to_vec());
+        let (cfg, warnings) = ok(&junk);
+        assert_eq!(cfg, LegacyConfig::default());
+        assert_eq!(warnings.len(), 3, "{warnings:#?}");
+        assert_eq!(warnings[2], NO_KEY);
+        // Unknown keys only: still no key of ours.
+        assert_eq!(ok("FOO=\"1\"\n").1.last().unwrap(), NO_KEY);
+        // One key is enough; a key given empty was given.
+        assert!(ok("SCAN_TRIGGER=\"1\"\n").1.is_empty());
+        assert!(!ok("KILL_ROUTE=\"\"\n").1.iter().any(|w| w == NO_KEY));
+        // With errors the file is refused anyway, without this warning.
+        let (res, warnings) = parse("TCP_PORTS \"1\"\n");
+        assert!(res.is_err() && warnings.is_empty());
+    }
+
+    #[test]
+    fn byte_order_mark_is_skipped_and_the_first_key_kept() {
+        let (cfg, warnings) = ok("\u{FEFF}BLOCK_TCP=\"1\"\nBLOCK_UDP=\"1\"\n");
+        assert_eq!(cfg.block_tcp, BlockMode::Block, "the key on line 1 is read");
+        assert_eq!(cfg.block_udp, BlockMode::Block);
+        assert_eq!(
+            warnings,
+            [
+                "portsentry.conf:1: the file starts with a UTF-8 byte-order mark; it is skipped \
+                 and line 1 is read as written (PortSentry 1.2 would have ignored the key on \
+                 this line)"
+            ]
+        );
+        // Line numbers are those of the file.
+        let (_, warnings) = ok("\u{FEFF}# c\nFOO=\"1\"\nSCAN_TRIGGER=\"1\"\n");
+        assert_eq!(warnings[1], "portsentry.conf:2: unknown key FOO, ignored");
+        // A mark anywhere else is not skipped: it is not part of a key.
+        let (_, warnings) = ok("SCAN_TRIGGER=\"1\"\n\u{FEFF}BLOCK_TCP=\"1\"\n");
+        assert_eq!(
+            warnings,
+            ["portsentry.conf:2: not a KEY=\"value\" line; ignored"]
+        );
     }
 
     #[test]
@@ -792,6 +868,7 @@ mod tests {
                 "portsentry.conf:4: unknown key SYSLOG_FACILITY, ignored",
                 "portsentry.conf:5: unknown key TCP_PORTS_EXTRA, ignored",
                 "portsentry.conf:6: not a KEY=\"value\" line; ignored",
+                NO_KEY,
             ]
         );
     }

@@ -84,24 +84,95 @@ pub(crate) fn join(diags: &[Diagnostic]) -> String {
         .join("\n")
 }
 
-/// Reads a whole config file, decoding invalid UTF-8 lossily (see the module doc).
-pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
-    let bytes = std::fs::read(path)?;
-    Ok(match String::from_utf8(bytes) {
+/// `text` without the UTF-8 byte-order mark some editors put at its start. For the legacy
+/// files a warning at line 1 says what we do instead of what the old reader did (`lost`:
+/// what happened to line 1 there); `warnings` is `None` for portsentry.toml, where
+/// skipping it is the TOML rule.
+pub(crate) fn skip_bom<'a>(
+    text: &'a str,
+    file: &Path,
+    lost: &str,
+    warnings: Option<&mut Vec<Diagnostic>>,
+) -> &'a str {
+    let Some(rest) = text.strip_prefix('\u{FEFF}') else {
+        return text;
+    };
+    if let Some(warnings) = warnings {
+        warnings.push(Diagnostic::new(
+            file,
+            1,
+            format!(
+                "the file starts with a UTF-8 byte-order mark; it is skipped and line 1 is \
+                 read as written ({lost})"
+            ),
+        ));
+    }
+    rest
+}
+
+/// The text of a legacy file's bytes, invalid UTF-8 decoded lossily (see the module doc).
+pub(crate) fn decode_lossy(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
         Ok(s) => s,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
+    }
+}
+
+/// Reads a whole file and decodes it as the settings layer does (for the tests over
+/// files, which do not need its bounds).
+#[cfg(test)]
+pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
+    std::fs::read(path).map(decode_lossy)
 }
 
 /// Parses the text of a `portsentry.ignore` file; `path` only labels the messages, one
 /// per bad line, as "path:line: reason (`text`)".
-pub fn parse_ignore(text: &str, path: &Path) -> Result<IgnoreSet, Vec<Diagnostic>> {
-    IgnoreSet::parse(text).map_err(|errors| {
-        errors
-            .iter()
-            .map(|e| Diagnostic::new(path, e.line, format!("{} (`{}`)", e.reason, e.text)))
-            .collect()
-    })
+///
+/// Returns `(result, warnings)`, as [`parse_legacy`]: a byte-order mark is skipped with a
+/// warning, and an entry that covers a whole address family (`0.0.0.0/0`, `::/0`, any
+/// prefix length 0) is kept, as written, with a warning that it turns off all detection
+/// for that family.
+pub fn parse_ignore(
+    text: &str,
+    path: &Path,
+) -> (Result<IgnoreSet, Vec<Diagnostic>>, Vec<Diagnostic>) {
+    let mut warnings = Vec::new();
+    let text = skip_bom(
+        text,
+        path,
+        "PortSentry 1.2 would not have read the entry on this line",
+        Some(&mut warnings),
+    );
+    let entries = match IgnoreSet::parse_entries(text) {
+        Ok(entries) => entries,
+        Err(errors) => {
+            let errors = errors
+                .iter()
+                .map(|e| Diagnostic::new(path, e.line, format!("{} (`{}`)", e.reason, e.text)))
+                .collect();
+            return (Err(errors), warnings);
+        }
+    };
+    let mut set = IgnoreSet::new();
+    for entry in entries {
+        if entry.net.prefix_len() == 0 {
+            let family = match entry.net {
+                ipnet::IpNet::V4(_) => "IPv4",
+                ipnet::IpNet::V6(_) => "IPv6",
+            };
+            warnings.push(Diagnostic::new(
+                path,
+                entry.line,
+                format!(
+                    "`{}` covers every {family} address: this turns off all detection for \
+                     {family} (no {family} source is ever alarmed on or blocked)",
+                    entry.text
+                ),
+            ));
+        }
+        set.insert(entry.net);
+    }
+    (Ok(set), warnings)
 }
 
 #[cfg(test)]
@@ -143,7 +214,54 @@ mod tests {
     /// What the settings layer does with an ignore file: read lossily, then parse.
     fn load_ignore(path: &Path) -> Result<IgnoreSet, String> {
         let text = read_text(path).map_err(|e| e.to_string())?;
-        parse_ignore(&text, path).map_err(|d| join(&d))
+        parse_ignore(&text, path).0.map_err(|d| join(&d))
+    }
+
+    fn ignore_warnings(text: &str) -> Vec<String> {
+        let (set, warnings) = parse_ignore(text, Path::new("portsentry.ignore"));
+        set.unwrap();
+        warnings.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn ignore_file_byte_order_mark_is_skipped_with_a_notice() {
+        let (set, warnings) =
+            parse_ignore("\u{FEFF}198.18.0.7\n::1\n", Path::new("portsentry.ignore"));
+        let set = set.unwrap();
+        assert_eq!(set.len(), 2);
+        assert!(set.contains("198.18.0.7".parse::<IpAddr>().unwrap()));
+        assert_eq!(
+            warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "portsentry.ignore:1: the file starts with a UTF-8 byte-order mark; it is \
+                 skipped and line 1 is read as written (PortSentry 1.2 would not have read the \
+                 entry on this line)"
+            ]
+        );
+        // Only at the start: elsewhere it is not an address.
+        let (set, _) = parse_ignore("127.0.0.1\n\u{FEFF}::1\n", Path::new("x"));
+        assert_eq!(set.unwrap_err()[0].line, 2);
+    }
+
+    #[test]
+    fn ignore_entry_covering_a_whole_family_warns_at_its_line() {
+        assert_eq!(
+            ignore_warnings("127.0.0.1\n0.0.0.0/0\n# all of v6\n::/0 # everyone\n10.1.2.3/0\n"),
+            [
+                "portsentry.ignore:2: `0.0.0.0/0` covers every IPv4 address: this turns off all \
+                 detection for IPv4 (no IPv4 source is ever alarmed on or blocked)",
+                "portsentry.ignore:4: `::/0` covers every IPv6 address: this turns off all \
+                 detection for IPv6 (no IPv6 source is ever alarmed on or blocked)",
+                "portsentry.ignore:5: `10.1.2.3/0` covers every IPv4 address: this turns off all \
+                 detection for IPv4 (no IPv4 source is ever alarmed on or blocked)",
+            ]
+        );
+        // Every IPv4 address written as IPv4-mapped IPv6 is all of IPv4 too.
+        assert_eq!(ignore_warnings("::ffff:0.0.0.0/96\n").len(), 1);
+        assert!(ignore_warnings("::ffff:0.0.0.0/96\n")[0].contains("every IPv4 address"));
+        // Debian's static file (0.0.0.0 is one host, /32) and wide but partial networks
+        // are fine.
+        assert!(ignore_warnings("127.0.0.1/32\n0.0.0.0\n0.0.0.0/1\n::/1\n").is_empty());
     }
 
     #[test]

@@ -224,6 +224,8 @@ impl TomlSettings {
 
 /// Parse the text of a settings file; errors carry `file:line:column`.
 pub fn parse_toml_settings(text: &str, file: &Path) -> Result<TomlSettings, Diagnostic> {
+    // A byte-order mark is allowed at the start of a TOML file and is not part of it.
+    let text = super::skip_bom(text, file, "", None);
     let settings: TomlSettings = toml::from_str(text).map_err(|e| {
         let (line, column) = e
             .span()
@@ -288,6 +290,15 @@ mod tests {
         assert_eq!(s.bans.time, Duration::from_secs(3600));
         assert!(s.firewall.fast_path && s.protect.enabled);
         assert_eq!(s.firewall.backend, Backend::Auto);
+    }
+
+    #[test]
+    fn byte_order_mark_is_skipped() {
+        let s = parse("\u{FEFF}[bans]\ntime = \"5m\"\n").unwrap();
+        assert_eq!(s.bans.time, Duration::from_secs(300));
+        // Positions are still those of the file.
+        let e = parse("\u{FEFF}[bans]\nbantime = 1\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 1));
     }
 
     #[test]

@@ -182,8 +182,8 @@ impl<'a> Capture<'a> {
             Ok(false) => match fw.nft.apply(&fw.spec) {
                 Ok(_) => {
                     self.log.log(&alerts::table_reinstalled(fw.nft.table()));
-                    // The same refresh as on an address change: kernel set and engine
-                    // ignore list stay one list.
+                    // The same refresh as on an address change: the kernel's set and
+                    // the engine's protected set stay one list.
                     self.refresh_protected("table installed again");
                     let _ = actions.send(ToReporter::Restore);
                 }
@@ -218,7 +218,7 @@ impl<'a> Capture<'a> {
                 .log(&alerts::error("cannot update the protected set", &e));
             return;
         }
-        self.engine.set_ignore(startup::ignore_set(&nets));
+        self.engine.set_protected(startup::ignore_set(&nets));
         self.log.log(&alerts::protected_refreshed(why, nets.len()));
     }
 

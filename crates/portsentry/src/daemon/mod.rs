@@ -32,6 +32,7 @@ use std::thread;
 use anyhow::{Context, Result};
 use portsentry_engine::Proto;
 use portsentry_engine::engine::Engine;
+use portsentry_engine::ignore::IgnoreSet;
 use portsentry_kernel::packet::PacketSensor;
 use portsentry_kernel::sock_diag::PortUsage;
 
@@ -164,7 +165,15 @@ pub fn run(
 
     log.log(alerts::ACTIVE);
     crate::notify::notify("READY=1");
-    let engine = Engine::new(settings.engine.clone(), startup::ignore_set(&protected));
+    // The ignore list and the protected set (which holds it too) stay apart in the
+    // engine, so that its line says which of them exempted a source. Without an ignore
+    // file the list is only the loopback ranges, which are this host's own: protected.
+    let ignore_list = match settings.ignore_file {
+        Some(_) => settings.ignore.clone(),
+        None => IgnoreSet::new(),
+    };
+    let mut engine = Engine::new(settings.engine.clone(), ignore_list);
+    engine.set_protected(startup::ignore_set(&protected));
     let mut capture = Capture::new(
         &settings,
         &log,

@@ -153,8 +153,10 @@ impl Reporter {
             Action::AlreadyBlocked { suppressed, .. } => {
                 log.log(&alerts::already_blocked(host, suppressed));
             }
-            Action::Ignored { suppressed, .. } => {
-                log.log(&alerts::ignored(host, &probe, suppressed));
+            Action::Ignored {
+                suppressed, why, ..
+            } => {
+                log.log(&alerts::ignored(host, &probe, suppressed, why));
             }
         }
     }

@@ -109,6 +109,7 @@ pub fn gather_protected(settings: &Settings, sources: &ProtectedSources) -> Resu
     }
 }
 
+/// The protected networks as the engine's set (`Engine::set_protected`).
 pub fn ignore_set(nets: &[IpNet]) -> IgnoreSet {
     let mut set = IgnoreSet::new();
     for net in nets {

@@ -9,8 +9,15 @@
 //! that cannot be read is recorded as such, not reported: which problem is reported
 //! first is for `validate` to decide, so that the order of the messages does not depend
 //! on the order of the reads.
+//!
+//! Reading is bounded and never blocks: only a regular file is read (a FIFO, a device
+//! such as /dev/zero, a directory or a socket is refused with what it is), it is opened
+//! non-blocking so a FIFO swapped in after the check cannot hang the open, and at most
+//! [`defaults::MAX_FILE_BYTES`] are read; a larger file is refused with its size.
 
-use std::io;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use portsentry_engine::Proto;
@@ -152,11 +159,83 @@ enum Decode {
     Utf8,
 }
 
+/// Why a file of this kind is not read, unless it is a regular file.
+fn not_regular(meta: &Metadata) -> Option<&'static str> {
+    let t = meta.file_type();
+    if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("is a directory, not a regular file")
+    } else if t.is_fifo() {
+        Some(
+            "is a FIFO (named pipe), not a regular file; it is not read, as that could wait forever",
+        )
+    } else if t.is_char_device() {
+        Some(
+            "is a character device (such as /dev/zero), not a regular file; it is not read, as it may never end",
+        )
+    } else if t.is_block_device() {
+        Some("is a block device, not a regular file")
+    } else if t.is_socket() {
+        Some("is a socket, not a regular file")
+    } else {
+        Some("is not a regular file")
+    }
+}
+
+fn refused(why: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, why.into())
+}
+
+fn too_large() -> io::Error {
+    refused(format!(
+        "is larger than {} MiB, the most read of a configuration or ignore file",
+        defaults::MAX_FILE_BYTES >> 20
+    ))
+}
+
+/// Checks what `meta` describes before any byte is read.
+fn check(meta: &Metadata) -> io::Result<()> {
+    if let Some(why) = not_regular(meta) {
+        return Err(refused(why));
+    }
+    if meta.len() > defaults::MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(())
+}
+
+/// The bytes of a regular file of at most [`defaults::MAX_FILE_BYTES`]. The path is
+/// checked first (so a missing file gives the error it always gave, and a FIFO is never
+/// opened), then opened with `O_NONBLOCK` (a FIFO put there meanwhile cannot block the
+/// open) and checked again as opened; the read stops one byte past the bound.
+fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    check(&std::fs::metadata(path)?)?;
+    let file: File = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    check(&meta)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(defaults::MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > defaults::MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
 fn read_file(path: &Path, decode: Decode, absence: Absence) -> FileText {
-    let read = match decode {
-        Decode::Lossy => config::read_text(path),
-        Decode::Utf8 => std::fs::read_to_string(path),
-    };
+    let read = read_bounded(path).and_then(|bytes| match decode {
+        Decode::Lossy => Ok(config::decode_lossy(bytes)),
+        Decode::Utf8 => String::from_utf8(bytes).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("is not valid UTF-8, as TOML requires ({e})"),
+            )
+        }),
+    });
     let content = match read {
         Ok(text) => Content::Text(text),
         Err(e) => {
@@ -335,12 +414,154 @@ mod tests {
         );
     }
 
+    fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    }
+
+    /// `read` on another thread, bounded in time: a read that blocks fails the test
+    /// instead of hanging it.
+    fn read_within(args: Vec<String>, secs: u64) -> Sources {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let _ = tx.send(read(&cli(&args)));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(secs))
+            .expect("reading the sources blocked")
+    }
+
+    fn refusal(file: &FileText) -> String {
+        match &file.content {
+            Content::Unreadable(e) => {
+                assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+                e.to_string()
+            }
+            other => panic!("{}: expected a refusal, got {other:?}", file.path.display()),
+        }
+    }
+
+    #[test]
+    fn dev_zero_a_directory_and_a_socket_are_refused_not_read() {
+        let s = read_within(vec!["-c".into(), "/dev/zero".into()], 10);
+        let why = refusal(s.config.as_ref().unwrap());
+        assert!(why.starts_with("is a character device"), "{why}");
+        assert!(s.ignore_files.is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let s = read_within(vec!["-c".into(), d.clone(), "--settings".into(), d], 10);
+        for file in [s.config.as_ref().unwrap(), &s.toml.file] {
+            assert_eq!(refusal(file), "is a directory, not a regular file");
+        }
+
+        let sock = dir.path().join("sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let s = read_within(vec!["-c".into(), sock.display().to_string()], 10);
+        assert_eq!(
+            refusal(s.config.as_ref().unwrap()),
+            "is a socket, not a regular file"
+        );
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let fifo = d.join("fifo");
+        mkfifo(&fifo);
+        // As the config, as the Debian file, as portsentry.toml.
+        let f = fifo.display().to_string();
+        let s = read_within(
+            vec![
+                "-c".into(),
+                f.clone(),
+                "--defaults-file".into(),
+                f.clone(),
+                "--settings".into(),
+                f,
+            ],
+            10,
+        );
+        for file in [
+            s.config.as_ref().unwrap(),
+            s.debian_defaults.as_ref().unwrap(),
+            &s.toml.file,
+        ] {
+            assert!(refusal(file).starts_with("is a FIFO (named pipe)"));
+        }
+        // As the ignore file a config names: refused, and being there it is not absent,
+        // so its .static sibling is not read instead.
+        let conf = write(
+            d,
+            "portsentry.conf",
+            format!("IGNORE_FILE=\"{}\"\n", fifo.display()).as_bytes(),
+        );
+        write(d, "fifo.static", b"127.0.0.1\n");
+        let s = read_within(
+            vec!["-atcp".into(), "-c".into(), conf.display().to_string()],
+            10,
+        );
+        assert_eq!(s.ignore_files.len(), 1);
+        assert!(refusal(&s.ignore_files[0]).starts_with("is a FIFO"));
+    }
+
+    #[test]
+    fn files_over_the_bound_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let big = d.join("big.conf");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(defaults::MAX_FILE_BYTES + 1).unwrap();
+        let s = read(&cli(&["-atcp", "-c", &big.display().to_string()]));
+        assert_eq!(
+            refusal(s.config.as_ref().unwrap()),
+            "is larger than 1 MiB, the most read of a configuration or ignore file"
+        );
+        // Exactly the bound is read.
+        f.set_len(defaults::MAX_FILE_BYTES).unwrap();
+        let s = read(&cli(&["-atcp", "-c", &big.display().to_string()]));
+        let text = s.config.as_ref().unwrap().as_text().unwrap();
+        assert_eq!(text.len() as u64, defaults::MAX_FILE_BYTES);
+    }
+
+    #[test]
+    fn bounded_reads_keep_the_missing_file_rules() {
+        // The default files that are not there are still absent (not refused), and a
+        // dangling symlink is a missing file, as before.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let link = d.join("dangling");
+        std::os::unix::fs::symlink(d.join("nowhere"), &link).unwrap();
+        let l = link.display().to_string();
+        let s = read(&cli(&["--defaults-file", &l, "--settings", &l]));
+        assert!(s.debian_defaults.unwrap().is_absent());
+        assert!(s.toml.file.is_absent());
+        // A symlink to a regular file is read.
+        let target = write(d, "real", b"TCP_MODE=\"stcp\"\n");
+        let link = d.join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let s = read(&cli(&["--defaults-file", &link.display().to_string()]));
+        assert_eq!(
+            s.debian_defaults.unwrap().as_text(),
+            Some("TCP_MODE=\"stcp\"\n")
+        );
+    }
+
     #[test]
     fn toml_must_be_utf8() {
         let dir = tempfile::tempdir().unwrap();
         let toml = write(dir.path(), "s.toml", b"# \xff\n");
         let t = toml.display().to_string();
         let s = read_toml(&cli(&["--settings", &t]));
-        assert!(matches!(s.file.content, Content::Unreadable(_)));
+        match &s.file.content {
+            Content::Unreadable(e) => assert!(
+                e.to_string()
+                    .starts_with("is not valid UTF-8, as TOML requires"),
+                "{e}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 }

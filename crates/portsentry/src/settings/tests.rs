@@ -672,3 +672,97 @@ fn first_problem_wins_in_a_fixed_order() {
         err(&s)
     );
 }
+
+// ---- issue 8: honest reading ------------------------------------------------------------
+
+#[test]
+fn config_that_sets_no_key_runs_on_defaults_with_a_warning() {
+    for text in [
+        "",
+        "# nothing but a comment\n",
+        "\u{7f}ELF\u{FFFD}\u{FFFD}\n",
+    ] {
+        let st = ok(&conf(text));
+        assert_eq!(mode_names(&st), (Some("atcp"), Some("audp")), "{text:?}");
+        assert_eq!(st.tcp.as_ref().unwrap().plan.block, BlockMode::LogOnly);
+        assert!(
+            st.notices.contains(&format!(
+                "adminalert: WARNING: {CONF}: sets no key; running on built-in defaults \
+                 (PortSentry 1.2's fallback for every key: BLOCK_TCP and BLOCK_UDP are 0, so \
+                 alarms are only logged)"
+            )),
+            "{text:?}: {:?}",
+            st.notices
+        );
+    }
+    // What 1.2 required stays required: a listed mode needs its port list.
+    assert_eq!(
+        err(&with_flags(conf(""), Some(ModeKind::Stealth), None)),
+        format!("{CONF}: TCP_PORTS is required for -stcp")
+    );
+}
+
+#[test]
+fn byte_order_marks_are_skipped_with_a_notice_at_line_1() {
+    let mut s = with_debian(
+        conf(&format!("\u{FEFF}BLOCK_TCP=\"1\"\n{BASE}")),
+        "\u{FEFF}TCP_MODE=\"stcp\"\n",
+    );
+    s.ignore_files = vec![FileText::text(IGNORE, "\u{FEFF}198.18.0.7\n")];
+    s = with_toml(s, "\u{FEFF}[bans]\ntime = \"5m\"\n");
+    let st = ok(&s);
+    // The first line of every file was read.
+    assert_eq!(st.tcp.as_ref().unwrap().plan.block, BlockMode::Block);
+    assert_eq!(mode_names(&st), (Some("stcp"), None));
+    assert!(st.ignore.contains("198.18.0.7".parse::<IpAddr>().unwrap()));
+    assert_eq!(st.ban_policy.ban_time, Duration::from_secs(300));
+    let marks: Vec<_> = st
+        .notices
+        .iter()
+        .filter(|n| n.contains("byte-order mark"))
+        .map(|n| n.split(": the file").next().unwrap())
+        .collect();
+    assert_eq!(
+        marks,
+        [
+            format!("adminalert: WARNING: {CONF}:1"),
+            format!("adminalert: WARNING: {DEBIAN}:1"),
+            format!("adminalert: WARNING: {IGNORE}:1"),
+        ]
+    );
+}
+
+#[test]
+fn ignore_entry_covering_everything_warns_at_its_line() {
+    let mut s = conf(BASE);
+    s.ignore_files = vec![FileText::text(IGNORE, "127.0.0.1\n0.0.0.0/0\n::/0\n")];
+    let st = ok(&s);
+    assert!(st.ignore.contains("203.0.113.9".parse::<IpAddr>().unwrap()));
+    assert_eq!(
+        st.notices,
+        [
+            format!(
+                "adminalert: WARNING: {IGNORE}:2: `0.0.0.0/0` covers every IPv4 address: this \
+                 turns off all detection for IPv4 (no IPv4 source is ever alarmed on or blocked)"
+            ),
+            format!(
+                "adminalert: WARNING: {IGNORE}:3: `::/0` covers every IPv6 address: this turns \
+                 off all detection for IPv6 (no IPv6 source is ever alarmed on or blocked)"
+            ),
+        ]
+    );
+    // The same from the .static part read in its place.
+    let mut s = conf(BASE);
+    s.ignore_files = vec![
+        FileText::text(IGNORE_STATIC, "::/0\n"),
+        FileText::absent(IGNORE),
+    ];
+    let st = ok(&s);
+    assert!(
+        st.notices
+            .iter()
+            .any(|n| n.starts_with(&format!("adminalert: WARNING: {IGNORE_STATIC}:1: `::/0`"))),
+        "{:?}",
+        st.notices
+    );
+}

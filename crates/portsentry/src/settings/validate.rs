@@ -196,8 +196,9 @@ fn select_modes(
                     .with_context(|| format!("cannot read {}", file.path.display()));
             }
             Content::Text(text) => {
-                let d = config::parse_debian_defaults(text, &file.path)
-                    .map_err(|errors| anyhow!(config::join(&errors)))?;
+                let (result, warnings) = config::parse_debian_defaults(text, &file.path);
+                let d = result.map_err(|errors| anyhow!(config::join(&errors)))?;
+                notices.extend(warnings.iter().map(|w| format!("adminalert: WARNING: {w}")));
                 if d.tcp_mode.is_some() || d.udp_mode.is_some() {
                     notices.push(format!(
                         "adminalert: modes taken from {}",
@@ -312,7 +313,9 @@ fn ignore_list(
     };
     let set = match find(files, &path).map(|f| &f.content) {
         Some(Content::Text(text)) => {
-            config::parse_ignore(text, &path).map_err(|d| anyhow!(config::join(&d)))
+            let (result, warnings) = config::parse_ignore(text, &path);
+            notices.extend(warnings.iter().map(|w| format!("adminalert: WARNING: {w}")));
+            result.map_err(|d| anyhow!(config::join(&d)))
         }
         Some(Content::Absent(e) | Content::Unreadable(e)) => {
             Err(copy(e)).with_context(|| format!("cannot read ignore file {}", path.display()))
