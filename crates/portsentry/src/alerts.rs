@@ -146,10 +146,61 @@ pub fn command_failed(key: &str, ip: IpAddr, why: &dyn fmt::Display, command: &s
     format!("attackalert: ERROR: {key} command failed for host {ip} ({why}): \"{command}\"")
 }
 
-pub fn manual_ban(net: IpNet, length: Option<Duration>, offences: u32) -> String {
+pub fn manual_ban(
+    net: IpNet,
+    length: Option<Duration>,
+    offences: u32,
+    overrode: Option<IpNet>,
+) -> String {
     format!(
-        "attackalert: Host {net} has been banned by the administrator {}, offence {offences}",
-        for_how_long(length)
+        "attackalert: Host {net} has been banned by the administrator {}, offence {offences}{}",
+        for_how_long(length),
+        overrode.map(forced_over).unwrap_or_default()
+    )
+}
+
+/// The tail of a `--force` ban's lines: exactly what it overrode.
+pub fn forced_over(protected: IpNet) -> String {
+    format!(
+        "; --force overrode the protected set ({protected} is protected: this host's addresses, its gateways and resolvers, the ignore list)"
+    )
+}
+
+/// Bans of the state file (or the kernel) that may not be bans: one line for them all.
+pub fn saved_bans_refused(refused: &[crate::bans::guard::Refusal]) -> String {
+    const SHOWN: usize = 5;
+    let mut why: Vec<String> = refused.iter().take(SHOWN).map(|r| r.to_string()).collect();
+    if refused.len() > SHOWN {
+        why.push(format!("and {} more", refused.len() - SHOWN));
+    }
+    format!(
+        "adminalert: WARNING: {} saved bans not put back (and removed from the kernel): {}",
+        refused.len(),
+        why.join("; ")
+    )
+}
+
+/// A state file holding more records than the book keeps: one line, the lost ones
+/// named (oldest offence first).
+pub fn state_over_capacity(
+    state_file: &std::path::Path,
+    dropped: &[portsentry_engine::bans::Ban],
+    capacity: usize,
+) -> String {
+    const SHOWN: usize = 10;
+    let mut keys: Vec<String> = dropped
+        .iter()
+        .take(SHOWN)
+        .map(|b| b.key.to_string())
+        .collect();
+    if dropped.len() > SHOWN {
+        keys.push(format!("and {} more", dropped.len() - SHOWN));
+    }
+    format!(
+        "adminalert: WARNING: {} holds more records than the ban book keeps ({capacity}): {} dropped, oldest offences first: {}",
+        state_file.display(),
+        dropped.len(),
+        keys.join(", ")
     )
 }
 
