@@ -484,4 +484,46 @@ mod tests {
             "attackalert: Host 198.18.0.2 has been banned in the kernel (nftables set banned4) for 2h, offence 2"
         );
     }
+
+    #[test]
+    fn issue7_refused_and_dropped_saved_bans_are_one_line_each() {
+        use crate::bans::guard::Refusal;
+        let net = |s: &str| -> IpNet { s.parse().unwrap() };
+        let mut refused = vec![
+            Refusal::TooWide {
+                net: net("0.0.0.0/0"),
+            },
+            Refusal::Protected {
+                net: net("198.18.0.1/32"),
+                protected: net("198.18.0.1/32"),
+            },
+        ];
+        assert_eq!(
+            saved_bans_refused(&refused),
+            "adminalert: WARNING: 2 saved bans not put back (and removed from the kernel): 0.0.0.0/0 covers too much: bans must be /8 or longer for IPv4 and /16 or longer for IPv6 (no --force allows this); 198.18.0.1/32 is protected (198.18.0.1/32 is in the protected set: this host's addresses, its gateways and resolvers, the ignore list); --force overrides the protected set"
+        );
+        refused.extend((0..6).map(|_| Refusal::TooWide { net: net("::/0") }));
+        assert!(saved_bans_refused(&refused).ends_with("; and 3 more"));
+
+        let ban = |key: &str| portsentry_engine::bans::Ban {
+            key: net(key),
+            offences: 1,
+            banned_at: 0,
+            expires_at: None,
+            last_offence: 0,
+            reason: String::new(),
+        };
+        assert_eq!(
+            state_over_capacity(
+                std::path::Path::new("/var/lib/portsentry/state.json"),
+                &[ban("198.18.0.2/32"), ban("fd00:5e17::2/128")],
+                65_536
+            ),
+            "adminalert: WARNING: /var/lib/portsentry/state.json holds more records than the ban book keeps (65536): 2 dropped, oldest offences first: 198.18.0.2/32, fd00:5e17::2/128"
+        );
+        assert_eq!(
+            manual_ban(net("198.18.0.1/32"), None, 1, Some(net("198.18.0.1/32"))),
+            "attackalert: Host 198.18.0.1/32 has been banned by the administrator permanently, offence 1; --force overrode the protected set (198.18.0.1/32 is protected: this host's addresses, its gateways and resolvers, the ignore list)"
+        );
+    }
 }
