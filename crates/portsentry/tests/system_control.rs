@@ -256,3 +256,77 @@ fn issue7_ban_refuses_everything_and_the_protected_set_unless_forced() {
         format!("forced ban of everything: {out:?}"),
     );
 }
+
+/// Issue 7: a state file holding `0.0.0.0/0`, `::/0` and the defender's own address
+/// (written by a version that accepted them) is loaded without them: one log line says
+/// how many and why, nothing of them reaches the kernel, the clients still connect, and
+/// the one lawful ban of the file is put back.
+#[test]
+fn issue7_saved_bans_that_may_not_be_bans_are_not_put_back() {
+    let test = "issue7_saved_bans_that_may_not_be_bans_are_not_put_back";
+    let Some(lab) = common::lab_or_skip(test, common::SCAN_TOOLS, &["client"]) else {
+        return;
+    };
+    let (def, client) = (&lab.defender, lab.peer("client"));
+    let conf = Conf::bans_only();
+    let own = def.addr(false);
+    let lawful = lab.v4(200);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let record = |key: String| {
+        format!(
+            "{{\"key\":\"{key}\",\"offences\":1,\"banned_at\":{now},\"expires_at\":null,\"last_offence\":{now},\"reason\":\"saved\"}}"
+        )
+    };
+    let records = [
+        record("0.0.0.0/0".into()),
+        record("::/0".into()),
+        record(format!("{own}/32")),
+        record(format!("{lawful}/32")),
+    ];
+    std::fs::write(
+        conf.state_path(),
+        format!(
+            "{{\"format\":\"portsentry-state\",\"version\":1,\"saved_at\":{now},\"settled_through\":{now},\"bans\":[{}]}}",
+            records.join(",")
+        ),
+    )
+    .unwrap();
+    let d = lab.daemon(&conf, &["-atcp", "-audp"]);
+    let t = Duration::from_secs(3);
+    d.check(
+        d.wait_for_line(
+            "adminalert: WARNING: 3 saved bans not put back (and removed from the kernel): 0.0.0.0/0 covers too much",
+            t,
+        ),
+        "no line about the refused saved bans",
+    );
+    d.check(
+        d.has_line(&format!("{own}/32 is protected")) && d.has_line("::/0 covers too much"),
+        "the line does not say why",
+    );
+    let list = |set: &str| {
+        def.ns
+            .exec(&["nft", "list", "set", "inet", "portsentry", set], t)
+            .stdout
+    };
+    for set in ["banned6", "bannednet4", "bannednet6"] {
+        let listed = list(set);
+        d.check(
+            !listed.contains("elements"),
+            format!("a refused saved ban reached {set}: {listed}"),
+        );
+    }
+    let set4 = list("banned4");
+    d.check(
+        set4.contains(&lawful.to_string()) && !set4.contains(&own.to_string()),
+        format!("banned4 should hold only {lawful}: {set4}"),
+    );
+    d.check(
+        can_connect(&client.ns, def.addr(false), OPEN, t)
+            && can_connect(&client.ns, def.addr(true), OPEN, t),
+        "a refused saved ban cut the client off",
+    );
+}
