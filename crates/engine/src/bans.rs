@@ -249,6 +249,14 @@ impl BanBook {
         self.covering(host).any(|k| self.records[&k].is_active(now))
     }
 
+    /// The ban in force at `now` on exactly `key` (canonical form), if any.
+    pub fn in_force(&self, key: IpNet, now: u64) -> Option<&Ban> {
+        self.records
+            .get(&canonical_net(key))
+            .filter(|e| e.is_active(now))
+            .map(|e| &e.ban)
+    }
+
     /// The bans in force at `now`: permanent, or expiring after `now`.
     pub fn active(&self, now: u64) -> impl Iterator<Item = &Ban> {
         self.records

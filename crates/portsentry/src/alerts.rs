@@ -154,10 +154,61 @@ pub fn command_failed(key: &str, ip: IpAddr, why: &dyn fmt::Display, command: &s
     format!("attackalert: ERROR: {key} command failed for host {ip} ({why}): \"{command}\"")
 }
 
-pub fn manual_ban(net: IpNet, length: Option<Duration>, offences: u32) -> String {
+pub fn manual_ban(
+    net: IpNet,
+    length: Option<Duration>,
+    offences: u32,
+    overrode: Option<IpNet>,
+) -> String {
     format!(
-        "attackalert: Host {net} has been banned by the administrator {}, offence {offences}",
-        for_how_long(length)
+        "attackalert: Host {net} has been banned by the administrator {}, offence {offences}{}",
+        for_how_long(length),
+        overrode.map(forced_over).unwrap_or_default()
+    )
+}
+
+/// The tail of a `--force` ban's lines: exactly what it overrode.
+pub fn forced_over(protected: IpNet) -> String {
+    format!(
+        "; --force overrode the protected set ({protected} is protected: this host's addresses, its gateways and resolvers, the ignore list)"
+    )
+}
+
+/// Bans of the state file (or the kernel) that may not be bans: one line for them all.
+pub fn saved_bans_refused(refused: &[crate::bans::guard::Refusal]) -> String {
+    const SHOWN: usize = 5;
+    let mut why: Vec<String> = refused.iter().take(SHOWN).map(|r| r.to_string()).collect();
+    if refused.len() > SHOWN {
+        why.push(format!("and {} more", refused.len() - SHOWN));
+    }
+    format!(
+        "adminalert: WARNING: {} saved bans not put back (and removed from the kernel): {}",
+        refused.len(),
+        why.join("; ")
+    )
+}
+
+/// A state file holding more records than the book keeps: one line, the lost ones
+/// named (oldest offence first).
+pub fn state_over_capacity(
+    state_file: &std::path::Path,
+    dropped: &[portsentry_engine::bans::Ban],
+    capacity: usize,
+) -> String {
+    const SHOWN: usize = 10;
+    let mut keys: Vec<String> = dropped
+        .iter()
+        .take(SHOWN)
+        .map(|b| b.key.to_string())
+        .collect();
+    if dropped.len() > SHOWN {
+        keys.push(format!("and {} more", dropped.len() - SHOWN));
+    }
+    format!(
+        "adminalert: WARNING: {} holds more records than the ban book keeps ({capacity}): {} dropped, oldest offences first: {}",
+        state_file.display(),
+        dropped.len(),
+        keys.join(", ")
     )
 }
 
@@ -454,6 +505,48 @@ mod tests {
                 2
             ),
             "attackalert: Host 198.18.0.2 has been banned in the kernel (nftables set banned4) for 2h, offence 2"
+        );
+    }
+
+    #[test]
+    fn issue7_refused_and_dropped_saved_bans_are_one_line_each() {
+        use crate::bans::guard::Refusal;
+        let net = |s: &str| -> IpNet { s.parse().unwrap() };
+        let mut refused = vec![
+            Refusal::TooWide {
+                net: net("0.0.0.0/0"),
+            },
+            Refusal::Protected {
+                net: net("198.18.0.1/32"),
+                protected: net("198.18.0.1/32"),
+            },
+        ];
+        assert_eq!(
+            saved_bans_refused(&refused),
+            "adminalert: WARNING: 2 saved bans not put back (and removed from the kernel): 0.0.0.0/0 covers too much: bans must be /8 or longer for IPv4 and /16 or longer for IPv6 (no --force allows this); 198.18.0.1/32 is protected (198.18.0.1/32 is in the protected set: this host's addresses, its gateways and resolvers, the ignore list); --force overrides the protected set"
+        );
+        refused.extend((0..6).map(|_| Refusal::TooWide { net: net("::/0") }));
+        assert!(saved_bans_refused(&refused).ends_with("; and 3 more"));
+
+        let ban = |key: &str| portsentry_engine::bans::Ban {
+            key: net(key),
+            offences: 1,
+            banned_at: 0,
+            expires_at: None,
+            last_offence: 0,
+            reason: String::new(),
+        };
+        assert_eq!(
+            state_over_capacity(
+                std::path::Path::new("/var/lib/portsentry/state.json"),
+                &[ban("198.18.0.2/32"), ban("fd00:5e17::2/128")],
+                65_536
+            ),
+            "adminalert: WARNING: /var/lib/portsentry/state.json holds more records than the ban book keeps (65536): 2 dropped, oldest offences first: 198.18.0.2/32, fd00:5e17::2/128"
+        );
+        assert_eq!(
+            manual_ban(net("198.18.0.1/32"), None, 1, Some(net("198.18.0.1/32"))),
+            "attackalert: Host 198.18.0.1/32 has been banned by the administrator permanently, offence 1; --force overrode the protected set (198.18.0.1/32 is protected: this host's addresses, its gateways and resolvers, the ignore list)"
         );
     }
 }

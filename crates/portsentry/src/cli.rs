@@ -94,6 +94,13 @@ pub enum Subcommand {
         /// Ban until lifted with `portsentry unban`.
         #[arg(long)]
         permanent: bool,
+        /// Ban even an address of the protected set (this host's addresses, its
+        /// gateways and resolvers, the ignore list); it overrides nothing else: never a
+        /// prefix shorter than /8 (IPv4) or /16 (IPv6), never an unspecified, loopback,
+        /// link-local, multicast or broadcast address. The ban is not put back when the
+        /// daemon restarts.
+        #[arg(long)]
+        force: bool,
     },
     /// Ask the running daemon to lift the ban covering an address or network.
     Unban {

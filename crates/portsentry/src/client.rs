@@ -125,15 +125,16 @@ fn ask(settings: &NativeSettings, request: &Request) -> Result<()> {
     }
 }
 
-/// `portsentry ban TARGET [--time D | --permanent]`.
+/// `portsentry ban TARGET [--time D | --permanent] [--force]`.
 pub fn ban(
     settings: &NativeSettings,
     target: &str,
     time: Option<std::time::Duration>,
     permanent: bool,
+    force: bool,
 ) -> Result<()> {
     let request = Request::parse(&format!(
-        "ban {target} {}",
+        "ban {target} {}{}",
         if permanent {
             "permanent".to_string()
         } else {
@@ -141,7 +142,8 @@ pub fn ban(
                 .as_secs()
                 .max(1)
                 .to_string()
-        }
+        },
+        if force { " force" } else { "" }
     ))
     .map_err(anyhow::Error::msg)?;
     ask(settings, &request)

@@ -3,7 +3,8 @@
 //! reply, then the connection closes.
 //!
 //! Protocol (text, one line each way):
-//! - `ban <addr|net> <seconds|permanent>` → `ok: ...` | `error: ...`
+//! - `ban <addr|net> <seconds|permanent> [force]` → `ok: ...` | `error: ...` (`force`:
+//!   ban even a protected address; see `bans::guard`)
 //! - `unban <addr|net>`
 //! - `status`
 //!
@@ -28,10 +29,12 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// Ban a host or network; `None` = permanent.
+    /// Ban a host or network; `None` = permanent. `force`: even one in the protected
+    /// set.
     Ban {
         net: IpNet,
         duration: Option<Duration>,
+        force: bool,
     },
     Unban {
         net: IpNet,
@@ -48,10 +51,15 @@ impl Request {
                 .map(|n| n.trunc())
                 .map_err(|_| format!("`{w}` is not an address or network"))
         };
-        match words.as_slice() {
+        let (words, force) = match words.as_slice() {
+            ["ban", _, _, "force"] => (&words[..3], true),
+            _ => (&words[..], false),
+        };
+        match words {
             ["ban", target, "permanent"] => Ok(Request::Ban {
                 net: net(target)?,
                 duration: None,
+                force,
             }),
             ["ban", target, secs] => {
                 let secs: u64 = secs
@@ -63,6 +71,7 @@ impl Request {
                 Ok(Request::Ban {
                     net: net(target)?,
                     duration: Some(Duration::from_secs(secs)),
+                    force,
                 })
             }
             ["unban", target] => Ok(Request::Unban { net: net(target)? }),
@@ -76,12 +85,13 @@ impl Request {
         match self {
             Request::Ban {
                 net,
-                duration: Some(d),
-            } => format!("ban {net} {}\n", d.as_secs()),
-            Request::Ban {
-                net,
-                duration: None,
-            } => format!("ban {net} permanent\n"),
+                duration,
+                force,
+            } => format!(
+                "ban {net} {}{}\n",
+                duration.map_or("permanent".to_string(), |d| d.as_secs().to_string()),
+                if *force { " force" } else { "" }
+            ),
             Request::Unban { net } => format!("unban {net}\n"),
             Request::Status => "status\n".into(),
         }
@@ -222,6 +232,8 @@ mod tests {
             "ban 198.18.0.2 3600",
             "ban 198.18.0.0/24 permanent",
             "ban fd00:5e17::2 60",
+            "ban 198.18.0.1 60 force",
+            "ban 198.18.0.1 permanent force",
             "unban 198.18.0.2",
             "status",
         ] {
@@ -232,9 +244,11 @@ mod tests {
             Request::parse("ban 198.18.0.77/24 permanent").unwrap(),
             Request::Ban {
                 net: "198.18.0.0/24".parse().unwrap(),
-                duration: None
+                duration: None,
+                force: false,
             }
         );
+        assert!(Request::parse("ban 198.18.0.2 60 please").is_err());
         assert!(Request::parse("ban 198.18.0.2 0").is_err());
         assert!(Request::parse("ban nonsense 10").is_err());
         assert!(Request::parse("reboot").is_err());

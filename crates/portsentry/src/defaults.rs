@@ -91,3 +91,14 @@ pub fn ignore_static(path: &Path) -> std::path::PathBuf {
     p.push(IGNORE_STATIC_SUFFIX);
     p.into()
 }
+
+/// The shortest prefix a ban may have (`portsentry ban`, and bans read back from the
+/// state file), IPv4 and IPv6. A shorter one is not a ban of an attacker but of a
+/// share of the Internet: `0.0.0.0/0` or `::/0` cut this host off from every client of
+/// the family, and no `--force` allows them. IPv4: a /8 is the largest block one holder
+/// ever got (the legacy class A allocations); anything shorter spans several holders.
+/// IPv6: the largest allocations to one network operator are around /19, and the
+/// regional registries get /12s from IANA; a /16 is already more than one operator, so
+/// shorter can only be a typo or an attempt to cut IPv6 off.
+pub const MIN_BAN_PREFIX_V4: u8 = 8;
+pub const MIN_BAN_PREFIX_V6: u8 = 16;

@@ -20,11 +20,31 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
+use std::sync::{Arc, Mutex};
+
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use portsentry_engine::ignore::IgnoreSet;
 use portsentry_kernel::rtnl;
 
 /// Where the system's resolvers are configured.
 pub const DEFAULT_RESOLV_CONF: &str = crate::defaults::RESOLV_CONF;
+
+/// The newest protected set, from the thread that re-reads it (capture) to the one
+/// that checks the administrator's bans against it (reporter): the newest value wins,
+/// and publishing never waits on the reader.
+#[derive(Debug, Clone, Default)]
+pub struct Latest(Arc<Mutex<Option<IgnoreSet>>>);
+
+impl Latest {
+    pub fn publish(&self, set: IgnoreSet) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(set);
+    }
+
+    /// The set published since the last call, if any.
+    pub fn take(&self) -> Option<IgnoreSet> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
 
 /// What [`gather`] reads besides the kernel's addresses and routes.
 #[derive(Debug, Clone, PartialEq, Eq)]

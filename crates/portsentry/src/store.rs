@@ -113,12 +113,36 @@ pub struct LoadedState {
 impl LoadedState {
     /// A ban book with these records restored (see [`BanBook::restore`]).
     pub fn into_book(self, capacity: usize) -> BanBook {
+        self.into_book_reporting(capacity).0
+    }
+
+    /// [`into_book`](Self::into_book), and the records a file holding more than
+    /// `capacity` lost (the book evicts offence history with the oldest offence first,
+    /// then the bans ending soonest), listed oldest offence first.
+    pub fn into_book_reporting(self, capacity: usize) -> (BanBook, Vec<Ban>) {
         let mut book = BanBook::new(capacity);
         book.set_settled_through(self.settled_through);
+        let over = self.records.len() > book.capacity();
+        let mut given = Vec::new();
         for ban in self.records {
+            if over {
+                given.push(ban.clone());
+            }
             book.restore(ban);
         }
-        book
+        if !over {
+            return (book, Vec::new());
+        }
+        let kept: std::collections::HashSet<IpNet> = book.records().map(|b| b.key).collect();
+        let mut seen = std::collections::HashSet::new();
+        // Later records of one key replace earlier ones: the last is the one lost.
+        let mut dropped: Vec<Ban> = given
+            .into_iter()
+            .rev()
+            .filter(|b| seen.insert(b.key) && !kept.contains(&b.key))
+            .collect();
+        dropped.sort_by_key(|b| b.last_offence);
+        (book, dropped)
     }
 }
 
@@ -371,6 +395,44 @@ mod tests {
     fn sorted(mut v: Vec<Ban>) -> Vec<Ban> {
         v.sort_by_key(|b| b.key);
         v
+    }
+
+    #[test]
+    fn issue7_a_file_over_the_capacity_says_which_records_it_lost_oldest_offence_first() {
+        let rec = |key: &str, last: u64, expires_at: Option<u64>| Ban {
+            key: key.parse().unwrap(),
+            offences: 1,
+            banned_at: last,
+            expires_at,
+            last_offence: last,
+            reason: "saved".into(),
+        };
+        let loaded = LoadedState {
+            saved_at: Some(T0),
+            settled_through: T0,
+            records: vec![
+                rec("198.18.0.1/32", T0 - 50, Some(T0 - 40)), // history
+                rec("198.18.0.2/32", T0 - 90, Some(T0 - 80)), // history, oldest
+                rec("198.18.0.3/32", T0 - 10, Some(T0 + 100)),
+                rec("198.18.0.4/32", T0 - 5, None),
+                rec("198.18.0.5/32", T0 - 1, Some(T0 + 200)),
+            ],
+            active: 3,
+            expired: 0,
+        };
+        let (book, dropped) = loaded.into_book_reporting(3);
+        assert_eq!(book.len(), 3);
+        let keys: Vec<String> = dropped.iter().map(|b| b.key.to_string()).collect();
+        assert_eq!(keys, ["198.18.0.2/32", "198.18.0.1/32"]);
+        // Within the capacity, nothing is reported.
+        let loaded = LoadedState {
+            saved_at: Some(T0),
+            settled_through: T0,
+            records: vec![rec("198.18.0.1/32", T0, None)],
+            active: 1,
+            expired: 0,
+        };
+        assert!(loaded.into_book_reporting(3).1.is_empty());
     }
 
     #[test]

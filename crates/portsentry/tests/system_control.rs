@@ -157,3 +157,176 @@ fn legacy_kill_route_bans_are_listed() {
         ),
     );
 }
+
+/// Issue 7: the control socket refuses bans that cover everything, this host, or a
+/// protected neighbour (here a resolver, protected like a gateway: no test namespace
+/// has a default route), with the reason and nothing in the kernel sets; `--force`
+/// bans a protected address and says what it overrode.
+#[test]
+fn issue7_ban_refuses_everything_and_the_protected_set_unless_forced() {
+    let test = "issue7_ban_refuses_everything_and_the_protected_set_unless_forced";
+    let Some(lab) = common::lab_or_skip(test, common::SCAN_TOOLS, &["client", "resolver"]) else {
+        return;
+    };
+    let (def, client, resolver) = (&lab.defender, lab.peer("client"), lab.peer("resolver"));
+    let conf = Conf::bans_only();
+    let resolv_conf = conf.path("resolv.conf");
+    std::fs::write(&resolv_conf, format!("nameserver {}\n", resolver.v4)).unwrap();
+    let conf = conf.toml(&format!(
+        "[protect]\nresolv_conf = \"{}\"",
+        resolv_conf.display()
+    ));
+    let d = lab.daemon(&conf, &["-atcp", "-audp"]);
+    let t = Duration::from_secs(3);
+    let own = def.addr(false).to_string();
+    let gw = resolver.addr(false).to_string();
+
+    for (target, reason) in [
+        (
+            "0.0.0.0/0",
+            "error: refused: 0.0.0.0/0 covers too much".to_string(),
+        ),
+        ("::/0", "error: refused: ::/0 covers too much".to_string()),
+        (
+            own.as_str(),
+            format!("error: refused: {own}/32 is protected ({own}/32 is in the protected set"),
+        ),
+        (
+            gw.as_str(),
+            format!("error: refused: {gw}/32 is protected ({gw}/32 is in the protected set"),
+        ),
+    ] {
+        let out = cli(def, &conf, &["ban", target, "--time", "10m"]);
+        d.check(
+            !out.success() && out.stdout.starts_with(&reason),
+            format!("ban {target}: want {reason:?}, got {out:?}"),
+        );
+    }
+    for set in ["banned4", "banned6", "bannednet4", "bannednet6"] {
+        let listed = def
+            .ns
+            .exec(&["nft", "list", "set", "inet", "portsentry", set], t)
+            .stdout;
+        d.check(
+            !listed.contains("elements"),
+            format!("a refused ban reached {set}: {listed}"),
+        );
+    }
+    let out = cli(def, &conf, &["status"]);
+    d.check(
+        out.stdout.contains("0 bans in force"),
+        format!("status: {out:?}"),
+    );
+    d.check(
+        can_connect(&client.ns, def.addr(false), OPEN, t)
+            && can_connect(&client.ns, def.addr(true), OPEN, t),
+        "a refused ban cut the client off",
+    );
+
+    let out = cli(def, &conf, &["ban", &gw, "--time", "10m", "--force"]);
+    d.check(
+        out.success()
+            && out
+                .stdout
+                .starts_with(&format!("ok: {gw}/32 banned for 10m"))
+            && out.stdout.contains(&format!(
+                "--force overrode the protected set ({gw}/32 is protected"
+            )),
+        format!("forced ban: {out:?}"),
+    );
+    let set4 = def
+        .ns
+        .exec(&["nft", "list", "set", "inet", "portsentry", "banned4"], t)
+        .stdout;
+    d.check(
+        set4.contains(&gw),
+        format!("forced ban not in the set: {set4}"),
+    );
+    d.check(
+        d.wait_for_line(
+            &format!("has been banned by the administrator for 10m, offence 1; --force overrode the protected set ({gw}/32"),
+            t,
+        ),
+        "no log line naming the override",
+    );
+    // `--force` never allows a ban of everything.
+    let out = cli(def, &conf, &["ban", "0.0.0.0/0", "--force"]);
+    d.check(
+        !out.success() && out.stdout.contains("no --force allows this"),
+        format!("forced ban of everything: {out:?}"),
+    );
+}
+
+/// Issue 7: a state file holding `0.0.0.0/0`, `::/0` and the defender's own address
+/// (written by a version that accepted them) is loaded without them: one log line says
+/// how many and why, nothing of them reaches the kernel, the clients still connect, and
+/// the one lawful ban of the file is put back.
+#[test]
+fn issue7_saved_bans_that_may_not_be_bans_are_not_put_back() {
+    let test = "issue7_saved_bans_that_may_not_be_bans_are_not_put_back";
+    let Some(lab) = common::lab_or_skip(test, common::SCAN_TOOLS, &["client"]) else {
+        return;
+    };
+    let (def, client) = (&lab.defender, lab.peer("client"));
+    let conf = Conf::bans_only();
+    let own = def.addr(false);
+    let lawful = lab.v4(200);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let record = |key: String| {
+        format!(
+            "{{\"key\":\"{key}\",\"offences\":1,\"banned_at\":{now},\"expires_at\":null,\"last_offence\":{now},\"reason\":\"saved\"}}"
+        )
+    };
+    let records = [
+        record("0.0.0.0/0".into()),
+        record("::/0".into()),
+        record(format!("{own}/32")),
+        record(format!("{lawful}/32")),
+    ];
+    std::fs::write(
+        conf.state_path(),
+        format!(
+            "{{\"format\":\"portsentry-state\",\"version\":1,\"saved_at\":{now},\"settled_through\":{now},\"bans\":[{}]}}",
+            records.join(",")
+        ),
+    )
+    .unwrap();
+    let d = lab.daemon(&conf, &["-atcp", "-audp"]);
+    let t = Duration::from_secs(3);
+    d.check(
+        d.wait_for_line(
+            "adminalert: WARNING: 3 saved bans not put back (and removed from the kernel): 0.0.0.0/0 covers too much",
+            t,
+        ),
+        "no line about the refused saved bans",
+    );
+    d.check(
+        d.has_line(&format!("{own}/32 is protected")) && d.has_line("::/0 covers too much"),
+        "the line does not say why",
+    );
+    let list = |set: &str| {
+        def.ns
+            .exec(&["nft", "list", "set", "inet", "portsentry", set], t)
+            .stdout
+    };
+    for set in ["banned6", "bannednet4", "bannednet6"] {
+        let listed = list(set);
+        d.check(
+            !listed.contains("elements"),
+            format!("a refused saved ban reached {set}: {listed}"),
+        );
+    }
+    let set4 = list("banned4");
+    d.check(
+        set4.contains(&lawful.to_string()) && !set4.contains(&own.to_string()),
+        format!("banned4 should hold only {lawful}: {set4}"),
+    );
+    d.check(
+        can_connect(&client.ns, def.addr(false), OPEN, t)
+            && can_connect(&client.ns, def.addr(true), OPEN, t),
+        "a refused saved ban cut the client off",
+    );
+}

@@ -277,6 +277,10 @@ impl BanBackend for IpsetBackend {
             .collect())
     }
 
+    fn max_timeout(&self) -> Option<Duration> {
+        Some(Duration::from_secs(IPSET_MAX_TIMEOUT))
+    }
+
     fn expires_by_itself(&self) -> bool {
         true
     }

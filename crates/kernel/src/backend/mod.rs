@@ -104,6 +104,13 @@ pub trait BanBackend: Send {
     /// end (for restore/adopt at start and for `list`).
     fn list(&mut self) -> Result<Vec<Held>, BackendError>;
 
+    /// The longest ban timeout the kernel can hold (`None`: no limit, as for backends
+    /// that keep no timeout at all). A longer ban must be refused (or made permanent) by
+    /// the caller: the backend would cut it short.
+    fn max_timeout(&self) -> Option<Duration> {
+        None
+    }
+
     /// Does the backend expire bans by itself (nftables, ipset: yes; routes,
     /// iptables: no — the caller must [`remove`](Self::remove) them at expiry)?
     fn expires_by_itself(&self) -> bool;

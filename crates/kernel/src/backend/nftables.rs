@@ -129,6 +129,12 @@ impl BanBackend for NftablesBackend {
         Ok(held)
     }
 
+    /// The kernel's limit for an element's timeout (milliseconds whose count of
+    /// nanoseconds fits 64 bits, about 584 years); `nft` takes the same limit.
+    fn max_timeout(&self) -> Option<Duration> {
+        Some(Duration::from_millis(crate::nft::MAX_TIMEOUT_MS))
+    }
+
     fn expires_by_itself(&self) -> bool {
         true
     }

@@ -31,7 +31,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::process::{Finished, ProcessError, Run};
-pub use netlink::{BanSetWriter, KernelError, kernel_errno};
+pub use netlink::{BanSetWriter, KernelError, MAX_TIMEOUT_MS, kernel_errno};
 use ruleset::{
     CHAIN_INPUT, CHAIN_OBSERVE, SET_BANNED4, SET_BANNED6, SET_PROTECTED4, SET_PROTECTED6,
 };

@@ -87,7 +87,7 @@ const PROTO: &str = "nftables";
 /// How long we wait for the kernel's answer before calling the state unknown.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest timeout the kernel accepts (ms below `U64_MAX / NSEC_PER_MSEC`).
-const MAX_TIMEOUT_MS: u64 = u64::MAX / 1_000_000 - 1;
+pub const MAX_TIMEOUT_MS: u64 = u64::MAX / 1_000_000 - 1;
 
 /// A writer for the ban sets of one `inet` table, holding a `NETLINK_NETFILTER`
 /// socket. Not shared between threads; each call waits for the kernel's answer.

@@ -122,12 +122,27 @@ pub fn merge_nets(nets: &[IpNet]) -> (Vec<Ipv4Net>, Vec<Ipv6Net>) {
 
 /// A duration in nft's syntax, millisecond precision, at least `1ms`.
 pub fn nft_duration(d: Duration) -> String {
+    // nft 1.0.6 refuses a number of more than 8 digits in one unit ("value too large"
+    // for `100000000s`), but takes the same time split into units (`1157d9h46m40s`).
+    const MAX_IN_ONE_UNIT: u128 = 99_999_999;
     let ms = d.as_millis().max(1);
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
+    if ms <= MAX_IN_ONE_UNIT {
+        return if ms.is_multiple_of(1000) {
+            format!("{}s", ms / 1000)
+        } else {
+            format!("{ms}ms")
+        };
     }
+    let (secs, ms) = (ms / 1000, ms % 1000);
+    if secs <= MAX_IN_ONE_UNIT && ms == 0 {
+        return format!("{secs}s");
+    }
+    let (days, secs) = (secs / 86_400, secs % 86_400);
+    let mut out = format!("{days}d{secs}s");
+    if ms > 0 {
+        out.push_str(&format!("{ms}ms"));
+    }
+    out
 }
 
 /// The rule bodies of our three chains, in order. The verifier counts them.
@@ -571,6 +586,16 @@ add rule inet portsentry output meta nfproto ipv6 udp sport { 1-1023 } update @u
         assert_eq!(nft_duration(Duration::from_secs(3600)), "3600s");
         assert_eq!(nft_duration(Duration::from_millis(1500)), "1500ms");
         assert_eq!(nft_duration(Duration::ZERO), "1ms");
+        // More than 8 digits in one unit is split (nft 1.0.6 refuses `100000000s`).
+        assert_eq!(nft_duration(Duration::from_secs(99_999_999)), "99999999s");
+        assert_eq!(
+            nft_duration(Duration::from_secs(100_000_000)),
+            "1157d35200s"
+        );
+        assert_eq!(
+            nft_duration(Duration::from_millis(100_000_000_001)),
+            "1157d35200s1ms"
+        );
         let mut s = spec();
         s.ban_timeout = Duration::ZERO;
         assert!(render_ruleset(&s).contains("timeout 1ms; size"));

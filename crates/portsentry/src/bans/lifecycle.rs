@@ -8,7 +8,12 @@
 //! [`BanLifecycle::save_due`] says so.
 //!
 //! Invariants:
-//! - a ban is reported as in force only after the backend acknowledged it;
+//! - a ban is reported as in force only after the backend acknowledged it, and the book
+//!   holds as in force only what the backend took (a refused add leaves the ban that
+//!   was in force before, or none);
+//! - the administrator's bans and every ban read back at start pass [`guard::check`]
+//!   against the protected set the daemon last handed in ([`BanLifecycle::set_protected`]);
+//!   those that fail are not put back, and their kernel elements are removed;
 //! - at start, live bans missing from the kernel go back in one batch with their
 //!   remaining time, elements the kernel holds that the book lacks are adopted (with
 //!   their real remaining time when the backend knows it), expired bans are not
@@ -25,8 +30,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 use portsentry_engine::Millis;
 use portsentry_engine::bans::{Ban, BanBook, BanPolicy};
+use portsentry_engine::ignore::IgnoreSet;
 use portsentry_kernel::backend::{BackendError, BanBackend, Expiry, host_of};
 
+use super::guard::{self, Refusal};
 use super::{LARGE_BOOK, SAVE_INTERVAL, SAVE_INTERVAL_LARGE};
 
 /// A lifecycle step the backend (or the configuration) refused. Each message names the
@@ -48,6 +55,18 @@ pub enum BanError {
     NoBackend,
     #[error("network bans need the nftables backend; ban single addresses")]
     NetworksUnsupported,
+    #[error("refused: {0}")]
+    NotAllowed(#[from] Refusal),
+    #[error(
+        "refused: a ban of {} is longer than {backend} can hold ({}); use --permanent",
+        humantime::format_duration(*asked),
+        humantime::format_duration(*max)
+    )]
+    TooLong {
+        asked: Duration,
+        max: Duration,
+        backend: &'static str,
+    },
     #[error(transparent)]
     Backend(Box<BackendError>),
 }
@@ -63,7 +82,7 @@ impl From<BackendError> for BanError {
 type Result<T, E = BanError> = std::result::Result<T, E>;
 
 /// Summary of a start-up reconciliation, for the log.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Restored {
     pub put_back: usize,
     pub already_in_kernel: usize,
@@ -71,6 +90,20 @@ pub struct Restored {
     pub expired_dropped: usize,
     /// Leftovers of ended bans removed from a backend that cannot expire them.
     pub ended_removed: usize,
+    /// Bans of the state file or the kernel that fail [`guard::check`]: not put back
+    /// (kept as offence history), their kernel elements removed.
+    pub refused: Vec<Refusal>,
+    /// Records of a state file over the book's capacity that were not loaded, oldest
+    /// offence first (filled by the loader, [`super::start`]).
+    pub over_capacity: Vec<Ban>,
+}
+
+/// The result of an administrator's ban.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManualBan {
+    pub ban: Ban,
+    /// The protected network `--force` overrode, if it did.
+    pub overrode: Option<IpNet>,
 }
 
 /// The result of banning one source.
@@ -92,19 +125,24 @@ pub struct BanLifecycle {
     /// `None`: no ban backend, the book only records what the legacy KILL_* commands
     /// did (1.2 bans are permanent: nothing lifts them).
     backend: Option<Box<dyn BanBackend>>,
+    /// What is never banned (see [`guard`]), as the daemon last read it.
+    protected: IgnoreSet,
     dirty: bool,
     last_save: Option<Millis>,
 }
 
 impl BanLifecycle {
     /// Start from an already loaded `book` and reconcile it with the backend at `now`.
-    /// `expired_at_load`: bans the loader found ended (for the summary only). The book
-    /// is marked changed: the caller saves it.
+    /// `expired_at_load`: bans the loader found ended (for the summary only).
+    /// `protected`: the protected set now. Bans in force that [`guard::check`] refuses
+    /// (without force: a forced ban does not outlive the run) are not put back, and
+    /// their kernel elements are removed. The book is marked changed: the caller saves it.
     pub fn start(
         book: BanBook,
         expired_at_load: usize,
         policy: BanPolicy,
         mut backend: Option<Box<dyn BanBackend>>,
+        protected: IgnoreSet,
         now: u64,
     ) -> Result<(Self, Restored)> {
         let mut book = book;
@@ -112,11 +150,40 @@ impl BanLifecycle {
             expired_dropped: expired_at_load,
             ..Restored::default()
         };
+        let mut refused_keys: Vec<(IpNet, Refusal)> = book
+            .active(now)
+            .filter_map(|ban| {
+                guard::check(ban.key, &protected, false)
+                    .err()
+                    .map(|r| (ban.key, r))
+            })
+            .collect();
+        refused_keys.sort_by_key(|(key, _)| *key);
+        let mut refused: HashSet<IpNet> = HashSet::new();
+        for (key, why) in refused_keys {
+            book.unban(key, now);
+            refused.insert(key);
+            restored.refused.push(why);
+        }
         if let Some(b) = backend.as_deref_mut() {
-            let held = b.list().map_err(|error| BanError::List {
+            let mut held = b.list().map_err(|error| BanError::List {
                 backend: b.name(),
                 error: Box::new(error),
             })?;
+            let mut kept = Vec::with_capacity(held.len());
+            for h in held {
+                match guard::check(h.key, &protected, false) {
+                    Ok(_) => kept.push(h),
+                    Err(why) => {
+                        b.remove(h.key)
+                            .map_err(|e| BanError::RemoveLeftover(Box::new(e)))?;
+                        if refused.insert(h.key) {
+                            restored.refused.push(why);
+                        }
+                    }
+                }
+            }
+            held = kept;
             let held_keys: HashSet<IpNet> = held.iter().map(|h| h.key).collect();
             restored.already_in_kernel = book
                 .active(now)
@@ -169,10 +236,17 @@ impl BanLifecycle {
             book,
             policy,
             backend,
+            protected,
             dirty: true,
             last_save: None,
         };
         Ok((bans, restored))
+    }
+
+    /// The protected set changed (the daemon re-read addresses, routes, resolvers):
+    /// the administrator's next bans are checked against `protected`.
+    pub fn set_protected(&mut self, protected: IgnoreSet) {
+        self.protected = protected;
     }
 
     /// Does this put bans into the kernel itself (as opposed to only recording)?
@@ -201,6 +275,7 @@ impl BanLifecycle {
         kernel_banned: bool,
         reason: &str,
     ) -> Result<Banned> {
+        let before = self.book.in_force(self.policy.ban_key(ip), now).cloned();
         let ban = self.book.offend(&self.policy, ip, now, reason);
         self.dirty = true;
         let timeout = remaining(&ban, now);
@@ -219,9 +294,28 @@ impl BanLifecycle {
         };
         let kernel_is_right =
             kernel_banned && host_of(ban.key).is_some() && timeout == Some(self.policy.ban_time);
-        if !kernel_is_right {
-            b.add(target, timeout)
-                .map_err(|e| BanError::Refused(Box::new(e)))?;
+        if !kernel_is_right && let Err(e) = b.add(target, timeout) {
+            // Only what the kernel took is in force: the ban of before (the offence
+            // still counts), or the trap rule's own first-offence element, or none.
+            let kept = match before {
+                Some(before) => Some(Ban {
+                    offences: ban.offences,
+                    last_offence: now,
+                    ..before
+                }),
+                None if kernel_banned && host_of(ban.key).is_some() => Some(Ban {
+                    expires_at: Some(now.saturating_add(self.policy.ban_time.as_secs())),
+                    ..ban.clone()
+                }),
+                None => None,
+            };
+            match kept {
+                Some(kept) => self.book.restore(kept),
+                None => {
+                    self.book.unban(ban.key, now);
+                }
+            }
+            return Err(BanError::Refused(Box::new(e)));
         }
         Ok(Banned {
             place: b.place(target),
@@ -232,24 +326,44 @@ impl BanLifecycle {
     }
 
     /// An administrator's ban of a host or network (`None` = permanent). It counts as
-    /// an offence, like 1.2's history, so a later scan escalates from it.
-    pub fn manual_ban(&mut self, now: u64, net: IpNet, duration: Option<Duration>) -> Result<Ban> {
+    /// an offence, like 1.2's history, so a later scan escalates from it. Refused when
+    /// [`guard::check`] refuses `net` (`force` overrides the protected set only), when
+    /// `duration` is longer than the backend can hold, or when the backend refuses it;
+    /// a refused ban leaves the book as it was.
+    pub fn manual_ban(
+        &mut self,
+        now: u64,
+        net: IpNet,
+        duration: Option<Duration>,
+        force: bool,
+    ) -> Result<ManualBan> {
         let Some(b) = self.backend.as_deref_mut() else {
             return Err(BanError::NoBackend);
         };
+        let net = guard::canonical(net);
+        let overrode = guard::check(net, &self.protected, force)?;
         if host_of(net).is_none() && !b.holds_networks() {
             return Err(BanError::NetworksUnsupported);
         }
-        let ban = self.book.ban(
-            &self.policy,
-            net,
-            now,
-            duration,
-            "banned by the administrator",
-        );
+        if let (Some(asked), Some(max)) = (duration, b.max_timeout())
+            && asked > max
+        {
+            return Err(BanError::TooLong {
+                asked,
+                max,
+                backend: b.name(),
+            });
+        }
+        let timeout = duration.map(|d| Duration::from_secs(d.as_secs().max(1)));
+        b.add(net, timeout)
+            .map_err(|e| BanError::Refused(Box::new(e)))?;
+        let reason = match overrode {
+            Some(p) => format!("banned by the administrator (--force over the protected {p})"),
+            None => "banned by the administrator".into(),
+        };
+        let ban = self.book.ban(&self.policy, net, now, timeout, &reason);
         self.dirty = true;
-        b.add(ban.key, remaining(&ban, now))?;
-        Ok(ban)
+        Ok(ManualBan { ban, overrode })
     }
 
     /// Lift the ban covering `net` (exact, or the most specific one containing it).

@@ -15,6 +15,7 @@
 //! recovered at start from the kernel itself, which keeps (and, for nftables and
 //! ipset, expires) bans on its own.
 
+pub mod guard;
 mod lifecycle;
 #[cfg(test)]
 mod tests;
@@ -22,10 +23,11 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use portsentry_engine::bans::{BanBook, BanPolicy};
+use portsentry_engine::bans::{Ban, BanBook, BanPolicy};
+use portsentry_engine::ignore::IgnoreSet;
 use portsentry_kernel::backend::BanBackend;
 
-pub use lifecycle::{BanError, BanLifecycle, Banned, Restored};
+pub use lifecycle::{BanError, BanLifecycle, Banned, ManualBan, Restored};
 
 use crate::clock::{self, Now};
 use crate::store;
@@ -79,15 +81,16 @@ impl StateFile {
         &self.path
     }
 
-    /// The book as saved (bounded by [`BOOK_CAPACITY`]), and how many of its bans
-    /// ended by `now` (Unix seconds).
-    pub fn load(&self, now: u64) -> Result<(BanBook, usize), StateError> {
+    /// The book as saved (bounded by [`BOOK_CAPACITY`]), how many of its bans ended by
+    /// `now` (Unix seconds), and the records a file over the capacity lost.
+    pub fn load(&self, now: u64) -> Result<(BanBook, usize, Vec<Ban>), StateError> {
         let loaded = store::load(&self.path, now).map_err(|error| StateError::Load {
             path: self.path.clone(),
             error,
         })?;
         let expired = loaded.expired;
-        Ok((loaded.into_book(BOOK_CAPACITY), expired))
+        let (book, dropped) = loaded.into_book_reporting(BOOK_CAPACITY);
+        Ok((book, expired, dropped))
     }
 
     /// Write the book now.
@@ -111,15 +114,19 @@ impl StateFile {
 }
 
 /// Load the book from `state`, reconcile it with `backend` (`None`: only record what
-/// the legacy KILL_* commands do) and save the result: the daemon's start.
+/// the legacy KILL_* commands do) and the `protected` set, and save the result: the
+/// daemon's start.
 pub fn start(
     state: &StateFile,
     policy: BanPolicy,
     backend: Option<Box<dyn BanBackend>>,
+    protected: IgnoreSet,
 ) -> Result<(BanLifecycle, Restored), StateError> {
     let now = clock::now();
-    let (book, expired) = state.load(now.unix)?;
-    let (mut bans, restored) = BanLifecycle::start(book, expired, policy, backend, now.unix)?;
+    let (book, expired, over_capacity) = state.load(now.unix)?;
+    let (mut bans, mut restored) =
+        BanLifecycle::start(book, expired, policy, backend, protected, now.unix)?;
+    restored.over_capacity = over_capacity;
     state.save(&mut bans, now)?;
     Ok((bans, restored))
 }

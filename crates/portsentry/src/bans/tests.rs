@@ -10,9 +10,11 @@ use std::time::Duration;
 use ipnet::IpNet;
 use portsentry_engine::Millis;
 use portsentry_engine::bans::{Ban, BanBook, BanPolicy};
+use portsentry_engine::ignore::IgnoreSet;
 use portsentry_kernel::backend::{BackendError, BanBackend, Expiry, Held, host_of};
 
-use super::{BanLifecycle, LARGE_BOOK, Restored};
+use super::guard::Refusal;
+use super::{BanError, BanLifecycle, LARGE_BOOK, Restored};
 
 /// What the fake kernel holds and how it behaves.
 #[derive(Debug, Default)]
@@ -22,6 +24,7 @@ struct FakeKernel {
     expires_by_itself: bool,
     fail_add: bool,
     fail_remove: bool,
+    max_timeout: Option<Duration>,
     adds: Vec<(IpNet, Option<Duration>)>,
     removes: Vec<IpNet>,
 }
@@ -124,6 +127,10 @@ impl BanBackend for Fake {
         self.k().expires_by_itself
     }
 
+    fn max_timeout(&self) -> Option<Duration> {
+        self.k().max_timeout
+    }
+
     fn teardown(&mut self) -> Result<(), BackendError> {
         self.k().elements.clear();
         Ok(())
@@ -167,7 +174,7 @@ fn grouped() -> BanPolicy {
 }
 
 fn start_with(fake: &Fake, book: BanBook, policy: BanPolicy, now: u64) -> (BanLifecycle, Restored) {
-    BanLifecycle::start(book, 0, policy, fake.boxed(), now).unwrap()
+    BanLifecycle::start(book, 0, policy, fake.boxed(), IgnoreSet::new(), now).unwrap()
 }
 
 fn start(fake: &Fake, policy: BanPolicy) -> BanLifecycle {
@@ -472,6 +479,8 @@ fn a_refused_ban_is_an_error_but_counts_as_an_offence() {
     fake.k().fail_add = true;
     let e = bans.ban(T0, ip("198.18.0.2"), false, "scan").unwrap_err();
     assert!(format!("{e:#}").contains("refused"), "{e:#}");
+    assert!(!bans.book().is_banned(ip("198.18.0.2"), T0), "not in force");
+    assert_eq!(bans.active_count(T0), 0);
     fake.k().fail_add = false;
     let b = bans
         .ban(T0 + HOUR + 1, ip("198.18.0.2"), false, "scan")
@@ -511,18 +520,22 @@ fn manual_bans_network_ones_refused_on_a_host_only_backend() {
     let fake = Fake::ipset_like();
     let mut bans = start(&fake, policy());
     let e = bans
-        .manual_ban(T0, net("198.18.0.0/24"), secs(60))
+        .manual_ban(T0, net("198.18.0.0/24"), secs(60), false)
         .unwrap_err();
     assert!(e.to_string().contains("network bans need"), "{e}");
     assert!(fake.take_adds().is_empty());
     assert_eq!(bans.active_count(T0), 0, "nothing recorded");
-    let b = bans.manual_ban(T0, net("198.18.0.9"), None).unwrap();
+    let b = bans
+        .manual_ban(T0, net("198.18.0.9"), None, false)
+        .unwrap()
+        .ban;
     assert_eq!((b.offences, b.expires_at), (1, None));
     assert_eq!(fake.take_adds(), vec![(net("198.18.0.9/32"), None)]);
 
     let fake = Fake::nftables_like();
     let mut bans = start(&fake, policy());
-    bans.manual_ban(T0, net("198.18.0.0/24"), secs(60)).unwrap();
+    bans.manual_ban(T0, net("198.18.0.0/24"), secs(60), false)
+        .unwrap();
     assert_eq!(fake.take_adds(), vec![(net("198.18.0.0/24"), secs(60))]);
 }
 
@@ -556,7 +569,8 @@ fn put_back_missing_restores_what_a_table_reinstall_lost() {
     let fake = Fake::nftables_like();
     let mut bans = start(&fake, grouped());
     bans.ban(T0, ip("198.18.0.7"), false, "scan").unwrap();
-    bans.manual_ban(T0, net("fd00:5e17::9/128"), None).unwrap();
+    bans.manual_ban(T0, net("fd00:5e17::9/128"), None, false)
+        .unwrap();
     fake.take_adds();
     assert_eq!(bans.put_back_missing(T0 + 10).unwrap(), 0, "nothing lost");
     fake.k().elements.clear(); // nft flush ruleset; the table came back empty
@@ -609,7 +623,7 @@ fn the_book_is_saved_at_most_once_a_second_and_every_ten_when_large() {
 #[test]
 fn without_a_backend_only_the_legacy_commands_bans_are_recorded() {
     let (mut bans, restored) =
-        BanLifecycle::start(BanBook::new(100), 3, policy(), None, T0).unwrap();
+        BanLifecycle::start(BanBook::new(100), 3, policy(), None, IgnoreSet::new(), T0).unwrap();
     assert_eq!(restored.expired_dropped, 3);
     assert!(!bans.is_native());
     assert!(bans.expires_by_itself());
@@ -619,8 +633,226 @@ fn without_a_backend_only_the_legacy_commands_bans_are_recorded() {
         1,
         "1.2 bans are permanent"
     );
-    assert!(bans.manual_ban(T0, net("198.18.0.3"), None).is_err());
+    assert!(bans.manual_ban(T0, net("198.18.0.3"), None, false).is_err());
     assert_eq!(bans.put_back_missing(T0).unwrap(), 0);
     assert_eq!(bans.unban(T0, net("198.18.0.9")).unwrap(), None);
     assert!(bans.save_due(Millis(0), false));
+}
+
+/// This host (198.18.0.1), its gateway (198.18.0.254), an ignored network and an IPv6
+/// address of ours, as the daemon hands them in.
+fn protected() -> IgnoreSet {
+    let mut set = IgnoreSet::new();
+    for n in [
+        "198.18.0.1/32",
+        "198.18.0.254/32",
+        "198.19.7.0/24",
+        "fd00:5e17::1/128",
+    ] {
+        set.insert(net(n));
+    }
+    set
+}
+
+fn start_protected(fake: &Fake, book: BanBook) -> (BanLifecycle, Restored) {
+    BanLifecycle::start(book, 0, policy(), fake.boxed(), protected(), T0).unwrap()
+}
+
+#[test]
+fn issue7_manual_bans_covering_everything_or_special_addresses_are_refused_even_forced() {
+    let fake = Fake::nftables_like();
+    let (mut bans, _) = start_protected(&fake, BanBook::new(100));
+    for (target, why) in [
+        ("0.0.0.0/0", "covers too much"),
+        ("::/0", "covers too much"),
+        ("198.0.0.0/7", "covers too much"),
+        ("2000::/3", "covers too much"),
+        ("fd00::/15", "covers too much"),
+        ("::ffff:0.0.0.0/96", "covers too much"),
+        ("0.0.0.0", "unspecified"),
+        ("0.0.0.0/8", "unspecified"),
+        ("::", "unspecified"),
+        ("127.0.0.1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("169.254.9.9", "link-local"),
+        ("fe80::1", "link-local"),
+        ("fe80::/16", "link-local"),
+        ("224.0.0.1", "multicast"),
+        ("ff02::1", "multicast"),
+        ("255.255.255.255", "broadcast"),
+    ] {
+        for force in [false, true] {
+            let e = bans
+                .manual_ban(T0, net(target), secs(60), force)
+                .unwrap_err();
+            assert!(matches!(e, BanError::NotAllowed(_)), "{target}: {e}");
+            let text = e.to_string();
+            assert!(text.contains(why), "{target}: {text}");
+            assert!(text.contains("no --force allows this"), "{target}: {text}");
+        }
+    }
+    assert!(fake.take_adds().is_empty(), "nothing reached the kernel");
+    assert_eq!(bans.book().len(), 0, "nothing recorded");
+    // The shortest allowed prefixes are bans like any other.
+    bans.manual_ban(T0, net("11.0.0.0/8"), secs(60), false)
+        .unwrap();
+    bans.manual_ban(T0, net("2001::/16"), secs(60), false)
+        .unwrap();
+    assert_eq!(fake.take_adds().len(), 2);
+}
+
+#[test]
+fn issue7_manual_bans_of_the_protected_set_are_refused_unless_forced() {
+    let fake = Fake::nftables_like();
+    let (mut bans, _) = start_protected(&fake, BanBook::new(100));
+    for (target, protected) in [
+        ("198.18.0.1", "198.18.0.1/32"),      // this host
+        ("198.18.0.254", "198.18.0.254/32"),  // its gateway
+        ("198.18.0.0/24", "198.18.0.1/32"),   // a network holding this host
+        ("198.19.7.7", "198.19.7.0/24"),      // inside the ignore list
+        ("198.19.0.0/16", "198.19.7.0/24"),   // around an ignored network
+        ("fd00:5e17::1", "fd00:5e17::1/128"), // our IPv6 address
+        ("::ffff:198.18.0.1", "198.18.0.1/32"),
+    ] {
+        let e = bans
+            .manual_ban(T0, net(target), secs(60), false)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "refused: {} is protected ({protected} is in the protected set: this host's addresses, its gateways and resolvers, the ignore list); --force overrides the protected set",
+                super::guard::canonical(net(target))
+            )
+        );
+    }
+    assert!(fake.take_adds().is_empty());
+    assert_eq!(bans.active_count(T0), 0);
+
+    let done = bans
+        .manual_ban(T0, net("198.18.0.254"), secs(60), true)
+        .unwrap();
+    assert_eq!(done.overrode, Some(net("198.18.0.254/32")));
+    assert!(done.ban.reason.contains("--force"), "{}", done.ban.reason);
+    assert_eq!(fake.take_adds(), vec![(net("198.18.0.254/32"), secs(60))]);
+    // An address next to the protected ones needs no force.
+    let done = bans
+        .manual_ban(T0, net("198.18.0.2"), secs(60), false)
+        .unwrap();
+    assert_eq!(done.overrode, None);
+
+    // The daemon re-read the set: the gateway changed.
+    let mut now_protected = IgnoreSet::new();
+    now_protected.insert(net("198.18.0.253/32"));
+    bans.set_protected(now_protected);
+    bans.manual_ban(T0, net("198.18.0.1"), secs(60), false)
+        .unwrap();
+    assert!(
+        bans.manual_ban(T0, net("198.18.0.253"), secs(60), false)
+            .is_err()
+    );
+}
+
+#[test]
+fn issue7_manual_bans_longer_than_the_backend_holds_are_refused_with_the_limit() {
+    let fake = Fake::ipset_like();
+    fake.k().max_timeout = secs(2_147_483);
+    let mut bans = start(&fake, policy());
+    let e = bans
+        .manual_ban(T0, net("198.18.0.2"), secs(2_147_484), false)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "refused: a ban of 24days 20h 31m 24s is longer than fake can hold (24days 20h 31m 23s); use --permanent"
+    );
+    assert!(fake.take_adds().is_empty());
+    assert_eq!(bans.book().len(), 0);
+    bans.manual_ban(T0, net("198.18.0.2"), secs(2_147_483), false)
+        .unwrap();
+    bans.manual_ban(T0, net("198.18.0.3"), None, false).unwrap();
+    assert_eq!(fake.take_adds().len(), 2);
+}
+
+#[test]
+fn issue7_a_failed_add_is_not_in_force() {
+    // The administrator's ban: nothing recorded at all.
+    let fake = Fake::nftables_like();
+    let mut bans = start(&fake, policy());
+    fake.k().fail_add = true;
+    let e = bans
+        .manual_ban(T0, net("198.18.0.0/24"), secs(60), false)
+        .unwrap_err();
+    assert!(e.to_string().contains("the kernel refused"), "{e}");
+    assert_eq!(bans.active_count(T0), 0);
+    assert_eq!(bans.book().len(), 0);
+
+    // A detection ban on top of one in force: the one in force stays what it was (the
+    // kernel still holds it), the offence counts.
+    fake.k().fail_add = false;
+    bans.ban(T0, ip("198.18.0.2"), false, "scan").unwrap();
+    fake.k().fail_add = true;
+    assert!(bans.ban(T0 + 10, ip("198.18.0.2"), false, "scan").is_err());
+    let b = record(&bans, "198.18.0.2/32");
+    assert_eq!((b.offences, b.expires_at), (2, Some(T0 + HOUR)));
+    assert_eq!(bans.active_count(T0 + HOUR), 0);
+
+    // The trap rule's own element holds the first-offence length: that is in force,
+    // not the escalated ban the kernel refused.
+    let fake = Fake::nftables_like();
+    let mut bans = start(&fake, policy());
+    bans.ban(T0, ip("198.18.0.3"), true, "trap").unwrap();
+    fake.k().fail_add = true;
+    let t = T0 + HOUR + 1;
+    assert!(bans.ban(t, ip("198.18.0.3"), true, "trap").is_err());
+    let b = record(&bans, "198.18.0.3/32");
+    assert_eq!((b.offences, b.expires_at), (2, Some(t + HOUR)));
+    assert_eq!(bans.active_count(t), 1);
+    // A grouped ban the kernel refused: only history.
+    let fake = Fake::nftables_like();
+    let mut bans = start(&fake, grouped());
+    fake.k().fail_add = true;
+    assert!(bans.ban(T0, ip("198.18.5.5"), true, "trap").is_err());
+    assert_eq!(bans.active_count(T0), 0);
+    assert_eq!(record(&bans, "198.18.5.0/24").offences, 1);
+}
+
+#[test]
+fn issue7_start_does_not_put_back_saved_bans_that_may_not_be_bans() {
+    let fake = Fake::nftables_like();
+    // Left in the kernel by an earlier run that accepted them.
+    fake.k().elements.insert(net("::/0"), Expiry::Permanent);
+    fake.k()
+        .elements
+        .insert(net("198.18.0.254/32"), Expiry::Permanent);
+    let mut book = BanBook::new(100);
+    book.restore(saved_ban("0.0.0.0/0", 1, T0 - 10, None));
+    book.restore(saved_ban("::/0", 1, T0 - 10, None));
+    book.restore(saved_ban("198.18.0.1/32", 1, T0 - 10, Some(T0 + HOUR)));
+    book.restore(saved_ban("198.18.0.9/32", 1, T0 - 10, Some(T0 + HOUR)));
+    let (bans, restored) = start_protected(&fake, book);
+    assert_eq!(
+        restored.refused,
+        vec![
+            Refusal::TooWide {
+                net: net("0.0.0.0/0")
+            },
+            Refusal::Protected {
+                net: net("198.18.0.1/32"),
+                protected: net("198.18.0.1/32")
+            },
+            Refusal::TooWide { net: net("::/0") },
+            Refusal::Protected {
+                net: net("198.18.0.254/32"),
+                protected: net("198.18.0.254/32")
+            },
+        ]
+    );
+    assert_eq!(restored.put_back, 1);
+    assert_eq!(restored.adopted_from_kernel, 0);
+    assert_eq!(fake.take_adds(), vec![(net("198.18.0.9/32"), secs(HOUR))]);
+    assert_eq!(fake.holds("::/0"), None, "removed from the kernel");
+    assert_eq!(fake.holds("198.18.0.254"), None);
+    assert_eq!(bans.active_count(T0), 1);
+    // Kept as offence history.
+    assert_eq!(record(&bans, "0.0.0.0/0").offences, 1);
 }

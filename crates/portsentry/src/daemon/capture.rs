@@ -23,7 +23,7 @@ use super::startup::{self, NativeFirewall};
 use crate::alerts;
 use crate::clock::{self, boottime_now};
 use crate::logger::Logger;
-use crate::protect::ProtectedSources;
+use crate::protect::{Latest, ProtectedSources};
 use crate::settings::Settings;
 
 /// Longest sleep of the capture loop, so shutdown and outcomes are seen promptly.
@@ -47,6 +47,8 @@ pub struct Capture<'a> {
     pub source: Box<dyn ProbeSource>,
     pub firewall: Option<&'a NativeFirewall>,
     pub protect_sources: ProtectedSources,
+    /// Where each refreshed protected set goes for the reporter's ban checks.
+    pub protected_out: Latest,
     pub engine: Engine,
     pub stats: SourceStats,
     /// Actions the full queue made us drop.
@@ -62,6 +64,7 @@ impl<'a> Capture<'a> {
         source: Box<dyn ProbeSource>,
         firewall: Option<&'a NativeFirewall>,
         protect_sources: ProtectedSources,
+        protected_out: Latest,
         engine: Engine,
     ) -> Self {
         Capture {
@@ -70,6 +73,7 @@ impl<'a> Capture<'a> {
             source,
             firewall,
             protect_sources,
+            protected_out,
             engine,
             stats: SourceStats::default(),
             dropped_actions: 0,
@@ -218,7 +222,9 @@ impl<'a> Capture<'a> {
                 .log(&alerts::error("cannot update the protected set", &e));
             return;
         }
-        self.engine.set_protected(startup::ignore_set(&nets));
+        let set = startup::ignore_set(&nets);
+        self.protected_out.publish(set.clone());
+        self.engine.set_protected(set);
         self.log.log(&alerts::protected_refreshed(why, nets.len()));
     }
 

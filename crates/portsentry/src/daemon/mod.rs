@@ -129,7 +129,7 @@ pub fn run(
         let (reader, kernel, firewall) = startup::start_nftables(&settings, &log, &protected)?;
         (Box::new(NflogSource::new(reader)), kernel, Some(firewall))
     } else {
-        let kernel = startup::start_without_nftables(&settings, &log, chosen)?;
+        let kernel = startup::start_without_nftables(&settings, &log, chosen, &protected)?;
         let mut usage = PortUsage::new().context("cannot open the sock_diag netlink socket")?;
         startup::announce_modes(&settings, &log, &mut usage);
         let sensor = PacketSensor::open(settings.max_watched_port())
@@ -138,6 +138,7 @@ pub fn run(
     };
 
     let responder = Responder::new(tcp_response, udp_response, history, kernel);
+    let protected_out = responder.protected_updates();
     let (action_tx, action_rx) = mpsc::sync_channel::<ToReporter>(ACTION_QUEUE);
     let (feedback_tx, feedback_rx) = mpsc::channel::<Feedback>();
     let reporter = {
@@ -180,6 +181,7 @@ pub fn run(
         source,
         firewall.as_ref(),
         protect_sources,
+        protected_out,
         engine,
     );
     let links = Links {

@@ -166,6 +166,7 @@ impl Reporter {
         use control::Request;
         let uptime =
             humantime::format_duration(Duration::from_secs(self.started.elapsed().as_secs()));
+        self.responder.sync_protected();
         let kernel = self.responder.bans_mut();
         if !kernel.is_native() {
             return match request {
@@ -183,19 +184,22 @@ impl Reporter {
                 env!("CARGO_PKG_VERSION"),
                 kernel.active_count(clock::unix_now())
             ),
-            Request::Ban { net, duration } => {
-                match kernel.manual_ban(clock::unix_now(), net, duration) {
-                    Ok(ban) => {
-                        log.log(&alerts::manual_ban(net, duration, ban.offences));
-                        format!(
-                            "ok: {net} banned {} (offence {})",
-                            alerts::for_how_long(duration),
-                            ban.offences
-                        )
-                    }
-                    Err(e) => format!("error: {e:#}"),
+            Request::Ban {
+                net,
+                duration,
+                force,
+            } => match kernel.manual_ban(clock::unix_now(), net, duration, force) {
+                Ok(done) => {
+                    let (net, offences) = (done.ban.key, done.ban.offences);
+                    log.log(&alerts::manual_ban(net, duration, offences, done.overrode));
+                    format!(
+                        "ok: {net} banned {} (offence {offences}){}",
+                        alerts::for_how_long(duration),
+                        done.overrode.map(alerts::forced_over).unwrap_or_default()
+                    )
                 }
-            }
+                Err(e) => format!("error: {e:#}"),
+            },
             Request::Unban { net } => match kernel.unban(clock::unix_now(), net) {
                 Ok(Some(ban)) => {
                     log.log(&alerts::manual_unban(ban.key));

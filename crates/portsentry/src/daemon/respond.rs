@@ -21,6 +21,7 @@ use crate::bans::BanLifecycle;
 use crate::clock;
 use crate::config::BlockMode;
 use crate::logger::Logger;
+use crate::protect::Latest;
 use crate::records::{self, HostsDenyResult, RecordFile};
 use crate::settings::ResponsePlan;
 use portsentry_kernel::process::{COMMAND_TIME_LIMIT, ProcessError, Run};
@@ -33,6 +34,8 @@ pub struct Responder {
     /// The ban book and its kernel side: nftables sets, a fallback backend, or (with
     /// `backend = "none"`) only a record of what the KILL_* commands did.
     bans: BanLifecycle,
+    /// Protected sets the capture thread re-read, for [`Self::sync_protected`].
+    protected_in: Latest,
 }
 
 /// One running mode's response: its 1.2 plan and its blocked file.
@@ -69,6 +72,19 @@ impl Responder {
             udp,
             history,
             bans,
+            protected_in: Latest::default(),
+        }
+    }
+
+    /// The handle the capture thread publishes each refreshed protected set on.
+    pub fn protected_updates(&self) -> Latest {
+        self.protected_in.clone()
+    }
+
+    /// Hand the newest published protected set (if one came) to the ban lifecycle.
+    pub fn sync_protected(&mut self) {
+        if let Some(set) = self.protected_in.take() {
+            self.bans.set_protected(set);
         }
     }
 
@@ -457,8 +473,15 @@ pub(super) mod testing {
         dir: &Path,
         backend: Option<Box<dyn BanBackend>>,
     ) -> Responder {
-        let (bans, _) =
-            BanLifecycle::start(BanBook::new(64), 0, BanPolicy::default(), backend, now()).unwrap();
+        let (bans, _) = BanLifecycle::start(
+            BanBook::new(64),
+            0,
+            BanPolicy::default(),
+            backend,
+            portsentry_engine::ignore::IgnoreSet::new(),
+            now(),
+        )
+        .unwrap();
         let tcp = ModeResponse {
             plan,
             blocked: RecordFile::open(&dir.join("blocked.atcp"), true).unwrap(),

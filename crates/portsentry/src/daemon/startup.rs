@@ -198,6 +198,7 @@ pub fn start_nftables(
         &StateFile::new(settings.state_file.clone()),
         settings.ban_policy.clone(),
         Some(Box::new(backend)),
+        ignore_set(protected),
     )?;
     log_restored(log, settings, "nftables", restored);
     Ok((reader, kernel, NativeFirewall { nft, spec }))
@@ -208,6 +209,7 @@ pub fn start_without_nftables(
     settings: &Settings,
     log: &Logger,
     chosen: Chosen,
+    protected: &[IpNet],
 ) -> Result<BanLifecycle> {
     let (kernel, restored, name) = match chosen {
         Chosen::Fallback(backend) => {
@@ -216,6 +218,7 @@ pub fn start_without_nftables(
                 &StateFile::new(settings.state_file.clone()),
                 settings.ban_policy.clone(),
                 Some(backend),
+                ignore_set(protected),
             )?;
             (kernel, restored, name)
         }
@@ -224,6 +227,7 @@ pub fn start_without_nftables(
                 &StateFile::new(settings.state_file.clone()),
                 settings.ban_policy.clone(),
                 None,
+                ignore_set(protected),
             )?;
             (kernel, restored, "KILL_* commands only")
         }
@@ -243,6 +247,16 @@ fn log_restored(log: &Logger, settings: &Settings, backend: &str, restored: Rest
     ));
     if restored.ended_removed > 0 {
         log.log(&alerts::ended_bans_removed(restored.ended_removed, backend));
+    }
+    if !restored.refused.is_empty() {
+        log.log(&alerts::saved_bans_refused(&restored.refused));
+    }
+    if !restored.over_capacity.is_empty() {
+        log.log(&alerts::state_over_capacity(
+            &settings.state_file,
+            &restored.over_capacity,
+            crate::bans::BOOK_CAPACITY,
+        ));
     }
 }
 
