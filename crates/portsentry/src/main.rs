@@ -104,7 +104,7 @@ fn main() -> ExitCode {
     match daemon::run(settings, Arc::clone(&log), &flags, &validate) {
         Ok(daemon::Stop::Shutdown) => ExitCode::SUCCESS,
         Ok(daemon::Stop::Reload) => {
-            let err = daemon::reexec();
+            let err = daemon::reexec(&flags);
             log.log(&alerts::error("cannot re-execute for the reload", &err));
             ExitCode::from(EXIT_RUNTIME)
         }

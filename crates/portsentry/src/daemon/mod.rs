@@ -71,7 +71,7 @@ pub enum Stop {
 /// (same PID and stdio). Returns only on failure. The handled signals are blocked
 /// across the exec (see [`signals`]): a SIGHUP arriving before the new image has its
 /// handlers stays pending instead of killing the process.
-pub fn reexec() -> io::Error {
+pub fn reexec(flags: &signals::Flags) -> io::Error {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()
         .ok()
@@ -84,9 +84,10 @@ pub fn reexec() -> io::Error {
         .env(REEXEC_ENV, "1");
     // Blocked in the hook, the last step before execvp, so nothing std does to the
     // signal state on the way can undo it.
-    // SAFETY: the hook only changes the signal mask (async-signal-safe calls).
+    // SAFETY: the hook only changes the signal mask and sends a signal
+    // (async-signal-safe calls).
     unsafe {
-        command.pre_exec(signals::block_for_exec);
+        command.pre_exec(signals::exec_hook(Arc::clone(&flags.shutdown)));
     }
     let err = command.exec();
     // The exec failed: this image keeps running only to log and exit, with signals
@@ -151,6 +152,8 @@ pub fn run(
     };
 
     let responder = Responder::new(tcp_response, udp_response, history, kernel);
+    // The threads start with the handled signals blocked: only this one takes them.
+    let spawn_mask = signals::mask_for_spawning().context("cannot set the signal mask")?;
     let (action_tx, action_rx) = mpsc::sync_channel::<ToReporter>(ACTION_QUEUE);
     let (feedback_tx, feedback_rx) = mpsc::channel::<Feedback>();
     let reporter = {
@@ -175,6 +178,7 @@ pub fn run(
         })
         .with_context(|| format!("cannot open the control socket {}", control_path.display()))?;
     }
+    drop(spawn_mask);
 
     log.log(alerts::ACTIVE);
     crate::notify::notify("READY=1");

@@ -11,6 +11,13 @@
 //! pending and is delivered once the handler exists, while an ignored one would be lost
 //! (and a TERM sent during a reload must still stop the daemon).
 //!
+//! Two more holes of the same window are closed: the threads the daemon spawns start
+//! with these signals blocked ([`mask_for_spawning`]), so once the main thread has
+//! blocked them for the exec no other thread can take one and lose it with the old
+//! image (programs we run get an empty mask again: `kernel::process`); and a SIGTERM
+//! taken after the capture loop ended is sent again, blocked, by [`exec_hook`], so the
+//! new image stops as soon as it has started.
+//!
 //! Reloads coalesce twice: the kernel keeps at most one pending SIGHUP, and the capture
 //! loop waits for [`RELOAD_SETTLE`] without a new SIGHUP before reloading ([`Settle`]),
 //! so a burst gives one reload. SIGHUPs delivered before the new image reads its
@@ -71,6 +78,41 @@ pub fn install() -> io::Result<Flags> {
 /// Async-signal-safe (only `sigemptyset`, `sigaddset`, `pthread_sigmask`).
 pub fn block_for_exec() -> io::Result<()> {
     set_mask(libc::SIG_BLOCK)
+}
+
+/// The hook run just before the exec of a reload: block the handled signals and, if a
+/// stop was asked for after the capture loop ended (its flag dies with this image),
+/// send SIGTERM again: blocked, it stays pending across the exec and the new image
+/// stops cleanly as soon as it has started. Async-signal-safe.
+pub fn exec_hook(shutdown: Arc<AtomicBool>) -> impl FnMut() -> io::Result<()> + Send + Sync {
+    move || {
+        block_for_exec()?;
+        if shutdown.load(Ordering::SeqCst) {
+            // SAFETY: kill(2) on our own pid; every thread blocks SIGTERM now (the
+            // others since they were spawned, see `MaskForSpawning`).
+            unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+        }
+        Ok(())
+    }
+}
+
+/// While alive, the calling thread blocks the handled signals, so that threads spawned
+/// meanwhile (reporter, control, name lookups) start with them blocked: a signal is
+/// then always taken by the main thread, and one sent after [`exec_hook`] blocked them
+/// there stays pending across the exec instead of running a handler elsewhere whose
+/// flag the exec would lose.
+#[must_use]
+pub struct MaskForSpawning(());
+
+pub fn mask_for_spawning() -> io::Result<MaskForSpawning> {
+    block_for_exec()?;
+    Ok(MaskForSpawning(()))
+}
+
+impl Drop for MaskForSpawning {
+    fn drop(&mut self) {
+        let _ = unblock();
+    }
 }
 
 /// Unblock them again (the exec of a reload failed and this image goes on to exit).
