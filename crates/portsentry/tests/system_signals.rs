@@ -161,6 +161,33 @@ fn issue_8_sighups_during_the_reexec_window_never_kill() {
     );
 }
 
+/// A SIGTERM sent while a reload is under way (the old image ending, the exec, the new
+/// image starting) is never lost: the daemon stops cleanly, exit status 0.
+#[test]
+fn issue_8_sigterm_during_a_reload_stops_cleanly() {
+    let test = "issue_8_sigterm_during_a_reload_stops_cleanly";
+    let Some(lab) = common::lab_or_skip(test, common::SCAN_TOOLS, &[]) else {
+        return;
+    };
+    let conf = Conf::bans_only().set("TCP_PORTS", "23");
+    // The reload starts 250 ms after the SIGHUP (the settle time): SIGTERMs from just
+    // before that to well after it land in each part of the reload.
+    for delay_ms in (230..=330).step_by(4) {
+        let mut d = lab.daemon(&conf, &["-stcp"]);
+        signal(&d, libc::SIGHUP);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let status = d.stop();
+        d.check(
+            status.is_some_and(|s| s.success()),
+            format!("SIGTERM {delay_ms} ms after the SIGHUP: exit {status:?}"),
+        );
+        d.check(
+            d.has_line("adminalert: PortSentry is shutting down"),
+            format!("SIGTERM {delay_ms} ms after the SIGHUP: no clean stop"),
+        );
+    }
+}
+
 #[test]
 fn issue_8_sigusr1_reopens_the_history_file_after_a_rotation() {
     let test = "issue_8_sigusr1_reopens_the_history_file_after_a_rotation";
