@@ -14,7 +14,10 @@
 //!   once the program has exited the pipes are read only for what is already queued in
 //!   them (everything the program itself wrote) and then let go;
 //! - the failure texts: `exit status N` or `killed by a signal`, with the first line of
-//!   stderr ([`Finished::reason`]).
+//!   stderr ([`Finished::reason`]);
+//! - an empty signal mask in the program, whatever the mask of the calling thread (the
+//!   daemon's threads block its handled signals, and a mask is inherited across exec):
+//!   a KILL_* command or `nft` can always be stopped with SIGTERM.
 //!
 //! How the threads learn that the program has exited: they wait in `poll` on their pipe
 //! and on a private wake pipe whose write end is closed once the program was reaped.
@@ -188,6 +191,18 @@ impl<'a> Run<'a> {
             .stdin(piped_if(self.stdin.is_some()))
             .stdout(piped_if(self.capture_stdout))
             .stderr(Stdio::piped());
+        // SAFETY: runs in the forked child before exec; sigemptyset and pthread_sigmask
+        // are async-signal-safe, and the set is a local of the child.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                match libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) {
+                    0 => Ok(()),
+                    e => Err(io::Error::from_raw_os_error(e)),
+                }
+            });
+        }
         let mut child = cmd.spawn().map_err(spawn_err)?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
@@ -380,6 +395,30 @@ mod tests {
 
     fn sh(script: &str) -> Result<Finished, ProcessError> {
         Run::new("/bin/sh", &["-c", script], LIMIT).run()
+    }
+
+    #[test]
+    fn the_program_starts_with_no_signal_blocked() {
+        // A thread that blocks SIGTERM and SIGHUP, as the daemon's threads do.
+        let out = std::thread::spawn(|| {
+            // SAFETY: a zeroed sigset_t initialised by sigemptyset; this thread only.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGTERM);
+                libc::sigaddset(&mut set, libc::SIGHUP);
+                assert_eq!(
+                    libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()),
+                    0
+                );
+            }
+            Run::new("grep", &["^SigBlk", "/proc/self/status"], LIMIT).run()
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+        assert!(out.success(), "{out:?}");
+        assert_eq!(out.stdout.trim(), "SigBlk:\t0000000000000000");
     }
 
     #[test]

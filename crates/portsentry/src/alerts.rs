@@ -240,6 +240,11 @@ pub fn book_full(dropped: usize, expire_in_kernel: bool) -> String {
     )
 }
 
+/// SIGUSR1: the record files were opened again (`new` of them created afresh).
+pub fn records_reopened(files: usize, new: usize) -> String {
+    format!("adminalert: record files reopened on SIGUSR1 ({files} files, {new} created anew)")
+}
+
 pub fn bans_put_back(count: usize) -> String {
     format!("adminalert: {count} bans in force put back into the kernel")
 }

@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use portsentry::cli::{Cli, Subcommand};
 use portsentry::logger::Logger;
@@ -50,6 +49,20 @@ fn main() -> ExitCode {
             }
         };
     }
+    // The daemon's handlers go in before its configuration is read: a reload's exec
+    // left the signals blocked, and a SIGHUP that waited is answered by this reading
+    // (daemon::signals). `--check-config` keeps the default actions.
+    let flags = if cli.check_config {
+        None
+    } else {
+        match daemon::signals::install() {
+            Ok(flags) => Some(flags),
+            Err(e) => {
+                eprintln!("portsentry: cannot install signal handler: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    };
     let settings = match settings::from_cli(&cli) {
         Ok(s) => s,
         Err(e) => {
@@ -57,7 +70,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if cli.check_config {
+    let Some(flags) = flags else {
         for notice in &settings.notices {
             println!("{notice}");
         }
@@ -66,7 +79,7 @@ fn main() -> ExitCode {
         }
         println!("portsentry: configuration OK ({})", settings.config_source);
         return ExitCode::SUCCESS;
-    }
+    };
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!(
@@ -88,24 +101,11 @@ fn main() -> ExitCode {
     }
     let syslog = (!cli.no_syslog).then_some(cli.syslog_socket.as_path());
     let log = Arc::new(Logger::new(syslog, cli.foreground));
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let reload = Arc::new(AtomicBool::new(false));
-    let signals = [
-        (signal_hook::consts::SIGTERM, &shutdown),
-        (signal_hook::consts::SIGINT, &shutdown),
-        (signal_hook::consts::SIGHUP, &reload),
-    ];
-    for (signal, flag) in signals {
-        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(flag)) {
-            eprintln!("portsentry: cannot install signal handler: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    }
     let validate = || settings::from_cli(&cli).map(|_| ());
-    match daemon::run(settings, Arc::clone(&log), shutdown, reload, &validate) {
+    match daemon::run(settings, Arc::clone(&log), &flags, &validate) {
         Ok(daemon::Stop::Shutdown) => ExitCode::SUCCESS,
         Ok(daemon::Stop::Reload) => {
-            let err = daemon::reexec();
+            let err = daemon::reexec(&flags);
             log.log(&alerts::error("cannot re-execute for the reload", &err));
             ExitCode::from(EXIT_RUNTIME)
         }

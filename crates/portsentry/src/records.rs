@@ -89,6 +89,50 @@ impl RecordFile {
         })
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Open the path again, for logrotate: after `mv history history.1` the lines go to
+    /// a new `history`, created with the mode, owner and group of the file we had open
+    /// (logrotate's `nocreate`); a file already at the path (logrotate's `create`) is
+    /// appended to as it is. Never truncates. On failure the old descriptor is kept, so
+    /// no line is lost. True when a new file was created.
+    pub fn reopen(&mut self) -> Result<bool, RecordError> {
+        use std::os::unix::fs::MetadataExt;
+        let open_err = |source| RecordError::Open {
+            path: self.path.clone(),
+            source,
+        };
+        let old = self.file.metadata().map_err(open_err)?;
+        let mode = old.mode() & 0o7777;
+        let created = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&self.path);
+        let (file, created) = match created {
+            Ok(file) => {
+                // The umask may have narrowed the mode; the owner is best effort (only
+                // root may give a file away).
+                file.set_permissions(fs::Permissions::from_mode(mode))
+                    .map_err(open_err)?;
+                let _ = std::os::unix::fs::fchown(&file, Some(old.uid()), Some(old.gid()));
+                (file, true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&self.path)
+                    .map_err(open_err)?;
+                (file, false)
+            }
+            Err(e) => return Err(open_err(e)),
+        };
+        self.file = file;
+        Ok(created)
+    }
+
     pub fn append(&mut self, line: &str) -> Result<(), RecordError> {
         self.file
             .write_all(line.as_bytes())
@@ -242,6 +286,53 @@ mod tests {
         f.append("new\n").unwrap();
         f.append("newer\n").unwrap();
         assert_eq!(fs::read_to_string(&b).unwrap(), "new\nnewer\n");
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn issue_8_reopen_after_a_rotation_writes_a_new_file_with_the_same_mode() {
+        let d = tmpdir("reopen");
+        let h = d.join("history");
+        let mut f = RecordFile::open(&h, false).unwrap();
+        f.append("one\n").unwrap();
+        fs::set_permissions(&h, fs::Permissions::from_mode(0o640)).unwrap();
+        fs::rename(&h, d.join("history.1")).unwrap();
+        f.append("two\n").unwrap();
+        assert!(f.reopen().unwrap(), "a new file is created");
+        f.append("three\n").unwrap();
+        assert_eq!(
+            fs::read_to_string(d.join("history.1")).unwrap(),
+            "one\ntwo\n"
+        );
+        assert_eq!(fs::read_to_string(&h).unwrap(), "three\n");
+        assert_eq!(
+            fs::metadata(&h).unwrap().permissions().mode() & 0o7777,
+            0o640
+        );
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn reopen_without_rotation_or_after_logrotate_create_appends() {
+        let d = tmpdir("reopen-same");
+        let h = d.join("history");
+        let mut f = RecordFile::open(&h, false).unwrap();
+        f.append("one\n").unwrap();
+        assert!(!f.reopen().unwrap());
+        f.append("two\n").unwrap();
+        assert_eq!(fs::read_to_string(&h).unwrap(), "one\ntwo\n");
+        // logrotate's `create`: the new empty file is there before the signal.
+        fs::rename(&h, d.join("history.1")).unwrap();
+        fs::write(&h, "").unwrap();
+        fs::set_permissions(&h, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(!f.reopen().unwrap());
+        f.append("three\n").unwrap();
+        assert_eq!(fs::read_to_string(&h).unwrap(), "three\n");
+        assert_eq!(
+            fs::metadata(&h).unwrap().permissions().mode() & 0o7777,
+            0o644,
+            "the mode logrotate chose is kept"
+        );
         let _ = fs::remove_dir_all(&d);
     }
 

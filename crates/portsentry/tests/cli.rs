@@ -564,3 +564,73 @@ fn client_commands_do_not_read_the_legacy_config() {
         "{err}"
     );
 }
+
+/// dist/portsentry.logrotate (issue 8): rotates HISTORY_FILE's default path, and its
+/// postrotate script signals the unit's main process with SIGUSR1 and succeeds when
+/// the service is not running or systemd is absent. `systemctl` is replaced by a
+/// script in a temp dir (the host's service manager is never asked); the signalled
+/// process is a real child of the test.
+#[test]
+fn logrotate_file_signals_only_a_running_main_process() {
+    use std::os::unix::process::ExitStatusExt;
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/portsentry.logrotate"),
+    )
+    .unwrap();
+    let directives: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    assert!(
+        directives.contains(&format!("{} {{", portsentry::defaults::HISTORY_FILE).as_str()),
+        "the file does not rotate HISTORY_FILE's default path"
+    );
+    for d in [
+        "weekly",
+        "compress",
+        "missingok",
+        "notifempty",
+        "postrotate",
+    ] {
+        assert!(directives.contains(&d), "{d} missing");
+    }
+    let script = text
+        .split_once("postrotate")
+        .and_then(|(_, rest)| rest.split_once("endscript"))
+        .map(|(body, _)| body)
+        .expect("postrotate ... endscript");
+
+    let dir = tempfile::tempdir().unwrap();
+    let fake = write(
+        dir.path(),
+        "systemctl",
+        "#!/bin/sh\n[ -n \"$FAKE_MAINPID\" ] || exit 1\necho \"$FAKE_MAINPID\"\n",
+    );
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |mainpid: Option<String>| {
+        let mut c = Command::new("/bin/sh");
+        c.args(["-e", "-c", script]).env("PATH", &path);
+        match mainpid {
+            Some(p) => c.env("FAKE_MAINPID", p),
+            None => c.env_remove("FAKE_MAINPID"),
+        };
+        c.output().unwrap()
+    };
+    // No systemd (systemctl fails), and a stopped unit (MainPID=0): success, no signal.
+    for pid in [None, Some("0".to_string())] {
+        let out = run(pid.clone());
+        assert!(out.status.success(), "{pid:?}: {out:?}");
+    }
+    // A running unit: its main process gets SIGUSR1.
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let out = run(Some(child.id().to_string()));
+    assert!(out.status.success(), "{out:?}");
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGUSR1), "{status:?}");
+}

@@ -7,7 +7,7 @@
 //! and counted, and a dropped response is reported to the engine as failed, so that it
 //! is retried after the back-off.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use portsentry_kernel::rtnl::ChangeWatcher;
 
 use super::Stop;
 use super::reporter::{Feedback, ToReporter, action_probe};
+use super::signals::{Flags, Settle};
 use super::source::{PACKETS_PER_TURN, ProbeSource, SourceStats};
 use super::startup::{self, NativeFirewall};
 use crate::alerts;
@@ -81,15 +82,17 @@ impl<'a> Capture<'a> {
         }
     }
 
-    /// Run until `shutdown`, or `reload` with a configuration `validate` accepts.
+    /// Run until `shutdown`, or a settled `reload` with a configuration `validate`
+    /// accepts; a `reopen` is passed on to the reporter.
     pub fn run(
         &mut self,
-        shutdown: &AtomicBool,
-        reload: &AtomicBool,
+        flags: &Flags,
         validate: &dyn Fn() -> Result<()>,
         links: Links,
     ) -> Result<Stop> {
+        let (shutdown, reload, reopen) = (&*flags.shutdown, &*flags.reload, &*flags.reopen);
         let mut stop = Stop::Shutdown;
+        let mut settle = Settle::default();
         let mut watcher = match ChangeWatcher::open() {
             Ok(w) => Some(w),
             Err(e) => {
@@ -103,6 +106,9 @@ impl<'a> Capture<'a> {
 
         while !shutdown.load(Ordering::Relaxed) {
             if reload.swap(false, Ordering::Relaxed) {
+                settle.request(clock::instant());
+            }
+            if settle.take_due(clock::instant()) {
                 match validate() {
                     Ok(()) => {
                         stop = Stop::Reload;
@@ -111,13 +117,20 @@ impl<'a> Capture<'a> {
                     Err(e) => self.log.log(&alerts::reload_refused(&e)),
                 }
             }
+            if reopen.swap(false, Ordering::Relaxed) {
+                // The reporter owns the files. A full queue: ask again next turn.
+                if links.actions.try_send(ToReporter::Reopen).is_err() {
+                    reopen.store(true, Ordering::Relaxed);
+                }
+            }
             let now = boottime_now();
             let wait = self
                 .engine
                 .poll_timeout()
                 .map(|t| t.since(now))
                 .unwrap_or(MAX_WAIT)
-                .min(MAX_WAIT);
+                .min(MAX_WAIT)
+                .min(settle.until_due(clock::instant()).unwrap_or(MAX_WAIT));
             self.source.wait(wait).context("waiting for packets")?;
             let now = boottime_now();
             self.source

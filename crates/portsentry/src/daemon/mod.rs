@@ -12,7 +12,8 @@
 //!   `nft` works, else the packet socket with a BPF filter;
 //! - [`capture`]: the main thread's loop around the engine;
 //! - [`reporter`]: the thread that owns the bans, logs, responds and saves;
-//! - [`respond`]: one response: native ban, then 1.2's chain and records.
+//! - [`respond`]: one response: native ban, then 1.2's chain and records;
+//! - [`signals`]: the handlers' flags, the mask across a reload's exec, reload settling.
 //!
 //! This module wires them together and owns the process-level choices: what a stop
 //! means, and the re-execution that a SIGHUP reload is.
@@ -20,12 +21,12 @@
 pub mod capture;
 pub mod reporter;
 pub mod respond;
+pub mod signals;
 pub mod source;
 pub mod startup;
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::thread;
 
@@ -68,28 +69,42 @@ pub enum Stop {
 }
 
 /// Replace this process with a fresh copy of the binary and the same arguments
-/// (same PID and stdio). Returns only on failure.
-pub fn reexec() -> io::Error {
+/// (same PID and stdio). Returns only on failure. The handled signals are blocked
+/// across the exec (see [`signals`]): a SIGHUP arriving before the new image has its
+/// handlers stays pending instead of killing the process.
+pub fn reexec(flags: &signals::Flags) -> io::Error {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()
         .ok()
         .filter(|p| p.exists())
         .or_else(|| std::env::args_os().next().map(std::path::PathBuf::from))
         .unwrap_or_else(|| "portsentry".into());
-    std::process::Command::new(exe)
+    let mut command = std::process::Command::new(exe);
+    command
         .args(std::env::args_os().skip(1))
-        .env(REEXEC_ENV, "1")
-        .exec()
+        .env(REEXEC_ENV, "1");
+    // Blocked in the hook, the last step before execvp, so nothing std does to the
+    // signal state on the way can undo it.
+    // SAFETY: the hook only changes the signal mask and sends a signal
+    // (async-signal-safe calls).
+    unsafe {
+        command.pre_exec(signals::exec_hook(Arc::clone(&flags.shutdown)));
+    }
+    let err = command.exec();
+    // The exec failed: this image keeps running only to log and exit, with signals
+    // acting again.
+    let _ = signals::unblock();
+    err
 }
 
-/// Run until `shutdown` is set, or `reload` is set and `validate` accepts the new
-/// configuration (a config with errors is reported and the daemon keeps running).
-/// Returns after both threads ended.
+/// Run until `flags.shutdown` is set, or `flags.reload` is set and `validate` accepts
+/// the new configuration (a config with errors is reported and the daemon keeps
+/// running); `flags.reopen` has the reporter reopen the record files. Returns after
+/// both threads ended.
 pub fn run(
     settings: Settings,
     log: Arc<Logger>,
-    shutdown: Arc<AtomicBool>,
-    reload: Arc<AtomicBool>,
+    flags: &signals::Flags,
     validate: &dyn Fn() -> Result<()>,
 ) -> Result<Stop> {
     log.log(&alerts::starting(
@@ -139,6 +154,8 @@ pub fn run(
 
     let responder = Responder::new(tcp_response, udp_response, history, kernel);
     let protected_out = responder.protected_updates();
+    // The threads start with the handled signals blocked: only this one takes them.
+    let spawn_mask = signals::mask_for_spawning().context("cannot set the signal mask")?;
     let (action_tx, action_rx) = mpsc::sync_channel::<ToReporter>(ACTION_QUEUE);
     let (feedback_tx, feedback_rx) = mpsc::channel::<Feedback>();
     let reporter = {
@@ -163,6 +180,7 @@ pub fn run(
         })
         .with_context(|| format!("cannot open the control socket {}", control_path.display()))?;
     }
+    drop(spawn_mask);
 
     log.log(alerts::ACTIVE);
     crate::notify::notify("READY=1");
@@ -188,7 +206,7 @@ pub fn run(
         actions: action_tx,
         feedback: feedback_rx,
     };
-    let result = capture.run(&shutdown, &reload, validate, links);
+    let result = capture.run(flags, validate, links);
     drop(capture);
     // run() sent Stop; the reporter drains what came before and ends.
     let _ = reporter.join();

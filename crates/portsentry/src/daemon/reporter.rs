@@ -36,6 +36,8 @@ pub enum ToReporter {
     Control(control::Pending),
     /// Our table was re-created empty: put the bans in force back into it.
     Restore,
+    /// SIGUSR1: reopen the record files (they were rotated).
+    Reopen,
     /// The capture thread ended: finish and save.
     Stop,
 }
@@ -112,6 +114,7 @@ impl Reporter {
                         Err(e) => log.log(&alerts::error("cannot put the bans back", &e)),
                     }
                 }
+                ToReporter::Reopen => self.responder.reopen_records(log),
                 ToReporter::Stop => return true,
             }
         }

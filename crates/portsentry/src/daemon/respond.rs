@@ -88,6 +88,28 @@ impl Responder {
         }
     }
 
+    /// SIGUSR1 (logrotate): reopen the history file and the blocked files. The blocked
+    /// files are emptied only at start, as in 1.2 (they list one run's blocks); they
+    /// are reopened too, never truncated, so a rotation of them is followed as well.
+    /// A file that cannot be reopened keeps its old descriptor and is logged.
+    pub fn reopen_records(&mut self, log: &Logger) {
+        let files = std::iter::once(&mut self.history).chain(
+            [self.tcp.as_mut(), self.udp.as_mut()]
+                .into_iter()
+                .flatten()
+                .map(|m| &mut m.blocked),
+        );
+        let (mut count, mut new) = (0, 0);
+        for file in files {
+            count += 1;
+            match file.reopen() {
+                Ok(created) => new += usize::from(created),
+                Err(e) => log.log(&alerts::error("cannot reopen a record file", &e)),
+            }
+        }
+        log.log(&alerts::records_reopened(count, new));
+    }
+
     /// The ban lifecycle, for the control socket, periodic saves and expiry.
     pub fn bans_mut(&mut self) -> &mut BanLifecycle {
         &mut self.bans
