@@ -35,7 +35,10 @@ fn base_conf(dir: &Path, extra: &str) -> std::path::PathBuf {
 #[test]
 fn bad_values_are_reported_with_file_and_line_and_exit_3() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = base_conf(dir.path(), "BLOCK_TCP=\"7\"\nSCAN_TRIGGER=\"70000\"\n");
+    let conf = base_conf(
+        dir.path(),
+        "KILL_ROUTE=\"/sbin/route add -host $TARGET reject\"\nKILL_HOSTS_DENY=\"ALL\"\n",
+    );
     let out = portsentry()
         .arg("-atcp")
         .arg("-c")
@@ -46,9 +49,9 @@ fn bad_values_are_reported_with_file_and_line_and_exit_3() {
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     let file = conf.display().to_string();
-    assert!(err.contains(&format!("{file}:6: BLOCK_TCP=\"7\"")), "{err}");
+    assert!(err.contains(&format!("{file}:6: KILL_ROUTE=\"")), "{err}");
     assert!(
-        err.contains(&format!("{file}:7: SCAN_TRIGGER=\"70000\"")),
+        err.contains(&format!("{file}:7: KILL_HOSTS_DENY=\"ALL\"")),
         "{err}"
     );
 }
@@ -162,6 +165,59 @@ fn check_config_refuses_dev_zero_a_fifo_and_a_directory_at_once() {
 
 /// Issue 8: a config saved with a UTF-8 byte-order mark kept running but lost the key
 /// of line 1. It is read, with a notice at line 1; an empty config says it sets no key.
+/// Issue 8 item 2: a widely read tutorial sets `ADVANCED_PORTS_TCP="21,22,80,443"`.
+/// PortSentry 1.2 read it with atoi as 21 and ran; so do we, and say so at file:line.
+#[test]
+fn tutorial_config_with_a_list_in_advanced_ports_tcp_runs_as_1_2_read_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ignore = write(dir.path(), "portsentry.ignore", "127.0.0.1/32\n0.0.0.0\n");
+    let conf = write(
+        dir.path(),
+        "portsentry.conf",
+        &format!(
+            "# PortSentry tutorial: watch the services we run\n\
+             ADVANCED_PORTS_TCP=\"21,22,80,443\"\n\
+             ADVANCED_PORTS_UDP=\"1024\"\n\
+             ADVANCED_EXCLUDE_TCP=\"113,139\"\n\
+             IGNORE_FILE=\"{}\"\n\
+             HISTORY_FILE=\"{}/portsentry.history\"\n\
+             BLOCKED_FILE=\"{}/portsentry.blocked\"\n\
+             BLOCK_TCP=\"1\"\n\
+             BLOCK_UDP=\"1\"\n\
+             KILL_HOSTS_DENY=\"ALL: $TARGET$ : DENY\"\n\
+             SCAN_TRIGGER=\"0\"\n",
+            ignore.display(),
+            dir.path().display(),
+            dir.path().display()
+        ),
+    );
+    let out = portsentry()
+        .args(["-atcp", "--check-config", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "adminalert: WARNING: {}:2: ADVANCED_PORTS_TCP=\"21,22,80,443\" read as 21, as \
+             PortSentry 1.2 does: this key is the highest port watched, not a list (use \
+             TCP_PORTS with -stcp to watch a list)",
+            conf.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("mode atcp: ports below 21 except 113,139"),
+        "{text}"
+    );
+}
+
 #[test]
 fn check_config_reads_a_config_with_a_byte_order_mark_and_says_so() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,14 +2,24 @@
 //!
 //! Owns [`LegacyConfig`] (the validated values), the key table `KEYS` (each key's name,
 //! doc and validating setter side by side) and the line parser. Where 1.2 and 2.x
-//! disagree we take the rule that never misparses silently (see COMPAT.md):
+//! disagree we take the rule that never misparses silently (see COMPAT.md), and where
+//! 1.2 started on a file we start on it too, with 1.2's reading and a warning at
+//! file:line that says what 1.2 did and what was probably meant:
 //! - spaces/tabs around `=` are fine (both); `#` comments may be indented (1.2);
 //! - the first occurrence of a key wins, as in 1.2, with a warning naming both lines;
 //! - unknown keys are a warning (1.2 ignored them, 2.x refused to start); keys match
 //!   exactly, never by prefix (2.x took `BLOCK=` as BLOCK_TCP);
-//! - a known key without a quoted value is an error (1.2 skipped it with only a log line);
+//! - a known key without a quoted value is skipped, as 1.2 skipped it (later lines of
+//!   the key included), with a warning; a value without its closing `"` runs to the end
+//!   of the line and one with a non-printable character stops there, as in 1.2;
 //! - an empty value is "unset", as in 1.2, with a warning (2.x refused to start);
-//! - values are validated strictly: no atoi of "1-100", no u16 wrap of 70000;
+//! - numbers are read with C's `atoi`, as 1.2 reads them ("1-100" is 1, "21,22" is 21,
+//!   junk is 0), always with a warning saying so; out of range values are clamped, never
+//!   wrapped (2.x stored 70000 as 4464); a bad entry of a port list is read as 1.2's
+//!   atoi reads it when that is a port, and skipped otherwise;
+//! - refused: a KILL_ROUTE or KILL_HOSTS_DENY without `$TARGET$` (1.2 ran it and logged
+//!   the host "blocked" although nothing named it), and a relative HOSTS_DENY_FILE (our
+//!   key, no 1.2 reading);
 //! - a UTF-8 byte-order mark at the start is skipped with a warning (1.2 lost the key of
 //!   line 1 to it), and a file that sets no key at all (empty, comments only, binary
 //!   junk) is accepted, as 1.2 accepted it, with a warning that says so.
@@ -45,9 +55,9 @@ pub enum BlockMode {
 pub struct LegacyConfig {
     pub tcp_ports: Option<PortSet>,
     pub udp_ports: Option<PortSet>,
-    /// `-atcp` watches ports 1..N-1. 1..=65536.
+    /// `-atcp` watches ports 1..N-1. 0..=65536 (0 and 1 watch nothing, as in 1.2).
     pub advanced_ports_tcp: u32,
-    /// `-audp` watches ports 1..N-1. 1..=65536.
+    /// `-audp` watches ports 1..N-1. 0..=65536.
     pub advanced_ports_udp: u32,
     pub advanced_exclude_tcp: PortSet,
     pub advanced_exclude_udp: PortSet,
@@ -123,96 +133,96 @@ const KEYS: &[Key] = &[
     Key {
         name: "TCP_PORTS",
         doc: "TCP ports for -tcp and -stcp: comma list with optional a-b ranges.",
-        set: |c, v, _| {
-            c.tcp_ports = Some(ports(v)?);
+        set: |c, v, w| {
+            c.tcp_ports = Some(ports(v, true, w));
             Ok(())
         },
     },
     Key {
         name: "UDP_PORTS",
         doc: "UDP ports for -udp and -sudp: comma list with optional a-b ranges.",
-        set: |c, v, _| {
-            c.udp_ports = Some(ports(v)?);
+        set: |c, v, w| {
+            c.udp_ports = Some(ports(v, true, w));
             Ok(())
         },
     },
     Key {
         name: "ADVANCED_PORTS_TCP",
-        doc: "-atcp watches every TCP port below this number (1-65536; default 1024).",
-        set: |c, v, _| {
-            c.advanced_ports_tcp = number(v, 1, 65536)?;
+        doc: "-atcp watches every TCP port below this number (up to 65536; default 1024).",
+        set: |c, v, w| {
+            c.advanced_ports_tcp = advanced_ports(v, "TCP_PORTS with -stcp", w);
             Ok(())
         },
     },
     Key {
         name: "ADVANCED_PORTS_UDP",
-        doc: "-audp watches every UDP port below this number (1-65536; default 1024).",
-        set: |c, v, _| {
-            c.advanced_ports_udp = number(v, 1, 65536)?;
+        doc: "-audp watches every UDP port below this number (up to 65536; default 1024).",
+        set: |c, v, w| {
+            c.advanced_ports_udp = advanced_ports(v, "UDP_PORTS with -sudp", w);
             Ok(())
         },
     },
     Key {
         name: "ADVANCED_EXCLUDE_TCP",
         doc: "TCP ports -atcp never alarms on (besides listening services).",
-        set: |c, v, _| {
-            c.advanced_exclude_tcp = ports(v)?;
+        set: |c, v, w| {
+            c.advanced_exclude_tcp = ports(v, false, w);
             Ok(())
         },
     },
     Key {
         name: "ADVANCED_EXCLUDE_UDP",
         doc: "UDP ports -audp never alarms on (besides listening services).",
-        set: |c, v, _| {
-            c.advanced_exclude_udp = ports(v)?;
+        set: |c, v, w| {
+            c.advanced_exclude_udp = ports(v, false, w);
             Ok(())
         },
     },
     Key {
         name: "IGNORE_FILE",
         doc: "Path of the never-block list (addresses and networks, one per line).",
-        set: |c, v, _| {
-            c.ignore_file = Some(path(v)?);
+        set: |c, v, w| {
+            c.ignore_file = Some(path_1_2(v, w));
             Ok(())
         },
     },
     Key {
         name: "HISTORY_FILE",
         doc: "Path of the append-only history of acted-on hosts (1.2 line format).",
-        set: |c, v, _| {
-            c.history_file = Some(path(v)?);
+        set: |c, v, w| {
+            c.history_file = Some(path_1_2(v, w));
             Ok(())
         },
     },
     Key {
         name: "BLOCKED_FILE",
         doc: "Path of the 1.2 per-session blocked list (`.<mode>` is appended).",
-        set: |c, v, _| {
-            c.blocked_file = Some(path(v)?);
+        set: |c, v, w| {
+            c.blocked_file = Some(path_1_2(v, w));
             Ok(())
         },
     },
     Key {
         name: "RESOLVE_HOST",
         doc: "1 looks up host names for logs and files; 0 does not (default).",
-        set: |c, v, _| {
-            c.resolve_host = flag(v)?;
+        set: |c, v, w| {
+            c.resolve_host = flag(v, w);
             Ok(())
         },
     },
     Key {
         name: "BLOCK_TCP",
         doc: "On a TCP alarm: 0 log only (default), 1 block, 2 run KILL_RUN_CMD only.",
-        set: |c, v, _| {
-            c.block_tcp = block(v)?;
+        set: |c, v, w| {
+            c.block_tcp = block(v, w);
             Ok(())
         },
     },
     Key {
         name: "BLOCK_UDP",
         doc: "On a UDP alarm: 0 log only (default), 1 block, 2 run KILL_RUN_CMD only.",
-        set: |c, v, _| {
-            c.block_udp = block(v)?;
+        set: |c, v, w| {
+            c.block_udp = block(v, w);
             Ok(())
         },
     },
@@ -243,16 +253,16 @@ const KEYS: &[Key] = &[
     Key {
         name: "KILL_RUN_CMD_FIRST",
         doc: "1 runs KILL_RUN_CMD before the blocks, 0 after them (default).",
-        set: |c, v, _| {
-            c.kill_run_cmd_first = flag(v)?;
+        set: |c, v, w| {
+            c.kill_run_cmd_first = flag(v, w);
             Ok(())
         },
     },
     Key {
         name: "SCAN_TRIGGER",
         doc: "Hits from one host allowed before the alarm (0-10000; 0 reacts at once).",
-        set: |c, v, _| {
-            c.scan_trigger = number(v, 0, 10000)?;
+        set: |c, v, w| {
+            c.scan_trigger = scan_trigger(v, w);
             Ok(())
         },
     },
@@ -279,43 +289,187 @@ pub fn legacy_keys() -> impl Iterator<Item = (&'static str, &'static str)> {
     KEYS.iter().map(|k| (k.name, k.doc))
 }
 
-fn ports(v: &str) -> Result<PortSet, String> {
-    PortSet::parse_list(v).map_err(|e| e.to_string())
+/// C's `atoi`, which 1.2 applies to every number: leading white space, an optional sign,
+/// then the leading digits; 0 when there are none. Saturates where C's overflows.
+fn atoi(v: &str) -> i64 {
+    let s = v.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == '\u{b}');
+    let (negative, s) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let n = s.bytes().take_while(u8::is_ascii_digit).fold(0i64, |n, d| {
+        n.saturating_mul(10).saturating_add(i64::from(d - b'0'))
+    });
+    if negative { -n } else { n }
 }
 
-/// A whole number in `lo..=hi`: ASCII digits only, so "1-100" is refused rather than read
-/// as 1, and 70000 is out of range rather than wrapped.
-fn number(v: &str, lo: u32, hi: u32) -> Result<u32, String> {
+/// Whether a value is a plain number, which needs no word about how it was read.
+fn is_plain_number(v: &str) -> bool {
     let v = v.trim();
-    let expected = || format!("must be a whole number from {lo} to {hi}");
-    if !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(expected());
-    }
-    match v.parse::<u32>() {
-        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
-        _ => Err(expected()),
-    }
+    !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())
 }
 
-fn flag(v: &str) -> Result<bool, String> {
-    match v.trim() {
-        "0" => Ok(false),
-        "1" => Ok(true),
-        _ => Err("must be 0 or 1".into()),
+/// A port list: comma tokens, each a port or an `a-b` range (2.x). A bad token is read
+/// as 1.2's `atoi` reads it when that names a port ("5-3" is 5, "80x" is 80) and skipped
+/// otherwise (port 0, beyond 65535: never wrapped), with a warning for each; empty
+/// entries are skipped as 1.2's `strtok` skipped them. `listed` lists (TCP_PORTS,
+/// UDP_PORTS) warn beyond 1.2's 64 entries.
+fn ports(v: &str, listed: bool, warnings: &mut Vec<String>) -> PortSet {
+    const MAXSOCKS: usize = 64;
+    let mut set = PortSet::new();
+    let mut entries = 0;
+    for raw in v.split(',') {
+        let token = raw.trim_matches(is_blank);
+        if token.is_empty() {
+            warnings.push("an empty entry is skipped, as PortSentry 1.2 skips it".into());
+            continue;
+        }
+        entries += 1;
+        match PortSet::parse_list(token) {
+            Ok(one) => one.ranges().for_each(|(lo, hi)| set.insert_range(lo, hi)),
+            Err(_) => {
+                let n = atoi(token);
+                if (1..=65535).contains(&n) {
+                    set.insert(n as u16);
+                    let hint = if token.contains('-') {
+                        "; a range is written low-high"
+                    } else {
+                        ""
+                    };
+                    warnings.push(format!(
+                        "entry `{token}` read as port {n}, as PortSentry 1.2 does (it reads \
+                         the leading digits{hint})"
+                    ));
+                } else if n > 65535 {
+                    warnings.push(format!(
+                        "entry `{token}` skipped: ports end at 65535 (PortSentry 1.2 read it \
+                         as {n}, which its -tcp mode wrapped to port {})",
+                        n % 65536
+                    ));
+                } else {
+                    warnings.push(format!(
+                        "entry `{token}` skipped: PortSentry 1.2 read it as port {n}, which \
+                         watches nothing"
+                    ));
+                }
+            }
+        }
     }
+    if listed && entries > MAXSOCKS {
+        warnings.push(format!(
+            "PortSentry 1.2 watched only the first {MAXSOCKS} entries of this list; all \
+             {entries} are watched here"
+        ));
+    }
+    set
 }
 
-fn block(v: &str) -> Result<BlockMode, String> {
-    match v.trim() {
-        "0" => Ok(BlockMode::LogOnly),
-        "1" => Ok(BlockMode::Block),
-        "2" => Ok(BlockMode::RunCmdOnly),
-        _ => Err("must be 0 (log only), 1 (block) or 2 (run KILL_RUN_CMD only)".into()),
+/// ADVANCED_PORTS_x, read with `atoi` as 1.2 does and clamped to 0..=65536 (every port
+/// is below 65536; nothing is below 0 or 1). `list_hint` says how to watch a list.
+fn advanced_ports(v: &str, list_hint: &str, warnings: &mut Vec<String>) -> u32 {
+    let n = atoi(v);
+    let read = n.clamp(0, 65536) as u32;
+    if is_plain_number(v) && (1..=65536).contains(&n) {
+        return read;
     }
+    let consequence = if n > 65536 {
+        Some("every port is below it, so every port is watched")
+    } else if n <= 1 {
+        Some("no port is below it, so this mode watches no port")
+    } else {
+        None
+    };
+    let hint = if v.contains(',') {
+        format!(
+            "this key is the highest port watched, not a list (use {list_hint} to watch a list)"
+        )
+    } else if v.trim_start().get(1..).is_some_and(|t| t.contains('-')) {
+        format!(
+            "this key is the highest port watched, not a range (use {list_hint} to watch a range)"
+        )
+    } else if n > 65536 {
+        "65536 says the same".to_string()
+    } else if consequence.is_some() {
+        "1024, the default, watches the privileged ports".to_string()
+    } else {
+        "it reads only the leading digits, and ports below that number are watched".to_string()
+    };
+    let why = match consequence {
+        Some(c) => format!("{c}; {hint}"),
+        None => hint,
+    };
+    warnings.push(format!("read as {n}, as PortSentry 1.2 does: {why}"));
+    read
 }
 
-/// An absolute path: the daemon runs from `/`, so a relative one would name a file the
-/// admin did not mean.
+/// The most SCAN_TRIGGER we count; 1.2's state engine held only 50 hits.
+const MAX_SCAN_TRIGGER: i64 = 10000;
+
+/// SCAN_TRIGGER, read with `atoi` as 1.2 does; below 0 is 0 (1.2 reacted at the first
+/// hit), above [`MAX_SCAN_TRIGGER`] is clamped (never wrapped, as 2.x wrapped it).
+fn scan_trigger(v: &str, warnings: &mut Vec<String>) -> u32 {
+    let n = atoi(v);
+    let read = n.clamp(0, MAX_SCAN_TRIGGER) as u32;
+    if is_plain_number(v) && n <= MAX_SCAN_TRIGGER {
+        return read;
+    }
+    let allowed = match read {
+        0 => "the alarm comes at the first hit".to_string(),
+        1 => "1 hit is allowed before the alarm".to_string(),
+        n => format!("{n} hits are allowed before the alarm"),
+    };
+    let why = if n > MAX_SCAN_TRIGGER {
+        format!(
+            "its state engine holds 50 hits, so it never counted that far; taken here as \
+             {MAX_SCAN_TRIGGER}, the most counted (never wrapped, as 2.x wrapped 70000 to 4464)"
+        )
+    } else if n < 0 {
+        "a trigger below 0 reacts at the first hit, as 0 does".to_string()
+    } else if v.trim_start().get(1..).is_some_and(|t| t.contains('-')) {
+        format!("this key is one hit count, not a range ({allowed})")
+    } else {
+        format!("it reads only the leading digits ({allowed})")
+    };
+    warnings.push(format!("read as {n}, as PortSentry 1.2 does: {why}"));
+    read
+}
+
+/// RESOLVE_HOST and KILL_RUN_CMD_FIRST: `atoi`, and anything but 0 is on, as in 1.2.
+fn flag(v: &str, warnings: &mut Vec<String>) -> bool {
+    let n = atoi(v);
+    if !matches!(v.trim(), "0" | "1") {
+        let (read, meant) = if n == 0 {
+            ("off", "write 1 to turn it on")
+        } else {
+            ("on", "write 1 for on, 0 for off")
+        };
+        warnings.push(format!(
+            "read as {n}, as PortSentry 1.2 does, which is {read} ({meant})"
+        ));
+    }
+    n != 0
+}
+
+/// BLOCK_TCP / BLOCK_UDP: `atoi`, then 1 blocks, 2 runs KILL_RUN_CMD only and any other
+/// number only logs, as in 1.2.
+fn block(v: &str, warnings: &mut Vec<String>) -> BlockMode {
+    let n = atoi(v);
+    let (mode, what) = match n {
+        1 => (BlockMode::Block, "block"),
+        2 => (BlockMode::RunCmdOnly, "run KILL_RUN_CMD only"),
+        _ => (BlockMode::LogOnly, "log only"),
+    };
+    if !matches!(v.trim(), "0" | "1" | "2") {
+        warnings.push(format!(
+            "read as {n}, as PortSentry 1.2 does, which means {what} (0 log only, 1 block, \
+             2 run KILL_RUN_CMD only)"
+        ));
+    }
+    mode
+}
+
+/// An absolute path (our HOSTS_DENY_FILE): there is no 1.2 reading to follow.
 fn path(v: &str) -> Result<PathBuf, String> {
     let p = PathBuf::from(v.trim());
     if p.is_absolute() {
@@ -323,6 +477,22 @@ fn path(v: &str) -> Result<PathBuf, String> {
     } else {
         Err("must be an absolute path".into())
     }
+}
+
+/// A 1.2 file path. 1.2 opened its files after becoming a daemon, from `/`, and so do
+/// we: a relative path is read from `/`, with a warning, since it rarely means that.
+fn path_1_2(v: &str, warnings: &mut Vec<String>) -> PathBuf {
+    let p = PathBuf::from(v.trim());
+    if p.is_absolute() {
+        return p;
+    }
+    let read = Path::new("/").join(&p);
+    warnings.push(format!(
+        "read as {}, as PortSentry 1.2 does (it opens its files from /, not from the \
+         config's directory): write the full path meant",
+        read.display()
+    ));
+    read
 }
 
 /// Macros the responders substitute.
@@ -413,9 +583,22 @@ pub fn parse_legacy(
             continue;
         };
         let spec = &KEYS[k];
-        let Some(value_part) = rest.trim_start_matches(is_blank).strip_prefix('=') else {
-            error(format!("expected `=` after {key}, as in {key}=\"value\""));
-            continue;
+        let value_part = match rest.trim_start_matches(is_blank).strip_prefix('=') {
+            Some(v) => v,
+            // 1.2 matched a key followed by `=` or a space, then took the first `"`.
+            None if rest.starts_with(' ') && rest.contains('"') => {
+                warn(format!(
+                    "no `=` after {key}; read as {key}=\"value\", as PortSentry 1.2 does"
+                ));
+                rest
+            }
+            None => {
+                warn(format!(
+                    "no `=` after {key}, ignored as PortSentry 1.2 ignores it: write \
+                     {key}=\"value\""
+                ));
+                continue;
+            }
         };
         if first_line[k] != 0 {
             warn(format!(
@@ -427,16 +610,31 @@ pub fn parse_legacy(
         }
         first_line[k] = line_no;
 
-        let Some(quoted) = value_part.trim_start_matches(is_blank).strip_prefix('"') else {
-            error(format!(
-                "the value of {key} must be in double quotes, as in {key}=\"value\" \
-                 (PortSentry 1.2 skipped this line)"
+        let Some(open) = value_part.find('"') else {
+            warn(format!(
+                "the value of {key} is not in double quotes; skipped, as PortSentry 1.2 \
+                 skips it (with any later {key} line), so {key} is unset: write \
+                 {key}=\"value\""
             ));
             continue;
         };
-        let Some((value, after)) = quoted.split_once('"') else {
-            error(format!("the value of {key} has no closing `\"`"));
-            continue;
+        let before = value_part[..open].trim_matches(is_blank);
+        if !before.is_empty() {
+            warn(format!(
+                "text before the opening quote of {key} is ignored, as PortSentry 1.2 \
+                 ignores it: `{before}`"
+            ));
+        }
+        let quoted = &value_part[open + 1..];
+        let (value, after) = match quoted.split_once('"') {
+            Some(split) => split,
+            None => {
+                warn(format!(
+                    "the value of {key} has no closing `\"`; read to the end of the line, \
+                     as PortSentry 1.2 does"
+                ));
+                (quoted.trim_end_matches(is_blank), "")
+            }
         };
         let after = after.trim_start_matches(is_blank);
         if !after.is_empty() && !after.starts_with('#') {
@@ -444,9 +642,16 @@ pub fn parse_legacy(
                 "text after the closing quote of {key} is ignored: `{after}`"
             ));
         }
-        if let Some(why) = value.chars().find_map(bad_char) {
-            error(format!("the value of {key} {why}"));
-            continue;
+        let mut value = value;
+        if let Some((at, why)) = value
+            .char_indices()
+            .find_map(|(i, c)| Some((i, bad_char(c)?)))
+        {
+            value = &value[..at];
+            warn(format!(
+                "the value of {key} {why}; read up to it, as PortSentry 1.2 does: \
+                 {key}=\"{value}\""
+            ));
         }
         if value.trim().is_empty() {
             warn(format!("{key} is empty and is treated as unset"));
@@ -454,9 +659,10 @@ pub fn parse_legacy(
         }
         let mut notes = Vec::new();
         match (spec.set)(&mut cfg, value, &mut notes) {
-            Ok(()) => notes
-                .into_iter()
-                .for_each(|n| warn(format!("{key}=\"{value}\": {n}"))),
+            Ok(()) => notes.into_iter().for_each(|n| {
+                let sep = if n.starts_with("read as") { " " } else { ": " };
+                warn(format!("{key}=\"{value}\"{sep}{n}"))
+            }),
             Err(reason) => error(format!("{key}=\"{value}\": {reason}")),
         }
     }
@@ -618,7 +824,7 @@ mod tests {
         assert!(ok("SCAN_TRIGGER=\"1\"\n").1.is_empty());
         assert!(!ok("KILL_ROUTE=\"\"\n").1.iter().any(|w| w == NO_KEY));
         // With errors the file is refused anyway, without this warning.
-        let (res, warnings) = parse("TCP_PORTS \"1\"\n");
+        let (res, warnings) = parse("KILL_ROUTE=\"route\"\n");
         assert!(res.is_err() && warnings.is_empty());
     }
 
@@ -874,99 +1080,292 @@ mod tests {
     }
 
     #[test]
-    fn syntax_errors_on_known_keys() {
+    fn syntax_1_2_read_is_read_as_1_2_read_it() {
+        let (cfg, warnings) = ok(concat!(
+            "SCAN_TRIGGER=0\n",
+            "TCP_PORTS \"1\"\n",
+            "BLOCK_TCP=\"1\n",
+            "RESOLVE_HOST='1'\n",
+            "UDP_PORTS\t\"7\"\n",
+            "SCAN_TRIGGER=\"5\"\n",
+            "KILL_HOSTS_DENY= ALL \"ALL: $TARGET$\"\n",
+        ));
+        assert_eq!(cfg.tcp_ports, Some(set(&[1])), "a space stands for `=`");
         assert_eq!(
-            errs("SCAN_TRIGGER=0\nTCP_PORTS \"1\"\nBLOCK_TCP=\"1\nRESOLVE_HOST='1'\n"),
+            cfg.block_tcp,
+            BlockMode::Block,
+            "read to the end of the line"
+        );
+        assert!(!cfg.resolve_host);
+        assert_eq!(cfg.udp_ports, None, "a tab after the key: 1.2 saw no key");
+        assert_eq!(cfg.scan_trigger, 0, "the unquoted line 1 skipped the key");
+        assert_eq!(cfg.kill_hosts_deny.as_deref(), Some("ALL: $TARGET$"));
+        assert_eq!(
+            warnings,
             [
-                "portsentry.conf:1: the value of SCAN_TRIGGER must be in double quotes, as in \
-                 SCAN_TRIGGER=\"value\" (PortSentry 1.2 skipped this line)",
-                "portsentry.conf:2: expected `=` after TCP_PORTS, as in TCP_PORTS=\"value\"",
-                "portsentry.conf:3: the value of BLOCK_TCP has no closing `\"`",
-                "portsentry.conf:4: the value of RESOLVE_HOST must be in double quotes, as in \
-                 RESOLVE_HOST=\"value\" (PortSentry 1.2 skipped this line)",
+                "portsentry.conf:1: the value of SCAN_TRIGGER is not in double quotes; \
+                 skipped, as PortSentry 1.2 skips it (with any later SCAN_TRIGGER line), so \
+                 SCAN_TRIGGER is unset: write SCAN_TRIGGER=\"value\"",
+                "portsentry.conf:2: no `=` after TCP_PORTS; read as TCP_PORTS=\"value\", as \
+                 PortSentry 1.2 does",
+                "portsentry.conf:3: the value of BLOCK_TCP has no closing `\"`; read to the end \
+                 of the line, as PortSentry 1.2 does",
+                "portsentry.conf:4: the value of RESOLVE_HOST is not in double quotes; \
+                 skipped, as PortSentry 1.2 skips it (with any later RESOLVE_HOST line), so \
+                 RESOLVE_HOST is unset: write RESOLVE_HOST=\"value\"",
+                "portsentry.conf:5: no `=` after UDP_PORTS, ignored as PortSentry 1.2 ignores \
+                 it: write UDP_PORTS=\"value\"",
+                "portsentry.conf:6: SCAN_TRIGGER is set again here; the first setting, on line \
+                 1, is used (PortSentry 1.2 rule; 2.x used the last)",
+                "portsentry.conf:7: text before the opening quote of KILL_HOSTS_DENY is \
+                 ignored, as PortSentry 1.2 ignores it: `ALL`",
             ]
         );
     }
 
     #[test]
-    fn value_errors_name_line_and_value() {
+    fn values_without_a_1_2_reading_are_still_errors() {
         let e = errs(concat!(
-            "TCP_PORTS=\"1,abc,3\"\n",
-            "UDP_PORTS=\"70000\"\n",
-            "ADVANCED_PORTS_TCP=\"0\"\n",
-            "ADVANCED_PORTS_UDP=\"65537\"\n",
-            "ADVANCED_EXCLUDE_TCP=\"5-3\"\n",
-            "ADVANCED_EXCLUDE_UDP=\"0\"\n",
-            "BLOCK_TCP=\"3\"\n",
-            "BLOCK_UDP=\"yes\"\n",
-            "RESOLVE_HOST=\"2\"\n",
-            "KILL_RUN_CMD_FIRST=\"true\"\n",
-            "SCAN_TRIGGER=\"1-100\"\n",
             "KILL_ROUTE=\"/sbin/route add -host $TARGET reject\"\n",
             "KILL_HOSTS_DENY=\"ALL: HOST\"\n",
-            "IGNORE_FILE=\"portsentry.ignore\"\n",
+            "HOSTS_DENY_FILE=\"hosts.deny\"\n",
         ));
         assert_eq!(
             e,
             [
-                "portsentry.conf:1: TCP_PORTS=\"1,abc,3\": bad port `abc`: `abc` is not a number",
-                "portsentry.conf:2: UDP_PORTS=\"70000\": bad port `70000`: 70000 is out of range \
-                 (ports are 1-65535)",
-                "portsentry.conf:3: ADVANCED_PORTS_TCP=\"0\": must be a whole number from 1 to 65536",
-                "portsentry.conf:4: ADVANCED_PORTS_UDP=\"65537\": must be a whole number from 1 \
-                 to 65536",
-                "portsentry.conf:5: ADVANCED_EXCLUDE_TCP=\"5-3\": bad port `5-3`: range start 5 \
-                 is above its end 3",
-                "portsentry.conf:6: ADVANCED_EXCLUDE_UDP=\"0\": bad port `0`: port 0 is not a \
-                 valid port (ports are 1-65535)",
-                "portsentry.conf:7: BLOCK_TCP=\"3\": must be 0 (log only), 1 (block) or 2 (run \
-                 KILL_RUN_CMD only)",
-                "portsentry.conf:8: BLOCK_UDP=\"yes\": must be 0 (log only), 1 (block) or 2 (run \
-                 KILL_RUN_CMD only)",
-                "portsentry.conf:9: RESOLVE_HOST=\"2\": must be 0 or 1",
-                "portsentry.conf:10: KILL_RUN_CMD_FIRST=\"true\": must be 0 or 1",
-                "portsentry.conf:11: SCAN_TRIGGER=\"1-100\": must be a whole number from 0 to 10000",
-                "portsentry.conf:12: KILL_ROUTE=\"/sbin/route add -host $TARGET reject\": must \
+                "portsentry.conf:1: KILL_ROUTE=\"/sbin/route add -host $TARGET reject\": must \
                  contain $TARGET$ (the address to block)",
-                "portsentry.conf:13: KILL_HOSTS_DENY=\"ALL: HOST\": must contain $TARGET$ (the \
+                "portsentry.conf:2: KILL_HOSTS_DENY=\"ALL: HOST\": must contain $TARGET$ (the \
                  address to block)",
-                "portsentry.conf:14: IGNORE_FILE=\"portsentry.ignore\": must be an absolute path",
+                "portsentry.conf:3: HOSTS_DENY_FILE=\"hosts.deny\": must be an absolute path",
+            ]
+        );
+    }
+
+    /// Issue 8 item 2: a tutorial's `ADVANCED_PORTS_TCP="21,22,80,443"` starts 1.2.
+    #[test]
+    fn issue_8_advanced_ports_list_is_read_with_atoi() {
+        let (cfg, warnings) = ok("ADVANCED_PORTS_TCP=\"21,22,80,443\"\n");
+        assert_eq!(cfg.advanced_ports_tcp, 21);
+        assert_eq!(
+            warnings,
+            [
+                "portsentry.conf:1: ADVANCED_PORTS_TCP=\"21,22,80,443\" read as 21, as \
+                 PortSentry 1.2 does: this key is the highest port watched, not a list (use \
+                 TCP_PORTS with -stcp to watch a list)"
             ]
         );
     }
 
     #[test]
-    fn scan_trigger_is_not_wrapped() {
-        // 2.x stored 70000 as uint16 4464.
-        for v in ["70000", "4294967296", "-1", "+5", "1e3", "0x10", "5 5"] {
-            let e = errs(&format!("SCAN_TRIGGER=\"{v}\"\n"));
-            assert!(
-                e[0].ends_with("must be a whole number from 0 to 10000"),
-                "{v}: {e:?}"
-            );
-        }
-        assert_eq!(ok("SCAN_TRIGGER=\"007\"").0.scan_trigger, 7);
+    fn advanced_ports_out_of_range_are_clamped_never_wrapped() {
+        let read = |v: &str| {
+            let (cfg, w) = ok(&format!("ADVANCED_PORTS_UDP=\"{v}\"\n"));
+            (cfg.advanced_ports_udp, w)
+        };
+        let (n, w) = read("1-100");
+        assert_eq!(n, 1);
+        assert_eq!(
+            w,
+            [
+                "portsentry.conf:1: ADVANCED_PORTS_UDP=\"1-100\" read as 1, as PortSentry 1.2 \
+                 does: no port is below it, so this mode watches no port; this key is the \
+                 highest port watched, not a range (use UDP_PORTS with -sudp to watch a range)"
+            ]
+        );
+        let (n, w) = read("0");
+        assert_eq!(n, 0);
+        assert!(w[0].ends_with(
+            "read as 0, as PortSentry 1.2 does: no port is below it, so this mode watches no \
+             port; 1024, the default, watches the privileged ports"
+        ));
+        let (n, w) = read("70000");
+        assert_eq!(n, 65536);
+        assert!(w[0].ends_with(
+            "read as 70000, as PortSentry 1.2 does: every port is below it, so every port is \
+             watched; 65536 says the same"
+        ));
+        assert_eq!(read("-5").0, 0);
+        assert_eq!(read(" 2048abc").0, 2048);
+        assert!(read(" 2048abc").1[0].ends_with(
+            "read as 2048, as PortSentry 1.2 does: it reads only the leading digits, and ports \
+             below that number are watched"
+        ));
+        assert_eq!(read("65536"), (65536, vec![]));
     }
 
     #[test]
-    fn non_printable_values_are_errors() {
-        let e = errs(
-            "KILL_RUN_CMD=\"/bin/x\t$TARGET$\"\n\
-             PORT_BANNER=\"hi\u{1b}[31m\"\n\
-             KILL_ROUTE=\"a\u{FFFD} $TARGET$\"\n",
+    fn block_and_flags_are_read_with_atoi() {
+        let (cfg, warnings) = ok(concat!(
+            "BLOCK_TCP=\"3\"\n",
+            "BLOCK_UDP=\"yes\"\n",
+            "RESOLVE_HOST=\"2\"\n",
+            "KILL_RUN_CMD_FIRST=\"true\"\n",
+        ));
+        assert_eq!(cfg.block_tcp, BlockMode::LogOnly);
+        assert_eq!(cfg.block_udp, BlockMode::LogOnly);
+        assert!(cfg.resolve_host && !cfg.kill_run_cmd_first);
+        assert_eq!(
+            warnings,
+            [
+                "portsentry.conf:1: BLOCK_TCP=\"3\" read as 3, as PortSentry 1.2 does, which \
+                 means log only (0 log only, 1 block, 2 run KILL_RUN_CMD only)",
+                "portsentry.conf:2: BLOCK_UDP=\"yes\" read as 0, as PortSentry 1.2 does, which \
+                 means log only (0 log only, 1 block, 2 run KILL_RUN_CMD only)",
+                "portsentry.conf:3: RESOLVE_HOST=\"2\" read as 2, as PortSentry 1.2 does, which \
+                 is on (write 1 for on, 0 for off)",
+                "portsentry.conf:4: KILL_RUN_CMD_FIRST=\"true\" read as 0, as PortSentry 1.2 \
+                 does, which is off (write 1 to turn it on)",
+            ]
+        );
+        let (cfg, warnings) =
+            ok("BLOCK_TCP=\"1 block\"\nBLOCK_UDP=\"2x\"\nKILL_RUN_CMD=\"/bin/true\"\n");
+        assert_eq!(cfg.block_tcp, BlockMode::Block);
+        assert_eq!(cfg.block_udp, BlockMode::RunCmdOnly);
+        assert_eq!(warnings.len(), 2);
+    }
+
+    #[test]
+    fn bad_port_entries_are_read_as_1_2_reads_them_or_skipped() {
+        let (cfg, warnings) = ok(concat!(
+            "TCP_PORTS=\"1,abc,3,,5-3,70000,0,80x\"\n",
+            "ADVANCED_EXCLUDE_UDP=\"0\"\n",
+        ));
+        assert_eq!(cfg.tcp_ports, Some(set(&[1, 3, 5, 80])));
+        assert!(cfg.advanced_exclude_udp.is_empty());
+        let p = "portsentry.conf:1: TCP_PORTS=\"1,abc,3,,5-3,70000,0,80x\": ";
+        assert_eq!(
+            warnings,
+            [
+                format!(
+                    "{p}entry `abc` skipped: PortSentry 1.2 read it as port 0, which watches nothing"
+                ),
+                format!("{p}an empty entry is skipped, as PortSentry 1.2 skips it"),
+                format!(
+                    "{p}entry `5-3` read as port 5, as PortSentry 1.2 does (it reads the \
+                     leading digits; a range is written low-high)"
+                ),
+                format!(
+                    "{p}entry `70000` skipped: ports end at 65535 (PortSentry 1.2 read it as \
+                     70000, which its -tcp mode wrapped to port 4464)"
+                ),
+                format!(
+                    "{p}entry `0` skipped: PortSentry 1.2 read it as port 0, which watches nothing"
+                ),
+                format!(
+                    "{p}entry `80x` read as port 80, as PortSentry 1.2 does (it reads the leading digits)"
+                ),
+                "portsentry.conf:2: ADVANCED_EXCLUDE_UDP=\"0\": entry `0` skipped: PortSentry \
+                 1.2 read it as port 0, which watches nothing"
+                    .to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn port_lists_beyond_64_entries_warn() {
+        let list: Vec<String> = (1..=65).map(|p| p.to_string()).collect();
+        let (cfg, warnings) = ok(&format!("UDP_PORTS=\"{}\"\n", list.join(",")));
+        assert_eq!(cfg.udp_ports.unwrap().len(), 65);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].ends_with(
+            "PortSentry 1.2 watched only the first 64 entries of this list; all 65 are watched here"
+        ));
+        assert!(
+            ok(&format!("ADVANCED_EXCLUDE_TCP=\"{}\"\n", list.join(",")))
+                .1
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn relative_1_2_paths_are_read_from_the_root() {
+        let (cfg, warnings) = ok("IGNORE_FILE=\"portsentry.ignore\"\n");
+        assert_eq!(
+            cfg.ignore_file.as_deref(),
+            Some(Path::new("/portsentry.ignore"))
         );
         assert_eq!(
-            e,
+            warnings,
             [
-                "portsentry.conf:1: the value of KILL_RUN_CMD contains the non-printable character \
-                 U+0009",
-                "portsentry.conf:2: the value of PORT_BANNER contains the non-printable character \
-                 U+001B",
-                "portsentry.conf:3: the value of KILL_ROUTE contains bytes that are not valid UTF-8",
+                "portsentry.conf:1: IGNORE_FILE=\"portsentry.ignore\" read as \
+                 /portsentry.ignore, as PortSentry 1.2 does (it opens its files from /, not \
+                 from the config's directory): write the full path meant"
             ]
         );
-        // A lone CR inside the value is not a line ending.
-        assert_eq!(errs("PORT_BANNER=\"a\rb\"\n").len(), 1);
+    }
+
+    #[test]
+    fn scan_trigger_is_read_with_atoi_and_never_wrapped() {
+        let read = |v: &str| {
+            let (cfg, w) = ok(&format!("SCAN_TRIGGER=\"{v}\"\n"));
+            (cfg.scan_trigger, w)
+        };
+        // 2.x stored 70000 as uint16 4464.
+        for (v, n) in [
+            ("70000", 10000),
+            ("4294967296", 10000),
+            ("-1", 0),
+            ("+5", 5),
+            ("1e3", 1),
+            ("0x10", 0),
+            ("5 5", 5),
+            ("1-100", 1),
+        ] {
+            let (got, w) = read(v);
+            assert_eq!(got, n, "{v}");
+            assert_eq!(w.len(), 1, "{v}: {w:?}");
+            assert!(w[0].contains("as PortSentry 1.2 does: "), "{v}: {w:?}");
+        }
+        assert_eq!(
+            read("1-100").1,
+            [
+                "portsentry.conf:1: SCAN_TRIGGER=\"1-100\" read as 1, as PortSentry 1.2 does: \
+                 this key is one hit count, not a range (1 hit is allowed before the alarm)"
+            ]
+        );
+        assert_eq!(
+            read("70000").1,
+            [
+                "portsentry.conf:1: SCAN_TRIGGER=\"70000\" read as 70000, as PortSentry 1.2 \
+                 does: its state engine holds 50 hits, so it never counted that far; taken here \
+                 as 10000, the most counted (never wrapped, as 2.x wrapped 70000 to 4464)"
+            ]
+        );
+        assert_eq!(read("007"), (7, vec![]));
+        assert_eq!(read("10000"), (10000, vec![]));
+    }
+
+    #[test]
+    fn non_printable_characters_end_the_value_as_in_1_2() {
+        let (cfg, warnings) = ok("KILL_RUN_CMD=\"/bin/x\t$TARGET$\"\n\
+             PORT_BANNER=\"hi\u{1b}[31m\"\n\
+             KILL_RUN_CMD_FIRST=\"\u{FFFD}1\"\n");
+        assert_eq!(cfg.kill_run_cmd.as_deref(), Some("/bin/x"));
+        assert_eq!(cfg.port_banner.as_deref(), Some("hi"));
+        assert!(!cfg.kill_run_cmd_first);
+        assert_eq!(
+            warnings,
+            [
+                "portsentry.conf:1: the value of KILL_RUN_CMD contains the non-printable \
+                 character U+0009; read up to it, as PortSentry 1.2 does: KILL_RUN_CMD=\"/bin/x\"",
+                "portsentry.conf:2: the value of PORT_BANNER contains the non-printable \
+                 character U+001B; read up to it, as PortSentry 1.2 does: PORT_BANNER=\"hi\"",
+                "portsentry.conf:3: the value of KILL_RUN_CMD_FIRST contains bytes that are not \
+                 valid UTF-8; read up to it, as PortSentry 1.2 does: KILL_RUN_CMD_FIRST=\"\"",
+                "portsentry.conf:3: KILL_RUN_CMD_FIRST is empty and is treated as unset",
+            ]
+        );
+        // What is left may still be refused: no $TARGET$ before the bad byte.
+        assert_eq!(
+            errs("KILL_ROUTE=\"a\u{FFFD} $TARGET$\"\n"),
+            ["portsentry.conf:1: KILL_ROUTE=\"a\": must contain $TARGET$ (the address to block)"]
+        );
+        // A lone CR inside the value is not a line ending, but it ends the value.
+        assert_eq!(
+            ok("PORT_BANNER=\"a\rb\"\n").0.port_banner.as_deref(),
+            Some("a")
+        );
         // Non-ASCII text is printable.
         assert_eq!(
             ok("PORT_BANNER=\"Zugriff verweigert — geh weg\"")
@@ -981,14 +1380,15 @@ mod tests {
     fn errors_and_warnings_are_all_collected() {
         let (res, warnings) = parse(concat!(
             "FOO=\"1\"\n",
-            "BLOCK_TCP=\"9\"\n",
+            "KILL_ROUTE=\"route\"\n",
+            "KILL_HOSTS_DENY=\"ALL\"\n",
+            "KILL_ROUTE=\"x $TARGET$\"\n",
             "SCAN_TRIGGER=\"x\"\n",
-            "SCAN_TRIGGER=\"1\"\n",
         ));
         let lines: Vec<usize> = res.unwrap_err().iter().map(|d| d.line).collect();
         assert_eq!(lines, [2, 3]);
         let wlines: Vec<usize> = warnings.iter().map(|d| d.line).collect();
-        assert_eq!(wlines, [1, 4]);
+        assert_eq!(wlines, [1, 4, 5]);
         assert!(warnings.iter().all(|d| d.file == Path::new(F)));
     }
 
@@ -1060,15 +1460,15 @@ mod tests {
 
         let f = TempFile::new(
             "legacy-bad.conf",
-            b"BLOCK_TCP=\"5\"\nSCAN_TRIGGER=\"\xff\"\n",
+            b"KILL_ROUTE=\"r\"\nKILL_HOSTS_DENY=\"ALL: \xff$TARGET$\"\n",
         );
         let err = load_legacy(&f.0).unwrap_err();
         let p = f.0.display();
         assert_eq!(
             err,
             format!(
-                "{p}:1: BLOCK_TCP=\"5\": must be 0 (log only), 1 (block) or 2 (run KILL_RUN_CMD \
-                 only)\n{p}:2: the value of SCAN_TRIGGER contains bytes that are not valid UTF-8"
+                "{p}:1: KILL_ROUTE=\"r\": must contain $TARGET$ (the address to block)\n{p}:2: \
+                 KILL_HOSTS_DENY=\"ALL: \": must contain $TARGET$ (the address to block)"
             )
         );
     }

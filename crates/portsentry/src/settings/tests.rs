@@ -556,15 +556,70 @@ fn native_settings_alone_for_the_client_commands() {
 fn legacy_config_errors_with_file_and_line() {
     assert_eq!(
         err(&conf(&format!(
-            "{BASE}BLOCK_TCP=\"7\"\nSCAN_TRIGGER=\"70000\"\nKILL_ROUTE=route\n"
+            "{BASE}KILL_ROUTE=\"route\"\nKILL_HOSTS_DENY=\"ALL\"\nKILL_RUN_CMD=\"x\"\n"
         ))),
         format!(
-            "{CONF}:4: BLOCK_TCP=\"7\": must be 0 (log only), 1 (block) or 2 (run \
-             KILL_RUN_CMD only)\n{CONF}:5: SCAN_TRIGGER=\"70000\": must be a whole number from 0 \
-             to 10000\n{CONF}:6: the value of KILL_ROUTE must be in double quotes, as in \
-             KILL_ROUTE=\"value\" (PortSentry 1.2 skipped this line)"
+            "{CONF}:4: KILL_ROUTE=\"route\": must contain $TARGET$ (the address to block)\n\
+             {CONF}:5: KILL_HOSTS_DENY=\"ALL\": must contain $TARGET$ (the address to block)"
         )
     );
+}
+
+/// Issue 8 item 2: what 1.2 read, read as 1.2 read it, each with a warning at file:line.
+#[test]
+fn issue_8_values_1_2_read_start_with_its_reading_and_a_warning() {
+    let st = ok(&with_flags(
+        conf(&format!(
+            "{BASE}ADVANCED_PORTS_TCP=\"21,22,80,443\"\nADVANCED_PORTS_UDP=\"70000\"\n\
+             ADVANCED_EXCLUDE_UDP=\"137,abc\"\nBLOCK_TCP=\"7\"\nBLOCK_UDP=\"1 \"\n\
+             SCAN_TRIGGER=\"1-100\"\nRESOLVE_HOST=\"yes\"\nKILL_ROUTE=route\n\
+             HISTORY_FILE=\"history\"\nKILL_HOSTS_DENY=\"ALL: $TARGET$\n"
+        )),
+        Some(ModeKind::Advanced),
+        Some(ModeKind::Advanced),
+    ));
+    let (tcp, udp) = (st.tcp.as_ref().unwrap(), st.udp.as_ref().unwrap());
+    assert_eq!(
+        tcp.watch,
+        Watch::Advanced {
+            below: 21,
+            exclude: PortSet::new()
+        }
+    );
+    assert_eq!(
+        udp.watch,
+        Watch::Advanced {
+            below: 65536,
+            exclude: ports("137")
+        }
+    );
+    assert_eq!(tcp.plan.block, BlockMode::LogOnly);
+    assert_eq!(
+        udp.plan.block,
+        BlockMode::Block,
+        "line 8 is plain: no warning"
+    );
+    assert_eq!(st.engine.scan_trigger, 1);
+    assert!(!st.resolve_host);
+    assert_eq!(tcp.plan.kill_route, None);
+    assert_eq!(tcp.plan.kill_hosts_deny.as_deref(), Some("ALL: $TARGET$"));
+    assert_eq!(st.history_file, PathBuf::from("/history"));
+    let lines: Vec<String> = st
+        .notices
+        .iter()
+        .filter_map(|n| n.strip_prefix(&format!("adminalert: WARNING: {CONF}:")))
+        .map(|n| n.split_once(' ').unwrap().0.to_string())
+        .collect();
+    assert_eq!(
+        lines,
+        ["4:", "5:", "6:", "7:", "9:", "10:", "11:", "12:", "13:"],
+        "{:#?}",
+        st.notices
+    );
+    assert!(st.notices[0].ends_with(
+        "ADVANCED_PORTS_TCP=\"21,22,80,443\" read as 21, as PortSentry 1.2 does: this key is \
+         the highest port watched, not a list (use TCP_PORTS with -stcp to watch a list)"
+    ));
 }
 
 #[test]
@@ -649,7 +704,7 @@ fn first_problem_wins_in_a_fixed_order() {
     // the ignore file.
     let mut s = with_toml(
         with_debian(
-            conf("BLOCK_TCP=\"9\"\n"),
+            conf("KILL_ROUTE=\"route\"\n"),
             "TCP_MODE=\"stcp\"\nUDP_MODE=\"bad\"\n",
         ),
         "nonsense",
