@@ -143,13 +143,42 @@ pub fn parse_ignore(
         "PortSentry 1.2 would not have read the entry on this line",
         Some(&mut warnings),
     );
+    // 1.2 took the leading address of a line and dropped the rest; where that is surely
+    // what was meant, read it so too, with a warning.
+    let mut read_as_1_2 = false;
+    let lines: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, raw)| {
+            let content = raw.split_once('#').map_or(raw, |(before, _)| before).trim();
+            match ignore_1_2_reading(content) {
+                Some(lead) => {
+                    read_as_1_2 = true;
+                    warnings.push(Diagnostic::new(
+                        path,
+                        i + 1,
+                        format!(
+                            "`{content}` read as {lead}, as PortSentry 1.2 does (it reads the \
+                             leading address and ignores the rest of the line; comments \
+                             start with `#`)"
+                        ),
+                    ));
+                    lead.to_string()
+                }
+                None => raw.to_string(),
+            }
+        })
+        .collect();
+    let joined = lines.join("\n");
+    let text = if read_as_1_2 { joined.as_str() } else { text };
     let entries = match IgnoreSet::parse_entries(text) {
         Ok(entries) => entries,
         Err(errors) => {
-            let errors = errors
+            let mut errors: Vec<Diagnostic> = errors
                 .iter()
                 .map(|e| Diagnostic::new(path, e.line, format!("{} (`{}`)", e.reason, e.text)))
                 .collect();
+            errors.push(Diagnostic::new(path, 0, IGNORE_REFUSED));
             return (Err(errors), warnings);
         }
     };
@@ -173,6 +202,30 @@ pub fn parse_ignore(
         set.insert(entry.net);
     }
     (Ok(set), warnings)
+}
+
+/// Why an ignore file 1.2 started on is refused: its reading of a bad line lost a host.
+const IGNORE_REFUSED: &str = "refused, although PortSentry 1.2 started on it: 1.2 read each \
+     line above as no address or as only its first, so a host listed there could be banned; \
+     write one address or network per line";
+
+/// 1.2's reading of an ignore line we do not take as written, when it is surely what was
+/// meant: a valid address (or network) followed by a word that is no address, as in
+/// `192.168.1.1 router`. Never when the rest could be a second address or a range
+/// (`1.2.3.4 5.6.7.8`, `1.2.3.4,5.6.7.8`, `10.0.0.1-10.0.0.5`): 1.2 dropped those, which
+/// would leave a host the admin listed unprotected, so they stay errors.
+fn ignore_1_2_reading(content: &str) -> Option<&str> {
+    let end = content.find(|c: char| !(c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '/')))?;
+    let (lead, rest) = content.split_at(end);
+    let word = rest.trim_start();
+    if lead.is_empty()
+        || !rest.starts_with(char::is_whitespace)
+        || word.starts_with(|c: char| c.is_ascii_hexdigit() || c == ':')
+    {
+        return None;
+    }
+    IgnoreSet::parse_entries(lead).ok()?;
+    Some(lead)
 }
 
 #[cfg(test)]
@@ -265,6 +318,42 @@ mod tests {
     }
 
     #[test]
+    fn ignore_line_with_a_trailing_word_is_read_as_1_2_read_it() {
+        let (set, warnings) = parse_ignore(
+            "127.0.0.1\n192.168.1.1 router\nfe80::1\tgw # link\n",
+            Path::new("ign"),
+        );
+        let set = set.unwrap();
+        assert!(set.contains("192.168.1.1".parse().unwrap()));
+        assert!(set.contains("fe80::1".parse().unwrap()));
+        let w: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            w,
+            [
+                "ign:2: `192.168.1.1 router` read as 192.168.1.1, as PortSentry 1.2 does (it \
+                 reads the leading address and ignores the rest of the line; comments start \
+                 with `#`)",
+                "ign:3: `fe80::1\tgw` read as fe80::1, as PortSentry 1.2 does (it reads the \
+                 leading address and ignores the rest of the line; comments start with `#`)",
+            ]
+        );
+        // What 1.2 dropped would leave a listed host unprotected: still errors.
+        for line in [
+            "1.2.3.4 5.6.7.8",
+            "1.2.3.4,5.6.7.8",
+            "10.0.0.1-10.0.0.5",
+            "localhost",
+            "192.168.2.300 x",
+            "10.0.0.0/8,foo",
+        ] {
+            let (res, _) = parse_ignore(&format!("127.0.0.1\n{line}\n"), Path::new("ign"));
+            let errors = res.unwrap_err();
+            let lines: Vec<usize> = errors.iter().map(|d| d.line).collect();
+            assert_eq!(lines, [2, 0], "{line}: the line, then why it is refused");
+        }
+    }
+
+    #[test]
     fn ignore_file_with_latin1_comment_is_read() {
         let f = TempFile::new(
             "ignore-ok",
@@ -285,7 +374,7 @@ mod tests {
             format!(
                 "{p}:2: `localhost` is not an IPv4 or IPv6 address (`localhost`)\n\
                  {p}:3: prefix length `33` is not a number 0-32 (netmask notation such as \
-                 255.255.255.0 is not accepted) (`10.0.0.0/33`)"
+                 255.255.255.0 is not accepted) (`10.0.0.0/33`)\n{p}: {IGNORE_REFUSED}"
             )
         );
     }

@@ -365,7 +365,10 @@ fn ignore_file_errors_carry_file_and_line() {
         format!(
             "IGNORE_FILE {IGNORE}: {IGNORE}:2: `localhost` is not an IPv4 or IPv6 address \
              (`localhost`)\n{IGNORE}:3: prefix length `33` is not a number 0-32 (netmask \
-             notation such as 255.255.255.0 is not accepted) (`10.0.0.0/33`)"
+             notation such as 255.255.255.0 is not accepted) (`10.0.0.0/33`)\n{IGNORE}: \
+             refused, although PortSentry 1.2 started on it: 1.2 read each line above as no \
+             address or as only its first, so a host listed there could be banned; write one \
+             address or network per line"
         )
     );
 }
