@@ -475,7 +475,10 @@ fn path(v: &str) -> Result<PathBuf, String> {
     if p.is_absolute() {
         Ok(p)
     } else {
-        Err("must be an absolute path".into())
+        Err(
+            "must be an absolute path (HOSTS_DENY_FILE is ours: PortSentry 1.2 had no such key)"
+                .into(),
+        )
     }
 }
 
@@ -503,7 +506,12 @@ const MACROS: &[&str] = &["$TARGET$", "$PORT$", "$MODE$"];
 fn command(v: &str, needs_target: bool, warnings: &mut Vec<String>) -> Result<String, String> {
     let v = v.trim();
     if needs_target && !v.contains("$TARGET$") {
-        return Err("must contain $TARGET$ (the address to block)".into());
+        return Err(
+            "must contain $TARGET$ (the address to block); refused although \
+                    PortSentry 1.2 ran it: the command names no host, yet 1.2 logged each \
+                    host as blocked"
+                .into(),
+        );
     }
     let mut rest = v;
     while let Some(start) = rest.find('$') {
@@ -1134,10 +1142,11 @@ mod tests {
             e,
             [
                 "portsentry.conf:1: KILL_ROUTE=\"/sbin/route add -host $TARGET reject\": must \
-                 contain $TARGET$ (the address to block)",
+                 contain $TARGET$ (the address to block); refused although PortSentry 1.2 ran it: the command names no host, yet 1.2 logged each host as blocked",
                 "portsentry.conf:2: KILL_HOSTS_DENY=\"ALL: HOST\": must contain $TARGET$ (the \
-                 address to block)",
-                "portsentry.conf:3: HOSTS_DENY_FILE=\"hosts.deny\": must be an absolute path",
+                 address to block); refused although PortSentry 1.2 ran it: the command names no host, yet 1.2 logged each host as blocked",
+                "portsentry.conf:3: HOSTS_DENY_FILE=\"hosts.deny\": must be an absolute path \
+                 (HOSTS_DENY_FILE is ours: PortSentry 1.2 had no such key)",
             ]
         );
     }
@@ -1359,7 +1368,9 @@ mod tests {
         // What is left may still be refused: no $TARGET$ before the bad byte.
         assert_eq!(
             errs("KILL_ROUTE=\"a\u{FFFD} $TARGET$\"\n"),
-            ["portsentry.conf:1: KILL_ROUTE=\"a\": must contain $TARGET$ (the address to block)"]
+            [
+                "portsentry.conf:1: KILL_ROUTE=\"a\": must contain $TARGET$ (the address to block); refused although PortSentry 1.2 ran it: the command names no host, yet 1.2 logged each host as blocked"
+            ]
         );
         // A lone CR inside the value is not a line ending, but it ends the value.
         assert_eq!(
@@ -1467,8 +1478,8 @@ mod tests {
         assert_eq!(
             err,
             format!(
-                "{p}:1: KILL_ROUTE=\"r\": must contain $TARGET$ (the address to block)\n{p}:2: \
-                 KILL_HOSTS_DENY=\"ALL: \": must contain $TARGET$ (the address to block)"
+                "{p}:1: KILL_ROUTE=\"r\": must contain $TARGET$ (the address to block); refused although PortSentry 1.2 ran it: the command names no host, yet 1.2 logged each host as blocked\n{p}:2: \
+                 KILL_HOSTS_DENY=\"ALL: \": must contain $TARGET$ (the address to block); refused although PortSentry 1.2 ran it: the command names no host, yet 1.2 logged each host as blocked"
             )
         );
     }

@@ -562,8 +562,8 @@ fn legacy_config_errors_with_file_and_line() {
             "{BASE}KILL_ROUTE=\"route\"\nKILL_HOSTS_DENY=\"ALL\"\nKILL_RUN_CMD=\"x\"\n"
         ))),
         format!(
-            "{CONF}:4: KILL_ROUTE=\"route\": must contain $TARGET$ (the address to block)\n\
-             {CONF}:5: KILL_HOSTS_DENY=\"ALL\": must contain $TARGET$ (the address to block)"
+            "{CONF}:4: KILL_ROUTE=\"route\": must contain $TARGET$ (the address to block); refused although PortSentry 1.2 ran it: the command names no host, yet 1.2 logged each host as blocked\n\
+             {CONF}:5: KILL_HOSTS_DENY=\"ALL\": must contain $TARGET$ (the address to block); refused although PortSentry 1.2 ran it: the command names no host, yet 1.2 logged each host as blocked"
         )
     );
 }
