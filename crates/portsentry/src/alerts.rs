@@ -98,8 +98,23 @@ pub fn ignored(host: Host<'_>, probe: &Probe, suppressed: u32, why: Exempt) -> S
 /// A ban the kernel acknowledged.
 pub fn kernel_ban(ip: IpAddr, place: &str, length: Option<Duration>, offences: u32) -> String {
     format!(
-        "attackalert: Host {ip} has been banned in the kernel ({place}) {}, offence {offences}",
-        for_how_long(length)
+        "attackalert: Host {ip} has been banned in the kernel ({place}) {}, offence {offences} {}",
+        for_how_long(length),
+        lift_hint(ip)
+    )
+}
+
+/// The tail of a ban's line: the command that lifts it.
+pub fn lift_hint(ip: IpAddr) -> String {
+    format!("(lift it with: portsentry unban {ip})")
+}
+
+/// After the KILL_* commands blocked a host with no ban backend: it is recorded (1.2 had
+/// no way to lift it), and this is how to.
+pub fn legacy_ban_recorded(ip: IpAddr) -> String {
+    format!(
+        "attackalert: Host {ip} is recorded as blocked by the KILL_* commands {}",
+        lift_hint(ip)
     )
 }
 
@@ -212,8 +227,77 @@ pub fn state_over_capacity(
     )
 }
 
-pub fn manual_unban(net: IpNet) -> String {
-    format!("adminalert: ban on {net} lifted by the administrator")
+/// What `portsentry unban` did about one legacy 1.2 response for the address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Undo {
+    /// This KILL_HOSTS_DENY line was removed from hosts.deny.
+    HostsDenyRemoved(String),
+    /// KILL_ROUTE's inverse ran and succeeded: this command.
+    RouteRemoved(String),
+    /// `what` (KILL_HOSTS_DENY or KILL_ROUTE) could not be undone: `why`.
+    Failed { what: &'static str, why: String },
+    /// KILL_ROUTE is not a command of a shape whose inverse is known.
+    RouteUnknown,
+    /// KILL_HOSTS_DENY names $PORT$, so which line it wrote is not known.
+    HostsDenyPort,
+    /// KILL_RUN_CMD ran (it has no inverse).
+    RunCmd,
+}
+
+impl Undo {
+    /// Did this lift something?
+    pub fn lifted(&self) -> bool {
+        matches!(self, Undo::HostsDenyRemoved(_) | Undo::RouteRemoved(_))
+    }
+}
+
+impl fmt::Display for Undo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Undo::HostsDenyRemoved(line) => write!(f, "removed the hosts.deny line \"{line}\""),
+            Undo::RouteRemoved(command) => write!(f, "undid KILL_ROUTE with \"{command}\""),
+            Undo::Failed { what, why } => write!(f, "could not undo {what}: {why}"),
+            Undo::RouteUnknown => f.write_str(
+                "KILL_ROUTE is not a command portsentry knows how to reverse: what it added is still there",
+            ),
+            Undo::HostsDenyPort => f.write_str(
+                "KILL_HOSTS_DENY names $PORT$, so its hosts.deny line is not known and was left",
+            ),
+            Undo::RunCmd => f.write_str("KILL_RUN_CMD ran for this host and cannot be undone"),
+        }
+    }
+}
+
+/// `; ` and each undo, or nothing.
+fn undo_tail(undone: &[Undo]) -> String {
+    undone.iter().map(|u| format!("; {u}")).collect()
+}
+
+/// The log line of `portsentry unban`: the ban lifted, and what was done about the
+/// legacy responses for the address.
+pub fn manual_unban(net: IpNet, undone: &[Undo]) -> String {
+    format!(
+        "adminalert: ban on {net} lifted by the administrator{}",
+        undo_tail(undone)
+    )
+}
+
+/// The reply to `portsentry unban`.
+pub fn unban_reply(net: IpNet, undone: &[Undo]) -> String {
+    format!("ok: ban on {net} lifted{}", undo_tail(undone))
+}
+
+/// No ban was in force, but the legacy responses for the address were undone.
+pub fn unban_legacy_only_reply(net: IpNet, undone: &[Undo]) -> String {
+    format!("ok: no ban in force on {net}{}", undo_tail(undone))
+}
+
+/// The log line of [`unban_legacy_only_reply`].
+pub fn legacy_unban(net: IpNet, undone: &[Undo]) -> String {
+    format!(
+        "adminalert: no ban in force on {net}, KILL_* responses undone by the administrator{}",
+        undo_tail(undone)
+    )
 }
 
 pub fn ban_ended(key: IpNet, offences: u32) -> String {
@@ -509,7 +593,33 @@ mod tests {
                 Some(Duration::from_secs(7200)),
                 2
             ),
-            "attackalert: Host 198.18.0.2 has been banned in the kernel (nftables set banned4) for 2h, offence 2"
+            "attackalert: Host 198.18.0.2 has been banned in the kernel (nftables set banned4) for 2h, offence 2 (lift it with: portsentry unban 198.18.0.2)"
+        );
+    }
+
+    #[test]
+    fn issue_8_unban_says_what_was_lifted_and_what_cannot_be_undone() {
+        let net: IpNet = "198.18.0.2/32".parse().unwrap();
+        let undone = [
+            Undo::HostsDenyRemoved("ALL: 198.18.0.2".into()),
+            Undo::RouteRemoved("/sbin/route del -host 198.18.0.2 reject".into()),
+            Undo::RunCmd,
+        ];
+        assert_eq!(
+            manual_unban(net, &undone),
+            "adminalert: ban on 198.18.0.2/32 lifted by the administrator; removed the hosts.deny line \"ALL: 198.18.0.2\"; undid KILL_ROUTE with \"/sbin/route del -host 198.18.0.2 reject\"; KILL_RUN_CMD ran for this host and cannot be undone"
+        );
+        assert_eq!(
+            manual_unban(net, &[]),
+            "adminalert: ban on 198.18.0.2/32 lifted by the administrator"
+        );
+        assert_eq!(
+            unban_reply(net, &[Undo::RouteUnknown]),
+            "ok: ban on 198.18.0.2/32 lifted; KILL_ROUTE is not a command portsentry knows how to reverse: what it added is still there"
+        );
+        assert_eq!(
+            legacy_ban_recorded(host().ip),
+            "attackalert: Host 198.18.0.2 is recorded as blocked by the KILL_* commands (lift it with: portsentry unban 198.18.0.2)"
         );
     }
 

@@ -102,7 +102,8 @@ pub enum Subcommand {
         #[arg(long)]
         force: bool,
     },
-    /// Ask the running daemon to lift the ban covering an address or network.
+    /// Ask the running daemon to lift the ban covering an address or network, and undo
+    /// what the 1.2 KILL_HOSTS_DENY and KILL_ROUTE responses added for the address.
     Unban {
         /// Address or network.
         target: String,

@@ -17,3 +17,4 @@ pub mod records;
 pub mod resolve;
 pub mod settings;
 pub mod store;
+pub mod undo;

@@ -180,7 +180,40 @@ pub fn add_hosts_deny_line(path: &Path, line: &str) -> Result<HostsDenyResult, R
     }
     content.push_str(wanted);
     content.push('\n');
+    replace_hosts_deny(path, &content)?;
+    Ok(HostsDenyResult::Added)
+}
 
+/// Remove every line of the hosts.deny file at `path` that is `line` (ignoring the
+/// blanks around it), the way [`add_hosts_deny_line`] adds it: replaced atomically,
+/// permissions kept. True when a line was removed; a missing file holds no line.
+pub fn remove_hosts_deny_line(path: &Path, line: &str) -> Result<bool, RecordError> {
+    let existing = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => {
+            return Err(RecordError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let wanted = line.trim();
+    if !existing.lines().any(|l| l.trim() == wanted) {
+        return Ok(false);
+    }
+    let mut content = String::with_capacity(existing.len());
+    for l in existing.lines().filter(|l| l.trim() != wanted) {
+        content.push_str(l);
+        content.push('\n');
+    }
+    replace_hosts_deny(path, &content)?;
+    Ok(true)
+}
+
+/// Write `content` to a temporary file beside `path`, flush it, and rename it over
+/// `path` with the old file's permissions (0644 for a new file).
+fn replace_hosts_deny(path: &Path, content: &str) -> Result<(), RecordError> {
     let mode = fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(0o644);
@@ -216,7 +249,7 @@ pub fn add_hosts_deny_line(path: &Path, line: &str) -> Result<HostsDenyResult, R
         let _ = fs::remove_file(&tmp);
         replace_err(e)
     })?;
-    Ok(HostsDenyResult::Added)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -375,6 +408,31 @@ mod tests {
             fs::read_to_string(&p).unwrap(),
             "ALL: fd00:5e17::2 : DENY\n"
         );
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn issue_8_hosts_deny_line_is_removed_keeping_the_rest_and_the_mode() {
+        let d = tmpdir("undeny");
+        let p = d.join("hosts.deny");
+        fs::write(
+            &p,
+            "# comment\nALL: 198.18.0.2\nsshd: 198.18.0.9\n  ALL: 198.18.0.2 \n",
+        )
+        .unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(remove_hosts_deny_line(&p, "ALL: 198.18.0.2").unwrap());
+        assert_eq!(
+            fs::read_to_string(&p).unwrap(),
+            "# comment\nsshd: 198.18.0.9\n"
+        );
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        assert!(!remove_hosts_deny_line(&p, "ALL: 198.18.0.2").unwrap());
+        assert!(!remove_hosts_deny_line(&d.join("missing"), "ALL: 198.18.0.2").unwrap());
+        assert_eq!(fs::read_dir(&d).unwrap().count(), 1, "no temp file left");
         let _ = fs::remove_dir_all(&d);
     }
 }

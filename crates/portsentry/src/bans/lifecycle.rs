@@ -36,6 +36,14 @@ use portsentry_kernel::backend::{BackendError, BanBackend, Expiry, host_of};
 use super::guard::{self, Refusal};
 use super::{LARGE_BOOK, SAVE_INTERVAL, SAVE_INTERVAL_LARGE};
 
+/// The reason of every `portsentry ban` (with a `--force` note after it).
+const MANUAL_REASON: &str = "banned by the administrator";
+
+/// Is `ban` an administrator's (`portsentry ban`), for which no KILL_* command ran?
+pub fn by_administrator(ban: &Ban) -> bool {
+    ban.reason.starts_with(MANUAL_REASON)
+}
+
 /// A lifecycle step the backend (or the configuration) refused. Each message names the
 /// step and carries the backend's own error text.
 #[derive(Debug, thiserror::Error)]
@@ -358,8 +366,8 @@ impl BanLifecycle {
         b.add(net, timeout)
             .map_err(|e| BanError::Refused(Box::new(e)))?;
         let reason = match overrode {
-            Some(p) => format!("banned by the administrator (--force over the protected {p})"),
-            None => "banned by the administrator".into(),
+            Some(p) => format!("{MANUAL_REASON} (--force over the protected {p})"),
+            None => MANUAL_REASON.into(),
         };
         let ban = self.book.ban(&self.policy, net, now, timeout, &reason);
         self.dirty = true;

@@ -27,7 +27,7 @@ use portsentry_engine::bans::{Ban, BanBook, BanPolicy};
 use portsentry_engine::ignore::IgnoreSet;
 use portsentry_kernel::backend::BanBackend;
 
-pub use lifecycle::{BanError, BanLifecycle, Banned, ManualBan, Restored};
+pub use lifecycle::{BanError, BanLifecycle, Banned, ManualBan, Restored, by_administrator};
 
 use crate::clock::{self, Now};
 use crate::store;

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use portsentry_engine::engine::{Action, Outcome};
 use portsentry_engine::{Probe, Proto};
+use portsentry_kernel::backend::host_of;
 
 use super::respond::{NativeBan, Responder};
-use crate::alerts::{self, Host};
+use crate::alerts::{self, Host, Undo};
 use crate::bans::StateFile;
 use crate::clock;
 use crate::control;
@@ -170,6 +171,9 @@ impl Reporter {
         let uptime =
             humantime::format_duration(Duration::from_secs(self.started.elapsed().as_secs()));
         self.responder.sync_protected();
+        if let Request::Unban { net } = request {
+            return self.unban(net, log);
+        }
         let kernel = self.responder.bans_mut();
         if !kernel.is_native() {
             return match request {
@@ -203,15 +207,50 @@ impl Reporter {
                 }
                 Err(e) => format!("error: {e:#}"),
             },
-            Request::Unban { net } => match kernel.unban(clock::unix_now(), net) {
-                Ok(Some(ban)) => {
-                    log.log(&alerts::manual_unban(ban.key));
-                    let _ = self.feedback.send(Feedback::Forget(ban.key));
-                    format!("ok: ban on {} lifted", ban.key)
+            Request::Unban { .. } => unreachable!("handled above"),
+        }
+    }
+
+    /// `portsentry unban NET`: lift the ban (kernel and book; with no ban backend, the
+    /// book's record of a KILL_* block), then undo what the 1.2 responses added for the
+    /// address ([`Responder::undo_legacy`]). With no ban in force, the 1.2 responses are
+    /// still undone, since they outlive our ban (1.2 never lifted them); the reply is
+    /// an error only when there was nothing at all to lift.
+    fn unban(&mut self, net: IpNet, log: &Logger) -> String {
+        let lifted = match self.responder.bans_mut().unban(clock::unix_now(), net) {
+            Ok(lifted) => lifted,
+            Err(e) => return format!("error: {e:#}"),
+        };
+        // The KILL_* commands ran for single addresses: the ban's, or the one named.
+        let host = lifted
+            .as_ref()
+            .and_then(|ban| host_of(ban.key))
+            .or_else(|| host_of(net));
+        match lifted {
+            Some(ban) => {
+                let undone = host
+                    .map(|ip| {
+                        self.responder
+                            .undo_legacy(ip, !crate::bans::by_administrator(&ban))
+                    })
+                    .unwrap_or_default();
+                log.log(&alerts::manual_unban(ban.key, &undone));
+                let _ = self.feedback.send(Feedback::Forget(ban.key));
+                alerts::unban_reply(ban.key, &undone)
+            }
+            None => {
+                let undone = host
+                    .map(|ip| self.responder.undo_legacy(ip, true))
+                    .unwrap_or_default();
+                // Nothing was there: a failed inverse only means no route was left.
+                if !undone.iter().any(Undo::lifted) {
+                    return format!("error: no ban covers {net}");
                 }
-                Ok(None) => format!("error: no ban covers {net}"),
-                Err(e) => format!("error: {e:#}"),
-            },
+                let undone: Vec<Undo> = undone.into_iter().filter(Undo::lifted).collect();
+                log.log(&alerts::legacy_unban(net, &undone));
+                let _ = self.feedback.send(Feedback::Forget(net));
+                alerts::unban_legacy_only_reply(net, &undone)
+            }
         }
     }
 
@@ -328,5 +367,66 @@ mod tests {
         let respond = ToReporter::Action(Action::Respond { probe: probe() });
         assert!(reporter.handle_batch(vec![respond, ToReporter::Stop], &cap.log));
         assert_eq!(reporter.responder.bans_mut().active_count(now()), 1);
+    }
+
+    /// Issue 8: the unban reply and log line say what was lifted besides the ban; with
+    /// no ban in force the hosts.deny line is still removed.
+    #[test]
+    fn issue_8_unban_removes_the_hosts_deny_line_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let cap = Captured::new(d);
+        let mut p = plan(BlockMode::Block, None, d);
+        p.kill_hosts_deny = Some("ALL: $TARGET$".into());
+        p.kill_run_cmd = Some("true".into());
+        let backend: Box<dyn portsentry_kernel::backend::BanBackend> = Box::new(Memory::default());
+        let (tx, _feedback) = mpsc::channel();
+        let mut reporter = Reporter {
+            responder: responder(p, d, Some(backend)),
+            state: StateFile::new(d.join("state.json")),
+            resolver: Resolver::new(false),
+            feedback: tx,
+            started: clock::instant(),
+        };
+        let respond = ToReporter::Action(Action::Respond { probe: probe() });
+        let host = format!("{SCANNER}/32");
+        let (unban1, answer1) = unban(&host);
+        let (unban2, answer2) = unban(&host);
+        reporter.handle_batch(vec![respond], &cap.log);
+        let deny = || std::fs::read_to_string(d.join("hosts.deny")).unwrap();
+        assert_eq!(deny(), format!("ALL: {SCANNER}\n"));
+        reporter.handle_batch(vec![unban1], &cap.log);
+        assert_eq!(
+            answer1.recv().unwrap(),
+            format!(
+                "ok: ban on {SCANNER}/32 lifted; removed the hosts.deny line \"ALL: {SCANNER}\"; KILL_RUN_CMD ran for this host and cannot be undone"
+            )
+        );
+        assert_eq!(deny(), "");
+        assert_eq!(reporter.responder.bans_mut().active_count(now()), 0);
+        let lines = cap.lines();
+        assert!(
+            lines.contains(&format!(
+                "adminalert: ban on {SCANNER}/32 lifted by the administrator; removed the hosts.deny line \"ALL: {SCANNER}\"; KILL_RUN_CMD ran for this host and cannot be undone"
+            )),
+            "{lines:#?}"
+        );
+        // Nothing left to lift: an error, as before.
+        reporter.handle_batch(vec![unban2], &cap.log);
+        assert_eq!(
+            answer2.recv().unwrap(),
+            format!("error: no ban covers {SCANNER}/32")
+        );
+        // A hosts.deny line left after the ban ended is still removed.
+        std::fs::write(d.join("hosts.deny"), format!("ALL: {SCANNER}\n")).unwrap();
+        let (unban3, answer3) = unban(&host);
+        reporter.handle_batch(vec![unban3], &cap.log);
+        assert_eq!(
+            answer3.recv().unwrap(),
+            format!(
+                "ok: no ban in force on {SCANNER}/32; removed the hosts.deny line \"ALL: {SCANNER}\""
+            )
+        );
+        assert_eq!(deny(), "");
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use portsentry_engine::engine::Outcome;
 use portsentry_engine::{Probe, Proto};
 
-use crate::alerts::{self, Host};
+use crate::alerts::{self, Host, Undo};
 use crate::bans::BanLifecycle;
 use crate::clock;
 use crate::config::BlockMode;
@@ -24,6 +24,7 @@ use crate::logger::Logger;
 use crate::protect::Latest;
 use crate::records::{self, HostsDenyResult, RecordFile};
 use crate::settings::ResponsePlan;
+use crate::undo;
 use portsentry_kernel::process::{COMMAND_TIME_LIMIT, ProcessError, Run};
 
 /// Runs responses and writes the records that follow them. Owned by the reporter thread.
@@ -248,6 +249,7 @@ impl Responder {
                             probe.kind, probe.dport
                         ),
                     );
+                    log.log(&alerts::legacy_ban_recorded(target));
                     (Outcome::Blocked { length: None }, true)
                 } else {
                     (Outcome::Failed, false)
@@ -267,6 +269,92 @@ impl Responder {
             }
         }
         outcome
+    }
+}
+
+impl Responder {
+    /// `portsentry unban`: undo what the 1.2 responses of the running modes added for
+    /// `ip` where that can be done: the exact KILL_HOSTS_DENY line is removed from
+    /// hosts.deny, and a KILL_ROUTE of a recognised shape ([`undo::invert`]) is reversed
+    /// through the same runner and time limit. `commands_ran`: false for a ban of the
+    /// administrator's, for which no KILL_ROUTE or KILL_RUN_CMD ran (its hosts.deny line,
+    /// if any, is still removed). What could not be undone is said too. A step shared by
+    /// both modes (the same line, the same command) is done once.
+    pub fn undo_legacy(&mut self, ip: IpAddr, commands_ran: bool) -> Vec<Undo> {
+        let mut undone: Vec<Undo> = Vec::new();
+        let push = |u: Undo, undone: &mut Vec<Undo>| {
+            if !undone.contains(&u) {
+                undone.push(u);
+            }
+        };
+        for plan in [self.tcp.as_ref(), self.udp.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|m| &m.plan)
+        {
+            if plan.block != BlockMode::Block {
+                if commands_ran
+                    && plan.block == BlockMode::RunCmdOnly
+                    && plan.kill_run_cmd.is_some()
+                {
+                    push(Undo::RunCmd, &mut undone);
+                }
+                continue;
+            }
+            if let Some(template) = &plan.kill_hosts_deny {
+                if template.contains("$PORT$") {
+                    push(Undo::HostsDenyPort, &mut undone);
+                } else {
+                    let line = expand_macros(template, ip, 0, &plan.mode, true);
+                    match records::remove_hosts_deny_line(&plan.hosts_deny_file, &line) {
+                        Ok(true) => push(Undo::HostsDenyRemoved(line.trim().into()), &mut undone),
+                        Ok(false) => {}
+                        Err(e) => push(
+                            Undo::Failed {
+                                what: "KILL_HOSTS_DENY",
+                                why: e.to_string(),
+                            },
+                            &mut undone,
+                        ),
+                    }
+                }
+            }
+            if !commands_ran {
+                continue;
+            }
+            if let Some(template) = &plan.kill_route {
+                match undo::invert(template) {
+                    None => push(Undo::RouteUnknown, &mut undone),
+                    Some(inverse) => {
+                        let command = expand_macros(&inverse, ip, 0, &plan.mode, false);
+                        // Both modes may share KILL_ROUTE: its inverse runs once.
+                        let ran = undone.iter().any(|u| match u {
+                            Undo::RouteRemoved(c) => *c == command,
+                            Undo::Failed { why, .. } => why.contains(&command),
+                            _ => false,
+                        });
+                        if !ran {
+                            push(
+                                match run_shell(&command, COMMAND_TIME_LIMIT) {
+                                    Ok(()) => Undo::RouteRemoved(command),
+                                    Err(why) => Undo::Failed {
+                                        what: "KILL_ROUTE",
+                                        why: format!("\"{command}\" failed ({why})"),
+                                    },
+                                },
+                                &mut undone,
+                            );
+                        }
+                    }
+                }
+            }
+            if plan.kill_run_cmd.is_some() {
+                push(Undo::RunCmd, &mut undone);
+            }
+        }
+        // What could not be undone at all is said last.
+        undone.sort_by_key(|u| *u == Undo::RunCmd);
+        undone
     }
 }
 
@@ -564,7 +652,8 @@ mod tests {
         assert_eq!(
             cap.lines(),
             [
-                "attackalert: Host 198.18.0.2 has been blocked via dropped route using command: \"true 198.18.0.2\""
+                "attackalert: Host 198.18.0.2 has been blocked via dropped route using command: \"true 198.18.0.2\"",
+                "attackalert: Host 198.18.0.2 is recorded as blocked by the KILL_* commands (lift it with: portsentry unban 198.18.0.2)"
             ]
         );
         assert_eq!(
@@ -624,7 +713,7 @@ mod tests {
         let lines = cap.lines();
         assert_eq!(
             lines[0],
-            "attackalert: Host 198.18.0.2 has been banned in the kernel (memory) for 1h, offence 1"
+            "attackalert: Host 198.18.0.2 has been banned in the kernel (memory) for 1h, offence 1 (lift it with: portsentry unban 198.18.0.2)"
         );
         assert!(
             lines[1].starts_with("attackalert: ERROR: KILL_ROUTE command failed"),
@@ -689,5 +778,72 @@ mod tests {
         let err = run_shell("sleep 30", Duration::from_millis(200)).unwrap_err();
         assert!(matches!(err, CommandFailed::TimedOut(_)), "{err}");
         assert_eq!(err.to_string(), "killed after 0 s time limit");
+    }
+
+    /// Issue 8: unban removes the exact hosts.deny line the response wrote (other lines
+    /// and the file's mode kept), says that KILL_RUN_CMD cannot be undone, and never
+    /// runs anything for a KILL_ROUTE it does not recognise (here a stand-in script that
+    /// records its calls). A recognised KILL_ROUTE's inverse is run in a namespace of
+    /// its own by the system test `system_unban`, never on this host.
+    #[test]
+    fn issue_8_unban_undoes_hosts_deny_and_says_what_is_left() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let calls = d.join("calls");
+        let script = d.join("route.sh");
+        std::fs::write(&script, format!("echo \"$@\" >> {}\n", calls.display())).unwrap();
+        let route = format!("/bin/sh {} add -host $TARGET$ reject", script.display());
+        let cap = Captured::new(d);
+        let mut p = plan(BlockMode::Block, Some(&route), d);
+        p.kill_hosts_deny = Some("ALL: $TARGET$ : DENY".into());
+        p.kill_run_cmd = Some("true $TARGET$".into());
+        std::fs::write(d.join("hosts.deny"), "sshd: 198.18.0.9\n").unwrap();
+        std::fs::set_permissions(d.join("hosts.deny"), std::fs::Permissions::from_mode(0o640))
+            .unwrap();
+        let mut r = responder(p, d, Some(Box::new(Memory::default())));
+        respond(&mut r, &cap.log);
+        let deny = || std::fs::read_to_string(d.join("hosts.deny")).unwrap();
+        assert_eq!(deny(), "sshd: 198.18.0.9\nALL: 198.18.0.2 : DENY\n");
+
+        let ip: IpAddr = SCANNER.parse().unwrap();
+        assert_eq!(
+            r.undo_legacy(ip, true),
+            [
+                Undo::HostsDenyRemoved("ALL: 198.18.0.2 : DENY".into()),
+                Undo::RouteUnknown,
+                Undo::RunCmd,
+            ]
+        );
+        assert_eq!(deny(), "sshd: 198.18.0.9\n");
+        assert_eq!(
+            std::fs::metadata(d.join("hosts.deny"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o640
+        );
+        assert_eq!(
+            std::fs::read_to_string(&calls).unwrap(),
+            "add -host 198.18.0.2 reject\n",
+            "nothing guessed at is run"
+        );
+        // An administrator's ban ran no command: nothing is claimed about them.
+        assert_eq!(r.undo_legacy(ip, false), []);
+    }
+
+    #[test]
+    fn issue_8_an_unknown_kill_route_is_said_to_be_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = responder(
+            plan(BlockMode::Block, Some("true $TARGET$ && true"), dir.path()),
+            dir.path(),
+            None,
+        );
+        assert_eq!(
+            r.undo_legacy(SCANNER.parse().unwrap(), true),
+            [Undo::RouteUnknown]
+        );
     }
 }
