@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use ipnet::IpNet;
+use portsentry_engine::bans::BanBook;
 
 use crate::bans::{self, describe};
 use crate::clock::unix_now;
@@ -20,9 +21,7 @@ use portsentry_kernel::nft::Nft;
 /// `portsentry list`: one line per ban in force.
 pub fn list(settings: &NativeSettings) -> Result<()> {
     let now = unix_now();
-    let state_file = &settings.state_file;
-    let loaded = store::load(state_file, now).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let book = loaded.into_book(bans::BOOK_CAPACITY);
+    let book = load_book(&settings.state_file, now)?;
     let table = &settings.firewall.table;
     let kernel: BTreeMap<IpNet, Option<std::time::Duration>> =
         match NftablesBackend::open(table).and_then(|mut b| b.list()) {
@@ -95,8 +94,7 @@ pub fn flush_all(settings: &NativeSettings) -> Result<()> {
             .with_context(|| format!("cannot remove the {} bans", backend.name()))?;
     }
     let state_file = &settings.state_file;
-    let loaded = store::load(state_file, now).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut book = loaded.into_book(bans::BOOK_CAPACITY);
+    let mut book = load_book(state_file, now)?;
     let keys: Vec<IpNet> = book.active(now).map(|b| b.key).collect();
     for key in &keys {
         book.unban(*key, now);
@@ -158,4 +156,10 @@ pub fn unban(settings: &NativeSettings, target: &str) -> Result<()> {
 /// `portsentry status`.
 pub fn status(settings: &NativeSettings) -> Result<()> {
     ask(settings, &Request::Status)
+}
+
+/// The book as saved in `state_file`, bounded as the daemon bounds it.
+fn load_book(state_file: &std::path::Path, now: u64) -> Result<BanBook> {
+    let loaded = store::load(state_file, now).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(loaded.into_book(bans::BOOK_CAPACITY))
 }

@@ -7,15 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::checks::{REACT, alert_prefix, nmap};
-use common::{Conf, Daemon, OPEN, can_connect};
+use common::{Conf, OPEN, can_connect};
 
 const SYN: &str = "TCP SYN/Normal scan";
-
-fn sighup(d: &Daemon) {
-    // SAFETY: kill(2) on the daemon's own pid.
-    let rc = unsafe { libc::kill(d.pid(), libc::SIGHUP) };
-    assert_eq!(rc, 0, "kill -HUP failed");
-}
 
 #[test]
 fn sighup_applies_a_new_port_list_and_keeps_bans() {
@@ -50,7 +44,7 @@ fn sighup_applies_a_new_port_list_and_keeps_bans() {
         "TCP_PORTS=\"23\"\nKILL_ROUTE=\"/sbin/route add -host reject\"\n",
     )
     .unwrap();
-    sighup(&d);
+    d.signal(libc::SIGHUP);
     d.check(
         d.wait_for_line("adminalert: ERROR: reload refused", REACT),
         "no 'reload refused' line for a broken config",
@@ -61,7 +55,7 @@ fn sighup_applies_a_new_port_list_and_keeps_bans() {
     // A valid new config with 666 added: written the way the harness writes it.
     let conf = conf.set("TCP_PORTS", "23,666");
     conf.write();
-    sighup(&d);
+    d.signal(libc::SIGHUP);
     d.check(
         d.wait_for(REACT, |lines| {
             lines

@@ -15,12 +15,6 @@ use common::{Conf, Daemon, HistoryLine, OPEN, can_connect};
 
 const SYN: &str = "TCP SYN/Normal scan";
 
-fn signal(d: &Daemon, sig: libc::c_int) {
-    // SAFETY: kill(2) on the daemon's own pid.
-    let rc = unsafe { libc::kill(d.pid(), sig) };
-    assert_eq!(rc, 0, "kill({sig}) failed");
-}
-
 fn count(d: &Daemon, needle: &str) -> usize {
     d.lines_with(needle).len()
 }
@@ -51,7 +45,7 @@ fn issue_8_a_burst_of_100_sighups_is_one_reload_and_never_kills() {
     );
 
     for _ in 0..100 {
-        signal(&d, libc::SIGHUP);
+        d.signal(libc::SIGHUP);
         std::thread::sleep(Duration::from_millis(1));
     }
     // Back when every "restarting" line has its "active" line, and no more come.
@@ -133,7 +127,7 @@ fn issue_8_sighups_during_the_reexec_window_never_kill() {
     let start = std::time::Instant::now();
     let mut sent = 0;
     while start.elapsed() < Duration::from_secs(4) && sent < 10_000 {
-        signal(&d, libc::SIGHUP);
+        d.signal(libc::SIGHUP);
         sent += 1;
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -174,7 +168,7 @@ fn issue_8_sigterm_during_a_reload_stops_cleanly() {
     // before that to well after it land in each part of the reload.
     for delay_ms in (230..=330).step_by(4) {
         let mut d = lab.daemon(&conf, &["-stcp"]);
-        signal(&d, libc::SIGHUP);
+        d.signal(libc::SIGHUP);
         std::thread::sleep(Duration::from_millis(delay_ms));
         let status = d.stop();
         d.check(
@@ -212,7 +206,7 @@ fn issue_8_sigusr1_reopens_the_history_file_after_a_rotation() {
     // logrotate without `create`: mv, then the postrotate signal.
     std::fs::rename(&history, &rotated).unwrap();
     let before = std::fs::read_to_string(&rotated).unwrap();
-    signal(&d, libc::SIGUSR1);
+    d.signal(libc::SIGUSR1);
     d.check(
         d.wait_for_line("record files reopened on SIGUSR1", REACT),
         "no line about the reopened files",

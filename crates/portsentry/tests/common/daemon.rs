@@ -273,6 +273,13 @@ impl Daemon {
         self.child.as_ref().map_or(0, |c| c.id() as i32)
     }
 
+    /// Send `sig` to the daemon (its own pid only); the test fails if kill(2) does.
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on the daemon's own pid.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill({sig}) on the daemon failed");
+    }
+
     /// A copy of all lines captured so far.
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
