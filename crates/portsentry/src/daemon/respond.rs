@@ -282,6 +282,8 @@ impl Responder {
     /// both modes (the same line, the same command) is done once.
     pub fn undo_legacy(&mut self, ip: IpAddr, commands_ran: bool) -> Vec<Undo> {
         let mut undone: Vec<Undo> = Vec::new();
+        // Both modes may share KILL_ROUTE: each inverse runs once.
+        let mut inverses_run: Vec<String> = Vec::new();
         let push = |u: Undo, undone: &mut Vec<Undo>| {
             if !undone.contains(&u) {
                 undone.push(u);
@@ -327,13 +329,8 @@ impl Responder {
                     None => push(Undo::RouteUnknown, &mut undone),
                     Some(inverse) => {
                         let command = expand_macros(&inverse, ip, 0, &plan.mode, false);
-                        // Both modes may share KILL_ROUTE: its inverse runs once.
-                        let ran = undone.iter().any(|u| match u {
-                            Undo::RouteRemoved(c) => *c == command,
-                            Undo::Failed { why, .. } => why.contains(&command),
-                            _ => false,
-                        });
-                        if !ran {
+                        if !inverses_run.contains(&command) {
+                            inverses_run.push(command.clone());
                             push(
                                 match run_shell(&command, COMMAND_TIME_LIMIT) {
                                     Ok(()) => Undo::RouteRemoved(command),
