@@ -105,10 +105,11 @@ impl<'a> Capture<'a> {
         let mut last_table_check = clock::instant();
 
         while !shutdown.load(Ordering::Relaxed) {
+            let turn = clock::instant();
             if reload.swap(false, Ordering::Relaxed) {
-                settle.request(clock::instant());
+                settle.request(turn);
             }
-            if settle.take_due(clock::instant()) {
+            if settle.take_due(turn) {
                 match validate() {
                     Ok(()) => {
                         stop = Stop::Reload;
@@ -130,7 +131,7 @@ impl<'a> Capture<'a> {
                 .map(|t| t.since(now))
                 .unwrap_or(MAX_WAIT)
                 .min(MAX_WAIT)
-                .min(settle.until_due(clock::instant()).unwrap_or(MAX_WAIT));
+                .min(settle.until_due(turn).unwrap_or(MAX_WAIT));
             self.source.wait(wait).context("waiting for packets")?;
             let now = boottime_now();
             self.source
@@ -157,13 +158,17 @@ impl<'a> Capture<'a> {
             if watcher.as_mut().is_some_and(ChangeWatcher::changed) {
                 protect_pending = true;
             }
-            if protect_pending && last_protect_refresh.elapsed() >= PROTECT_REFRESH_MIN_INTERVAL {
+            // `Instant::elapsed` would read the clock here; clock.rs is the one reader.
+            let after = clock::instant();
+            if protect_pending
+                && after.duration_since(last_protect_refresh) >= PROTECT_REFRESH_MIN_INTERVAL
+            {
                 protect_pending = false;
-                last_protect_refresh = clock::instant();
+                last_protect_refresh = after;
                 self.refresh_protected("addresses or routes changed");
             }
-            if last_table_check.elapsed() >= TABLE_CHECK_INTERVAL {
-                last_table_check = clock::instant();
+            if after.duration_since(last_table_check) >= TABLE_CHECK_INTERVAL {
+                last_table_check = after;
                 self.check_table(&links.actions);
             }
         }

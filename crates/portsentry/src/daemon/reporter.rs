@@ -168,8 +168,9 @@ impl Reporter {
     /// Carry out one request from the control socket; the reply line for the client.
     fn control_request(&mut self, request: control::Request, log: &Logger) -> String {
         use control::Request;
-        let uptime =
-            humantime::format_duration(Duration::from_secs(self.started.elapsed().as_secs()));
+        let uptime = humantime::format_duration(Duration::from_secs(
+            clock::instant().duration_since(self.started).as_secs(),
+        ));
         self.responder.sync_protected();
         if let Request::Unban { net } = request {
             return self.unban(net, log);
