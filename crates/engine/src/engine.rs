@@ -282,11 +282,6 @@ impl Engine {
         self.sources.len()
     }
 
-    /// Replace the ignore list (e.g. after the file was re-read).
-    pub fn set_ignore(&mut self, ignore: IgnoreSet) {
-        self.ignore = ignore;
-    }
-
     /// Replace the protected set: networks never acted on although the admin did not
     /// list them (the daemon's own addresses, gateways, resolvers). It may hold the
     /// ignore list too; a source on the ignore list is still reported as such.
