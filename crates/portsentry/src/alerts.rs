@@ -105,7 +105,7 @@ pub fn kernel_ban(ip: IpAddr, place: &str, length: Option<Duration>, offences: u
 }
 
 /// The tail of a ban's line: the command that lifts it.
-pub fn lift_hint(ip: IpAddr) -> String {
+fn lift_hint(ip: IpAddr) -> String {
     format!("(lift it with: portsentry unban {ip})")
 }
 
