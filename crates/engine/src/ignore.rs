@@ -167,7 +167,7 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
 /// Clears host bits and folds IPv4-mapped IPv6 networks (/96 and longer) into IPv4.
 /// Host bits cleared; an IPv4-mapped IPv6 network of /96 or longer becomes IPv4, so both
 /// spellings of an address match each other (shared with the ban book).
-pub(crate) fn canonical_net(net: IpNet) -> IpNet {
+pub fn canonical_net(net: IpNet) -> IpNet {
     match net {
         IpNet::V6(n) if n.prefix_len() >= 96 => match n.addr().to_ipv4_mapped() {
             Some(a) => Ipv4Net::new(a, n.prefix_len() - 96)

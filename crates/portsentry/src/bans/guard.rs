@@ -39,16 +39,10 @@ pub enum Refusal {
     Protected { net: IpNet, protected: IpNet },
 }
 
-/// `net` in the book's form: host bits cleared, IPv4-mapped IPv6 as IPv4.
+/// `net` in the book's form: host bits cleared, IPv4-mapped IPv6 as IPv4 (the engine's
+/// own rule, shared with the ignore set and the ban book).
 pub fn canonical(net: IpNet) -> IpNet {
-    let net = net.trunc();
-    if let IpNet::V6(n) = net
-        && n.prefix_len() >= 96
-        && let Some(v4) = n.addr().to_ipv4_mapped()
-    {
-        return IpNet::V4(Ipv4Net::new(v4, n.prefix_len() - 96).expect("96..=128 - 96"));
-    }
-    net
+    portsentry_engine::ignore::canonical_net(net)
 }
 
 /// Check `net` (canonical) against the three rules. `Ok(Some(p))`: allowed only because
