@@ -13,9 +13,9 @@
 //!    ignore list), nor a network overlapping it; `force` overrides this rule, and only
 //!    this one.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::IpNet;
 use portsentry_engine::ignore::IgnoreSet;
 
 use crate::defaults::{MIN_BAN_PREFIX_V4, MIN_BAN_PREFIX_V6};
@@ -56,7 +56,7 @@ pub fn check(net: IpNet, protected: &IgnoreSet, force: bool) -> Result<Option<Ip
     if net.prefix_len() < min {
         return Err(Refusal::TooWide { net });
     }
-    if let Some(&(range, what)) = special_ranges().iter().find(|(r, _)| overlaps(*r, net)) {
+    if let Some(&(range, what)) = SPECIAL_RANGES.iter().find(|(r, _)| overlaps(*r, net)) {
         return Err(Refusal::Special { net, what, range });
     }
     match protected.iter().find(|p| overlaps(*p, net)) {
@@ -75,23 +75,26 @@ fn overlaps(a: IpNet, b: IpNet) -> bool {
     }
 }
 
-fn special_ranges() -> [(IpNet, &'static str); 9] {
-    let v4 = |a: [u8; 4], len| IpNet::V4(Ipv4Net::new(Ipv4Addr::from(a), len).expect("len"));
-    let v6 = |s: &str, len| {
-        let IpAddr::V6(a) = s.parse().expect("literal") else {
-            unreachable!("IPv6 literal")
-        };
-        IpNet::V6(Ipv6Net::new(a, len).expect("len"))
-    };
+/// Ranges no ban may touch, with their name for the refusal.
+const SPECIAL_RANGES: [(IpNet, &str); 9] = {
+    const fn v4(a: [u8; 4], len: u8) -> IpNet {
+        IpNet::new_assert(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])), len)
+    }
+    const fn v6(first: u16, last: u16, len: u8) -> IpNet {
+        IpNet::new_assert(
+            IpAddr::V6(Ipv6Addr::new(first, 0, 0, 0, 0, 0, 0, last)),
+            len,
+        )
+    }
     [
         (v4([0, 0, 0, 0], 8), "unspecified"),
         (v4([127, 0, 0, 0], 8), "loopback"),
         (v4([169, 254, 0, 0], 16), "link-local"),
         (v4([224, 0, 0, 0], 4), "multicast"),
         (v4([255, 255, 255, 255], 32), "broadcast"),
-        (v6("::", 128), "unspecified"),
-        (v6("::1", 128), "loopback"),
-        (v6("fe80::", 10), "link-local"),
-        (v6("ff00::", 8), "multicast"),
+        (v6(0, 0, 128), "unspecified"),
+        (v6(0, 1, 128), "loopback"),
+        (v6(0xfe80, 0, 10), "link-local"),
+        (v6(0xff00, 0, 8), "multicast"),
     ]
-}
+};
