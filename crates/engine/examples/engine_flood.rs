@@ -39,7 +39,7 @@ fn main() {
                 kind: ProbeKind::Syn,
                 ip_options: false,
                 ttl: 64,
-                kernel_banned: false,
+                verdict: portsentry_engine::Verdict::Observed,
             };
             // One probe per microsecond of engine time.
             let now = Millis(u64::from(i) / 1000);

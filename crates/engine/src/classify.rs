@@ -303,7 +303,7 @@ impl Classifier {
             kind,
             ip_options,
             ttl,
-            kernel_banned: false,
+            verdict: crate::probe::Verdict::Observed,
         })
     }
 }
@@ -377,7 +377,7 @@ fn probe_from(seg: &Segment, kind: ProbeKind) -> Probe {
         kind,
         ip_options: seg.ip_options,
         ttl: seg.ttl,
-        kernel_banned: false,
+        verdict: crate::probe::Verdict::Observed,
     }
 }
 
@@ -550,7 +550,7 @@ mod tests {
                 kind: ProbeKind::Syn,
                 ip_options: true,
                 ttl: 47,
-                kernel_banned: false,
+                verdict: crate::probe::Verdict::Observed,
             }
         );
     }
@@ -830,7 +830,7 @@ mod tests {
                 kind: ProbeKind::AckWindow,
                 ip_options: false,
                 ttl: 0,
-                kernel_banned: false,
+                verdict: crate::probe::Verdict::Observed,
             }
         );
     }
@@ -860,7 +860,7 @@ mod tests {
                 kind: ProbeKind::Maimon,
                 ip_options: true,
                 ttl: 47,
-                kernel_banned: false,
+                verdict: crate::probe::Verdict::Observed,
             }
         );
         // The entry is used up: a second RST to the same triple is a plain ACK probe.
@@ -1024,7 +1024,7 @@ mod tests {
                 kind: ProbeKind::Maimon,
                 ip_options: false,
                 ttl: 58,
-                kernel_banned: false,
+                verdict: crate::probe::Verdict::Observed,
             }
         );
         // A v4 RST with the same ports does not pair with a v6 FIN+ACK.

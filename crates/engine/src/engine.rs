@@ -544,7 +544,7 @@ mod tests {
             kind,
             ip_options: false,
             ttl: 64,
-            kernel_banned: false,
+            verdict: crate::probe::Verdict::Observed,
         }
     }
 

@@ -11,5 +11,5 @@ pub mod probe;
 pub mod time;
 pub mod wire;
 
-pub use probe::{Probe, ProbeKind, Proto, TcpFlags};
+pub use probe::{Evidence, Probe, ProbeKind, Proto, TcpFlags, Verdict};
 pub use time::Millis;

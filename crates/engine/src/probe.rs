@@ -66,6 +66,10 @@ pub enum ProbeKind {
     Other(TcpFlags),
     /// A UDP datagram.
     Udp,
+    /// A completed TCP handshake on a trap port that accepts connections (classic
+    /// `-tcp` mode, or a `handshake_ports` trap): PortSentry 1.2's "Connect from host".
+    /// The only kind whose source address is proven: it answered our SYN+ACK.
+    Connect,
 }
 
 impl ProbeKind {
@@ -91,6 +95,7 @@ impl fmt::Display for ProbeKind {
             ProbeKind::AckWindow => f.write_str("TCP ACK/Window scan"),
             ProbeKind::Maimon => f.write_str("TCP Maimon (FIN/ACK) scan"),
             ProbeKind::Udp => f.write_str("UDP scan"),
+            ProbeKind::Connect => f.write_str("TCP Connect"),
             ProbeKind::Other(flags) => write!(
                 f,
                 "Unknown Type: TCP Packet Flags: SYN: {} FIN: {} ACK: {} PSH: {} URG: {} RST: {}",
@@ -103,6 +108,69 @@ impl fmt::Display for ProbeKind {
             ),
         }
     }
+}
+
+/// How strong the evidence against a source is: what every alert, history entry, ban
+/// and `portsentry list` row names, and what the ban policy is chosen by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Evidence {
+    /// One packet (SYN, FIN, NULL, XMAS, ACK/Window, Maimon, UDP): anyone can send it
+    /// with any source address, so a ban on it is provisional.
+    #[default]
+    Unverified,
+    /// The source completed a TCP handshake with us (a connect to a trap port that
+    /// accepts connections): it cannot be forged blind.
+    Verified,
+    /// The administrator's own `portsentry ban`.
+    Manual,
+}
+
+impl Evidence {
+    /// The word used in logs, files and `portsentry list`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Evidence::Unverified => "unverified",
+            Evidence::Verified => "verified",
+            Evidence::Manual => "manual",
+        }
+    }
+
+    /// Reads [`as_str`](Self::as_str)'s words back.
+    pub fn from_word(word: &str) -> Option<Evidence> {
+        match word {
+            "unverified" => Some(Evidence::Unverified),
+            "verified" => Some(Evidence::Verified),
+            "manual" => Some(Evidence::Manual),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Evidence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the probe source already knows about this packet, before the engine sees it.
+/// Set by the source (from the NFLOG prefix of the kernel rule that logged it, or the
+/// packet path's own checks), never by the engine, which passes it on untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Verdict {
+    /// Nothing: the kernel only logged the packet (or there is no kernel fast path).
+    #[default]
+    Observed,
+    /// The kernel's trap rule put the source into a ban set on this packet.
+    KernelBanned,
+    /// The source recently completed a real connection with this host (a known peer):
+    /// the trap dropped the probe and banned nobody; unverified evidence from it is
+    /// possibly forged.
+    KnownPeer,
+    /// The kernel's budget of new bans per second was spent: the trap dropped the probe
+    /// and banned nobody (likely a forged flood).
+    OverBudget,
+    /// The ban set is full: the trap dropped the probe and could not ban.
+    SetFull,
 }
 
 /// One classified probe: `src` touched local port `dport` on `dst`.
@@ -121,15 +189,28 @@ pub struct Probe {
     pub ip_options: bool,
     /// TTL (IPv4) or hop limit (IPv6) as received.
     pub ttl: u8,
-    /// Set by the probe source, never by the engine: the kernel's own trap rule already
-    /// put the source into a ban set on this packet (the nftables fast path). The engine
+    /// Set by the probe source, never by the engine (see [`Verdict`]). The engine
     /// passes it on untouched in [`Action::Respond`](crate::engine::Action::Respond), so
-    /// the response knows the kernel element exists without a side table.
-    pub kernel_banned: bool,
+    /// the response knows, for example, that the kernel element exists without a side
+    /// table.
+    pub verdict: Verdict,
 }
 
 impl Probe {
     pub fn proto(&self) -> Proto {
         self.kind.proto()
+    }
+
+    /// Whether the kernel's trap rule already banned the source on this packet.
+    pub fn kernel_banned(&self) -> bool {
+        self.verdict == Verdict::KernelBanned
+    }
+
+    /// How strong this probe is as evidence: only a completed handshake is verified.
+    pub fn evidence(&self) -> Evidence {
+        match self.kind {
+            ProbeKind::Connect => Evidence::Verified,
+            _ => Evidence::Unverified,
+        }
     }
 }

@@ -523,7 +523,7 @@ mod tests {
             kind,
             ip_options: false,
             ttl: 64,
-            kernel_banned: false,
+            verdict: portsentry_engine::Verdict::Observed,
         }
     }
 

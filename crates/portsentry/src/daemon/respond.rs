@@ -130,7 +130,7 @@ impl Responder {
         let reason = format!("{} to {} port {}", probe.kind, probe.proto(), probe.dport);
         match self
             .bans
-            .ban(clock::unix_now(), target, probe.kernel_banned, &reason)
+            .ban(clock::unix_now(), target, probe.kernel_banned(), &reason)
         {
             Ok(banned) => NativeBan {
                 outcome: Some(Outcome::Blocked {
@@ -557,7 +557,7 @@ pub(super) mod testing {
             kind: ProbeKind::Syn,
             ip_options: false,
             ttl: 64,
-            kernel_banned: false,
+            verdict: portsentry_engine::Verdict::Observed,
         }
     }
 

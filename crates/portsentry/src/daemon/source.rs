@@ -4,7 +4,7 @@
 //!
 //! - [`NflogSource`]: our nftables trap rules already matched the port, excluded ports
 //!   with a local socket, and (on the fast path) banned the source on this packet; the
-//!   NFLOG prefix says which, and it travels with the probe (`Probe::kernel_banned`).
+//!   NFLOG prefix says which, and it travels with the probe (`Probe::verdict`).
 //! - [`PacketSource`]: AF_PACKET with a BPF filter, the engine's classifier (ACK and
 //!   Maimon probes recognised by our RST answer), the mode's watch list and a live
 //!   sock_diag check of ports in use.
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use portsentry_engine::classify::{self, Classifier};
 use portsentry_engine::wire::{self, ParseStats};
-use portsentry_engine::{Millis, Probe};
+use portsentry_engine::{Millis, Probe, Verdict};
 use portsentry_kernel::nflog::NflogReader;
 use portsentry_kernel::nft;
 use portsentry_kernel::packet::PacketSensor;
@@ -89,7 +89,9 @@ impl ProbeSource for NflogSource {
             if settings.mode(probe.proto()).is_none() {
                 return;
             }
-            probe.kernel_banned = packet.prefix == nft::PREFIX_BANNED;
+            if packet.prefix == nft::PREFIX_BANNED {
+                probe.verdict = Verdict::KernelBanned;
+            }
             out.push(probe);
         })?;
         Ok(())
