@@ -352,6 +352,20 @@ pub fn failure(error: &dyn fmt::Display) -> String {
     format!("adminalert: ERROR: {error:#}")
 }
 
+/// The configuration was refused at start (also printed on the terminal): one syslog
+/// line, every problem of it joined with "; ".
+pub fn config_failure(problems: &str) -> String {
+    let joined: Vec<&str> = problems
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    format!(
+        "adminalert: ERROR: configuration error, not starting: {}",
+        joined.join("; ")
+    )
+}
+
 /// A problem that does not stop the daemon; `problem` says it all.
 pub fn warning(problem: &dyn fmt::Display) -> String {
     format!("adminalert: WARNING: {problem:#}")

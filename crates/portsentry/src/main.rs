@@ -67,6 +67,13 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("portsentry: configuration error: {e:#}");
+            // An init script's start shows only its own line; the reason must also be
+            // in syslog, where the admin looks next (not for --check-config, which is
+            // asked at the terminal).
+            if !cli.check_config && !cli.no_syslog {
+                Logger::new(Some(cli.syslog_socket.as_path()), false)
+                    .log(&alerts::config_failure(&format!("{e:#}")));
+            }
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -89,13 +96,11 @@ fn main() -> ExitCode {
     // A reload re-executes the binary (same PID, same stdio): it must not detach again.
     let reexec = std::env::var_os(daemon::REEXEC_ENV).is_some();
     if !cli.foreground && !reexec {
-        // Detach before any thread exists: fork() keeps only the calling thread.
-        // SAFETY: no threads have been started yet.
-        if unsafe { libc::daemon(0, 0) } != 0 {
-            eprintln!(
-                "portsentry: cannot detach: {}",
-                std::io::Error::last_os_error()
-            );
+        // Detach before any thread exists: fork() keeps only the calling thread. The
+        // starting process waits until the traps are armed (or the start failed) and
+        // exits with that outcome, so init scripts report a failed start.
+        if let Err(e) = portsentry::detach::detach() {
+            eprintln!("portsentry: cannot detach: {e}");
             return ExitCode::from(EXIT_RUNTIME);
         }
     }
@@ -111,9 +116,9 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             log.log(&alerts::failure(&e));
-            if !cli.foreground {
-                eprintln!("portsentry: {e:#}");
-            }
+            // Before readiness this reaches the starting process's terminal; after it,
+            // the pipe is gone and this does nothing.
+            portsentry::detach::failed(EXIT_RUNTIME, &format!("{e:#}"));
             ExitCode::from(EXIT_RUNTIME)
         }
     }
