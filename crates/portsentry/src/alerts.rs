@@ -352,6 +352,39 @@ pub fn failure(error: &dyn fmt::Display) -> String {
     format!("adminalert: ERROR: {error:#}")
 }
 
+/// What 2.x's -L and -S do not change here, and why (one line each when given).
+pub fn flags_2x_notes(
+    interfaces: &[String],
+    disable_local_check: bool,
+    disable_service_check: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let named: Vec<&str> = interfaces
+        .iter()
+        .map(String::as_str)
+        .filter(|i| !["ALL", "ALL_NLO", "any"].contains(i))
+        .collect();
+    if !named.is_empty() {
+        out.push(format!(
+            "adminalert: WARNING: -i {} accepted, but this version watches every interface but loopback",
+            named.join(" -i ")
+        ));
+    }
+    if disable_local_check {
+        out.push(
+            "adminalert: WARNING: -L (--disable-local-check) accepted, but this host's own addresses stay protected: a ban on them would cut the host off"
+                .to_string(),
+        );
+    }
+    if disable_service_check {
+        out.push(
+            "adminalert: WARNING: -S (--disable-service-check) accepted, but a port where a service listens is never a trap: it would ban the service's clients"
+                .to_string(),
+        );
+    }
+    out
+}
+
 /// The configuration was refused at start (also printed on the terminal): one syslog
 /// line, every problem of it joined with "; ".
 pub fn config_failure(problems: &str) -> String {

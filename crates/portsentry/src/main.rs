@@ -95,7 +95,9 @@ fn main() -> ExitCode {
     }
     // A reload re-executes the binary (same PID, same stdio): it must not detach again.
     let reexec = std::env::var_os(daemon::REEXEC_ENV).is_some();
-    if !cli.foreground && !reexec {
+    // PortSentry 2.x stays in the foreground unless -D is given.
+    let foreground = cli.foreground || (cli.is_2x() && !cli.daemon);
+    if !foreground && !reexec {
         // Detach before any thread exists: fork() keeps only the calling thread. The
         // starting process waits until the traps are armed (or the start failed) and
         // exits with that outcome, so init scripts report a failed start.
@@ -105,7 +107,25 @@ fn main() -> ExitCode {
         }
     }
     let syslog = (!cli.no_syslog).then_some(cli.syslog_socket.as_path());
-    let log = Arc::new(Logger::new(syslog, cli.foreground));
+    let log = Arc::new(match (cli.is_2x(), cli.logoutput.as_deref()) {
+        // 2.x: stdout by default; -D forces syslog, as in 2.x.
+        (true, Some("syslog")) => Logger::new(syslog, false),
+        (true, _) if cli.daemon => Logger::new(syslog, false),
+        (true, _) => Logger::stdout(None),
+        (false, _) => Logger::new(syslog, foreground),
+    });
+    for line in alerts::flags_2x_notes(
+        &cli.interfaces,
+        cli.disable_local_check,
+        cli.disable_service_check,
+    ) {
+        log.log(&line);
+    }
+    if cli.debug || cli.verbose {
+        for line in settings.describe() {
+            log.log(&format!("adminalert: {line}"));
+        }
+    }
     let validate = || settings::from_cli(&cli).map(|_| ());
     match daemon::run(settings, Arc::clone(&log), &flags, &validate) {
         Ok(daemon::Stop::Shutdown) => ExitCode::SUCCESS,
