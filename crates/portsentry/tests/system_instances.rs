@@ -49,10 +49,7 @@ fn issue_8_a_tcp_and_a_udp_daemon_share_the_host() {
     let tcp = Daemon::ready(&def.ns, &conf, &["-stcp"]);
     let mut udp = Daemon::ready(&def.ns, &conf, &["-sudp"]);
     let alive = udp.is_running();
-    udp.check(
-        alive,
-        "the UDP daemon did not stay up beside the TCP one",
-    );
+    udp.check(alive, "the UDP daemon did not stay up beside the TCP one");
     let tables = def.ns.exec_ok(&["nft", "list", "tables"], REACT).stdout;
     assert!(
         tables.contains("table inet portsentry\n") && tables.contains("table inet portsentry_udp"),
