@@ -46,7 +46,7 @@ pub fn fail2ban_regex(root: &Path, log: &Path, filter: &Path) -> (u64, u64, Stri
         summary
             .split(',')
             .find(|p| p.trim().ends_with(word))
-            .and_then(|p| p.trim().split_whitespace().next())
+            .and_then(|p| p.split_whitespace().next())
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no '{word}' in {summary}"))
     };
