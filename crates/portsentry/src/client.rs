@@ -136,7 +136,7 @@ pub fn ban(
         if permanent {
             "permanent".to_string()
         } else {
-            time.unwrap_or(settings.ban_policy.ban_time)
+            time.unwrap_or(settings.ban_policies.manual.ban_time)
                 .as_secs()
                 .max(1)
                 .to_string()
