@@ -670,7 +670,13 @@ mod tests {
         let a = ip("198.18.0.2");
         let mut now = T0;
         for (n, hours) in [(1, 1), (2, 2), (3, 4)] {
-            let b = book.offend(&p, a, now, Evidence::Verified, "TCP SYN/Normal scan to TCP port 23");
+            let b = book.offend(
+                &p,
+                a,
+                now,
+                Evidence::Verified,
+                "TCP SYN/Normal scan to TCP port 23",
+            );
             assert_eq!(b.offences, n);
             assert_eq!(b.expires_at, Some(now + hours * H));
             assert!(book.is_banned(a, now));
@@ -684,7 +690,14 @@ mod tests {
         let p = BanPolicy::default();
         let mut book = BanBook::new(16);
         let a = ip("198.18.0.2");
-        book.ban(&p, net("198.18.0.2/32"), T0, None, Evidence::Manual, "manual");
+        book.ban(
+            &p,
+            net("198.18.0.2/32"),
+            T0,
+            None,
+            Evidence::Manual,
+            "manual",
+        );
         let b = book.offend(&p, a, T0 + 10, Evidence::Verified, "scan");
         assert_eq!(b.expires_at, None);
         assert_eq!(b.banned_at, T0);
@@ -745,7 +758,13 @@ mod tests {
         );
         let mut book = BanBook::new(16);
         book.offend(&p, ip("2001:db8:1:2::1"), T0, Evidence::Verified, "scan");
-        let b = book.offend(&p, ip("2001:db8:1:2:ffff::9"), T0 + 1, Evidence::Verified, "scan");
+        let b = book.offend(
+            &p,
+            ip("2001:db8:1:2:ffff::9"),
+            T0 + 1,
+            Evidence::Verified,
+            "scan",
+        );
         assert_eq!(b.offences, 2);
         assert!(book.is_banned(ip("2001:db8:1:2::abcd"), T0 + 1));
         assert!(!book.is_banned(ip("2001:db8:1:3::1"), T0 + 1));
@@ -795,7 +814,13 @@ mod tests {
         assert_eq!(book.next_expiry(), Some(T0 + 10 + H));
         // History kept: the next offence is the second.
         assert_eq!(book.len(), 2);
-        let b = book.offend(&p, ip("198.18.0.2"), T0 + 2 * H, Evidence::Verified, "again");
+        let b = book.offend(
+            &p,
+            ip("198.18.0.2"),
+            T0 + 2 * H,
+            Evidence::Verified,
+            "again",
+        );
         assert_eq!(b.offences, 2);
         assert_eq!(b.banned_at, T0 + 2 * H);
     }
@@ -816,7 +841,11 @@ mod tests {
         assert_eq!(book.unban(net("198.18.0.0/24"), T0 + 6), None);
         assert!(book.take_expired(T0 + 2 * H).is_empty());
         assert_eq!(book.len(), 1);
-        assert_eq!(book.offend(&p, ip("198.18.0.1"), T0 + 7, Evidence::Verified, "x").offences, 2);
+        assert_eq!(
+            book.offend(&p, ip("198.18.0.1"), T0 + 7, Evidence::Verified, "x")
+                .offences,
+            2
+        );
     }
 
     #[test]
@@ -836,7 +865,14 @@ mod tests {
         assert!(book.is_banned(ip("203.0.113.1"), T0 + 59));
         assert!(!book.is_banned(ip("203.0.113.1"), T0 + 60));
         // The admin may shorten a ban in force.
-        book.ban(&p, net("198.18.0.1/32"), T0, None, Evidence::Manual, "admin");
+        book.ban(
+            &p,
+            net("198.18.0.1/32"),
+            T0,
+            None,
+            Evidence::Manual,
+            "admin",
+        );
         let b = book.ban(
             &p,
             net("::ffff:198.18.0.1/128"),
@@ -931,7 +967,14 @@ mod tests {
         };
         let mut book = BanBook::new(16);
         book.offend(&p, ip("2001:db8:5::1"), T0, Evidence::Verified, "scan");
-        book.ban(&p, net("198.18.0.2/32"), T0, None, Evidence::Manual, "admin");
+        book.ban(
+            &p,
+            net("198.18.0.2/32"),
+            T0,
+            None,
+            Evidence::Manual,
+            "admin",
+        );
         book.offend(&p, ip("198.18.0.3"), T0, Evidence::Verified, "scan");
         book.unban(net("198.18.0.3/32"), T0 + 1);
         book.offend(&p, ip("198.18.0.4"), T0, Evidence::Verified, "scan");
@@ -955,7 +998,12 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert!(out.contains(&net("198.18.0.4/32")));
         assert!(out.contains(&net("2001:db8:5::/64")));
-        assert_eq!(again.offend(&p, ip("198.18.0.3"), now, Evidence::Verified, "x").offences, 2);
+        assert_eq!(
+            again
+                .offend(&p, ip("198.18.0.3"), now, Evidence::Verified, "x")
+                .offences,
+            2
+        );
     }
 }
 
@@ -1002,7 +1050,10 @@ mod evidence_tests {
         let again = book.offend(&p, a, T0 + 1200, Evidence::Unverified, "decoy scan");
         assert_eq!(again.offences, 1, "within the gap: not counted");
         assert_eq!(again.expires_at, Some(T0 + 1200 + 600), "same length again");
-        assert_eq!(again.last_offence, T0, "the counted offence stays the reference");
+        assert_eq!(
+            again.last_offence, T0,
+            "the counted offence stays the reference"
+        );
         assert_eq!(again.evidence, Evidence::Unverified);
         // Once an hour past the counted offence, it counts.
         let later = book.offend(&p, a, T0 + H, Evidence::Unverified, "scan");
@@ -1012,7 +1063,11 @@ mod evidence_tests {
         let full = BanPolicy::default();
         let b = ip("198.18.0.10");
         book.offend(&full, b, T0, Evidence::Verified, "connect");
-        assert_eq!(book.offend(&full, b, T0 + 1, Evidence::Verified, "c").offences, 2);
+        assert_eq!(
+            book.offend(&full, b, T0 + 1, Evidence::Verified, "c")
+                .offences,
+            2
+        );
     }
 
     #[test]
@@ -1069,7 +1124,10 @@ mod evidence_tests {
         }
         now += 2 * H;
         // The full policy would now ban for its 7-day cap; a single packet gets a day.
-        assert_eq!(policies.verified.duration_for(9), Some(Duration::from_secs(168 * H)));
+        assert_eq!(
+            policies.verified.duration_for(9),
+            Some(Duration::from_secs(168 * H))
+        );
         let b = book.offend(&policies.unverified, a, now, Evidence::Unverified, "s");
         assert_eq!(b.offences, 9);
         assert_eq!(b.expires_at, Some(now + 24 * H));

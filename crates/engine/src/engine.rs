@@ -1089,10 +1089,7 @@ mod tests {
             next,
             with_verdict(probe(v4(8), 53, ProbeKind::Udp), Verdict::KnownPeer),
         );
-        assert!(matches!(
-            drain(&mut e)[..],
-            [Action::PossiblyForged { .. }]
-        ));
+        assert!(matches!(drain(&mut e)[..], [Action::PossiblyForged { .. }]));
     }
 
     /// A completed handshake is verified whoever it comes from: a known peer that

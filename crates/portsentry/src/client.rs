@@ -18,7 +18,8 @@ use crate::store;
 use portsentry_kernel::backend::{self, BanBackend, NftablesBackend};
 use portsentry_kernel::nft::Nft;
 
-/// `portsentry list`: one line per ban in force.
+/// `portsentry list`: one line per ban in force, with the class of its evidence
+/// (unverified, verified, manual; see [`Evidence`](portsentry_engine::Evidence)).
 pub fn list(settings: &NativeSettings) -> Result<()> {
     let now = unix_now();
     let book = load_book(&settings.state_file, now)?;
@@ -34,8 +35,8 @@ pub fn list(settings: &NativeSettings) -> Result<()> {
             }
         };
     println!(
-        "{:<40} {:>12} {:>8} {:<7} reason",
-        "address", "expires in", "offence", "kernel"
+        "{:<40} {:>12} {:>8} {:<10} {:<7} reason",
+        "address", "expires in", "offence", "evidence", "kernel"
     );
     let mut listed = std::collections::HashSet::new();
     for ban in book.active(now) {
@@ -45,20 +46,23 @@ pub fn list(settings: &NativeSettings) -> Result<()> {
         let in_kernel = kernel.contains_key(&ban.key);
         listed.insert(ban.key);
         println!(
-            "{:<40} {:>12} {:>8} {:<7} {}",
+            "{:<40} {:>12} {:>8} {:<10} {:<7} {}",
             ban.key.to_string(),
             describe(left),
             ban.offences,
+            ban.evidence.as_str(),
             if in_kernel { "yes" } else { "no" },
             ban.reason
         );
     }
     for (key, expires) in kernel.iter().filter(|(k, _)| !listed.contains(*k)) {
+        // Only the trap rule adds elements on its own, on a single packet.
         println!(
-            "{:<40} {:>12} {:>8} {:<7} in the kernel set only (added since the last save)",
+            "{:<40} {:>12} {:>8} {:<10} {:<7} in the kernel set only (added since the last save)",
             key.to_string(),
             describe(*expires),
             "-",
+            portsentry_engine::Evidence::Unverified.as_str(),
             "yes"
         );
     }

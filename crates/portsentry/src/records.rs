@@ -323,7 +323,8 @@ mod tests {
     fn issue7_fail2ban_regexes_match_the_lines_with_the_class() {
         // fail2ban's <HOST> for an address (simplified from its `<ADDR>`).
         let host = r"(?P<host>[0-9a-fA-F.:]+)";
-        let debian = regex::Regex::new(&format!(r"/{host} Port\: [0-9]+ (TCP|UDP) Blocked$")).unwrap();
+        let debian =
+            regex::Regex::new(&format!(r"/{host} Port\: [0-9]+ (TCP|UDP) Blocked$")).unwrap();
         let anchored = regex::Regex::new(&format!(r"Host: [^/ ]*/{host} ")).unwrap();
         let ignore = regex::Regex::new(r"\[unverified\]").unwrap();
         let tz = FixedOffset::east_opt(0).unwrap();

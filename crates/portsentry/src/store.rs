@@ -419,7 +419,13 @@ mod tests {
             Evidence::Unverified,
             "TCP SYN/Normal scan to TCP port 23",
         );
-        book.offend(&p, ip("2001:db8:1::5"), T0, Evidence::Unverified, "UDP scan to UDP port 161");
+        book.offend(
+            &p,
+            ip("2001:db8:1::5"),
+            T0,
+            Evidence::Unverified,
+            "UDP scan to UDP port 161",
+        );
         book.ban(
             &p,
             "203.0.113.0/24".parse().unwrap(),
@@ -575,7 +581,14 @@ mod tests {
         let p = BanPolicy::default();
         let mut book = BanBook::new(10);
         book.offend(&p, ip("198.18.0.2"), T0, Evidence::Unverified, "scan");
-        book.ban(&p, "198.18.0.3/32".parse().unwrap(), T0, None, Evidence::Manual, "manual");
+        book.ban(
+            &p,
+            "198.18.0.3/32".parse().unwrap(),
+            T0,
+            None,
+            Evidence::Manual,
+            "manual",
+        );
         book.ban(
             &p,
             "198.18.0.4/32".parse().unwrap(),
@@ -600,7 +613,12 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].key, "198.18.0.2/32".parse::<IpNet>().unwrap());
         assert!(again.take_expired(now).is_empty());
-        assert_eq!(again.offend(&p, ip("198.18.0.2"), now, Evidence::Unverified, "x").offences, 2);
+        assert_eq!(
+            again
+                .offend(&p, ip("198.18.0.2"), now, Evidence::Unverified, "x")
+                .offences,
+            2
+        );
 
         // Saved again, the ended ban is plain history: neither active nor expired.
         save(&path, &again, now).unwrap();

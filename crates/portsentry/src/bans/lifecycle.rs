@@ -33,8 +33,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use portsentry_engine::bans::{Ban, BanBook, BanPolicies};
-use portsentry_engine::{Evidence, Millis};
 use portsentry_engine::ignore::IgnoreSet;
+use portsentry_engine::{Evidence, Millis};
 use portsentry_kernel::backend::{BackendError, BanBackend, Expiry, host_of};
 
 use super::budget::BanBudget;

@@ -477,7 +477,10 @@ mod tests {
         assert!(parse("[bans.manual]\ntime = 0\n").is_err());
         assert!(parse("[firewall]\nban_budget = -1\n").is_err());
         let s = parse("[firewall]\nban_budget = 5\nban_budget_burst = 20\n").unwrap();
-        assert_eq!((s.firewall.ban_budget, s.firewall.ban_budget_burst), (5, 20));
+        assert_eq!(
+            (s.firewall.ban_budget, s.firewall.ban_budget_burst),
+            (5, 20)
+        );
     }
 
     #[test]
