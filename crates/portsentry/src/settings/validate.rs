@@ -91,7 +91,7 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
     };
     let NativeSettings {
         firewall,
-        ban_policy,
+        ban_policies,
         protect,
         state_file,
         control_socket,
@@ -110,7 +110,7 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
         resolve_host: legacy.resolve_host,
         config_source,
         firewall,
-        ban_policy,
+        ban_policies,
         protect,
         state_file,
         control_socket,
@@ -137,7 +137,7 @@ pub fn native_settings(toml: &TomlSource) -> Result<NativeSettings> {
         }
     };
     Ok(NativeSettings {
-        ban_policy: t.bans.policy(),
+        ban_policies: t.bans.policies(),
         firewall: t.firewall,
         protect: t.protect,
         state_file: t.state.file,
