@@ -8,6 +8,7 @@
 //! function, turns it into the fully derived [`Settings`]. Every built-in value is in
 //! [`defaults`]. Nothing outside `settings` and `config` sees the raw TOML.
 
+pub mod instance;
 pub mod sources;
 pub mod validate;
 
@@ -100,6 +101,9 @@ pub struct Settings {
     pub toml_source: String,
     /// Lines to log at startup (warnings about the config, mode substitutions).
     pub notices: Vec<String>,
+    /// PortSentry 2.x's log lines (`Scan from: [...]`) and history format, for a 2.x
+    /// command line (its fail2ban filter matches only those).
+    pub log_2x: bool,
 }
 
 impl Settings {

@@ -82,6 +82,13 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
         );
     }
 
+    // Debian's init script runs `-tcp` and `-udp` as two processes: the UDP-only one
+    // takes names of its own (settings::instance).
+    let native = if tcp.is_none() && udp.is_some() {
+        super::instance::udp_instance(&native)
+    } else {
+        native
+    };
     let NativeSettings {
         firewall,
         ban_policies,
@@ -101,6 +108,7 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
         },
         history_file,
         resolve_host: legacy.resolve_host,
+        log_2x: sources.flags.style_2x,
         config_source,
         firewall,
         ban_policies,
