@@ -243,3 +243,84 @@ fn issue7_decoy_bans_are_unverified_and_never_escalated_within_the_gap() {
         );
     }
 }
+
+/// When the daemon, not the kernel, decides the bans (`fast_path = false`), new
+/// unverified bans are limited by `[firewall] ban_budget`: one `nmap -D` scan in the
+/// name of 20 decoys (198.18.0.0/15 addresses that never scanned) bans the burst's
+/// worth of them, and every source is still alerted. The budget is 1 a second with a
+/// burst of 3 here; nmap sends the decoys' probes back to back, and a source refused
+/// is not tried again within the engine's 30 s back-off, so about 3 are banned.
+#[test]
+fn issue7_daemon_decided_unverified_bans_stay_within_the_budget() {
+    let test = "issue7_daemon_decided_unverified_bans_stay_within_the_budget";
+    if !evidence_test_or_skip(test) {
+        return;
+    }
+    let lab = Lab::builder().peer("attacker").build();
+    let (def, atk) = (&lab.defender, lab.peer("attacker"));
+    let conf = kernel::kernel_conf()
+        .toml("[firewall]\nfast_path = false\nban_budget = 1\nban_budget_burst = 3\n");
+    let mut d = Daemon::start(&def.ns, &conf, MODES);
+    d.wait_ready();
+    let target = def.addr(false);
+    let mut sources: Vec<IpAddr> = (150..170u8).map(|h| lab.v4(h).into()).collect();
+    let list: Vec<String> = sources.iter().map(IpAddr::to_string).collect();
+    let list = format!("{},ME", list.join(","));
+    sources.push(atk.addr(false));
+
+    let out = nmap(atk, &["-sS", "-D", &list, "-p", "23"], target);
+    // `wait_for` holds the line buffer while its predicate runs: search what it hands in.
+    let alerted = |lines: &[String], ip: IpAddr| {
+        let prefix = alert_prefix(SYN, ip, "TCP");
+        lines.iter().any(|l| l.contains(&prefix))
+    };
+    let all_alerted = d.wait_for(REACT, |lines| sources.iter().all(|ip| alerted(lines, *ip)));
+    let lines = d.lines();
+    d.check(
+        all_alerted,
+        format!(
+            "not every source was alerted: {:?}\nnmap:\n{out}",
+            sources
+                .iter()
+                .filter(|ip| !alerted(&lines, **ip))
+                .collect::<Vec<_>>()
+        ),
+    );
+    // Let the reporter finish the batch before counting.
+    std::thread::sleep(Duration::from_secs(2));
+    let banned: Vec<IpAddr> = sources
+        .iter()
+        .copied()
+        .filter(|ip| {
+            d.has_line(&format!(
+                "attackalert: Host {ip} has been banned in the kernel"
+            ))
+        })
+        .collect();
+    let in_set = kernel::set_elems(&def.ns, "banned4").unwrap_or_default();
+    eprintln!(
+        "{test}: {} of {} sources banned: {banned:?}; banned4 holds {}",
+        banned.len(),
+        sources.len(),
+        in_set.len()
+    );
+    d.check(
+        (3..=5).contains(&banned.len()),
+        format!(
+            "{} sources banned, expected the burst of 3 (at most 5): {banned:?}",
+            banned.len()
+        ),
+    );
+    d.check(
+        in_set.len() == banned.len(),
+        format!("banned4 holds {in_set:?}, the ban lines name {banned:?}"),
+    );
+    // Not banned: no "Blocked" record, no KILL_* (none configured here), no element.
+    let history = Conf::read(&conf.history_path());
+    for ip in sources.iter().filter(|ip| !banned.contains(ip)) {
+        d.check(
+            !history.contains(&format!(" Host: {ip}/{ip} ")),
+            format!("{ip} was not banned but has a history line"),
+        );
+    }
+}
