@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod bpf;
+pub mod listen;
 mod netlink;
 pub mod nflog;
 pub mod nft;

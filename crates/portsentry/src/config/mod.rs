@@ -26,7 +26,7 @@ pub use debian::{DebianDefaults, ModeKind, parse_debian_defaults};
 pub use legacy::{BlockMode, LegacyConfig, WRAPPER_HOSTS_DENY, legacy_keys, parse_legacy};
 pub use toml_file::{
     Backend, BanSettings, ControlSettings, DEFAULT_SETTINGS_FILE, FirewallSettings,
-    ProtectSettings, StateSettings, TomlSettings, parse_toml_settings,
+    ListenSettings, ProtectSettings, StateSettings, TomlSettings, parse_toml_settings,
 };
 
 /// One error or warning about a configuration file, tied to a line.

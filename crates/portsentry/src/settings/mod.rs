@@ -25,7 +25,8 @@ use portsentry_engine::ports::Watch;
 
 use crate::cli::Cli;
 use crate::config::BlockMode;
-pub use crate::config::{Backend, FirewallSettings, ModeKind, ProtectSettings};
+pub use crate::config::{Backend, FirewallSettings, ListenSettings, ModeKind, ProtectSettings};
+use portsentry_engine::ports::PortSet;
 pub use sources::Sources;
 pub use validate::validate;
 
@@ -42,17 +43,50 @@ pub struct ResponsePlan {
     pub hosts_deny_file: PathBuf,
 }
 
+impl ResponsePlan {
+    /// Whether the mode is a classic one (`tcp`, `udp`: bound sockets), whose lines
+    /// keep 1.2's classic wording.
+    pub fn classic(&self) -> bool {
+        matches!(self.mode.as_str(), "tcp" | "udp")
+    }
+}
+
 /// One protocol's detection mode.
 #[derive(Debug, Clone)]
 pub struct ModeSettings {
-    /// 1.2 name of the mode that runs: "stcp", "atcp", "sudp", "audp" (the classic
-    /// modes run as the stealth ones).
+    /// 1.2 name of the mode: "tcp", "stcp", "atcp", "udp", "sudp", "audp".
     pub name: &'static str,
+    /// Classic (bound sockets: a connect or a datagram is a hit), stealth or advanced.
+    pub kind: ModeKind,
     pub proto: Proto,
     pub watch: Watch,
     pub plan: ResponsePlan,
     /// Blocked-file path for this mode (BLOCKED_FILE + "." + mode).
     pub blocked_file: PathBuf,
+}
+
+/// What the listener probe source binds: the classic modes' ports and the handshake
+/// trap ports, and what it answers.
+#[derive(Debug, Clone, Default)]
+pub struct ListenPlan {
+    /// TCP ports to listen and accept on: TCP_PORTS in `-tcp`, plus `[listen]
+    /// handshake_ports` whenever a TCP mode runs.
+    pub tcp: PortSet,
+    /// UDP ports to bind: UDP_PORTS in `-udp`.
+    pub udp: PortSet,
+    /// The ports of `tcp` that are handshake traps (of a stealth or advanced mode).
+    pub handshake: PortSet,
+    /// PORT_BANNER (at most `defaults::PORT_BANNER_MAX_BYTES`), written to every
+    /// accepted connection before it is closed.
+    pub banner: Option<String>,
+    /// `[listen] udp_banner`: PORT_BANNER also answers datagrams of `-udp`.
+    pub udp_banner: bool,
+}
+
+impl ListenPlan {
+    pub fn is_empty(&self) -> bool {
+        self.tcp.is_empty() && self.udp.is_empty()
+    }
 }
 
 /// What portsentry.toml decides, derived: the part of the settings the client commands
@@ -70,6 +104,8 @@ pub struct NativeSettings {
     pub state_file: PathBuf,
     /// `[control] socket`.
     pub control_socket: PathBuf,
+    /// `[listen]`: handshake trap ports, UDP banner opt-in.
+    pub listen: ListenSettings,
     /// Where these came from: the file, or "built-in defaults".
     pub source: String,
 }
@@ -99,14 +135,15 @@ pub struct Settings {
     pub toml_source: String,
     /// Lines to log at startup (warnings about the config, mode substitutions).
     pub notices: Vec<String>,
+    /// Sockets the daemon binds: classic modes and handshake traps.
+    pub listen: ListenPlan,
 }
 
 impl Settings {
-    /// Highest port any mode watches, for the kernel filter.
+    /// Highest port any mode watches through packets (not the classic modes, whose
+    /// sockets see their own hits), for the kernel filter.
     pub fn max_watched_port(&self) -> u16 {
-        [&self.tcp, &self.udp]
-            .into_iter()
-            .flatten()
+        self.packet_modes()
             .map(|m| m.watch.max_port())
             .max()
             .unwrap_or(0)
@@ -168,6 +205,15 @@ impl Settings {
             self.state_file.display()
         ));
         lines
+    }
+
+    /// The modes that read probes from packets (NFLOG or the packet socket): all but
+    /// the classic ones.
+    pub fn packet_modes(&self) -> impl Iterator<Item = &ModeSettings> {
+        [&self.tcp, &self.udp]
+            .into_iter()
+            .flatten()
+            .filter(|m| m.kind != ModeKind::Classic)
     }
 
     pub fn mode(&self, proto: Proto) -> Option<&ModeSettings> {
