@@ -1,0 +1,382 @@
+//! Acceptance tests for issue 8 item 3 (the classic `-tcp`/`-udp` modes as PortSentry
+//! 1.2 runs them) and issue 7 item 1 (handshake trap ports: verified evidence): the
+//! daemon binds real sockets in a defender namespace, and real nmap, nc and sockets in
+//! attacker namespaces connect to them.
+//!
+//! What a user would check: nmap sees the trap ports open, the alert has 1.2's
+//! `Connect from host:` wording, the attacker is banned (kernel set, KILL_* lines,
+//! history and blocked files, an open service no longer reachable), nc receives
+//! PORT_BANNER, a port another program holds is skipped with a warning, and a UDP
+//! datagram gets a banner only with `[listen] udp_banner = true`.
+//!
+//! Every test builds its own lab (namespaces, 198.18.0.0/15 addresses, no default
+//! route) and its own daemon.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use common::checks::{self, BlockExpect, QUIET, REACT, alert_prefix, nmap};
+use common::kernel;
+use common::lab::Host;
+use common::{Conf, Daemon, Netns, OPEN, TcpServer, UdpServer, can_connect};
+
+/// The classic TCP mode's trap ports in these tests: a range (1.2 had none) and a
+/// single port.
+const TCP_RANGE: &str = "2000-2009,31337";
+/// Inside TCP_RANGE, held by another program in the defender.
+const TCP_TAKEN: u16 = 2005;
+const UDP_RANGE: &str = "5000-5004,31335";
+const UDP_TAKEN: u16 = 5003;
+const BANNER: &str = "** pst go away **";
+
+fn nft(conf: Conf) -> Conf {
+    conf.toml("[firewall]\nbackend = \"nftables\"")
+}
+
+/// The ports nmap's normal output reports in `state` ("2000/tcp open  cisco-sccp").
+fn nmap_ports(out: &str, proto: &str, state: &str) -> Vec<u16> {
+    out.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let (port, st) = (words.next()?, words.next()?);
+            let port = port.strip_suffix(&format!("/{proto}"))?.parse().ok()?;
+            (st == state).then_some(port)
+        })
+        .collect()
+}
+
+/// What `nc` prints for a TCP connection to `addr:port` (it sends nothing; stdin is
+/// empty). Bounded by nc's own `-w 3` and the command's time limit.
+fn nc_tcp(from: &Host, addr: IpAddr, port: u16) -> String {
+    let (a, p) = (addr.to_string(), port.to_string());
+    from.ns
+        .exec(&["nc", "-w", "3", &a, &p], Duration::from_secs(10))
+        .stdout
+}
+
+/// Sends one datagram from `from` to `addr:port` with `nc -u`, and returns what came
+/// back within 2 s (nothing: an empty string).
+fn nc_udp(from: &Host, addr: IpAddr, port: u16) -> String {
+    let script = format!("printf 'probe\\n' | nc -u -w 2 {addr} {port}");
+    from.ns
+        .exec(&["sh", "-c", &script], Duration::from_secs(10))
+        .stdout
+}
+
+/// The reply to one datagram sent from a socket of ours, within `wait`.
+fn udp_reply(ns: &Netns, addr: IpAddr, port: u16, wait: Duration) -> Option<Vec<u8>> {
+    ns.run_in(move || {
+        let s = UdpSocket::bind("0.0.0.0:0").ok()?;
+        s.set_read_timeout(Some(wait)).ok()?;
+        s.send_to(b"probe", SocketAddr::new(addr, port)).ok()?;
+        let mut buf = [0u8; 256];
+        let (n, _) = s.recv_from(&mut buf).ok()?;
+        Some(buf[..n].to_vec())
+    })
+}
+
+fn start(def: &Host, conf: &Conf, modes: &[&str]) -> Daemon {
+    Daemon::ready(&def.ns, conf, modes)
+}
+
+/// The nftables ban of `ip`: the kernel line and the element in the set.
+fn check_kernel_ban(d: &Daemon, def: &Host, ip: IpAddr) {
+    let line = format!("attackalert: Host {ip} has been banned in the kernel");
+    d.check(d.wait_for_line(&line, REACT), format!("no line {line:?}"));
+    d.check(
+        kernel::wait_banned(&def.ns, ip, REACT).is_some(),
+        format!(
+            "{ip} not in the kernel ban set:\n{}",
+            kernel::set_text(&def.ns, kernel::ban_set(ip.is_ipv6()))
+        ),
+    );
+}
+
+/// Issue 8: `-tcp` with a port range in a 1.2 config, on nftables. nc receives
+/// PORT_BANNER; the connect is alerted with 1.2's wording and banned (kernel and
+/// KILL_*); an ignored host's nmap -sT sees every trap port open; another attacker's
+/// nmap -sT sees trap ports open and is banned too; the port another program holds is
+/// skipped with a warning.
+#[test]
+fn issue_8_classic_tcp_listens_alerts_connect_bans_and_sends_the_banner_nft() {
+    let Some(lab) = common::lab_or_skip(
+        "issue_8_classic_tcp_listens_alerts_connect_bans_and_sends_the_banner_nft",
+        common::SCAN_TOOLS,
+        &["attacker", "scanner", "admin"],
+    ) else {
+        return;
+    };
+    let def = &lab.defender;
+    let (atk, scanner, admin) = (lab.peer("attacker"), lab.peer("scanner"), lab.peer("admin"));
+    let _taken = TcpServer::start(&def.ns, TCP_TAKEN);
+    let conf = nft(Conf::new())
+        .set("TCP_PORTS", TCP_RANGE)
+        .set("PORT_BANNER", BANNER)
+        .ignore(&admin.v4.to_string());
+    let mut d = start(def, &conf, &["-tcp"]);
+
+    // Start-up: 1.2's lines, the port in use skipped, no traps in the kernel.
+    for port in [2000, 2009, 31337] {
+        let line = format!("adminalert: Going into listen mode on TCP port: {port}");
+        d.check(d.has_line(&line), format!("no line {line:?}"));
+    }
+    let taken = format!(
+        "adminalert: ERROR: could not bind TCP socket: {TCP_TAKEN}. Attempting to continue (port {TCP_TAKEN} in use by another program: not watched)"
+    );
+    d.check(d.has_line(&taken), format!("no line {taken:?}"));
+    d.check(
+        !d.has_line("ports trapped in the kernel") && !d.has_line("runs as stealth"),
+        "-tcp ran as a stealth mode",
+    );
+    d.check(kernel::table_exists(&def.ns), "no nftables table for the bans");
+
+    // An ignored host sees every trap port open (and is not banned).
+    let out = nmap(admin, &["-sT", "-p", "2000-2009,31337"], def.addr(false));
+    let open = nmap_ports(&out.stdout, "tcp", "open");
+    let want: Vec<u16> = (2000..=2009).chain([31337]).collect();
+    d.check(
+        open == want,
+        format!("nmap -sT from an ignored host saw open {open:?}, want {want:?}:\n{out}"),
+    );
+    let ignored = format!(
+        "attackalert: Ignored host: {0}/{0} sent TCP Connect to TCP port: ",
+        admin.v4
+    );
+    d.check(d.wait_for_line(&ignored, REACT), format!("no line {ignored:?}"));
+    checks::assert_not_blocked(&d, &conf, def, admin, false, OPEN);
+
+    // nc gets the banner; its connect is alerted as 1.2 did and banned.
+    d.check(
+        can_connect(&atk.ns, def.addr(false), OPEN, Duration::from_secs(2)),
+        "before the connect the attacker must reach the open service",
+    );
+    let got = nc_tcp(atk, def.addr(false), 2001);
+    d.check(got == BANNER, format!("nc received {got:?}, want {BANNER:?}"));
+    let ip = atk.addr(false);
+    let exp = BlockExpect {
+        kind: "Connect",
+        proto: "TCP",
+        mode: "tcp",
+        ports: &[2001],
+    };
+    checks::assert_blocked(&d, &conf, def, atk, false, OPEN, &exp);
+    check_kernel_ban(&d, def, ip);
+    let connect = format!("attackalert: Connect from host: {ip}/{ip} to TCP port: 2001");
+    d.check(d.has_line(&connect), format!("no line {connect:?}"));
+    d.check(
+        !d.has_line(&alert_prefix("TCP SYN/Normal scan", ip, "TCP")),
+        "a connect was logged as a SYN scan",
+    );
+
+    // A full connect scan: nmap sees trap ports open before the ban lands, then
+    // nothing; the scanner is banned.
+    let sip = scanner.addr(false);
+    let out = nmap(scanner, &["-sT", "-p", "2000-2004,2006-2009"], def.addr(false));
+    let open = nmap_ports(&out.stdout, "tcp", "open");
+    d.check(
+        !open.is_empty() && open.iter().all(|p| (2000..=2009).contains(p)),
+        format!("nmap -sT saw no trap port open (or others): {open:?}\n{out}"),
+    );
+    let prefix = alert_prefix("Connect", sip, "TCP");
+    d.check(d.wait_for_line(&prefix, REACT), format!("no line {prefix:?}"));
+    check_kernel_ban(&d, def, sip);
+    d.check(
+        !can_connect(&scanner.ns, def.addr(false), OPEN, Duration::from_secs(2)),
+        "the scanner can still reach the open service",
+    );
+    d.stop();
+}
+
+/// Issue 8: `-tcp` on a host without nftables (packet path off: only the KILL_*
+/// commands block, as 1.2 did): the same connect alert and 1.2's responses.
+#[test]
+fn issue_8_classic_tcp_without_nftables_blocks_through_kill_commands() {
+    let Some(lab) = common::lab_or_skip(
+        "issue_8_classic_tcp_without_nftables_blocks_through_kill_commands",
+        common::SCAN_TOOLS,
+        &["attacker"],
+    ) else {
+        return;
+    };
+    let (def, atk) = (&lab.defender, lab.peer("attacker"));
+    let conf = Conf::new()
+        .packet_socket_only()
+        .set("TCP_PORTS", TCP_RANGE)
+        .set("PORT_BANNER", BANNER);
+    let mut d = start(def, &conf, &["-tcp"]);
+    d.check(!kernel::table_exists(&def.ns), "backend none made a table");
+    let got = nc_tcp(atk, def.addr(false), 31337);
+    d.check(got == BANNER, format!("nc received {got:?}, want {BANNER:?}"));
+    let exp = BlockExpect {
+        kind: "Connect",
+        proto: "TCP",
+        mode: "tcp",
+        ports: &[31337],
+    };
+    checks::assert_blocked(&d, &conf, def, atk, false, OPEN, &exp);
+    d.stop();
+}
+
+/// Issue 8: `-udp`: a datagram is alerted with 1.2's line and banned, and no banner
+/// goes back; the port another program holds is skipped (and its program keeps its
+/// datagrams).
+#[test]
+fn issue_8_classic_udp_alerts_a_datagram_and_sends_no_banner_by_default_nft() {
+    let Some(lab) = common::lab_or_skip(
+        "issue_8_classic_udp_alerts_a_datagram_and_sends_no_banner_by_default_nft",
+        common::SCAN_TOOLS,
+        &["attacker", "client"],
+    ) else {
+        return;
+    };
+    let def = &lab.defender;
+    let (atk, client) = (lab.peer("attacker"), lab.peer("client"));
+    let taken = UdpServer::start(&def.ns, UDP_TAKEN);
+    let conf = nft(Conf::new())
+        .set("UDP_PORTS", UDP_RANGE)
+        .set("PORT_BANNER", BANNER);
+    let mut d = start(def, &conf, &["-udp"]);
+    d.check(
+        d.has_line("adminalert: Going into listen mode on UDP port: 5000"),
+        "no listen line for UDP port 5000",
+    );
+    d.check(
+        d.has_line(&format!(
+            "could not bind UDP socket: {UDP_TAKEN}. Attempting to continue (port {UDP_TAKEN} in use by another program: not watched)"
+        )),
+        "no warning for the UDP port in use",
+    );
+    d.check(
+        d.has_line("PORT_BANNER is not sent in reply to UDP datagrams"),
+        "no notice that the UDP banner is off",
+    );
+    // The other program's port is still its own: its client gets its answer.
+    d.check(
+        common::net::udp_roundtrip(&client.ns, def.addr(false), UDP_TAKEN, REACT),
+        "the UDP service on the port in use no longer answers",
+    );
+    d.check(taken.received() >= 1, "the UDP service got nothing");
+
+    let ip = atk.addr(false);
+    let reply = nc_udp(atk, def.addr(false), 5001);
+    d.check(reply.is_empty(), format!("a banner came back without opt-in: {reply:?}"));
+    let line = format!("attackalert: Connect from host: {ip}/{ip} to UDP port: 5001");
+    d.check(d.wait_for_line(&line, REACT), format!("no line {line:?}"));
+    check_kernel_ban(&d, def, ip);
+    d.check(
+        !can_connect(&atk.ns, def.addr(false), OPEN, Duration::from_secs(2)),
+        "the attacker can still reach the open service",
+    );
+    let blocked = Conf::read(&conf.blocked_path("udp"));
+    d.check(
+        blocked.contains(&format!("Host: {ip}/{ip} Port: 5001 UDP Blocked")),
+        format!("blocked file .udp lacks the 1.2 line:\n{blocked}"),
+    );
+    // The client was never alerted on.
+    d.check(
+        checks::attack_lines_for(&d, client.addr(false)).is_empty(),
+        "the UDP service's client was alerted on",
+    );
+    d.stop();
+}
+
+/// Issue 8: with `[listen] udp_banner = true` the datagram's sender gets PORT_BANNER,
+/// as 1.2 sent it.
+#[test]
+fn issue_8_classic_udp_sends_the_banner_when_opted_in_nft() {
+    let Some(lab) = common::lab_or_skip(
+        "issue_8_classic_udp_sends_the_banner_when_opted_in_nft",
+        common::SCAN_TOOLS,
+        &["attacker"],
+    ) else {
+        return;
+    };
+    let (def, atk) = (&lab.defender, lab.peer("attacker"));
+    let conf = nft(Conf::new())
+        .set("UDP_PORTS", UDP_RANGE)
+        .set("PORT_BANNER", BANNER)
+        .toml("[listen]\nudp_banner = true");
+    let mut d = start(def, &conf, &["-udp"]);
+    let reply = udp_reply(&atk.ns, def.addr(false), 31335, REACT);
+    d.check(
+        reply.as_deref() == Some(BANNER.as_bytes()),
+        format!("reply {:?}, want the banner", reply.map(|r| String::from_utf8_lossy(&r).into_owned())),
+    );
+    let ip = atk.addr(false);
+    let line = format!("attackalert: Connect from host: {ip}/{ip} to UDP port: 31335");
+    d.check(d.wait_for_line(&line, REACT), format!("no line {line:?}"));
+    check_kernel_ban(&d, def, ip);
+    d.stop();
+}
+
+/// Issue 7 item 1: a handshake trap port beside `-atcp` with the kernel fast path.
+/// nmap -sS finds it open (its SYN passed our traps, since our socket owns the port)
+/// and, with no handshake, is not banned: the trade-off of a port that answers. nmap
+/// -sT completes the handshake: a Connect alert (verified evidence) and a ban.
+#[test]
+fn issue_7_handshake_trap_port_gives_a_verified_ban_in_atcp_nft() {
+    let Some(lab) = common::lab_or_skip(
+        "issue_7_handshake_trap_port_gives_a_verified_ban_in_atcp_nft",
+        common::SCAN_TOOLS,
+        &["attacker", "prober"],
+    ) else {
+        return;
+    };
+    let def = &lab.defender;
+    let (atk, prober) = (lab.peer("attacker"), lab.peer("prober"));
+    let conf = nft(Conf::bans_only()).toml("[listen]\nhandshake_ports = [23]");
+    let mut d = start(def, &conf, &["-atcp"]);
+    d.check(
+        d.has_line("adminalert: Handshake trap on TCP port: 23"),
+        "no handshake trap line",
+    );
+    d.check(
+        d.has_line("ports trapped in the kernel (ban on the first probe)"),
+        "not on the fast path",
+    );
+
+    let pip = prober.addr(false);
+    let out = nmap(prober, &["-sS", "-p", "23"], def.addr(false));
+    d.check(
+        nmap_ports(&out.stdout, "tcp", "open") == [23],
+        format!("nmap -sS did not see the handshake port open:\n{out}"),
+    );
+    std::thread::sleep(QUIET);
+    d.check(
+        checks::attack_lines_for(&d, pip).is_empty() && kernel::ban_of(&def.ns, pip).is_none(),
+        "a SYN scan of the handshake port alone was alerted or banned",
+    );
+    // The same prober's SYN to another trap port is still banned on the first packet.
+    let out = nmap(prober, &["-sS", "-p", "22"], def.addr(false));
+    d.check(
+        nmap_ports(&out.stdout, "tcp", "open").is_empty(),
+        format!("a trapped port looked open:\n{out}"),
+    );
+    check_kernel_ban(&d, def, pip);
+
+    let ip = atk.addr(false);
+    d.check(
+        can_connect(&atk.ns, def.addr(false), OPEN, Duration::from_secs(2)),
+        "before the connect the attacker must reach the open service",
+    );
+    let out = nmap(atk, &["-sT", "-p", "23"], def.addr(false));
+    d.check(
+        nmap_ports(&out.stdout, "tcp", "open") == [23],
+        format!("nmap -sT did not complete the handshake:\n{out}"),
+    );
+    let line = format!("attackalert: Connect from host: {ip}/{ip} to TCP port: 23");
+    d.check(d.wait_for_line(&line, REACT), format!("no line {line:?}"));
+    check_kernel_ban(&d, def, ip);
+    d.check(
+        !can_connect(&atk.ns, def.addr(false), OPEN, Duration::from_secs(2)),
+        "the attacker can still reach the open service",
+    );
+    let hist = Conf::read(&conf.history_path());
+    d.check(
+        hist.contains(&format!("Host: {ip}/{ip} Port: 23 TCP Blocked")),
+        format!("history lacks the 1.2 line for the connect:\n{hist}"),
+    );
+    d.stop();
+}
