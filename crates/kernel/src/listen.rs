@@ -322,14 +322,15 @@ pub fn raise_open_files(wanted: u64) -> io::Result<OpenFiles> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    let (soft, hard) = (lim.rlim_cur as u64, lim.rlim_max as u64);
+    // rlim_t is u64 on Linux.
+    let (soft, hard): (u64, u64) = (lim.rlim_cur, lim.rlim_max);
     if soft >= wanted {
         return Ok(OpenFiles { soft, hard });
     }
     let set = |soft: u64, hard: u64| {
         let lim = libc::rlimit {
-            rlim_cur: soft as libc::rlim_t,
-            rlim_max: hard as libc::rlim_t,
+            rlim_cur: soft,
+            rlim_max: hard,
         };
         // SAFETY: lim is a valid rlimit.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } < 0 {
@@ -364,7 +365,10 @@ mod tests {
     }
 
     fn ready_ids(l: &Listeners) -> Vec<ListenerId> {
-        assert!(l.wait(Duration::from_secs(5)).unwrap(), "nothing became ready");
+        assert!(
+            l.wait(Duration::from_secs(5)).unwrap(),
+            "nothing became ready"
+        );
         let mut ids = Vec::new();
         l.ready(16, &mut ids).unwrap();
         ids
@@ -381,7 +385,11 @@ mod tests {
             let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
             assert_eq!(ready_ids(&l), [id]);
             let conn = l.accept(id).unwrap().expect("a connection");
-            assert_eq!(conn.peer, client.local_addr().unwrap(), "peer as plain IPv4");
+            assert_eq!(
+                conn.peer,
+                client.local_addr().unwrap(),
+                "peer as plain IPv4"
+            );
             assert_eq!(conn.local.port(), port);
             conn.reply_and_close(b"go away");
             let mut got = String::new();

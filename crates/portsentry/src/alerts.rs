@@ -522,7 +522,9 @@ pub fn bind_failed(proto: Proto, port: u16, in_use: bool, error: &dyn fmt::Displ
     } else {
         format!("{error}: not watched")
     };
-    format!("adminalert: ERROR: could not bind {proto} socket: {port}. Attempting to continue ({why})")
+    format!(
+        "adminalert: ERROR: could not bind {proto} socket: {port}. Attempting to continue ({why})"
+    )
 }
 
 /// More ports failed to bind than are worth a line each.

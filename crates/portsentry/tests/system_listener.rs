@@ -130,7 +130,10 @@ fn issue_8_classic_tcp_listens_alerts_connect_bans_and_sends_the_banner_nft() {
         !d.has_line("ports trapped in the kernel") && !d.has_line("runs as stealth"),
         "-tcp ran as a stealth mode",
     );
-    d.check(kernel::table_exists(&def.ns), "no nftables table for the bans");
+    d.check(
+        kernel::table_exists(&def.ns),
+        "no nftables table for the bans",
+    );
 
     // An ignored host sees every trap port open (and is not banned).
     let out = nmap(admin, &["-sT", "-p", "2000-2009,31337"], def.addr(false));
@@ -144,7 +147,10 @@ fn issue_8_classic_tcp_listens_alerts_connect_bans_and_sends_the_banner_nft() {
         "attackalert: Ignored host: {0}/{0} sent TCP Connect to TCP port: ",
         admin.v4
     );
-    d.check(d.wait_for_line(&ignored, REACT), format!("no line {ignored:?}"));
+    d.check(
+        d.wait_for_line(&ignored, REACT),
+        format!("no line {ignored:?}"),
+    );
     checks::assert_not_blocked(&d, &conf, def, admin, false, OPEN);
 
     // nc gets the banner; its connect is alerted as 1.2 did and banned.
@@ -153,7 +159,10 @@ fn issue_8_classic_tcp_listens_alerts_connect_bans_and_sends_the_banner_nft() {
         "before the connect the attacker must reach the open service",
     );
     let got = nc_tcp(atk, def.addr(false), 2001);
-    d.check(got == BANNER, format!("nc received {got:?}, want {BANNER:?}"));
+    d.check(
+        got == BANNER,
+        format!("nc received {got:?}, want {BANNER:?}"),
+    );
     let ip = atk.addr(false);
     let exp = BlockExpect {
         kind: "Connect",
@@ -173,14 +182,21 @@ fn issue_8_classic_tcp_listens_alerts_connect_bans_and_sends_the_banner_nft() {
     // A full connect scan: nmap sees trap ports open before the ban lands, then
     // nothing; the scanner is banned.
     let sip = scanner.addr(false);
-    let out = nmap(scanner, &["-sT", "-p", "2000-2004,2006-2009"], def.addr(false));
+    let out = nmap(
+        scanner,
+        &["-sT", "-p", "2000-2004,2006-2009"],
+        def.addr(false),
+    );
     let open = nmap_ports(&out.stdout, "tcp", "open");
     d.check(
         !open.is_empty() && open.iter().all(|p| (2000..=2009).contains(p)),
         format!("nmap -sT saw no trap port open (or others): {open:?}\n{out}"),
     );
     let prefix = alert_prefix("Connect", sip, "TCP");
-    d.check(d.wait_for_line(&prefix, REACT), format!("no line {prefix:?}"));
+    d.check(
+        d.wait_for_line(&prefix, REACT),
+        format!("no line {prefix:?}"),
+    );
     check_kernel_ban(&d, def, sip);
     d.check(
         !can_connect(&scanner.ns, def.addr(false), OPEN, Duration::from_secs(2)),
@@ -208,7 +224,10 @@ fn issue_8_classic_tcp_without_nftables_blocks_through_kill_commands() {
     let mut d = start(def, &conf, &["-tcp"]);
     d.check(!kernel::table_exists(&def.ns), "backend none made a table");
     let got = nc_tcp(atk, def.addr(false), 31337);
-    d.check(got == BANNER, format!("nc received {got:?}, want {BANNER:?}"));
+    d.check(
+        got == BANNER,
+        format!("nc received {got:?}, want {BANNER:?}"),
+    );
     let exp = BlockExpect {
         kind: "Connect",
         proto: "TCP",
@@ -261,7 +280,10 @@ fn issue_8_classic_udp_alerts_a_datagram_and_sends_no_banner_by_default_nft() {
 
     let ip = atk.addr(false);
     let reply = nc_udp(atk, def.addr(false), 5001);
-    d.check(reply.is_empty(), format!("a banner came back without opt-in: {reply:?}"));
+    d.check(
+        reply.is_empty(),
+        format!("a banner came back without opt-in: {reply:?}"),
+    );
     let line = format!("attackalert: Connect from host: {ip}/{ip} to UDP port: 5001");
     d.check(d.wait_for_line(&line, REACT), format!("no line {line:?}"));
     check_kernel_ban(&d, def, ip);
@@ -302,7 +324,10 @@ fn issue_8_classic_udp_sends_the_banner_when_opted_in_nft() {
     let reply = udp_reply(&atk.ns, def.addr(false), 31335, REACT);
     d.check(
         reply.as_deref() == Some(BANNER.as_bytes()),
-        format!("reply {:?}, want the banner", reply.map(|r| String::from_utf8_lossy(&r).into_owned())),
+        format!(
+            "reply {:?}, want the banner",
+            reply.map(|r| String::from_utf8_lossy(&r).into_owned())
+        ),
     );
     let ip = atk.addr(false);
     let line = format!("attackalert: Connect from host: {ip}/{ip} to UDP port: 31335");

@@ -48,7 +48,6 @@ impl ModeKind {
     pub fn from_flag(proto: Proto, s: &str) -> Option<Self> {
         ModeKind::ALL.into_iter().find(|m| m.flag(proto) == s)
     }
-
 }
 
 /// The modes `/etc/default/portsentry` selects; `None` where the file does not set one.

@@ -423,11 +423,21 @@ mod tests {
         let set = s.listen.handshake_set().unwrap();
         assert_eq!(set.iter().collect::<Vec<_>>(), [23, 2000, 2001, 2002, 8080]);
         assert!(!s.listen.udp_banner);
-        assert!(ListenSettings::default().handshake_set().unwrap().is_empty());
+        assert!(
+            ListenSettings::default()
+                .handshake_set()
+                .unwrap()
+                .is_empty()
+        );
         for bad in ["[0]", "[\"a-b\"]", "[\"1,2\"]", "[70000]", "[\"9-3\"]"] {
             let text = format!("[listen]\nhandshake_ports = {bad}\n");
             assert!(parse(&text).is_err(), "{bad} accepted");
         }
-        assert!(parse("[listen]\nudp_banner = true\n").unwrap().listen.udp_banner);
+        assert!(
+            parse("[listen]\nudp_banner = true\n")
+                .unwrap()
+                .listen
+                .udp_banner
+        );
     }
 }

@@ -128,7 +128,10 @@ impl ListenerSource {
             }
             if classic && bound_here == 0 {
                 log.log(&alerts::bind_none(proto));
-                bail!("could not bind any {proto} socket for -{}", proto_flag(proto));
+                bail!(
+                    "could not bind any {proto} socket for -{}",
+                    proto_flag(proto)
+                );
             }
         }
         if failures > BIND_FAILURE_LINES {
@@ -196,7 +199,10 @@ fn socket_room(plan: &ListenPlan, log: &Logger) -> Option<usize> {
             Some(usize::try_from(room).unwrap_or(usize::MAX))
         }
         Err(e) => {
-            log.log(&alerts::error("cannot read or raise the open-file limit", &e));
+            log.log(&alerts::error(
+                "cannot read or raise the open-file limit",
+                &e,
+            ));
             None
         }
     }

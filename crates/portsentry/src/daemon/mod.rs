@@ -49,9 +49,9 @@ use crate::records::RecordFile;
 use crate::resolve::Resolver;
 use crate::settings::Settings;
 use capture::{Capture, Links};
+use listener::ListenerSource;
 use reporter::{Feedback, Reporter, ToReporter};
 use respond::{ModeResponse, Responder};
-use listener::ListenerSource;
 use source::{Combined, NflogSource, PacketSource, ProbeSource};
 use startup::Chosen;
 
@@ -154,12 +154,10 @@ pub fn run(
         let kernel = startup::start_without_nftables(&settings, &log, chosen, &protected)?;
         // Only for the modes that read packets: a classic mode has its own sockets.
         if settings.packet_modes().next().is_some() {
-            let mut usage =
-                PortUsage::new().context("cannot open the sock_diag netlink socket")?;
+            let mut usage = PortUsage::new().context("cannot open the sock_diag netlink socket")?;
             startup::announce_modes(&settings, &log, &mut usage);
-            let sensor = PacketSensor::open(settings.max_watched_port()).context(
-                "cannot open the packet socket (AF_PACKET needs root or CAP_NET_RAW)",
-            )?;
+            let sensor = PacketSensor::open(settings.max_watched_port())
+                .context("cannot open the packet socket (AF_PACKET needs root or CAP_NET_RAW)")?;
             sources.push(Box::new(PacketSource::new(sensor, usage)));
         }
         (kernel, None)

@@ -204,7 +204,8 @@ impl ProbeSource for PacketSource {
                 continue;
             };
             // A classic mode's hits come from its own sockets.
-            if mode.kind == crate::settings::ModeKind::Classic || !mode.watch.contains(probe.dport) {
+            if mode.kind == crate::settings::ModeKind::Classic || !mode.watch.contains(probe.dport)
+            {
                 continue;
             }
             match self

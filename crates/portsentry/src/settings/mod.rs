@@ -154,6 +154,9 @@ impl Settings {
         let mut lines = Vec::new();
         for mode in [&self.tcp, &self.udp].into_iter().flatten() {
             let watch = match &mode.watch {
+                Watch::Listed(ports) if mode.kind == ModeKind::Classic => {
+                    format!("listening on ports {ports}")
+                }
                 Watch::Listed(ports) => format!("ports {ports}"),
                 Watch::Advanced { below, exclude } if exclude.is_empty() => {
                     format!("ports below {below}")
@@ -171,6 +174,27 @@ impl Settings {
                 "mode {}: {watch}, {block}, blocked file {}",
                 mode.name,
                 mode.blocked_file.display()
+            ));
+        }
+        if !self.listen.handshake.is_empty() {
+            lines.push(format!(
+                "handshake trap ports (listening, verified evidence): {}",
+                self.listen.handshake
+            ));
+        }
+        if let Some(banner) = &self.listen.banner {
+            lines.push(format!(
+                "PORT_BANNER ({} bytes) sent to {}",
+                banner.len(),
+                match (
+                    self.listen.tcp.is_empty(),
+                    self.listen.udp.is_empty() || !self.listen.udp_banner
+                ) {
+                    (true, true) => "nothing (no port accepts connections)",
+                    (false, true) => "accepted TCP connections",
+                    (true, false) => "UDP datagrams",
+                    (false, false) => "accepted TCP connections and UDP datagrams",
+                }
             ));
         }
         lines.push(format!("history file: {}", self.history_file.display()));

@@ -207,9 +207,11 @@ fn issue_8_port_banner_and_its_udp_opt_in() {
     assert!(!st.listen.udp_banner);
     assert_eq!(
         st.notices,
-        ["adminalert: PORT_BANNER is not sent in reply to UDP datagrams: a UDP source address \
+        [
+            "adminalert: PORT_BANNER is not sent in reply to UDP datagrams: a UDP source address \
           can be forged, so the reply could go to a victim (set [listen] udp_banner = true to \
-          send it, as PortSentry 1.2 did)"]
+          send it, as PortSentry 1.2 did)"
+        ]
     );
     let st = ok(&with_toml(
         with_flags(conf(&banner), None, Some(ModeKind::Classic)),
@@ -236,19 +238,32 @@ fn issue_7_handshake_ports_beside_a_stealth_or_advanced_tcp_mode() {
     assert!(st.listen.udp.is_empty());
     assert_eq!(st.packet_modes().count(), 2);
     // In -tcp they join TCP_PORTS (111 is there already, so it is a classic port).
-    let st = ok(&with_ports(with_flags(conf(BASE), Some(ModeKind::Classic), None)));
+    let st = ok(&with_ports(with_flags(
+        conf(BASE),
+        Some(ModeKind::Classic),
+        None,
+    )));
     assert_eq!(st.listen.tcp, ports("1,11,15,23,79,111,2000,2001"));
     assert_eq!(st.listen.handshake, ports("23,2000,2001"));
     // Without a TCP mode they are not opened, and a warning says so.
-    let st = ok(&with_ports(with_flags(conf(BASE), None, Some(ModeKind::Advanced))));
+    let st = ok(&with_ports(with_flags(
+        conf(BASE),
+        None,
+        Some(ModeKind::Advanced),
+    )));
     assert!(st.listen.is_empty());
     assert_eq!(
         st.notices,
-        ["adminalert: WARNING: [listen] handshake_ports (23,111,2000-2001) are not opened: no \
-          TCP mode runs in this process"]
+        [
+            "adminalert: WARNING: [listen] handshake_ports (23,111,2000-2001) are not opened: no \
+          TCP mode runs in this process"
+        ]
     );
     // A bad entry is an error naming the file.
-    let e = err(&with_toml(conf(BASE), "[listen]\nhandshake_ports = [\"telnet\"]\n"));
+    let e = err(&with_toml(
+        conf(BASE),
+        "[listen]\nhandshake_ports = [\"telnet\"]\n",
+    ));
     assert!(e.contains("listen.handshake_ports: `telnet`"), "{e}");
 }
 
