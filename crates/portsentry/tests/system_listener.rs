@@ -104,7 +104,7 @@ fn issue_8_classic_tcp_listens_alerts_connect_bans_and_sends_the_banner_nft() {
     let Some(lab) = common::lab_or_skip(
         "issue_8_classic_tcp_listens_alerts_connect_bans_and_sends_the_banner_nft",
         common::SCAN_TOOLS,
-        &["attacker", "scanner", "admin"],
+        &["attacker", "scanner", "admin", "six"],
     ) else {
         return;
     };
@@ -135,7 +135,10 @@ fn issue_8_classic_tcp_listens_alerts_connect_bans_and_sends_the_banner_nft() {
         "no nftables table for the bans",
     );
 
-    // An ignored host sees every trap port open (and is not banned).
+    // An ignored host sees every trap port open (and is not banned), and gets no
+    // banner, as in 1.2.
+    let got = nc_tcp(admin, def.addr(false), 2000);
+    d.check(got.is_empty(), format!("an ignored host got {got:?}"));
     let out = nmap(admin, &["-sT", "-p", "2000-2009,31337"], def.addr(false));
     let open = nmap_ports(&out.stdout, "tcp", "open");
     let want: Vec<u16> = (2000..=2009).chain([31337]).collect();
@@ -178,6 +181,15 @@ fn issue_8_classic_tcp_listens_alerts_connect_bans_and_sends_the_banner_nft() {
         !d.has_line(&alert_prefix("TCP SYN/Normal scan", ip, "TCP")),
         "a connect was logged as a SYN scan",
     );
+
+    // IPv6 on the same sockets (dual-stack).
+    let six = lab.peer("six");
+    let ip6 = six.addr(true);
+    let got = nc_tcp(six, def.addr(true), 2003);
+    d.check(got == BANNER, format!("nc over IPv6 received {got:?}"));
+    let line = format!("attackalert: Connect from host: {ip6}/{ip6} to TCP port: 2003");
+    d.check(d.wait_for_line(&line, REACT), format!("no line {line:?}"));
+    check_kernel_ban(&d, def, ip6);
 
     // A full connect scan: nmap sees trap ports open before the ban lands, then
     // nothing; the scanner is banned.
@@ -403,5 +415,176 @@ fn issue_7_handshake_trap_port_gives_a_verified_ban_in_atcp_nft() {
         hist.contains(&format!("Host: {ip}/{ip} Port: 23 TCP Blocked")),
         format!("history lacks the 1.2 line for the connect:\n{hist}"),
     );
+    d.stop();
+}
+
+/// The open-file limits of the daemon's process (`Max open files` of /proc/PID/limits):
+/// (soft, hard).
+fn open_files_limit(pid: i32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_default()
+        .to_string();
+    let nums: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (
+        nums.first().copied().unwrap_or(0),
+        nums.get(1).copied().unwrap_or(0),
+    )
+}
+
+/// Issue 8: no 64-port cap. 3000 trap ports with a soft open-file limit of 1024 and a
+/// higher hard limit (as systemd gives services: 1024 and 524288): the daemon raises
+/// the soft limit, binds them all, and an ignored host's nmap -sT sees all 3000 open.
+#[test]
+fn issue_8_classic_tcp_binds_thousands_of_ports_and_raises_the_open_file_limit() {
+    let Some(lab) = common::lab_or_skip(
+        "issue_8_classic_tcp_binds_thousands_of_ports_and_raises_the_open_file_limit",
+        &["nmap", "prlimit"],
+        &["admin"],
+    ) else {
+        return;
+    };
+    let (def, admin) = (&lab.defender, lab.peer("admin"));
+    let conf = nft(Conf::bans_only())
+        .set("TCP_PORTS", "20000-22999")
+        .ignore(&admin.v4.to_string());
+    let mut d = Daemon::start_wrapped(
+        &def.ns,
+        &["prlimit", "--nofile=1024:8192"],
+        &conf,
+        &["-tcp"],
+    );
+    d.wait_ready();
+    d.check(
+        d.has_line("adminalert: Going into listen mode on 3000 TCP ports: 20000-22999"),
+        "no summary listen line",
+    );
+    let (soft, _) = open_files_limit(d.pid());
+    d.check(soft >= 3000, format!("open-file limit {soft} not raised"));
+    d.check(
+        d.lines_with("open-file limit").is_empty(),
+        "a limit warning although the hard limit allows every socket",
+    );
+    let out = nmap(admin, &["-sT", "-p", "20000-22999"], def.addr(false));
+    let open = nmap_ports(&out.stdout, "tcp", "open");
+    d.check(
+        open.len() == 3000,
+        format!(
+            "nmap -sT did not see the 3000 ports open ({} listed):\n{}",
+            open.len(),
+            out.stdout
+        ),
+    );
+    d.check(
+        d.has_line("sent TCP Connect to TCP port: "),
+        "no Ignored line for the scan",
+    );
+    d.stop();
+}
+
+/// Issue 8: a hard open-file limit the daemon may not raise (no CAP_SYS_RESOURCE): one
+/// warning names the first port not watched; the ports that fit are watched.
+#[test]
+fn issue_8_classic_tcp_open_file_hard_limit_too_low_warns_once() {
+    let Some(lab) = common::lab_or_skip(
+        "issue_8_classic_tcp_open_file_hard_limit_too_low_warns_once",
+        &["prlimit", "setpriv", "nc"],
+        &["attacker"],
+    ) else {
+        return;
+    };
+    let (def, atk) = (&lab.defender, lab.peer("attacker"));
+    let conf = nft(Conf::bans_only())
+        .set("TCP_PORTS", "20000-20999")
+        .set("PORT_BANNER", BANNER);
+    let mut d = Daemon::start_wrapped(
+        &def.ns,
+        &[
+            "prlimit",
+            "--nofile=400:400",
+            "setpriv",
+            "--inh-caps=-sys_resource",
+            "--bounding-set=-sys_resource",
+        ],
+        &conf,
+        &["-tcp"],
+    );
+    d.wait_ready();
+    let warnings = d.lines_with("adminalert: WARNING: the open-file limit (RLIMIT_NOFILE, hard limit 400) is too low for 1000 listening sockets: TCP ports from ");
+    d.check(
+        warnings.len() == 1,
+        format!("want one limit warning, got {warnings:?}"),
+    );
+    let first: u16 = warnings[0]
+        .split("TCP ports from ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    d.check(
+        (20001..20999).contains(&first),
+        format!("first unwatched port {first} not inside the range"),
+    );
+    let (_, hard) = open_files_limit(d.pid());
+    d.check(hard == 400, format!("hard limit changed to {hard}"));
+    // The last port is not bound: refused at once, no alert.
+    d.check(
+        nc_tcp(atk, def.addr(false), 20999).is_empty(),
+        "a port beyond the limit answered",
+    );
+    // The first port is watched.
+    let got = nc_tcp(atk, def.addr(false), 20000);
+    d.check(got == BANNER, format!("nc received {got:?}"));
+    let ip = atk.addr(false);
+    let line = format!("attackalert: Connect from host: {ip}/{ip} to TCP port: 20000");
+    d.check(d.wait_for_line(&line, REACT), format!("no line {line:?}"));
+    d.stop();
+}
+
+/// Issue 8: a SIGHUP reload re-executes the daemon, which binds the classic ports
+/// again (over its own TIME_WAIT connections) and keeps answering.
+#[test]
+fn issue_8_classic_tcp_listens_again_after_a_reload() {
+    let Some(lab) = common::lab_or_skip(
+        "issue_8_classic_tcp_listens_again_after_a_reload",
+        &["nc"],
+        &["first", "second"],
+    ) else {
+        return;
+    };
+    let def = &lab.defender;
+    let (first, second) = (lab.peer("first"), lab.peer("second"));
+    let conf = nft(Conf::bans_only())
+        .set("TCP_PORTS", TCP_RANGE)
+        .set("PORT_BANNER", BANNER);
+    let mut d = start(def, &conf, &["-tcp"]);
+    let got = nc_tcp(first, def.addr(false), 2000);
+    d.check(got == BANNER, format!("nc received {got:?}"));
+    check_kernel_ban(&d, def, first.addr(false));
+    d.signal(libc::SIGHUP);
+    let active = "adminalert: PortSentry is now active and listening.";
+    d.check(
+        d.wait_for(Duration::from_secs(20), |lines| {
+            lines.iter().filter(|l| l.contains(active)).count() >= 2
+        }),
+        "no second start after SIGHUP",
+    );
+    d.check(
+        d.lines_with("could not bind TCP socket").is_empty(),
+        "a port could not be bound again after the reload",
+    );
+    let got = nc_tcp(second, def.addr(false), 2000);
+    d.check(
+        got == BANNER,
+        format!("after the reload nc received {got:?}"),
+    );
+    let ip = second.addr(false);
+    let line = format!("attackalert: Connect from host: {ip}/{ip} to TCP port: 2000");
+    d.check(d.wait_for_line(&line, REACT), format!("no line {line:?}"));
     d.stop();
 }

@@ -6,7 +6,8 @@
 //! - TCP: a completed handshake, taken from the accept queue, is a
 //!   [`ProbeKind::Connect`] probe: the only verified evidence (the source answered our
 //!   SYN+ACK, so its address is not forged). PORT_BANNER is written to the connection,
-//!   which is then closed, as 1.2 did.
+//!   which is then closed, as 1.2 did (not to a source of the ignore list, as 1.2;
+//!   unlike 1.2 it is also written below SCAN_TRIGGER, since the engine decides later).
 //! - UDP: a datagram is a [`ProbeKind::Udp`] probe. PORT_BANNER answers it only with
 //!   `[listen] udp_banner = true`, and then at most `UDP_BANNERS_PER_SECOND` a second:
 //!   the sender can be forged, so a reply may go to a victim.
@@ -284,7 +285,13 @@ impl ProbeSource for ListenerSource {
                         Ok(Some(conn)) => {
                             budget -= 1;
                             out.push(probe(conn.peer, conn.local, ProbeKind::Connect));
-                            conn.reply_and_close(&self.banner);
+                            // 1.2 closed an ignored host's connection without a banner.
+                            let banner = if settings.ignore.contains(conn.peer.ip()) {
+                                &[][..]
+                            } else {
+                                &self.banner[..]
+                            };
+                            conn.reply_and_close(banner);
                         }
                         Ok(None) => break,
                         Err(e) => {
@@ -299,6 +306,7 @@ impl ProbeSource for ListenerSource {
                             out.push(probe(datagram.peer, local, ProbeKind::Udp));
                             if self.udp_banner
                                 && !self.banner.is_empty()
+                                && !settings.ignore.contains(datagram.peer.ip())
                                 && self.take_udp_banner(now)
                             {
                                 let _ = self.listeners.send_to(id, datagram.peer, &self.banner);
