@@ -588,3 +588,45 @@ fn issue_8_classic_tcp_listens_again_after_a_reload() {
     d.check(d.wait_for_line(&line, REACT), format!("no line {line:?}"));
     d.stop();
 }
+
+/// Issue 7 item 1 on a host without nftables: the packet socket watches -atcp, the
+/// handshake port's SYN is skipped there (our socket owns the port), and the connect
+/// is alerted and blocked through the KILL_* commands.
+#[test]
+fn issue_7_handshake_trap_port_without_nftables_blocks_through_kill_commands() {
+    let Some(lab) = common::lab_or_skip(
+        "issue_7_handshake_trap_port_without_nftables_blocks_through_kill_commands",
+        common::SCAN_TOOLS,
+        &["attacker"],
+    ) else {
+        return;
+    };
+    let (def, atk) = (&lab.defender, lab.peer("attacker"));
+    let conf = Conf::new()
+        .packet_socket_only()
+        .toml("[listen]\nhandshake_ports = [23]");
+    let mut d = start(def, &conf, &["-atcp"]);
+    d.check(
+        d.has_line("adminalert: Advanced mode will monitor first 1024 ports")
+            && d.has_line("adminalert: Handshake trap on TCP port: 23"),
+        "not -atcp on the packet socket with a handshake trap",
+    );
+    let out = nmap(atk, &["-sT", "-p", "23"], def.addr(false));
+    d.check(
+        nmap_ports(&out.stdout, "tcp", "open") == [23],
+        format!("nmap -sT did not see the handshake port open:\n{out}"),
+    );
+    let exp = BlockExpect {
+        kind: "Connect",
+        proto: "TCP",
+        mode: "atcp",
+        ports: &[23],
+    };
+    checks::assert_blocked(&d, &conf, def, atk, false, OPEN, &exp);
+    let ip = atk.addr(false);
+    d.check(
+        !d.has_line(&alert_prefix("TCP SYN/Normal scan", ip, "TCP")),
+        "the handshake port's SYN was alerted by the packet socket too",
+    );
+    d.stop();
+}
