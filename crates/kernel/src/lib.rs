@@ -5,6 +5,8 @@
 
 pub mod backend;
 pub mod bpf;
+#[cfg(any(test, feature = "testns"))]
+pub mod flood;
 pub mod listen;
 mod netlink;
 pub mod nflog;

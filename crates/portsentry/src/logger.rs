@@ -16,6 +16,8 @@ const PRIORITY_DAEMON_NOTICE: u8 = 29;
 pub struct Logger {
     syslog: Option<Mutex<SyslogSink>>,
     to_stderr: bool,
+    /// PortSentry 2.x's `-l stdout`: each message alone on a line of stdout.
+    to_stdout: bool,
     /// stderr is connected to the systemd journal ($JOURNAL_STREAM is set).
     journal: bool,
     pid: u32,
@@ -39,14 +41,29 @@ impl Logger {
                 })
             }),
             to_stderr,
+            to_stdout: false,
             journal: std::env::var_os("JOURNAL_STREAM").is_some(),
             pid: std::process::id(),
+        }
+    }
+
+    /// PortSentry 2.x's `-l stdout`: every message on its own line of stdout, without
+    /// a time or name (as 2.x prints them), and to syslog only if `syslog_path` is given.
+    pub fn stdout(syslog_path: Option<&Path>) -> Self {
+        Logger {
+            to_stdout: true,
+            ..Logger::new(syslog_path, false)
         }
     }
 
     /// Log one line (e.g. `attackalert: ...`).
     pub fn log(&self, message: &str) {
         let now = chrono::Local::now();
+        if self.to_stdout {
+            let _ = std::io::stdout()
+                .lock()
+                .write_all(format!("{message}\n").as_bytes());
+        }
         if self.to_stderr {
             // Under systemd, stderr goes to the journal, which stamps time, name and pid
             // itself.

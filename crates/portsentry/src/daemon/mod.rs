@@ -200,6 +200,7 @@ pub fn run(
 
     log.log(alerts::ACTIVE);
     crate::notify::notify("READY=1");
+    crate::detach::ready();
     // The ignore list and the protected set (which holds it too) stay apart in the
     // engine, so that its line says which of them exempted a source. Without an ignore
     // file the list is only the loopback ranges, which are this host's own: protected.

@@ -8,6 +8,7 @@
 //! function, turns it into the fully derived [`Settings`]. Every built-in value is in
 //! [`defaults`]. Nothing outside `settings` and `config` sees the raw TOML.
 
+pub mod instance;
 pub mod sources;
 pub mod validate;
 

@@ -97,9 +97,10 @@ impl Flags {
             .into_iter()
             .find_map(|(set, kind)| set.then_some(kind))
         };
+        // 2.x's --stealth and --connect name both protocols at once.
         Flags {
-            tcp: pick(cli.tcp, cli.stcp, cli.atcp),
-            udp: pick(cli.udp, cli.sudp, cli.audp),
+            tcp: pick(cli.tcp || cli.connect, cli.stcp || cli.stealth, cli.atcp),
+            udp: pick(cli.udp || cli.connect, cli.sudp || cli.stealth, cli.audp),
             hosts_deny: cli.hosts_deny.clone(),
         }
     }

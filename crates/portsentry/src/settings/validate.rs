@@ -84,6 +84,13 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
         &mut notices,
     )?;
 
+    // Debian's init script runs `-tcp` and `-udp` as two processes: the UDP-only one
+    // takes names of its own (settings::instance).
+    let native = if tcp.is_none() && udp.is_some() {
+        super::instance::udp_instance(&native)
+    } else {
+        native
+    };
     let NativeSettings {
         firewall,
         ban_policy,
