@@ -646,3 +646,48 @@ fn issue_7_handshake_trap_port_without_nftables_blocks_through_kill_commands() {
     );
     d.stop();
 }
+
+/// Issue 8: Debian's default, `TCP_MODE="tcp"` and `UDP_MODE="udp"`, as its init script
+/// starts them: `portsentry -tcp` and `portsentry -udp` side by side with one config.
+/// Both listen; each alerts and bans what it sees.
+#[test]
+fn issue_8_debian_default_tcp_and_udp_daemons_side_by_side() {
+    let Some(lab) = common::lab_or_skip(
+        "issue_8_debian_default_tcp_and_udp_daemons_side_by_side",
+        &["nc", "nft"],
+        &["tcpclient", "udpclient"],
+    ) else {
+        return;
+    };
+    let def = &lab.defender;
+    let (t, u) = (lab.peer("tcpclient"), lab.peer("udpclient"));
+    let conf = nft(Conf::bans_only())
+        .set("TCP_PORTS", TCP_RANGE)
+        .set("UDP_PORTS", UDP_RANGE)
+        .set("PORT_BANNER", BANNER);
+    let tcp = start(def, &conf, &["-tcp"]);
+    let mut udp = start(def, &conf, &["-udp"]);
+    let alive = udp.is_running();
+    udp.check(alive, "the -udp daemon did not stay up beside -tcp");
+
+    let got = nc_tcp(t, def.addr(false), 2004);
+    tcp.check(got == BANNER, format!("nc received {got:?}"));
+    let ip = t.addr(false);
+    let line = format!("attackalert: Connect from host: {ip}/{ip} to TCP port: 2004");
+    tcp.check(tcp.wait_for_line(&line, REACT), format!("no line {line:?}"));
+    check_kernel_ban(&tcp, def, ip);
+
+    let ip = u.addr(false);
+    let reply = nc_udp(u, def.addr(false), 5000);
+    udp.check(
+        reply.is_empty(),
+        format!("UDP banner without opt-in: {reply:?}"),
+    );
+    let line = format!("attackalert: Connect from host: {ip}/{ip} to UDP port: 5000");
+    udp.check(udp.wait_for_line(&line, REACT), format!("no line {line:?}"));
+    check_kernel_ban_in(&udp, def, UDP_TABLE, ip);
+    udp.check(
+        !tcp.has_line(&line),
+        "the -tcp daemon reported the UDP datagram",
+    );
+}
