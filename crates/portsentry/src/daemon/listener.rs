@@ -332,3 +332,46 @@ impl ProbeSource for ListenerSource {
         self.listeners.as_fd()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portsentry_engine::Evidence;
+
+    #[test]
+    fn issue_7_a_connect_is_verified_evidence_and_a_datagram_is_not() {
+        let peer: SocketAddr = "198.18.0.2:40000".parse().unwrap();
+        let local: SocketAddr = "198.18.0.1:1080".parse().unwrap();
+        let p = probe(peer, local, ProbeKind::Connect);
+        assert_eq!((p.src, p.sport, p.dport), (peer.ip(), 40000, 1080));
+        assert_eq!(p.evidence(), Evidence::Verified);
+        assert_eq!(p.verdict, Verdict::Observed);
+        let d = probe(peer, unspecified_for(&peer, 161), ProbeKind::Udp);
+        assert_eq!(d.evidence(), Evidence::Unverified);
+        assert_eq!(d.dst, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    }
+
+    #[test]
+    fn udp_banners_are_capped_per_second() {
+        // No socket is bound: only the epoll set exists.
+        let Ok(listeners) = Listeners::new() else {
+            return;
+        };
+        let mut source = ListenerSource {
+            listeners,
+            banner: b"x".to_vec(),
+            udp_banner: true,
+            log: Arc::new(Logger::new(None, false)),
+            ready: Vec::new(),
+            banner_second: 0,
+            banners_sent: 0,
+            last_error_line: None,
+        };
+        let cap = defaults::UDP_BANNERS_PER_SECOND as usize;
+        let sent = (0..cap * 3)
+            .filter(|i| source.take_udp_banner(Millis(5_000 + *i as u64)))
+            .count();
+        assert_eq!(sent, cap, "one second: the cap");
+        assert!(source.take_udp_banner(Millis(6_000)), "a new second");
+    }
+}
