@@ -7,13 +7,13 @@
 
 mod common;
 
-use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::checks::{REACT, alert_prefix, nmap};
 use common::kernel::wait_banned;
-use common::{Conf, Lab, Netns, Output, daemon_bin, root_or_skip};
+use common::syslog::Syslog;
+use common::{Conf, Lab, Netns, Output, daemon_bin, root_or_skip, wait_until};
 
 /// Runs the daemon detached (`portsentry MODE -c CONF --settings TOML
 /// --syslog-socket SOCK`) in `ns`; returns the starting process's outcome and how
@@ -42,26 +42,6 @@ fn start_detached(ns: &Netns, conf: &Conf, mode: &str, syslog: &Path) -> (Output
     (out, t.elapsed())
 }
 
-/// Every datagram waiting on `sock` (non-blocking), as text.
-fn received(sock: &UnixDatagram) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 8192];
-    while let Ok(n) = sock.recv(&mut buf) {
-        out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        if out.len() > 10_000 {
-            break;
-        }
-    }
-    out
-}
-
-fn syslog_socket(dir: &Path) -> (UnixDatagram, std::path::PathBuf) {
-    let path = dir.join("syslog.sock");
-    let sock = UnixDatagram::bind(&path).expect("bind test syslog socket");
-    sock.set_nonblocking(true).unwrap();
-    (sock, path)
-}
-
 #[test]
 fn issue_8_a_detached_start_returns_once_armed_and_a_failed_one_says_why() {
     let test = "issue_8_a_detached_start_returns_once_armed_and_a_failed_one_says_why";
@@ -71,18 +51,24 @@ fn issue_8_a_detached_start_returns_once_armed_and_a_failed_one_says_why() {
     let lab = Lab::builder().peer("attacker").build();
     let def = &lab.defender;
     let conf = Conf::bans_only();
-    let (sock, sock_path) = syslog_socket(conf.dir.path());
+    let syslog = Syslog::start(conf.dir.path());
+    let sock_path = syslog.path.clone();
+    let seen = |pred: &dyn Fn(&str) -> bool| {
+        wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            syslog.any(pred)
+        })
+    };
 
     // A start that works: exit 0, and by then the traps are armed (a scan right after
     // the starting process returned is banned).
     let (out, took) = start_detached(&def.ns, &conf, "-atcp", &sock_path);
     assert!(out.success(), "detached start failed:\n{out}");
-    let lines = received(&sock);
+    // The line is logged before the starting process is told; the reader thread may
+    // take a moment to pick it up.
     assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("PortSentry is now active and listening")),
-        "the starting process returned ({took:?}) before the daemon was active: {lines:#?}"
+        seen(&|l: &str| l.contains("PortSentry is now active and listening")),
+        "the starting process returned ({took:?}) before the daemon was active: {:#?}",
+        syslog.lines()
     );
     let attacker = lab.peer("attacker");
     let ip = attacker.addr(false);
@@ -91,12 +77,11 @@ fn issue_8_a_detached_start_returns_once_armed_and_a_failed_one_says_why() {
         wait_banned(&def.ns, ip, REACT).is_some(),
         "the detached daemon did not ban the scan"
     );
-    let later = received(&sock);
+    let alert = alert_prefix("TCP SYN/Normal scan", ip, "TCP");
     assert!(
-        later
-            .iter()
-            .any(|l| l.contains(&alert_prefix("TCP SYN/Normal scan", ip, "TCP"))),
-        "no alert in syslog: {later:#?}"
+        seen(&|l: &str| l.contains(&alert)),
+        "no alert in syslog: {:#?}",
+        syslog.lines()
     );
 
     // A second daemon on the same host cannot have the same NFLOG group: it fails
@@ -108,10 +93,10 @@ fn issue_8_a_detached_start_returns_once_armed_and_a_failed_one_says_why() {
         out.stderr.contains("portsentry: ") && out.stderr.len() > 12,
         "no reason on the terminal:\n{out}"
     );
-    let lines = received(&sock);
     assert!(
-        lines.iter().any(|l| l.contains("adminalert: ERROR")),
-        "no reason in syslog: {lines:#?}"
+        seen(&|l: &str| l.contains("adminalert: ERROR")),
+        "no reason in syslog: {:#?}",
+        syslog.lines()
     );
 
     // A configuration error: exit 3, the reason on the terminal and in syslog.
@@ -119,11 +104,11 @@ fn issue_8_a_detached_start_returns_once_armed_and_a_failed_one_says_why() {
     let (out, _) = start_detached(&def.ns, &broken, "-atcp", &sock_path);
     assert_eq!(out.code(), Some(3), "broken configuration:\n{out}");
     assert!(out.stderr.contains("no_such_key"), "{out}");
-    let lines = received(&sock);
     assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("configuration error, not starting") && l.contains("no_such_key")),
-        "the configuration error is not in syslog: {lines:#?}"
+        seen(
+            &|l: &str| l.contains("configuration error, not starting") && l.contains("no_such_key")
+        ),
+        "the configuration error is not in syslog: {:#?}",
+        syslog.lines()
     );
 }
