@@ -80,7 +80,19 @@ impl ListenerSource {
         let room = socket_room(plan, log);
         let mut failures = 0usize;
         let mut opened = 0usize;
+        let wanted = plan.tcp.len() + plan.udp.len();
         let mut limit_hit = false;
+        // One warning, at the first port that does not fit.
+        let mut out_of_descriptors = |proto, port| {
+            if !limit_hit {
+                limit_hit = true;
+                log.log(&alerts::open_file_limit(
+                    room_hard(),
+                    wanted,
+                    Some((proto, port)),
+                ));
+            }
+        };
         for (proto, ports) in [(Proto::Tcp, &plan.tcp), (Proto::Udp, &plan.udp)] {
             if ports.is_empty() {
                 continue;
@@ -92,14 +104,7 @@ impl ListenerSource {
             let mut bound_here = 0usize;
             for port in ports.iter() {
                 if opened >= room.unwrap_or(usize::MAX) {
-                    if !limit_hit {
-                        limit_hit = true;
-                        log.log(&alerts::open_file_limit(
-                            room_hard(),
-                            plan.tcp.len() + plan.udp.len(),
-                            Some((proto, port)),
-                        ));
-                    }
+                    out_of_descriptors(proto, port);
                     break;
                 }
                 match listeners.bind(proto, port, defaults::LISTEN_BACKLOG) {
@@ -108,14 +113,7 @@ impl ListenerSource {
                         bound_here += 1;
                     }
                     Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                        if !limit_hit {
-                            limit_hit = true;
-                            log.log(&alerts::open_file_limit(
-                                room_hard(),
-                                plan.tcp.len() + plan.udp.len(),
-                                Some((proto, port)),
-                            ));
-                        }
+                        out_of_descriptors(proto, port);
                         break;
                     }
                     Err(e) => {
