@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use portsentry_engine::engine::Exempt;
-use portsentry_engine::{Probe, Proto};
+use portsentry_engine::{Evidence, Probe, Proto};
 
 /// A source as 1.2 prints it: `name/address` (the name is the address itself unless
 /// RESOLVE_HOST found one).
@@ -38,28 +38,57 @@ fn more(suppressed: u32) -> String {
     }
 }
 
-/// The 1.2 alert for one probe: `TCP SYN/Normal scan from host: h/a to TCP port: 22`;
-/// for a completed handshake 1.2's classic line, `Connect from host: h/a to TCP port: 22`.
+/// The 1.2 alert for one probe, and after it the class of its evidence:
+/// `TCP SYN/Normal scan from host: h/a to TCP port: 22 (unverified)`. The class is a
+/// trailing token so that 1.2's wording up to the port is unchanged (`grep
+/// attackalert`, and patterns such as `to TCP port: [0-9]+` still match). For a
+/// completed handshake 1.2's classic line, [`connect`].
 pub fn scan(host: Host<'_>, probe: &Probe) -> String {
     if probe.kind == portsentry_engine::ProbeKind::Connect {
         return connect(host, probe);
     }
     format!(
-        "attackalert: {} from host: {host} to {} port: {}",
+        "attackalert: {} from host: {host} to {} port: {} ({})",
         probe.kind,
         probe.proto(),
-        probe.dport
+        probe.dport,
+        probe.evidence()
     )
 }
 
-/// 1.2's line of its classic modes: `-tcp` (a completed handshake) and `-udp` (a
-/// datagram to a bound port; 1.2 said "Connect" for those too).
+/// 1.2's line of its classic modes, with the class of the evidence after it as in
+/// [`scan`]: `-tcp` (a completed handshake: `Connect from host: h/a to TCP port: 1080
+/// (verified)`) and `-udp` (a datagram to a bound port, for which 1.2 said "Connect"
+/// too; unverified).
 pub fn connect(host: Host<'_>, probe: &Probe) -> String {
     format!(
-        "attackalert: Connect from host: {host} to {} port: {}",
+        "attackalert: Connect from host: {host} to {} port: {} ({})",
         probe.proto(),
-        probe.dport
+        probe.dport,
+        probe.evidence()
     )
+}
+
+/// A single packet in the name of a known peer (a source with a real connection to
+/// this host): possibly forged to get the peer banned, so not acted on.
+pub fn possibly_forged(host: Host<'_>, probe: &Probe, suppressed: u32) -> String {
+    format!(
+        "attackalert: Possibly forged {} in the name of known peer: {host} to {} port: {} ({}; a host with a real connection to us, not banned){}",
+        probe.kind,
+        probe.proto(),
+        probe.dport,
+        probe.evidence(),
+        more(suppressed)
+    )
+}
+
+/// The policy of the probe's evidence class says not to ban (`ban = false`).
+pub fn not_banned_by_policy(ip: IpAddr, evidence: Evidence) -> String {
+    let table = match evidence {
+        Evidence::Verified => "[bans]".to_string(),
+        other => format!("[bans.{other}]"),
+    };
+    format!("attackalert: Host {ip} not banned: {evidence} evidence, and {table} ban = false")
 }
 
 /// 1.2's line for an IPv4 header with options.
@@ -119,10 +148,16 @@ pub fn ignored(host: Host<'_>, probe: &Probe, suppressed: u32, why: Exempt) -> S
     )
 }
 
-/// A ban the kernel acknowledged.
-pub fn kernel_ban(ip: IpAddr, place: &str, length: Option<Duration>, offences: u32) -> String {
+/// A ban the kernel acknowledged, with the class of the evidence behind it.
+pub fn kernel_ban(
+    ip: IpAddr,
+    place: &str,
+    length: Option<Duration>,
+    offences: u32,
+    evidence: Evidence,
+) -> String {
     format!(
-        "attackalert: Host {ip} has been banned in the kernel ({place}) {}, offence {offences} {}",
+        "attackalert: Host {ip} has been banned in the kernel ({place}) {}, offence {offences}, {evidence} evidence {}",
         for_how_long(length),
         lift_hint(ip)
     )
@@ -666,13 +701,14 @@ mod tests {
     /// The lines fail2ban's portsentry filter and the tutorials' greps read, to the letter.
     #[test]
     fn lines_keep_the_1_2_wording() {
+        // Issue 7: the evidence class follows the 1.2 text, which is kept to the port.
         assert_eq!(
             scan(host(), &probe(ProbeKind::Syn, 22)),
-            "attackalert: TCP SYN/Normal scan from host: 198.18.0.2/198.18.0.2 to TCP port: 22"
+            "attackalert: TCP SYN/Normal scan from host: 198.18.0.2/198.18.0.2 to TCP port: 22 (unverified)"
         );
         assert_eq!(
             scan(host(), &probe(ProbeKind::Udp, 53)),
-            "attackalert: UDP scan from host: 198.18.0.2/198.18.0.2 to UDP port: 53"
+            "attackalert: UDP scan from host: 198.18.0.2/198.18.0.2 to UDP port: 53 (unverified)"
         );
         assert_eq!(
             already_blocked(host(), 0),
@@ -705,11 +741,11 @@ mod tests {
     fn issue_8_classic_lines_keep_the_1_2_wording() {
         assert_eq!(
             scan(host(), &probe(ProbeKind::Connect, 1080)),
-            "attackalert: Connect from host: 198.18.0.2/198.18.0.2 to TCP port: 1080"
+            "attackalert: Connect from host: 198.18.0.2/198.18.0.2 to TCP port: 1080 (verified)"
         );
         assert_eq!(
             connect(host(), &probe(ProbeKind::Udp, 161)),
-            "attackalert: Connect from host: 198.18.0.2/198.18.0.2 to UDP port: 161"
+            "attackalert: Connect from host: 198.18.0.2/198.18.0.2 to UDP port: 161 (unverified)"
         );
         assert_eq!(
             already_blocked_classic(host(), 0),
@@ -749,9 +785,10 @@ mod tests {
                 host().ip,
                 "nftables set banned4",
                 Some(Duration::from_secs(7200)),
-                2
+                2,
+                Evidence::Verified
             ),
-            "attackalert: Host 198.18.0.2 has been banned in the kernel (nftables set banned4) for 2h, offence 2 (lift it with: portsentry unban 198.18.0.2)"
+            "attackalert: Host 198.18.0.2 has been banned in the kernel (nftables set banned4) for 2h, offence 2, verified evidence (lift it with: portsentry unban 198.18.0.2)"
         );
     }
 
@@ -808,6 +845,7 @@ mod tests {
             expires_at: None,
             last_offence: 0,
             reason: String::new(),
+            evidence: Evidence::Unverified,
         };
         assert_eq!(
             state_over_capacity(
@@ -820,6 +858,39 @@ mod tests {
         assert_eq!(
             manual_ban(net("198.18.0.1/32"), None, 1, Some(net("198.18.0.1/32"))),
             "attackalert: Host 198.18.0.1/32 has been banned by the administrator permanently, offence 1; --force overrode the protected set (198.18.0.1/32 is protected: this host's addresses, its gateways and resolvers, the ignore list)"
+        );
+    }
+
+    #[test]
+    fn issue7_lines_name_the_evidence() {
+        let mut connect = probe(ProbeKind::Connect, 2323);
+        assert_eq!(
+            scan(host(), &connect),
+            // 1.2's classic wording for a completed handshake (issue 8).
+            "attackalert: Connect from host: 198.18.0.2/198.18.0.2 to TCP port: 2323 (verified)"
+        );
+        connect.kind = ProbeKind::Syn;
+        assert_eq!(
+            possibly_forged(host(), &connect, 7),
+            "attackalert: Possibly forged TCP SYN/Normal scan in the name of known peer: 198.18.0.2/198.18.0.2 to TCP port: 2323 (unverified; a host with a real connection to us, not banned) (7 more hits not logged)"
+        );
+        assert_eq!(
+            not_banned_by_policy(host().ip, Evidence::Unverified),
+            "attackalert: Host 198.18.0.2 not banned: unverified evidence, and [bans.unverified] ban = false"
+        );
+        assert_eq!(
+            not_banned_by_policy(host().ip, Evidence::Verified),
+            "attackalert: Host 198.18.0.2 not banned: verified evidence, and [bans] ban = false"
+        );
+        assert_eq!(
+            kernel_ban(
+                host().ip,
+                "nftables set banned4",
+                Some(Duration::from_secs(600)),
+                1,
+                Evidence::Unverified
+            ),
+            "attackalert: Host 198.18.0.2 has been banned in the kernel (nftables set banned4) for 10m, offence 1, unverified evidence (lift it with: portsentry unban 198.18.0.2)"
         );
     }
 }

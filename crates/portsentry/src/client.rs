@@ -30,7 +30,9 @@ fn udp_instance_present(settings: &NativeSettings) -> Option<NativeSettings> {
     (udp.state_file.exists() || udp.control_socket.exists() || table_exists).then_some(udp)
 }
 
-/// `portsentry list`: one line per ban in force, for every daemon of this host.
+/// `portsentry list`: one line per ban in force, with the class of its evidence
+/// (unverified, verified, manual; see [`Evidence`](portsentry_engine::Evidence)), for
+/// every daemon of this host.
 pub fn list(settings: &NativeSettings) -> Result<()> {
     list_one(settings)?;
     if let Some(udp) = udp_instance_present(settings) {
@@ -60,8 +62,8 @@ fn list_one(settings: &NativeSettings) -> Result<()> {
             }
         };
     println!(
-        "{:<40} {:>12} {:>8} {:<7} reason",
-        "address", "expires in", "offence", "kernel"
+        "{:<40} {:>12} {:>8} {:<10} {:<7} reason",
+        "address", "expires in", "offence", "evidence", "kernel"
     );
     let mut listed = std::collections::HashSet::new();
     for ban in book.active(now) {
@@ -71,20 +73,23 @@ fn list_one(settings: &NativeSettings) -> Result<()> {
         let in_kernel = kernel.contains_key(&ban.key);
         listed.insert(ban.key);
         println!(
-            "{:<40} {:>12} {:>8} {:<7} {}",
+            "{:<40} {:>12} {:>8} {:<10} {:<7} {}",
             ban.key.to_string(),
             describe(left),
             ban.offences,
+            ban.evidence.as_str(),
             if in_kernel { "yes" } else { "no" },
             ban.reason
         );
     }
     for (key, expires) in kernel.iter().filter(|(k, _)| !listed.contains(*k)) {
+        // Only the trap rule adds elements on its own, on a single packet.
         println!(
-            "{:<40} {:>12} {:>8} {:<7} in the kernel set only (added since the last save)",
+            "{:<40} {:>12} {:>8} {:<10} {:<7} in the kernel set only (added since the last save)",
             key.to_string(),
             describe(*expires),
             "-",
+            portsentry_engine::Evidence::Unverified.as_str(),
             "yes"
         );
     }
@@ -170,7 +175,7 @@ pub fn ban(
         if permanent {
             "permanent".to_string()
         } else {
-            time.unwrap_or(settings.ban_policy.ban_time)
+            time.unwrap_or(settings.ban_policies.manual.ban_time)
                 .as_secs()
                 .max(1)
                 .to_string()

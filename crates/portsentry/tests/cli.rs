@@ -597,6 +597,12 @@ fn embedded_defaults_when_no_config_file_exists() {
     );
     assert!(text.contains("fast path on"), "{text}");
     assert!(text.contains("bans: 1h first"), "{text}");
+    assert!(
+        text.contains(
+            "unverified bans (single packets): 10m first, x2 per offence at least 1h apart, up to 1day"
+        ),
+        "{text}"
+    );
     assert!(!text.contains("WARNING"), "{text}");
 }
 

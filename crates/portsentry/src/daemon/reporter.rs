@@ -171,6 +171,9 @@ impl Reporter {
             } => {
                 log.log(&alerts::ignored(host, &probe, suppressed, why));
             }
+            Action::PossiblyForged { suppressed, .. } => {
+                log.log(&alerts::possibly_forged(host, &probe, suppressed));
+            }
         }
     }
 
@@ -308,7 +311,8 @@ pub fn action_probe(action: &Action) -> &Probe {
         | Action::Respond { probe }
         | Action::AlreadyBlocked { probe, .. }
         | Action::Ignored { probe, .. }
-        | Action::Suppressed { probe, .. } => probe,
+        | Action::Suppressed { probe, .. }
+        | Action::PossiblyForged { probe, .. } => probe,
     }
 }
 

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use portsentry_engine::Proto;
-use portsentry_engine::bans::BanPolicy;
+use portsentry_engine::bans::BanPolicies;
 use portsentry_engine::engine::EngineConfig;
 use portsentry_engine::ignore::IgnoreSet;
 use portsentry_engine::ports::Watch;
@@ -96,8 +96,9 @@ impl ListenPlan {
 pub struct NativeSettings {
     /// `[firewall]`: backend, fast path, our table, NFLOG group, priority, set size.
     pub firewall: FirewallSettings,
-    /// `[bans]`, as the engine's ban lifecycle policy.
-    pub ban_policy: BanPolicy,
+    /// `[bans]`, `[bans.unverified]`, `[bans.manual]`: the ban policy of each evidence
+    /// class.
+    pub ban_policies: BanPolicies,
     /// `[protect]`: whether this host's addresses, gateways and resolvers are protected,
     /// where the resolvers are read from, and extra networks.
     pub protect: ProtectSettings,
@@ -124,8 +125,8 @@ pub struct Settings {
     pub config_source: String,
     /// `[firewall]` of portsentry.toml.
     pub firewall: FirewallSettings,
-    /// `[bans]` of portsentry.toml, as the engine's policy.
-    pub ban_policy: BanPolicy,
+    /// `[bans]` of portsentry.toml (and its per-class tables), as the engine's policies.
+    pub ban_policies: BanPolicies,
     /// `[protect]` of portsentry.toml.
     pub protect: ProtectSettings,
     /// `[state] file`: bans and offence counts across restarts.
@@ -217,7 +218,7 @@ impl Settings {
             fw.nflog_group,
             self.toml_source
         ));
-        let b = &self.ban_policy;
+        let b = &self.ban_policies.verified;
         lines.push(format!(
             "bans: {} first, x{} per repeat offence up to {}{}, state file {}",
             humantime::format_duration(b.ban_time),
@@ -229,6 +230,18 @@ impl Settings {
             },
             self.state_file.display()
         ));
+        let u = &self.ban_policies.unverified;
+        lines.push(if u.ban {
+            format!(
+                "unverified bans (single packets): {} first, x{} per offence at least {} apart, up to {}",
+                humantime::format_duration(u.ban_time),
+                u.escalation_factor,
+                humantime::format_duration(u.offence_gap),
+                humantime::format_duration(u.max_ban_time),
+            )
+        } else {
+            "unverified bans (single packets): none, alert only".to_string()
+        });
         lines
     }
 

@@ -93,7 +93,7 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
     };
     let NativeSettings {
         firewall,
-        ban_policy,
+        ban_policies,
         protect,
         state_file,
         control_socket,
@@ -113,7 +113,7 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
         resolve_host: legacy.resolve_host,
         config_source,
         firewall,
-        ban_policy,
+        ban_policies,
         protect,
         state_file,
         control_socket,
@@ -208,7 +208,7 @@ pub fn native_settings(toml: &TomlSource) -> Result<NativeSettings> {
         }
     };
     Ok(NativeSettings {
-        ban_policy: t.bans.policy(),
+        ban_policies: t.bans.policies(),
         firewall: t.firewall,
         protect: t.protect,
         state_file: t.state.file,
