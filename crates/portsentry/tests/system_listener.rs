@@ -191,8 +191,10 @@ fn issue_8_classic_tcp_listens_alerts_connect_bans_and_sends_the_banner_nft() {
     };
     checks::assert_blocked(&d, &conf, def, atk, false, OPEN, &exp);
     check_kernel_ban(&d, def, ip);
-    let connect = format!("attackalert: Connect from host: {ip}/{ip} to TCP port: 2001");
+    let connect = format!("attackalert: Connect from host: {ip}/{ip} to TCP port: 2001 (verified)");
     d.check(d.has_line(&connect), format!("no line {connect:?}"));
+    let full = kernel::ban_line_as(ip, "1h", 1, "verified");
+    d.check(d.wait_for_line(&full, REACT), format!("no line {full:?}"));
     d.check(
         !d.has_line(&alert_prefix("TCP SYN/Normal scan", ip, "TCP")),
         "a connect was logged as a SYN scan",
@@ -312,7 +314,7 @@ fn issue_8_classic_udp_alerts_a_datagram_and_sends_no_banner_by_default_nft() {
         reply.is_empty(),
         format!("a banner came back without opt-in: {reply:?}"),
     );
-    let line = format!("attackalert: Connect from host: {ip}/{ip} to UDP port: 5001");
+    let line = format!("attackalert: Connect from host: {ip}/{ip} to UDP port: 5001 (unverified)");
     d.check(d.wait_for_line(&line, REACT), format!("no line {line:?}"));
     check_kernel_ban_in(&d, def, UDP_TABLE, ip);
     d.check(
@@ -419,17 +421,23 @@ fn issue_7_handshake_trap_port_gives_a_verified_ban_in_atcp_nft() {
         nmap_ports(&out.stdout, "tcp", "open") == [23],
         format!("nmap -sT did not complete the handshake:\n{out}"),
     );
-    let line = format!("attackalert: Connect from host: {ip}/{ip} to TCP port: 23");
+    let line = format!("attackalert: Connect from host: {ip}/{ip} to TCP port: 23 (verified)");
     d.check(d.wait_for_line(&line, REACT), format!("no line {line:?}"));
     check_kernel_ban(&d, def, ip);
+    // Verified evidence: the full policy ([bans]: 1h), not the provisional one the
+    // prober's SYN got ([bans.unverified]: 10m).
+    let full = kernel::ban_line_as(ip, "1h", 1, "verified");
+    d.check(d.wait_for_line(&full, REACT), format!("no line {full:?}"));
+    let provisional = kernel::ban_line_as(pip, "10m", 1, "unverified");
+    d.check(d.has_line(&provisional), format!("no line {provisional:?}"));
     d.check(
         !can_connect(&atk.ns, def.addr(false), OPEN, Duration::from_secs(2)),
         "the attacker can still reach the open service",
     );
     let hist = Conf::read(&conf.history_path());
     d.check(
-        hist.contains(&format!("Host: {ip}/{ip} Port: 23 TCP Blocked")),
-        format!("history lacks the 1.2 line for the connect:\n{hist}"),
+        hist.contains(&format!("[verified] Host: {ip}/{ip} Port: 23 TCP Blocked")),
+        format!("history lacks the verified 1.2 line for the connect:\n{hist}"),
     );
     d.stop();
 }
