@@ -153,6 +153,20 @@ impl RecordFile {
 }
 
 /// Convenience: a blocked line stamped with the local wall clock now.
+/// PortSentry 2.x's history line: local ISO-8601 time with milliseconds and a numeric
+/// offset, a space, the scan line (`2025-07-01T13:38:18.123+0200 Scan from: [...]`).
+pub fn history_line_2x<Tz: TimeZone>(when: &DateTime<Tz>, scan_line: &str) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    format!("{} {scan_line}\n", when.format("%Y-%m-%dT%H:%M:%S%.3f%z"))
+}
+
+/// [`history_line_2x`] at the current local time.
+pub fn history_line_2x_now(scan_line: &str) -> String {
+    history_line_2x(&Local::now(), scan_line)
+}
+
 pub fn blocked_line_now(
     resolved: &str,
     ip: IpAddr,

@@ -168,7 +168,8 @@ pub fn run(
     }
     let source = Combined::of(sources).context("no mode has anything to watch")?;
 
-    let responder = Responder::new(tcp_response, udp_response, history, kernel);
+    let mut responder = Responder::new(tcp_response, udp_response, history, kernel);
+    responder.set_log_2x(settings.log_2x);
     let protected_out = responder.protected_updates();
     // The threads start with the handled signals blocked: only this one takes them.
     let spawn_mask = signals::mask_for_spawning().context("cannot set the signal mask")?;

@@ -37,6 +37,8 @@ pub struct Responder {
     bans: BanLifecycle,
     /// Protected sets the capture thread re-read, for [`Self::sync_protected`].
     protected_in: Latest,
+    /// PortSentry 2.x's scan line and history format (a 2.x command line).
+    log_2x: bool,
 }
 
 /// One running mode's response: its 1.2 plan and its blocked file.
@@ -78,7 +80,19 @@ impl Responder {
             history,
             bans,
             protected_in: Latest::default(),
+            log_2x: false,
         }
+    }
+
+    /// Write PortSentry 2.x's scan line and history format instead of 1.2's.
+    pub fn set_log_2x(&mut self, on: bool) {
+        self.log_2x = on;
+    }
+
+    /// Whether 2.x's lines are written (the reporter writes the lines of hits that get no
+    /// response the same way).
+    pub fn log_2x(&self) -> bool {
+        self.log_2x
     }
 
     /// The handle the capture thread publishes each refreshed protected set on.
@@ -208,6 +222,39 @@ impl Responder {
         native: NativeBan,
         resolved: &str,
     ) -> Outcome {
+        let outcome = self.finish_chain(log, probe, native, resolved);
+        if self.log_2x {
+            // 2.x writes its scan line after the actions, with what they did, and the
+            // same line, timed, to the history file.
+            let noblock = self
+                .mode(probe.proto())
+                .is_some_and(|m| m.plan.block == BlockMode::LogOnly);
+            let line = alerts::scan_2x(&alerts::Scan2x {
+                host: Host {
+                    name: resolved,
+                    ip: probe.src,
+                },
+                probe,
+                ignored: Some(false),
+                triggered: Some(true),
+                noblock: Some(noblock),
+                blocked: Some(!noblock && matches!(outcome, Outcome::Blocked { .. })),
+            });
+            log.log(&line);
+            if let Err(e) = self.history.append(&records::history_line_2x_now(&line)) {
+                log.log(&alerts::failure(&e));
+            }
+        }
+        outcome
+    }
+
+    fn finish_chain(
+        &mut self,
+        log: &Logger,
+        probe: &Probe,
+        native: NativeBan,
+        resolved: &str,
+    ) -> Outcome {
         if let Some(line) = &native.line {
             log.log(line);
         }
@@ -306,7 +353,12 @@ impl Responder {
             return outcome;
         }
         // Like 1.2, an acted-on host is written to the blocked and history files, also
-        // with BLOCK_x=0: fail2ban setups depend on that history line.
+        // with BLOCK_x=0: fail2ban setups depend on that history line. (2.x's history
+        // line is written by `finish`; its blocked file is a binary cache of its own,
+        // which is not written.)
+        if self.log_2x {
+            return outcome;
+        }
         let line =
             records::blocked_line_now(resolved, target, probe.dport, proto, probe.evidence());
         for file in [&mut mode.blocked, &mut self.history] {

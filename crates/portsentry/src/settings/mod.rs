@@ -139,6 +139,9 @@ pub struct Settings {
     pub notices: Vec<String>,
     /// Sockets the daemon binds: classic modes and handshake traps.
     pub listen: ListenPlan,
+    /// PortSentry 2.x's log lines (`Scan from: [...]`) and history format, for a 2.x
+    /// command line (its fail2ban filter matches only those).
+    pub log_2x: bool,
 }
 
 impl Settings {

@@ -82,6 +82,8 @@ pub struct Flags {
     pub udp: Option<ModeKind>,
     /// `--hosts-deny`.
     pub hosts_deny: Option<PathBuf>,
+    /// A PortSentry 2.x command line (`Cli::is_2x`): 2.x's log lines and history.
+    pub style_2x: bool,
 }
 
 impl Flags {
@@ -102,6 +104,7 @@ impl Flags {
             tcp: pick(cli.tcp || cli.connect, cli.stcp || cli.stealth, cli.atcp),
             udp: pick(cli.udp || cli.connect, cli.sudp || cli.stealth, cli.audp),
             hosts_deny: cli.hosts_deny.clone(),
+            style_2x: cli.is_2x(),
         }
     }
 

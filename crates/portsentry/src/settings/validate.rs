@@ -111,6 +111,7 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
         },
         history_file,
         resolve_host: legacy.resolve_host,
+        log_2x: sources.flags.style_2x,
         config_source,
         firewall,
         ban_policies,
