@@ -699,3 +699,49 @@ fn issue_8_debian_default_tcp_and_udp_daemons_side_by_side() {
         "the -tcp daemon reported the UDP datagram",
     );
 }
+
+/// Issue 8: PortSentry 2.x's `--connect` is the classic modes (as `-tcp -udp`): its
+/// ports really listen, and a connect gets 2.x's `Scan from:` line with type Connect
+/// and a ban.
+#[test]
+fn issue_8_2x_connect_mode_listens_and_bans_a_connect() {
+    let Some(lab) = common::lab_or_skip(
+        "issue_8_2x_connect_mode_listens_and_bans_a_connect",
+        &["nc", "nft"],
+        &["attacker"],
+    ) else {
+        return;
+    };
+    let (def, atk) = (&lab.defender, lab.peer("attacker"));
+    let conf = Conf::bans_only()
+        .set("TCP_PORTS", TCP_RANGE)
+        .set("UDP_PORTS", UDP_RANGE);
+    let conf_path = conf.write();
+    let args: Vec<String> = [
+        "--connect",
+        "-l",
+        "stdout",
+        "-c",
+        &conf_path.display().to_string(),
+        "--settings",
+        &conf.settings_path().display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut d = Daemon::start_args(&def.ns, &args);
+    d.wait_ready();
+    // The TCP side connects (nothing is sent back without PORT_BANNER).
+    d.check(
+        can_connect(&atk.ns, def.addr(false), 31337, Duration::from_secs(2)),
+        "--connect does not listen on TCP_PORTS",
+    );
+    let ip = atk.addr(false);
+    let line = format!("Scan from: [{ip}] ({ip}) protocol: [TCP] port: [31337] type: [Connect]");
+    d.check(
+        d.wait_for_line(&line, REACT),
+        format!("no 2.x line {line:?}"),
+    );
+    check_kernel_ban(&d, def, ip);
+    d.stop();
+}
