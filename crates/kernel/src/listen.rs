@@ -13,7 +13,11 @@
 //!   `EADDRINUSE`; on UDP it would let us share (and steal datagrams of) a port another
 //!   program bound with it, so it is never set there; `SO_REUSEPORT` never is;
 //! - the epoll set is level-triggered: a socket not drained in one turn is reported
-//!   again in the next, so callers can bound their work per turn.
+//!   again in the next, so callers can bound their work per turn;
+//! - one spare descriptor is held in reserve: when `accept` fails for lack of
+//!   descriptors it is closed so the connection can still be taken (and its peer
+//!   reported), then opened again; without it a full queue would stay readable and
+//!   the loop would spin on it.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -69,6 +73,8 @@ pub struct Datagram {
 pub struct Listeners {
     epoll: OwnedFd,
     bound: Vec<Bound>,
+    /// Given up when `accept` runs out of descriptors (see the module doc).
+    spare: Option<std::fs::File>,
     /// Whether `socket(AF_INET6)` works here; false: IPv4 sockets only.
     ipv6: bool,
 }
@@ -86,6 +92,7 @@ impl Listeners {
         Ok(Listeners {
             epoll,
             bound: Vec::new(),
+            spare: std::fs::File::open("/dev/null").ok(),
             ipv6,
         })
     }
@@ -199,7 +206,10 @@ impl Listeners {
 
     /// Take one completed connection from a TCP socket; `None` when its queue is empty.
     /// A connection the peer reset while it waited in the queue is skipped.
-    pub fn accept(&self, id: ListenerId) -> io::Result<Option<Accepted>> {
+    pub fn accept(&mut self, id: ListenerId) -> io::Result<Option<Accepted>> {
+        if self.spare.is_none() {
+            self.spare = std::fs::File::open("/dev/null").ok();
+        }
         let Some(b) = self.bound.get(id).filter(|b| b.proto == Proto::Tcp) else {
             return Ok(None);
         };
@@ -222,6 +232,13 @@ impl Listeners {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // The peer gave up before we took it (ECONNABORTED): nothing to report.
                 Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+                // Out of descriptors: free the spare and take the connection with it.
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                        && self.spare.take().is_some() =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         }
