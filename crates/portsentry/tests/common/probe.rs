@@ -37,7 +37,9 @@ impl Path {
     /// table exists in the defender's namespace.
     pub fn check_active(self, d: &Daemon, def: &Host) {
         let trapped = d.has_line("ports trapped in the kernel");
-        let table = kernel::table_exists(&def.ns);
+        // A UDP-only daemon has a table of its own (settings::instance).
+        let table =
+            kernel::table_exists(&def.ns) || kernel::our_table(&def.ns) == kernel::UDP_TABLE;
         match self {
             Path::Nft => d.check(
                 trapped && table,
