@@ -7,6 +7,7 @@ pub mod backend;
 pub mod bpf;
 #[cfg(any(test, feature = "testns"))]
 pub mod flood;
+pub mod listen;
 mod netlink;
 pub mod nflog;
 pub mod nft;

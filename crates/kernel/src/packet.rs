@@ -39,6 +39,13 @@ pub struct PacketSensor {
     buffer: Box<[u8; 2048]>,
 }
 
+impl AsFd for PacketSensor {
+    /// The packet socket: readable when packets are queued.
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 impl PacketSensor {
     /// Open the sensor for probes to ports `1..=max_port`.
     pub fn open(max_port: u16) -> io::Result<Self> {

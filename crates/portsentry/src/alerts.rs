@@ -41,11 +41,28 @@ fn more(suppressed: u32) -> String {
 /// The 1.2 alert for one probe, and after it the class of its evidence:
 /// `TCP SYN/Normal scan from host: h/a to TCP port: 22 (unverified)`. The class is a
 /// trailing token so that 1.2's wording up to the port is unchanged (`grep
-/// attackalert`, and patterns such as `to TCP port: [0-9]+` still match).
+/// attackalert`, and patterns such as `to TCP port: [0-9]+` still match). For a
+/// completed handshake 1.2's classic line, [`connect`].
 pub fn scan(host: Host<'_>, probe: &Probe) -> String {
+    if probe.kind == portsentry_engine::ProbeKind::Connect {
+        return connect(host, probe);
+    }
     format!(
         "attackalert: {} from host: {host} to {} port: {} ({})",
         probe.kind,
+        probe.proto(),
+        probe.dport,
+        probe.evidence()
+    )
+}
+
+/// 1.2's line of its classic modes, with the class of the evidence after it as in
+/// [`scan`]: `-tcp` (a completed handshake: `Connect from host: h/a to TCP port: 1080
+/// (verified)`) and `-udp` (a datagram to a bound port, for which 1.2 said "Connect"
+/// too; unverified).
+pub fn connect(host: Host<'_>, probe: &Probe) -> String {
+    format!(
+        "attackalert: Connect from host: {host} to {} port: {} ({})",
         probe.proto(),
         probe.dport,
         probe.evidence()
@@ -99,6 +116,16 @@ pub fn hits_not_logged_last(host: Host<'_>, count: u32, proto: Proto, port: u16)
 pub fn already_blocked(host: Host<'_>, suppressed: u32) -> String {
     format!(
         "attackalert: Host: {host} is already blocked Ignoring{}",
+        more(suppressed)
+    )
+}
+
+/// 1.2's classic-mode line for a source already blocked (the address only, and a
+/// period, unlike the stealth modes' line).
+pub fn already_blocked_classic(host: Host<'_>, suppressed: u32) -> String {
+    format!(
+        "attackalert: Host: {} is already blocked. Ignoring{}",
+        host.ip,
         more(suppressed)
     )
 }
@@ -550,6 +577,64 @@ pub fn in_use_ignored(proto: Proto, port: u16) -> String {
     )
 }
 
+// ---- bound sockets: the classic modes and the handshake trap ports ----
+
+/// 1.2's start-up line for each port of a classic mode.
+pub fn listen_mode(proto: Proto, port: u16) -> String {
+    format!("adminalert: Going into listen mode on {proto} port: {port}")
+}
+
+/// Instead of one [`listen_mode`] line per port, for a long list (1.2 never had more
+/// than 64 ports).
+pub fn listen_mode_summary(proto: Proto, count: usize, ports: &dyn fmt::Display) -> String {
+    format!("adminalert: Going into listen mode on {count} {proto} ports: {ports}")
+}
+
+/// A handshake trap port of a stealth or advanced mode.
+pub fn handshake_trap(port: u16) -> String {
+    format!(
+        "adminalert: Handshake trap on TCP port: {port} (it accepts connections, so it looks open to scanners; a connect there is verified evidence)"
+    )
+}
+
+/// 1.2's line for a port that could not be bound, with the reason.
+pub fn bind_failed(proto: Proto, port: u16, in_use: bool, error: &dyn fmt::Display) -> String {
+    let why = if in_use {
+        format!("port {port} in use by another program: not watched")
+    } else {
+        format!("{error}: not watched")
+    };
+    format!(
+        "adminalert: ERROR: could not bind {proto} socket: {port}. Attempting to continue ({why})"
+    )
+}
+
+/// More ports failed to bind than are worth a line each.
+pub fn bind_failed_more(count: usize) -> String {
+    format!("adminalert: ERROR: {count} more ports could not be bound and are not watched")
+}
+
+/// 1.2's line when a classic mode could bind nothing at all.
+pub fn bind_none(proto: Proto) -> String {
+    format!("adminalert: ERROR: could not bind ANY {proto} sockets. Shutting down.")
+}
+
+/// The open-file limit does not allow one socket per port.
+pub fn open_file_limit(hard: u64, ports: usize, first_unwatched: Option<(Proto, u16)>) -> String {
+    format!(
+        "adminalert: WARNING: the open-file limit (RLIMIT_NOFILE, hard limit {hard}) is too low for {ports} listening sockets{}; raise it (LimitNOFILE= in the unit)",
+        match first_unwatched {
+            Some((proto, port)) => format!(": {proto} ports from {port} on are not watched"),
+            None => String::new(),
+        }
+    )
+}
+
+/// A bound socket failed while being read (damped to one line a minute).
+pub fn listen_error(proto: Proto, port: u16, error: &dyn fmt::Display) -> String {
+    format!("adminalert: ERROR: cannot read the {proto} socket on port {port}: {error}")
+}
+
 /// What the capture loop counted, for the summary logged at stop.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CaptureCounts {
@@ -648,6 +733,35 @@ mod tests {
         assert_eq!(
             route_added(host().ip, "/sbin/route add -host 198.18.0.2 reject"),
             "attackalert: Host 198.18.0.2 has been blocked via dropped route using command: \"/sbin/route add -host 198.18.0.2 reject\""
+        );
+    }
+
+    /// Issue 8: the classic modes' lines as 1.2 logs them.
+    #[test]
+    fn issue_8_classic_lines_keep_the_1_2_wording() {
+        assert_eq!(
+            scan(host(), &probe(ProbeKind::Connect, 1080)),
+            "attackalert: Connect from host: 198.18.0.2/198.18.0.2 to TCP port: 1080 (verified)"
+        );
+        assert_eq!(
+            connect(host(), &probe(ProbeKind::Udp, 161)),
+            "attackalert: Connect from host: 198.18.0.2/198.18.0.2 to UDP port: 161 (unverified)"
+        );
+        assert_eq!(
+            already_blocked_classic(host(), 0),
+            "attackalert: Host: 198.18.0.2 is already blocked. Ignoring"
+        );
+        assert_eq!(
+            listen_mode(Proto::Tcp, 1),
+            "adminalert: Going into listen mode on TCP port: 1"
+        );
+        assert_eq!(
+            bind_failed(Proto::Tcp, 22, true, &"Address in use"),
+            "adminalert: ERROR: could not bind TCP socket: 22. Attempting to continue (port 22 in use by another program: not watched)"
+        );
+        assert_eq!(
+            bind_none(Proto::Udp),
+            "adminalert: ERROR: could not bind ANY UDP sockets. Shutting down."
         );
     }
 
@@ -752,7 +866,8 @@ mod tests {
         let mut connect = probe(ProbeKind::Connect, 2323);
         assert_eq!(
             scan(host(), &connect),
-            "attackalert: TCP Connect from host: 198.18.0.2/198.18.0.2 to TCP port: 2323 (verified)"
+            // 1.2's classic wording for a completed handshake (issue 8).
+            "attackalert: Connect from host: 198.18.0.2/198.18.0.2 to TCP port: 2323 (verified)"
         );
         connect.kind = ProbeKind::Syn;
         assert_eq!(

@@ -23,7 +23,7 @@ pub const DEFAULT_SYSLOG_SOCKET: &str = defaults::SYSLOG_SOCKET;
 #[command(group = clap::ArgGroup::new("tcp_mode").args(["tcp", "stcp", "atcp"]).multiple(false))]
 #[command(group = clap::ArgGroup::new("udp_mode").args(["udp", "sudp", "audp"]).multiple(false))]
 pub struct Cli {
-    /// Classic TCP mode (1.2 `-tcp`); runs as stealth mode on TCP_PORTS for now.
+    /// Classic TCP mode (1.2 `-tcp`): listen on TCP_PORTS; a completed connect is a hit.
     #[arg(long = "tcp")]
     pub tcp: bool,
     /// Stealth TCP mode: watch the ports in TCP_PORTS.
@@ -33,7 +33,7 @@ pub struct Cli {
     /// listening service, except ADVANCED_EXCLUDE_TCP.
     #[arg(long = "atcp")]
     pub atcp: bool,
-    /// Classic UDP mode (1.2 `-udp`); runs as stealth mode on UDP_PORTS for now.
+    /// Classic UDP mode (1.2 `-udp`): bind UDP_PORTS; a datagram is a hit.
     #[arg(long = "udp")]
     pub udp: bool,
     /// Stealth UDP mode: watch the ports in UDP_PORTS.

@@ -113,3 +113,22 @@ pub fn ignore_static(path: &Path) -> std::path::PathBuf {
 /// shorter can only be a typo or an attempt to cut IPv6 off.
 pub const MIN_BAN_PREFIX_V4: u8 = 8;
 pub const MIN_BAN_PREFIX_V6: u8 = 16;
+
+/// Classic modes and handshake traps: completed connections queued per trap port before
+/// the kernel refuses more. A scanner's connects are taken within one loop turn, so a
+/// short queue is enough, and it bounds what a flood of handshakes can queue per port.
+pub const LISTEN_BACKLOG: i32 = 64;
+/// Classic modes and handshake traps: descriptors kept free for everything else the
+/// daemon opens (netlink sockets, record files, the control socket, KILL_* pipes) when
+/// the open-file limit is raised for one socket per trap port.
+pub const LISTEN_FD_RESERVE: u64 = 256;
+/// PORT_BANNER is cut to this many bytes, as 1.2 copied it into a 1024-byte buffer
+/// (`MAXBUF`, with its terminating NUL).
+pub const PORT_BANNER_MAX_BYTES: usize = 1023;
+/// `[listen] udp_banner = true`: at most this many banner replies per second in all. A
+/// UDP source address can be forged, so each reply may go to a victim; the cap keeps
+/// this host from being a reflector at any useful rate.
+pub const UDP_BANNERS_PER_SECOND: u32 = 20;
+/// `[listen] udp_banner`: off, because a UDP reply to a forgeable source is a
+/// reflection vector; 1.2 sent PORT_BANNER to every UDP datagram's sender.
+pub const UDP_BANNER: bool = false;

@@ -95,13 +95,27 @@ fn int(bytes: usize) -> libc::c_int {
 /// checks its own flags and deadline between waits, and a signal (SIGTERM, SIGHUP) is
 /// exactly when it should look at them at once instead of sleeping out the timeout.
 pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
+    wait_any(&[fd], timeout)
+}
+
+/// [`wait_readable`] for several descriptors at once: true when any of them is.
+pub(crate) fn wait_any(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<bool> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `pfds` holds `pfds.len()` valid pollfds.
+    let rc = unsafe {
+        libc::poll(
+            pfds.as_mut_ptr(),
+            pfds.len() as libc::nfds_t,
+            poll_millis(timeout),
+        )
     };
-    // SAFETY: one valid pollfd, count 1.
-    let rc = unsafe { libc::poll(&mut pfd, 1, poll_millis(timeout)) };
     if rc < 0 {
         let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::Interrupted {

@@ -23,7 +23,7 @@ pub(crate) mod fd;
 mod message;
 mod socket;
 
-pub(crate) use fd::wait_readable;
+pub(crate) use fd::{wait_any, wait_readable};
 pub(crate) use message::{Message, Messages, attributes};
 #[cfg(test)]
 pub(crate) use message::{NLA_HDRLEN, push_message};

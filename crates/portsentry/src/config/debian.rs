@@ -48,15 +48,6 @@ impl ModeKind {
     pub fn from_flag(proto: Proto, s: &str) -> Option<Self> {
         ModeKind::ALL.into_iter().find(|m| m.flag(proto) == s)
     }
-
-    /// The mode that actually runs: the classic connect modes run as stealth modes on
-    /// the same port lists.
-    pub fn running(self) -> Self {
-        match self {
-            ModeKind::Classic => ModeKind::Stealth,
-            other => other,
-        }
-    }
 }
 
 /// The modes `/etc/default/portsentry` selects; `None` where the file does not set one.
@@ -230,8 +221,6 @@ mod tests {
         assert_eq!(ModeKind::from_flag(Proto::Tcp, "udp"), None);
         assert_eq!(ModeKind::from_flag(Proto::Tcp, "ATCP"), None);
         assert_eq!(ModeKind::from_flag(Proto::Udp, "-audp"), None);
-        assert_eq!(ModeKind::Classic.running(), ModeKind::Stealth);
-        assert_eq!(ModeKind::Advanced.running(), ModeKind::Advanced);
     }
 
     #[test]

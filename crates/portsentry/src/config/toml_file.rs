@@ -301,6 +301,67 @@ impl Default for ControlSettings {
     }
 }
 
+/// `[listen]`: ports on which the daemon really listens, beside what the modes do.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenSettings {
+    /// Handshake trap ports: TCP ports on which the daemon listens and accepts in the
+    /// stealth and advanced modes too, so that a connect there is verified evidence (the
+    /// source completed a handshake). Ports (`23`) or ranges (`"2000-2010"`). Such a port
+    /// answers, so it looks open to a scanner. Default: none.
+    pub handshake_ports: Vec<PortItem>,
+    /// Send PORT_BANNER in reply to a datagram in the classic `-udp` mode, as 1.2 did.
+    /// Off by default: a UDP source can be forged, so the reply can go to a victim.
+    pub udp_banner: bool,
+}
+
+impl Default for ListenSettings {
+    fn default() -> Self {
+        ListenSettings {
+            handshake_ports: Vec::new(),
+            udp_banner: defaults::UDP_BANNER,
+        }
+    }
+}
+
+/// One entry of a port list: a port, or a range `"LO-HI"` (a single port as a string
+/// is taken too).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum PortItem {
+    Port(u16),
+    Text(String),
+}
+
+impl ListenSettings {
+    /// The handshake ports as a set; an entry that is no port or range is the error.
+    pub fn handshake_set(&self) -> Result<portsentry_engine::ports::PortSet, String> {
+        let mut set = portsentry_engine::ports::PortSet::new();
+        for item in &self.handshake_ports {
+            match item {
+                PortItem::Port(0) => {
+                    return Err("listen.handshake_ports: port 0 is not a port".into());
+                }
+                PortItem::Port(p) => set.insert(*p),
+                PortItem::Text(t) => {
+                    let one = portsentry_engine::ports::PortSet::parse_list(t.trim())
+                        .ok()
+                        .filter(|_| !t.contains(','))
+                        .ok_or_else(|| {
+                            format!(
+                                "listen.handshake_ports: `{t}` is not a port or a range like \"2000-2010\""
+                            )
+                        })?;
+                    for p in one.iter() {
+                        set.insert(p);
+                    }
+                }
+            }
+        }
+        Ok(set)
+    }
+}
+
 /// The whole TOML file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -310,6 +371,7 @@ pub struct TomlSettings {
     pub protect: ProtectSettings,
     pub state: StateSettings,
     pub control: ControlSettings,
+    pub listen: ListenSettings,
 }
 
 impl TomlSettings {
@@ -340,6 +402,7 @@ impl TomlSettings {
         if self.firewall.set_size == 0 {
             return Err("firewall.set_size must be more than 0".into());
         }
+        self.listen.handshake_set()?;
         Ok(())
     }
 }
@@ -520,5 +583,29 @@ mod tests {
         assert!(parse("[bans]\ntime = \"2h\"\nmax_time = \"1h\"\n").is_err());
         assert!(parse("[firewall]\ntable = \"bad name\"\n").is_err());
         assert!(parse("[firewall]\nbackend = \"ipchains\"\n").is_err());
+    }
+
+    #[test]
+    fn issue_7_handshake_ports_are_ports_and_ranges() {
+        let s = parse("[listen]\nhandshake_ports = [23, \"2000-2002\", \"8080\"]\n").unwrap();
+        let set = s.listen.handshake_set().unwrap();
+        assert_eq!(set.iter().collect::<Vec<_>>(), [23, 2000, 2001, 2002, 8080]);
+        assert!(!s.listen.udp_banner);
+        assert!(
+            ListenSettings::default()
+                .handshake_set()
+                .unwrap()
+                .is_empty()
+        );
+        for bad in ["[0]", "[\"a-b\"]", "[\"1,2\"]", "[70000]", "[\"9-3\"]"] {
+            let text = format!("[listen]\nhandshake_ports = {bad}\n");
+            assert!(parse(&text).is_err(), "{bad} accepted");
+        }
+        assert!(
+            parse("[listen]\nudp_banner = true\n")
+                .unwrap()
+                .listen
+                .udp_banner
+        );
     }
 }

@@ -10,6 +10,8 @@
 //!   group, bans restored from the state file;
 //! - [`source`]: probe sources behind one trait: our nftables traps (NFLOG) where
 //!   `nft` works, else the packet socket with a BPF filter;
+//! - [`listener`]: the probe source of bound sockets (classic `-tcp`/`-udp`, handshake
+//!   trap ports), read in the same loop as the other;
 //! - [`capture`]: the main thread's loop around the engine;
 //! - [`reporter`]: the thread that owns the bans, logs, responds and saves;
 //! - [`respond`]: one response: native ban, then 1.2's chain and records;
@@ -19,6 +21,7 @@
 //! means, and the re-execution that a SIGHUP reload is.
 
 pub mod capture;
+pub mod listener;
 pub mod reporter;
 pub mod respond;
 pub mod signals;
@@ -46,9 +49,10 @@ use crate::records::RecordFile;
 use crate::resolve::Resolver;
 use crate::settings::Settings;
 use capture::{Capture, Links};
+use listener::ListenerSource;
 use reporter::{Feedback, Reporter, ToReporter};
 use respond::{ModeResponse, Responder};
-use source::{NflogSource, PacketSource, ProbeSource};
+use source::{Combined, NflogSource, PacketSource, ProbeSource};
 use startup::Chosen;
 
 /// Actions waiting for the reporter. Deep enough for a burst of alerts from many
@@ -139,18 +143,30 @@ pub fn run(
         settings.protect.enabled,
     ));
 
-    let (source, kernel, firewall): (Box<dyn ProbeSource>, _, _) = if let Chosen::Nftables = chosen
-    {
+    let mut sources: Vec<Box<dyn ProbeSource>> = Vec::new();
+    let (kernel, firewall) = if let Chosen::Nftables = chosen {
         let (reader, kernel, firewall) = startup::start_nftables(&settings, &log, &protected)?;
-        (Box::new(NflogSource::new(reader)), kernel, Some(firewall))
+        if let Some(reader) = reader {
+            sources.push(Box::new(NflogSource::new(reader)));
+        }
+        (kernel, Some(firewall))
     } else {
         let kernel = startup::start_without_nftables(&settings, &log, chosen, &protected)?;
-        let mut usage = PortUsage::new().context("cannot open the sock_diag netlink socket")?;
-        startup::announce_modes(&settings, &log, &mut usage);
-        let sensor = PacketSensor::open(settings.max_watched_port())
-            .context("cannot open the packet socket (AF_PACKET needs root or CAP_NET_RAW)")?;
-        (Box::new(PacketSource::new(sensor, usage)), kernel, None)
+        // Only for the modes that read packets: a classic mode has its own sockets.
+        if settings.packet_modes().next().is_some() {
+            let mut usage = PortUsage::new().context("cannot open the sock_diag netlink socket")?;
+            startup::announce_modes(&settings, &log, &mut usage);
+            let sensor = PacketSensor::open(settings.max_watched_port())
+                .context("cannot open the packet socket (AF_PACKET needs root or CAP_NET_RAW)")?;
+            sources.push(Box::new(PacketSource::new(sensor, usage)));
+        }
+        (kernel, None)
     };
+    // After the traps and bans are in place, so a connect is banned at once.
+    if let Some(listening) = ListenerSource::open(&settings, &log)? {
+        sources.push(Box::new(listening));
+    }
+    let source = Combined::of(sources).context("no mode has anything to watch")?;
 
     let mut responder = Responder::new(tcp_response, udp_response, history, kernel);
     responder.set_log_2x(settings.log_2x);

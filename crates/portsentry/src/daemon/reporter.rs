@@ -157,7 +157,12 @@ impl Reporter {
                 if suppressed > 0 {
                     log.log(&alerts::hits_not_logged(host, suppressed));
                 }
-                log.log(&alerts::scan(host, &probe));
+                // 1.2's classic -udp mode said "Connect" of a datagram too.
+                if self.responder.classic(probe.proto()) {
+                    log.log(&alerts::connect(host, &probe));
+                } else {
+                    log.log(&alerts::scan(host, &probe));
+                }
                 if probe.ip_options {
                     log.log(&alerts::ip_options(host, &probe));
                 }
@@ -179,7 +184,11 @@ impl Reporter {
                 ));
             }
             Action::AlreadyBlocked { suppressed, .. } => {
-                log.log(&alerts::already_blocked(host, suppressed));
+                if self.responder.classic(probe.proto()) {
+                    log.log(&alerts::already_blocked_classic(host, suppressed));
+                } else {
+                    log.log(&alerts::already_blocked(host, suppressed));
+                }
             }
             Action::Ignored {
                 suppressed, why, ..

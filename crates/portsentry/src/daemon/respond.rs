@@ -200,6 +200,11 @@ impl Responder {
         }
     }
 
+    /// Whether `proto` runs a classic mode (1.2's classic wording of its lines).
+    pub fn classic(&self, proto: Proto) -> bool {
+        self.mode(proto).is_some_and(|m| m.plan.classic())
+    }
+
     fn mode(&self, proto: Proto) -> Option<&ModeResponse> {
         match proto {
             Proto::Tcp => self.tcp.as_ref(),

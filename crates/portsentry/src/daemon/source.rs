@@ -8,13 +8,18 @@
 //! - [`PacketSource`]: AF_PACKET with a BPF filter, the engine's classifier (ACK and
 //!   Maimon probes recognised by our RST answer), the mode's watch list and a live
 //!   sock_diag check of ports in use.
+//! - [`ListenerSource`](super::listener::ListenerSource): sockets bound on the classic
+//!   modes' ports and the handshake trap ports (completed connections, datagrams).
+//! - [`Combined`]: several of them in one loop, waited on with one `poll`.
 
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use portsentry_engine::classify::{self, Classifier};
 use portsentry_engine::wire::{self, ParseStats};
 use portsentry_engine::{Millis, Probe, Verdict};
+use portsentry_kernel::listen;
 use portsentry_kernel::nflog::NflogReader;
 use portsentry_kernel::nft;
 use portsentry_kernel::packet::PacketSensor;
@@ -53,6 +58,56 @@ pub trait ProbeSource {
 
     /// Packets the kernel dropped because we did not read them fast enough.
     fn kernel_losses(&self) -> u64;
+
+    /// The descriptor that is readable when [`read`](Self::read) has work, for
+    /// [`Combined`] to wait on several sources at once.
+    fn wait_fd(&self) -> BorrowedFd<'_>;
+}
+
+/// Several sources read in one loop: one `poll` over all their descriptors, then each
+/// reads its turn's worth (each is bounded by itself).
+pub struct Combined {
+    parts: Vec<Box<dyn ProbeSource>>,
+}
+
+impl Combined {
+    /// One source as it is; several as one. `None` for none.
+    pub fn of(mut parts: Vec<Box<dyn ProbeSource>>) -> Option<Box<dyn ProbeSource>> {
+        match parts.len() {
+            0 => None,
+            1 => Some(parts.remove(0)),
+            _ => Some(Box::new(Combined { parts })),
+        }
+    }
+}
+
+impl ProbeSource for Combined {
+    fn wait(&self, timeout: Duration) -> io::Result<bool> {
+        let fds: Vec<BorrowedFd<'_>> = self.parts.iter().map(|p| p.wait_fd()).collect();
+        listen::wait_any(&fds, timeout)
+    }
+
+    fn read(
+        &mut self,
+        now: Millis,
+        settings: &Settings,
+        stats: &mut SourceStats,
+        out: &mut Vec<Probe>,
+    ) -> io::Result<()> {
+        for part in &mut self.parts {
+            part.read(now, settings, stats, out)?;
+        }
+        Ok(())
+    }
+
+    fn kernel_losses(&self) -> u64 {
+        self.parts.iter().map(|p| p.kernel_losses()).sum()
+    }
+
+    fn wait_fd(&self) -> BorrowedFd<'_> {
+        // Never nested (`of` builds one level); the first part stands for all.
+        self.parts[0].wait_fd()
+    }
 }
 
 /// Probes trapped by our nftables rules, read from their NFLOG group.
@@ -100,6 +155,10 @@ impl ProbeSource for NflogSource {
     fn kernel_losses(&self) -> u64 {
         self.reader.overruns()
     }
+
+    fn wait_fd(&self) -> BorrowedFd<'_> {
+        self.reader.as_fd()
+    }
 }
 
 /// Probes seen on the packet socket (hosts without nftables).
@@ -144,7 +203,9 @@ impl ProbeSource for PacketSource {
             let Some(mode) = settings.mode(probe.proto()) else {
                 continue;
             };
-            if !mode.watch.contains(probe.dport) {
+            // A classic mode's hits come from its own sockets.
+            if mode.kind == crate::settings::ModeKind::Classic || !mode.watch.contains(probe.dport)
+            {
                 continue;
             }
             match self
@@ -170,5 +231,9 @@ impl ProbeSource for PacketSource {
 
     fn kernel_losses(&self) -> u64 {
         self.sensor.take_stats().map(|k| k.dropped).unwrap_or(0)
+    }
+
+    fn wait_fd(&self) -> BorrowedFd<'_> {
+        self.sensor.as_fd()
     }
 }

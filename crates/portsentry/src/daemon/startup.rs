@@ -20,7 +20,7 @@ use portsentry_kernel::sock_diag::PortUsage;
 
 use crate::alerts;
 use crate::bans::{self, BanBudget, BanLifecycle, Restored, StateFile};
-use crate::config::{Backend, BlockMode};
+use crate::config::{Backend, BlockMode, ModeKind};
 use crate::logger::Logger;
 use crate::protect::{self, ProtectedSources};
 use crate::settings::Settings;
@@ -132,10 +132,17 @@ pub fn trap_spec(settings: &Settings) -> TrapSpec {
             .mode(proto)
             .is_some_and(|m| m.plan.block == BlockMode::Block)
     };
+    // A classic mode has no traps: its ports are its own sockets' (which the traps
+    // would let through anyway), and it alarms only on what they receive.
+    let trapped = |mode: &Option<crate::settings::ModeSettings>| {
+        mode.as_ref()
+            .filter(|m| m.kind != ModeKind::Classic)
+            .map(|m| m.watch.port_ranges())
+    };
     TrapSpec {
         table: fw.table.clone(),
-        tcp_ports: settings.tcp.as_ref().map(|m| m.watch.port_ranges()),
-        udp_ports: settings.udp.as_ref().map(|m| m.watch.port_ranges()),
+        tcp_ports: trapped(&settings.tcp),
+        udp_ports: trapped(&settings.udp),
         ban_tcp: bans(Proto::Tcp),
         ban_udp: bans(Proto::Udp),
         ban_timeout: unverified.ban_time,
@@ -164,15 +171,19 @@ fn open_nflog(group: u16) -> Result<NflogReader> {
     }
 }
 
-/// Install the table, restore bans, open the NFLOG group.
+/// Install the table, restore bans, open the NFLOG group (`None` when no mode has
+/// traps: classic modes only, whose hits come from their own sockets).
 pub fn start_nftables(
     settings: &Settings,
     log: &Logger,
     protected: &[IpNet],
-) -> Result<(NflogReader, BanLifecycle, NativeFirewall)> {
+) -> Result<(Option<NflogReader>, BanLifecycle, NativeFirewall)> {
     let fw = &settings.firewall;
     // The group is bound before the traps exist, so no trapped packet goes unread.
-    let reader = open_nflog(fw.nflog_group)?;
+    let reader = match settings.packet_modes().next() {
+        Some(_) => Some(open_nflog(fw.nflog_group)?),
+        None => None,
+    };
     let nft = Nft::new(&fw.table)?;
     let spec = trap_spec(settings);
     let applied = nft
@@ -183,7 +194,7 @@ pub fn start_nftables(
     if let nft::Applied::Rebuilt { bans, protected } = applied {
         log.log(&alerts::table_rebuilt(&fw.table, bans, protected));
     }
-    for mode in [&settings.tcp, &settings.udp].into_iter().flatten() {
+    for mode in settings.packet_modes() {
         let ports: usize = mode
             .watch
             .port_ranges()
@@ -275,7 +286,7 @@ fn log_restored(log: &Logger, settings: &Settings, backend: &str, restored: Rest
 
 /// 1.2's start-up lines about the modes (packet path), and the ports found in use now (they are excluded live, at every probe; this list is for the admin).
 pub fn announce_modes(settings: &Settings, log: &Logger, usage: &mut PortUsage) {
-    for mode in [&settings.tcp, &settings.udp].into_iter().flatten() {
+    for mode in settings.packet_modes() {
         match &mode.watch {
             Watch::Listed(ports) => {
                 for port in ports.iter() {
@@ -293,7 +304,7 @@ pub fn announce_modes(settings: &Settings, log: &Logger, usage: &mut PortUsage) 
             }
         }
     }
-    for mode in [&settings.tcp, &settings.udp].into_iter().flatten() {
+    for mode in settings.packet_modes() {
         if let Ok(ports) = usage.listening_ports(mode.proto) {
             for port in ports.into_iter().filter(|p| mode.watch.contains(*p)) {
                 log.log(&alerts::in_use_ignored(mode.proto, port));

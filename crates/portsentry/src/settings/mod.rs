@@ -26,7 +26,8 @@ use portsentry_engine::ports::Watch;
 
 use crate::cli::Cli;
 use crate::config::BlockMode;
-pub use crate::config::{Backend, FirewallSettings, ModeKind, ProtectSettings};
+pub use crate::config::{Backend, FirewallSettings, ListenSettings, ModeKind, ProtectSettings};
+use portsentry_engine::ports::PortSet;
 pub use sources::Sources;
 pub use validate::validate;
 
@@ -43,17 +44,50 @@ pub struct ResponsePlan {
     pub hosts_deny_file: PathBuf,
 }
 
+impl ResponsePlan {
+    /// Whether the mode is a classic one (`tcp`, `udp`: bound sockets), whose lines
+    /// keep 1.2's classic wording.
+    pub fn classic(&self) -> bool {
+        matches!(self.mode.as_str(), "tcp" | "udp")
+    }
+}
+
 /// One protocol's detection mode.
 #[derive(Debug, Clone)]
 pub struct ModeSettings {
-    /// 1.2 name of the mode that runs: "stcp", "atcp", "sudp", "audp" (the classic
-    /// modes run as the stealth ones).
+    /// 1.2 name of the mode: "tcp", "stcp", "atcp", "udp", "sudp", "audp".
     pub name: &'static str,
+    /// Classic (bound sockets: a connect or a datagram is a hit), stealth or advanced.
+    pub kind: ModeKind,
     pub proto: Proto,
     pub watch: Watch,
     pub plan: ResponsePlan,
     /// Blocked-file path for this mode (BLOCKED_FILE + "." + mode).
     pub blocked_file: PathBuf,
+}
+
+/// What the listener probe source binds: the classic modes' ports and the handshake
+/// trap ports, and what it answers.
+#[derive(Debug, Clone, Default)]
+pub struct ListenPlan {
+    /// TCP ports to listen and accept on: TCP_PORTS in `-tcp`, plus `[listen]
+    /// handshake_ports` whenever a TCP mode runs.
+    pub tcp: PortSet,
+    /// UDP ports to bind: UDP_PORTS in `-udp`.
+    pub udp: PortSet,
+    /// The ports of `tcp` that are handshake traps (of a stealth or advanced mode).
+    pub handshake: PortSet,
+    /// PORT_BANNER (at most `defaults::PORT_BANNER_MAX_BYTES`), written to every
+    /// accepted connection before it is closed.
+    pub banner: Option<String>,
+    /// `[listen] udp_banner`: PORT_BANNER also answers datagrams of `-udp`.
+    pub udp_banner: bool,
+}
+
+impl ListenPlan {
+    pub fn is_empty(&self) -> bool {
+        self.tcp.is_empty() && self.udp.is_empty()
+    }
 }
 
 /// What portsentry.toml decides, derived: the part of the settings the client commands
@@ -72,6 +106,8 @@ pub struct NativeSettings {
     pub state_file: PathBuf,
     /// `[control] socket`.
     pub control_socket: PathBuf,
+    /// `[listen]`: handshake trap ports, UDP banner opt-in.
+    pub listen: ListenSettings,
     /// Where these came from: the file, or "built-in defaults".
     pub source: String,
 }
@@ -101,17 +137,18 @@ pub struct Settings {
     pub toml_source: String,
     /// Lines to log at startup (warnings about the config, mode substitutions).
     pub notices: Vec<String>,
+    /// Sockets the daemon binds: classic modes and handshake traps.
+    pub listen: ListenPlan,
     /// PortSentry 2.x's log lines (`Scan from: [...]`) and history format, for a 2.x
     /// command line (its fail2ban filter matches only those).
     pub log_2x: bool,
 }
 
 impl Settings {
-    /// Highest port any mode watches, for the kernel filter.
+    /// Highest port any mode watches through packets (not the classic modes, whose
+    /// sockets see their own hits), for the kernel filter.
     pub fn max_watched_port(&self) -> u16 {
-        [&self.tcp, &self.udp]
-            .into_iter()
-            .flatten()
+        self.packet_modes()
             .map(|m| m.watch.max_port())
             .max()
             .unwrap_or(0)
@@ -122,6 +159,9 @@ impl Settings {
         let mut lines = Vec::new();
         for mode in [&self.tcp, &self.udp].into_iter().flatten() {
             let watch = match &mode.watch {
+                Watch::Listed(ports) if mode.kind == ModeKind::Classic => {
+                    format!("listening on ports {ports}")
+                }
                 Watch::Listed(ports) => format!("ports {ports}"),
                 Watch::Advanced { below, exclude } if exclude.is_empty() => {
                     format!("ports below {below}")
@@ -139,6 +179,27 @@ impl Settings {
                 "mode {}: {watch}, {block}, blocked file {}",
                 mode.name,
                 mode.blocked_file.display()
+            ));
+        }
+        if !self.listen.handshake.is_empty() {
+            lines.push(format!(
+                "handshake trap ports (listening, verified evidence): {}",
+                self.listen.handshake
+            ));
+        }
+        if let Some(banner) = &self.listen.banner {
+            lines.push(format!(
+                "PORT_BANNER ({} bytes) sent to {}",
+                banner.len(),
+                match (
+                    self.listen.tcp.is_empty(),
+                    self.listen.udp.is_empty() || !self.listen.udp_banner
+                ) {
+                    (true, true) => "nothing (no port accepts connections)",
+                    (false, true) => "accepted TCP connections",
+                    (true, false) => "UDP datagrams",
+                    (false, false) => "accepted TCP connections and UDP datagrams",
+                }
             ));
         }
         lines.push(format!("history file: {}", self.history_file.display()));
@@ -185,6 +246,15 @@ impl Settings {
             "unverified bans (single packets): none, alert only".to_string()
         });
         lines
+    }
+
+    /// The modes that read probes from packets (NFLOG or the packet socket): all but
+    /// the classic ones.
+    pub fn packet_modes(&self) -> impl Iterator<Item = &ModeSettings> {
+        [&self.tcp, &self.udp]
+            .into_iter()
+            .flatten()
+            .filter(|m| m.kind != ModeKind::Classic)
     }
 
     pub fn mode(&self, proto: Proto) -> Option<&ModeSettings> {

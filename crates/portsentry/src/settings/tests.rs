@@ -153,37 +153,118 @@ fn built_in_modes_without_flags_or_debian_modes() {
 }
 
 #[test]
-fn classic_modes_run_as_stealth_with_notices() {
+fn issue_8_classic_modes_run_as_classic_modes() {
     let st = ok(&with_flags(
         conf(BASE),
         Some(ModeKind::Classic),
         Some(ModeKind::Classic),
     ));
-    assert_eq!(mode_names(&st), (Some("stcp"), Some("sudp")));
-    assert_eq!(st.tcp.as_ref().unwrap().plan.mode, "stcp");
+    assert_eq!(mode_names(&st), (Some("tcp"), Some("udp")));
+    assert_eq!(st.tcp.as_ref().unwrap().kind, ModeKind::Classic);
+    assert_eq!(st.tcp.as_ref().unwrap().plan.mode, "tcp");
+    assert!(st.tcp.as_ref().unwrap().plan.classic());
+    // 1.2's blocked file name: BLOCKED_FILE + ".udp".
     assert_eq!(
         st.udp.as_ref().unwrap().blocked_file,
-        PathBuf::from("/var/lib/portsentry/portsentry.blocked.sudp")
+        PathBuf::from("/var/lib/portsentry/portsentry.blocked.udp")
     );
-    assert_eq!(
-        st.notices,
-        [
-            "adminalert: classic -tcp mode runs as stealth mode -stcp on TCP_PORTS (it sees \
-             every probe to those ports, not only completed connections)",
-            "adminalert: classic -udp mode runs as stealth mode -sudp on UDP_PORTS",
-        ]
-    );
+    assert!(st.notices.is_empty(), "{:?}", st.notices);
+    // Their ports are the listener's, and no packet mode runs.
+    assert_eq!(st.listen.tcp, ports("1,11,15,79,111"));
+    assert_eq!(st.listen.udp, ports("1,7,9,69"));
+    assert!(st.listen.handshake.is_empty() && st.listen.banner.is_none());
+    assert_eq!(st.packet_modes().count(), 0);
+    assert_eq!(st.max_watched_port(), 0);
     // The same from Debian's file (as postinst writes it), after its own notice.
     let st = ok(&with_debian(
         conf(BASE),
         "TCP_MODE=\"tcp\"\nUDP_MODE=\"udp\"\n",
     ));
-    assert_eq!(mode_names(&st), (Some("stcp"), Some("sudp")));
-    assert_eq!(st.notices.len(), 3);
+    assert_eq!(mode_names(&st), (Some("tcp"), Some("udp")));
     assert_eq!(
-        st.notices[0],
-        "adminalert: modes taken from /etc/default/portsentry"
+        st.notices,
+        ["adminalert: modes taken from /etc/default/portsentry"]
     );
+    // Ranges and more than 1.2's 64 ports.
+    let st = ok(&with_flags(
+        conf("TCP_PORTS=\"1-100,2000-2099\"\nIGNORE_FILE=\"/etc/portsentry/portsentry.ignore\"\n"),
+        Some(ModeKind::Classic),
+        None,
+    ));
+    assert_eq!(st.listen.tcp.len(), 200);
+    assert!(st.listen.udp.is_empty());
+}
+
+#[test]
+fn issue_8_port_banner_and_its_udp_opt_in() {
+    let banner = format!("{BASE}PORT_BANNER=\"** go away **\"\n");
+    // -tcp sends it, silently.
+    let st = ok(&with_flags(conf(&banner), Some(ModeKind::Classic), None));
+    assert_eq!(st.listen.banner.as_deref(), Some("** go away **"));
+    assert!(st.notices.is_empty(), "{:?}", st.notices);
+    // -udp does not, unless opted in; the notice says how.
+    let st = ok(&with_flags(conf(&banner), None, Some(ModeKind::Classic)));
+    assert!(!st.listen.udp_banner);
+    assert_eq!(
+        st.notices,
+        [
+            "adminalert: PORT_BANNER is not sent in reply to UDP datagrams: a UDP source address \
+          can be forged, so the reply could go to a victim (set [listen] udp_banner = true to \
+          send it, as PortSentry 1.2 did)"
+        ]
+    );
+    let st = ok(&with_toml(
+        with_flags(conf(&banner), None, Some(ModeKind::Classic)),
+        "[listen]\nudp_banner = true\n",
+    ));
+    assert!(st.listen.udp_banner && st.notices.is_empty());
+    // 1.2's buffer: at most 1023 bytes are sent, with a warning.
+    let long = format!("{BASE}PORT_BANNER=\"{}\"\n", "x".repeat(2000));
+    let st = ok(&with_flags(conf(&long), Some(ModeKind::Classic), None));
+    assert_eq!(st.listen.banner.as_ref().map(String::len), Some(1023));
+    assert_eq!(st.notices.len(), 1, "{:?}", st.notices);
+}
+
+#[test]
+fn issue_7_handshake_ports_beside_a_stealth_or_advanced_tcp_mode() {
+    let with_ports = |s| with_toml(s, "[listen]\nhandshake_ports = [23, \"2000-2001\", 111]\n");
+    let st = ok(&with_ports(with_flags(
+        conf(BASE),
+        Some(ModeKind::Advanced),
+        Some(ModeKind::Advanced),
+    )));
+    assert_eq!(st.listen.tcp, ports("23,111,2000,2001"));
+    assert_eq!(st.listen.handshake, ports("23,111,2000,2001"));
+    assert!(st.listen.udp.is_empty());
+    assert_eq!(st.packet_modes().count(), 2);
+    // In -tcp they join TCP_PORTS (111 is there already, so it is a classic port).
+    let st = ok(&with_ports(with_flags(
+        conf(BASE),
+        Some(ModeKind::Classic),
+        None,
+    )));
+    assert_eq!(st.listen.tcp, ports("1,11,15,23,79,111,2000,2001"));
+    assert_eq!(st.listen.handshake, ports("23,2000,2001"));
+    // Without a TCP mode they are not opened, and a warning says so.
+    let st = ok(&with_ports(with_flags(
+        conf(BASE),
+        None,
+        Some(ModeKind::Advanced),
+    )));
+    assert!(st.listen.is_empty());
+    assert_eq!(
+        st.notices,
+        [
+            "adminalert: WARNING: [listen] handshake_ports (23,111,2000-2001) are not opened: no \
+          TCP mode runs in this process"
+        ]
+    );
+    // A bad entry is an error naming the file.
+    let e = err(&with_toml(
+        conf(BASE),
+        "[listen]\nhandshake_ports = [\"telnet\"]\n",
+    ));
+    assert!(e.contains("listen.handshake_ports: `telnet`"), "{e}");
 }
 
 #[test]
@@ -471,8 +552,8 @@ fn other_legacy_values_and_notices() {
         st.notices,
         [
             format!("adminalert: WARNING: {CONF}:8: unknown key FOO, ignored"),
-            "adminalert: PORT_BANNER is set but only applies to the classic connect modes, \
-             which this version runs as stealth modes; it is not sent"
+            "adminalert: PORT_BANNER is set but only applies to ports that accept connections \
+             (the classic -tcp/-udp modes and [listen] handshake_ports); it is not sent"
                 .to_string(),
         ]
     );

@@ -18,7 +18,7 @@ use portsentry_engine::ignore::IgnoreSet;
 use portsentry_engine::ports::Watch;
 
 use super::sources::{Content, FileText, Flags, Sources, TomlSource};
-use super::{ModeSettings, NativeSettings, ResponsePlan, Settings};
+use super::{ListenPlan, ModeSettings, NativeSettings, ResponsePlan, Settings};
 use crate::config::{self, BlockMode, LegacyConfig, ModeKind, TomlSettings};
 use crate::defaults;
 
@@ -76,11 +76,13 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
         &mut notices,
     )?;
 
-    if legacy.port_banner.is_some() {
-        notices.push(
-            "adminalert: PORT_BANNER is set but only applies to the classic connect modes, which this version runs as stealth modes; it is not sent".to_string(),
-        );
-    }
+    let listen = listen_plan(
+        tcp.as_ref(),
+        udp.as_ref(),
+        &native,
+        legacy.port_banner.as_deref(),
+        &mut notices,
+    )?;
 
     // Debian's init script runs `-tcp` and `-udp` as two processes: the UDP-only one
     // takes names of its own (settings::instance).
@@ -95,6 +97,7 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
         protect,
         state_file,
         control_socket,
+        listen: _,
         source: toml_source,
     } = native;
     Ok(Settings {
@@ -117,7 +120,75 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
         control_socket,
         toml_source,
         notices,
+        listen,
     })
+}
+
+/// What the listener source binds and answers: TCP_PORTS in `-tcp` and UDP_PORTS in
+/// `-udp` (ranges, no 64-port cap), `[listen] handshake_ports` beside any TCP mode, and
+/// PORT_BANNER. Notices say where PORT_BANNER or the handshake ports do not apply.
+fn listen_plan(
+    tcp: Option<&ModeSettings>,
+    udp: Option<&ModeSettings>,
+    native: &NativeSettings,
+    banner: Option<&str>,
+    notices: &mut Vec<String>,
+) -> Result<ListenPlan> {
+    let classic_ports = |mode: Option<&ModeSettings>| match mode {
+        Some(ModeSettings {
+            kind: ModeKind::Classic,
+            watch: Watch::Listed(ports),
+            ..
+        }) => ports.clone(),
+        _ => portsentry_engine::ports::PortSet::new(),
+    };
+    let mut plan = ListenPlan {
+        tcp: classic_ports(tcp),
+        udp: classic_ports(udp),
+        udp_banner: native.listen.udp_banner,
+        ..ListenPlan::default()
+    };
+    let handshake = native
+        .listen
+        .handshake_set()
+        .map_err(|e| anyhow!("{}: {e}", native.source))?;
+    if !handshake.is_empty() {
+        if tcp.is_some() {
+            for port in handshake.iter() {
+                if !plan.tcp.contains(port) {
+                    plan.handshake.insert(port);
+                    plan.tcp.insert(port);
+                }
+            }
+        } else {
+            notices.push(format!(
+                "adminalert: WARNING: [listen] handshake_ports ({handshake}) are not opened: no TCP mode runs in this process"
+            ));
+        }
+    }
+    if let Some(text) = banner {
+        let mut end = text.len().min(defaults::PORT_BANNER_MAX_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end < text.len() {
+            notices.push(format!(
+                "adminalert: WARNING: PORT_BANNER is longer than {} bytes; only its first {end} bytes are sent, as PortSentry 1.2 did",
+                defaults::PORT_BANNER_MAX_BYTES
+            ));
+        }
+        plan.banner = Some(text[..end].to_string());
+        if plan.tcp.is_empty() && plan.udp.is_empty() {
+            notices.push(
+                "adminalert: PORT_BANNER is set but only applies to ports that accept connections (the classic -tcp/-udp modes and [listen] handshake_ports); it is not sent".to_string(),
+            );
+        } else if !plan.udp.is_empty() && !plan.udp_banner {
+            notices.push(
+                "adminalert: PORT_BANNER is not sent in reply to UDP datagrams: a UDP source address can be forged, so the reply could go to a victim (set [listen] udp_banner = true to send it, as PortSentry 1.2 did)".to_string(),
+            );
+        }
+    }
+    Ok(plan)
 }
 
 /// The values of portsentry.toml (or its defaults), derived: what the daemon and the
@@ -143,6 +214,7 @@ pub fn native_settings(toml: &TomlSource) -> Result<NativeSettings> {
         protect: t.protect,
         state_file: t.state.file,
         control_socket: t.control.socket,
+        listen: t.listen,
         source,
     })
 }
@@ -188,7 +260,7 @@ fn embedded_defaults(ignore_files: &[FileText]) -> LegacyConfig {
 }
 
 /// Modes from the flags; without flags, from Debian's mode file; else the built-in
-/// modes. The classic modes are announced as the stealth modes they run as.
+/// modes.
 fn select_modes(
     flags: &Flags,
     debian: Option<&FileText>,
@@ -219,14 +291,6 @@ fn select_modes(
             }
         },
     };
-    if tcp == Some(ModeKind::Classic) {
-        notices.push("adminalert: classic -tcp mode runs as stealth mode -stcp on TCP_PORTS (it sees every probe to those ports, not only completed connections)".to_string());
-    }
-    if udp == Some(ModeKind::Classic) {
-        notices.push(
-            "adminalert: classic -udp mode runs as stealth mode -sudp on UDP_PORTS".to_string(),
-        );
-    }
     Ok((tcp, udp))
 }
 
@@ -268,11 +332,12 @@ fn mode_settings(
             exclude: exclude.clone(),
         },
     };
-    let name = kind.running().flag(proto);
+    let name = kind.flag(proto);
     let mut blocked_file = blocked_base.to_path_buf().into_os_string();
     blocked_file.push(format!(".{name}"));
     Ok(ModeSettings {
         name,
+        kind,
         proto,
         watch,
         plan: ResponsePlan {

@@ -208,6 +208,12 @@ pub fn message(line: &str) -> &str {
 impl Daemon {
     /// Starts `portsentry <mode flags...> -c CONF --foreground` in `ns`.
     pub fn start(ns: &Netns, conf: &Conf, modes: &[&str]) -> Daemon {
+        Self::start_wrapped(ns, &[], conf, modes)
+    }
+
+    /// [`Daemon::start`] under `wrapper` (e.g. `prlimit --nofile=1024:1024`), which must
+    /// exec the binary (so the PID is the daemon's).
+    pub fn start_wrapped(ns: &Netns, wrapper: &[&str], conf: &Conf, modes: &[&str]) -> Daemon {
         let conf_path = conf.write();
         let mut args: Vec<String> = modes.iter().map(|s| s.to_string()).collect();
         args.push("-c".into());
@@ -216,7 +222,7 @@ impl Daemon {
         args.push("--no-syslog".into());
         args.push("--settings".into());
         args.push(conf.settings_path().display().to_string());
-        Self::start_args(ns, &args)
+        Self::start_argv(ns, wrapper, &args)
     }
 
     /// [`Daemon::start`], then [`Daemon::wait_ready`].
@@ -228,7 +234,12 @@ impl Daemon {
 
     /// Starts the daemon in `ns` with exactly these arguments.
     pub fn start_args(ns: &Netns, args: &[String]) -> Daemon {
-        let mut argv = vec![super::daemon_bin()];
+        Self::start_argv(ns, &[], args)
+    }
+
+    fn start_argv(ns: &Netns, wrapper: &[&str], args: &[String]) -> Daemon {
+        let mut argv = wrapper.to_vec();
+        argv.push(super::daemon_bin());
         argv.extend(args.iter().map(String::as_str));
         let mut cmd = ns.command(&argv);
         cmd.stdin(Stdio::null())
