@@ -591,7 +591,7 @@ fn kernel_repeat_offender_ban_escalates() {
     // SYN scans are unverified evidence; offence_gap = 0 counts every offence (the
     // provisional default counts one an hour), so the second scan escalates.
     let conf = kernel::kernel_conf()
-        .toml("[bans.unverified]\ntime = \"3s\"\nescalation = 2\noffence_gap = 0");
+        .toml("[bans.unverified]\ntime = \"5s\"\nescalation = 2\noffence_gap = 0");
     let mut d = Daemon::start(&def.ns, &conf, MODES);
     d.wait_ready();
     let target = def.addr(false);
@@ -599,28 +599,28 @@ fn kernel_repeat_offender_ban_escalates() {
 
     nmap(atk, &["-sS", "-p", "21-25"], target);
     let first = assert_in_set(&d, def, ip);
-    wait_line(&d, &ban_line(ip, "3s", 1));
+    wait_line(&d, &ban_line(ip, "5s", 1));
     d.check(
-        first.timeout == Some(3),
-        format!("first kernel element {first:?}: timeout is not 3s"),
+        first.timeout == Some(5),
+        format!("first kernel element {first:?}: timeout is not 5s"),
     );
     d.check(
-        wait_unbanned(&def.ns, ip, Duration::from_secs(6)),
+        wait_unbanned(&def.ns, ip, Duration::from_secs(10)),
         format!(
-            "the 3s ban did not expire:\n{}",
+            "the 5s ban did not expire:\n{}",
             kernel::set_text(&def.ns, "banned4")
         ),
     );
 
     nmap(atk, &["-sS", "-p", "21-25"], target);
     let second = assert_in_set(&d, def, ip);
-    wait_line(&d, &ban_line(ip, "6s", 2));
-    // Read again after the line: the daemon rewrote the kernel's 3s element.
+    wait_line(&d, &ban_line(ip, "10s", 2));
+    // Read again after the line: the daemon rewrote the kernel's 5s element (5 s apart, so a slow read under load still tells the two apart).
     let second = ban_of(&def.ns, ip).unwrap_or(second);
     eprintln!("kernel_repeat_offender_ban_escalates: first {first:?}, second {second:?}");
     d.check(
-        second.timeout == Some(6) && second.expires.is_some_and(|e| e > 3 && e <= 6),
-        format!("second kernel element {second:?}: expected timeout 6s, 3 < expires <= 6"),
+        second.timeout == Some(10) && second.expires.is_some_and(|e| e > 5 && e <= 10),
+        format!("second kernel element {second:?}: expected timeout 10s, 5 < expires <= 10"),
     );
     let bans = d.lines_with(&format!("attackalert: Host {ip} has been banned"));
     d.check(
