@@ -43,6 +43,10 @@ fn main() {
             nflog_group: 5817,
             set_size: 1_048_576,
             priority: -10,
+            known_peer_time: Some(Duration::from_secs(86_400)),
+            known_peer_size: 1000,
+            ban_budget: None,
+            early_drop: false,
         })
         .expect("apply table");
     let base = u32::from(Ipv4Addr::new(198, 18, 64, 0));
