@@ -634,7 +634,8 @@ fn a_known_peer_is_never_banned_by_a_trap() {
         );
         assert!(!peer.connect("198.18.0.2", "198.18.0.1", 81), "dropped");
         assert!(find(&nft.list_bans().unwrap(), "198.18.0.2").is_none());
-        assert_eq!(counter(ns, "pst", "known_peer"), 3);
+        // (3, or more when nc retransmits its SYN on a loaded machine.)
+        assert!(counter(ns, "pst", "known_peer") >= 3);
         assert_eq!(counter(ns, "pst", "over_budget"), 0);
         // Another source is banned on its first probe as before.
         assert!(!peer.connect("198.18.0.3", "198.18.0.1", 81));
