@@ -471,6 +471,39 @@ pub fn in_use_ignored(proto: Proto, port: u16) -> String {
     )
 }
 
+/// A known peer's probe that the kernel dropped without a ban (one a source a minute):
+/// someone may be forging the address of a host that really talks to us.
+pub fn possibly_forged(probe: &Probe) -> String {
+    format!(
+        "attackalert: possibly forged {} from known peer {} to {} port {}: dropped, not banned",
+        probe.kind,
+        probe.src,
+        probe.proto(),
+        probe.dport
+    )
+}
+
+/// One line a minute while the kernel's ban budget is spent. `probes`: from the
+/// kernel's counter when `counted`, else the number of samples it sent; `sources`:
+/// distinct sources among the samples.
+pub fn ban_budget_spent(probes: u64, sources: usize, counted: bool) -> String {
+    let how = if counted {
+        "probes counted by the kernel, sources among its samples"
+    } else {
+        "probes and sources among the kernel's samples"
+    };
+    format!(
+        "adminalert: ban budget spent: {probes} probes from {sources} sources not banned; likely forged ({how})"
+    )
+}
+
+/// A ban set refused a new element: it is full. Existing bans stay.
+pub fn ban_set_full(set: &str, size: u32) -> String {
+    format!(
+        "adminalert: ban set {set} is full ({size} elements): new sources are dropped but not banned"
+    )
+}
+
 /// What the capture loop counted, for the summary logged at stop.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CaptureCounts {

@@ -485,6 +485,22 @@ impl Nft {
         Ok(nets)
     }
 
+    /// Packets counted so far by the named counter `name` of our table (one of
+    /// [`COUNTER_OVER_BUDGET`], [`COUNTER_SET_FULL`], [`COUNTER_KNOWN_PEER`]).
+    pub fn counter(&self, name: &str) -> Result<u64, NftError> {
+        let objects = self.list_json(
+            "list counter",
+            &["list", "counter", "inet", &self.table, name],
+        )?;
+        objects
+            .iter()
+            .find_map(|o| o.get("counter")?.get("packets")?.as_u64())
+            .ok_or_else(|| NftError::List {
+                table: self.table.clone(),
+                stderr: format!("no counter {name}"),
+            })
+    }
+
     /// The elements of `banned4` and `banned6` with their timeout and time left
     /// (millisecond precision, read over netlink: `nft -j` rounds to seconds).
     pub fn list_bans(&self) -> Result<Vec<KernelBan>, NftError> {

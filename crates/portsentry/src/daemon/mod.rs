@@ -13,6 +13,8 @@
 //! - [`capture`]: the main thread's loop around the engine;
 //! - [`reporter`]: the thread that owns the bans, logs, responds and saves;
 //! - [`respond`]: one response: native ban, then 1.2's chain and records;
+//! - [`unbanned`]: probes the kernel dropped without a ban (known peers, past the ban
+//!   budget, full set) and their damped lines;
 //! - [`signals`]: the handlers' flags, the mask across a reload's exec, reload settling.
 //!
 //! This module wires them together and owns the process-level choices: what a stop
@@ -24,6 +26,7 @@ pub mod respond;
 pub mod signals;
 pub mod source;
 pub mod startup;
+pub mod unbanned;
 
 use std::io;
 use std::sync::Arc;

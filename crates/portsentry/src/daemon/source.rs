@@ -4,7 +4,8 @@
 //!
 //! - [`NflogSource`]: our nftables trap rules already matched the port, excluded ports
 //!   with a local socket, and (on the fast path) banned the source on this packet; the
-//!   NFLOG prefix says which, and it travels with the probe (`Probe::verdict`).
+//!   NFLOG prefix says which, and it travels with the probe (`Probe::verdict`): banned,
+//!   only logged, or dropped without a ban (known peer, past the ban budget, full set).
 //! - [`PacketSource`]: AF_PACKET with a BPF filter, the engine's classifier (ACK and
 //!   Maimon probes recognised by our RST answer), the mode's watch list and a live
 //!   sock_diag check of ports in use.
@@ -89,9 +90,7 @@ impl ProbeSource for NflogSource {
             if settings.mode(probe.proto()).is_none() {
                 return;
             }
-            if packet.prefix == nft::PREFIX_BANNED {
-                probe.verdict = Verdict::KernelBanned;
-            }
+            probe.verdict = verdict_of(packet.prefix);
             out.push(probe);
         })?;
         Ok(())
@@ -99,6 +98,17 @@ impl ProbeSource for NflogSource {
 
     fn kernel_losses(&self) -> u64 {
         self.reader.overruns()
+    }
+}
+
+/// What the kernel did with a trapped packet, from the NFLOG prefix of its rule.
+fn verdict_of(prefix: &str) -> Verdict {
+    match prefix {
+        nft::PREFIX_BANNED => Verdict::KernelBanned,
+        nft::PREFIX_PEER => Verdict::KnownPeer,
+        nft::PREFIX_OVER_BUDGET => Verdict::OverBudget,
+        nft::PREFIX_SET_FULL => Verdict::SetFull,
+        _ => Verdict::Observed,
     }
 }
 
@@ -170,5 +180,20 @@ impl ProbeSource for PacketSource {
 
     fn kernel_losses(&self) -> u64 {
         self.sensor.take_stats().map(|k| k.dropped).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_prefix_has_its_verdict() {
+        assert_eq!(verdict_of(nft::PREFIX_BANNED), Verdict::KernelBanned);
+        assert_eq!(verdict_of(nft::PREFIX_OBSERVED), Verdict::Observed);
+        assert_eq!(verdict_of(nft::PREFIX_PEER), Verdict::KnownPeer);
+        assert_eq!(verdict_of(nft::PREFIX_OVER_BUDGET), Verdict::OverBudget);
+        assert_eq!(verdict_of(nft::PREFIX_SET_FULL), Verdict::SetFull);
+        assert_eq!(verdict_of("something else "), Verdict::Observed);
     }
 }

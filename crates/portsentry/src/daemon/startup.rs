@@ -15,12 +15,13 @@ use portsentry_engine::ignore::IgnoreSet;
 use portsentry_engine::ports::Watch;
 use portsentry_kernel::backend::{self, BanBackend};
 use portsentry_kernel::nflog::NflogReader;
-use portsentry_kernel::nft::{self, Nft, TrapSpec};
+use portsentry_kernel::nft::{self, BanBudget, Nft, TrapSpec};
 use portsentry_kernel::sock_diag::PortUsage;
 
 use crate::alerts;
 use crate::bans::{self, BanLifecycle, Restored, StateFile};
 use crate::config::{Backend, BlockMode};
+use crate::defaults;
 use crate::logger::Logger;
 use crate::protect::{self, ProtectedSources};
 use crate::settings::Settings;
@@ -139,6 +140,13 @@ pub fn trap_spec(settings: &Settings) -> TrapSpec {
         nflog_group: fw.nflog_group,
         set_size: fw.set_size,
         priority: fw.priority,
+        known_peer_time: (!fw.known_peer_time.is_zero()).then_some(fw.known_peer_time),
+        known_peer_size: defaults::KNOWN_PEER_SET_SIZE,
+        ban_budget: (fw.ban_budget > 0).then_some(BanBudget {
+            rate: fw.ban_budget,
+            burst: fw.ban_budget_burst,
+        }),
+        early_drop: fw.early_drop,
     }
 }
 
