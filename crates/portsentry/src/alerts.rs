@@ -497,6 +497,25 @@ pub fn ban_budget_spent(probes: u64, sources: usize, counted: bool) -> String {
     )
 }
 
+/// `portsentry ban` of a known peer, refused (the reply after "error: ").
+pub fn known_peer_refused(ip: IpAddr) -> String {
+    format!(
+        "{ip} is a known peer (it exchanged data with this host within [firewall] known_peer_time), so probes in its name may be forged; --force overrides the known peer and the protected set"
+    )
+}
+
+/// The tail of a forced ban's reply that overrode the known-peer rule.
+pub fn forced_over_known_peer(ip: IpAddr) -> String {
+    format!("; --force overrode the known peer {ip}")
+}
+
+/// Saved bans of known peers that were not put back at start.
+pub fn saved_known_peers_not_restored(count: usize) -> String {
+    format!(
+        "adminalert: {count} saved bans of known peers not put back (they exchanged data with this host within [firewall] known_peer_time)"
+    )
+}
+
 /// A ban set refused a new element: it is full. Existing bans stay.
 pub fn ban_set_full(set: &str, size: u32) -> String {
     format!(

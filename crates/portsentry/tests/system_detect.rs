@@ -67,8 +67,8 @@ fn scan_is_detected_and_blocked(case: Case) {
     );
 
     d.check(
-        can_connect(&atk.ns, def.addr(case.v6), OPEN, Duration::from_secs(2)),
-        "before the scan the attacker must reach the open service",
+        common::can_reach(&atk.ns, def.addr(case.v6), Duration::from_secs(2)),
+        "before the scan the attacker must reach the defender",
     );
 
     let ports = if udp { UDP_SCAN_PORTS } else { TCP_SCAN_PORTS };

@@ -111,6 +111,42 @@ fn kernel_known_peer_impersonated_by_forged_syns_is_not_banned() {
         "the known peer lost its access",
     );
 
+    // The administrator's ban of a known peer is refused with the reason; --force
+    // overrides and says so; such a ban is not put back at the next start.
+    let out = kernel::client(&def.ns, &conf, &["ban", &c]);
+    d.check(
+        !out.success()
+            && out
+                .stdout
+                .contains(&format!("error: {cip} is a known peer")),
+        format!("ban of a known peer: {out:?}"),
+    );
+    d.check(ban_of(&def.ns, cip).is_none(), "refused, yet banned");
+    let out = kernel::client(&def.ns, &conf, &["ban", &c, "--force"]);
+    d.check(
+        out.success()
+            && out
+                .stdout
+                .contains(&format!("--force overrode the known peer {cip}")),
+        format!("forced ban of a known peer: {out:?}"),
+    );
+    d.check(ban_of(&def.ns, cip).is_some(), "forced, yet not banned");
+    d.stop();
+    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
+    d.wait_ready();
+    d.check(
+        d.wait_for_line("1 saved bans of known peers not put back", REACT),
+        "no line about the saved ban of a known peer",
+    );
+    d.check(
+        ban_of(&def.ns, cip).is_none(),
+        format!("the saved ban of the known peer {cip} was put back"),
+    );
+    d.check(
+        connect_many(&client.ns, target, HTTP, 1, Duration::from_secs(2)) == 1,
+        "the known peer has no access after the restart",
+    );
+
     // A real scanner (never talked to us) is banned on its first probe as before.
     let sip = scanner.addr(false);
     nmap(scanner, &["-sS", "--top-ports", "100"], target);
@@ -206,4 +242,73 @@ fn kernel_forged_flood_bans_at_most_the_budget() {
         .filter(|ip| ban_of(&def.ns, *ip).is_some())
         .collect();
     d.check(stray.is_empty(), format!("banned: {stray:?}"));
+}
+
+/// The packet-socket path (no nftables): known peers come from the socket table
+/// (sock_diag). A client that used the service and is then impersonated by forged SYNs
+/// is not blocked and keeps its access; the log says the probes were possibly forged.
+#[test]
+fn packet_known_peer_impersonated_by_forged_syns_is_not_blocked() {
+    let test = "packet_known_peer_impersonated_by_forged_syns_is_not_blocked";
+    if skip(test) {
+        return;
+    }
+    let lab = Lab::builder().peer("client").peer("attacker").build();
+    let def = &lab.defender;
+    let client = lab.peer("client");
+    let atk = lab.peer("attacker");
+    let _http = TcpServer::start(&def.ns, HTTP);
+    let conf = common::Path::Packet.conf(common::Conf::new());
+    let d = common::Path::Packet.start(def, &conf);
+    let target = def.addr(false);
+    let cip = client.addr(false);
+    d.check(
+        connect_many(&client.ns, target, HTTP, 1, Duration::from_secs(2)) == 1,
+        "the client must reach the service",
+    );
+    // The socket table is read once a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (c, t) = (cip.to_string(), target.to_string());
+    for port in ["23", "25"] {
+        let out = atk.ns.exec(
+            &["hping3", "-q", "-S", "-c", "1", "-a", &c, "-p", port, &t],
+            Duration::from_secs(10),
+        );
+        d.check(!out.timed_out, format!("hping3 timed out: {out}"));
+    }
+    let forged = format!(
+        "attackalert: possibly forged TCP SYN/Normal scan from known peer {cip} to TCP port 23: dropped, not banned"
+    );
+    d.check(
+        d.wait_for_line(&forged, REACT),
+        format!("no line {forged:?}"),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let about_client: Vec<String> = d
+        .lines()
+        .into_iter()
+        .filter(|l| {
+            l.contains(&format!("from host: {cip}/"))
+                || l.contains(&format!("Host {cip} "))
+                || l.contains(&format!("Host: {cip}"))
+        })
+        .collect();
+    d.check(
+        about_client.is_empty(),
+        format!("the known peer got scan or block lines: {about_client:?}"),
+    );
+    d.check(
+        connect_many(&client.ns, target, HTTP, 3, Duration::from_secs(2)) == 3,
+        "the known peer lost its access",
+    );
+    // Another source's SYN is still a scan.
+    let other = atk.addr(false);
+    let out = atk.ns.exec(
+        &["hping3", "-q", "-S", "-c", "1", "-p", "23", &t],
+        Duration::from_secs(10),
+    );
+    d.check(!out.timed_out, format!("hping3 timed out: {out}"));
+    let scan =
+        format!("attackalert: TCP SYN/Normal scan from host: {other}/{other} to TCP port: 23");
+    d.check(d.wait_for_line(&scan, REACT), format!("no line {scan:?}"));
 }

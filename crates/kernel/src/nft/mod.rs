@@ -485,6 +485,37 @@ impl Nft {
         Ok(nets)
     }
 
+    /// Whether `addr` is in the known-peer set of its family (`nft get element`: rare,
+    /// an administrator's ban).
+    pub fn is_known_peer(&self, addr: IpAddr) -> Result<bool, NftError> {
+        let set = if addr.is_ipv4() {
+            ruleset::SET_KNOWNPEER4
+        } else {
+            ruleset::SET_KNOWNPEER6
+        };
+        let elem = format!("{{ {addr} }}");
+        let out = run_nft(
+            "get element",
+            &["get", "element", "inet", &self.table, set, &elem],
+            None,
+        )?;
+        // Absent (or no such set): nft says "No such file or directory" and fails.
+        Ok(out.success())
+    }
+
+    /// Every address in the known-peer sets (both families).
+    pub fn known_peers(&self) -> Result<Vec<IpAddr>, NftError> {
+        let mut out = Vec::new();
+        for set in [ruleset::SET_KNOWNPEER4, ruleset::SET_KNOWNPEER6] {
+            let objects = self.list_json(
+                "list known peers",
+                &["list", "set", "inet", &self.table, set],
+            )?;
+            out.extend(parse_net_bans(&objects).into_iter().map(|n| n.net.addr()));
+        }
+        Ok(out)
+    }
+
     /// Packets counted so far by the named counter `name` of our table (one of
     /// [`COUNTER_OVER_BUDGET`], [`COUNTER_SET_FULL`], [`COUNTER_KNOWN_PEER`]).
     pub fn counter(&self, name: &str) -> Result<u64, NftError> {

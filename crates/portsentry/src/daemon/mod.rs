@@ -11,6 +11,7 @@
 //! - [`source`]: probe sources behind one trait: our nftables traps (NFLOG) where
 //!   `nft` works, else the packet socket with a BPF filter;
 //! - [`capture`]: the main thread's loop around the engine;
+//! - [`known_peers`]: the packet path's known peers, from the socket table;
 //! - [`reporter`]: the thread that owns the bans, logs, responds and saves;
 //! - [`respond`]: one response: native ban, then 1.2's chain and records;
 //! - [`unbanned`]: probes the kernel dropped without a ban (known peers, past the ban
@@ -21,6 +22,7 @@
 //! means, and the re-execution that a SIGHUP reload is.
 
 pub mod capture;
+pub mod known_peers;
 pub mod reporter;
 pub mod respond;
 pub mod signals;
@@ -152,7 +154,18 @@ pub fn run(
         startup::announce_modes(&settings, &log, &mut usage);
         let sensor = PacketSensor::open(settings.max_watched_port())
             .context("cannot open the packet socket (AF_PACKET needs root or CAP_NET_RAW)")?;
-        (Box::new(PacketSource::new(sensor, usage)), kernel, None)
+        let fw = &settings.firewall;
+        let known = (!fw.known_peer_time.is_zero()).then(|| {
+            known_peers::KnownPeers::new(
+                fw.known_peer_time,
+                crate::defaults::KNOWN_PEER_SET_SIZE as usize,
+            )
+        });
+        (
+            Box::new(PacketSource::new(sensor, usage, known)),
+            kernel,
+            None,
+        )
     };
 
     let responder = Responder::new(tcp_response, udp_response, history, kernel);
@@ -169,6 +182,10 @@ pub fn run(
             resolver: Resolver::new(settings.resolve_host),
             feedback: feedback_tx,
             started: clock::instant(),
+            known_peers: firewall
+                .as_ref()
+                .filter(|fw| fw.spec.known_peer_time.is_some())
+                .map(|fw| fw.nft.clone()),
         };
         thread::Builder::new()
             .name("reporter".into())
