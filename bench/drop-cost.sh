@@ -15,6 +15,11 @@
 #               in the input hook
 #   ours_100k_early  the same with early drop: the ban sets matched in prerouting at
 #               raw priority (-300), before routing
+#   ours_100k_ct / ours_100k_early_ct  the same two on a host whose own firewall
+#               uses connection tracking (a table with `ct state established,related
+#               accept` in input, as most host firewalls have): conntrack (prerouting
+#               -200) then sees every packet the input hook drops, but none that the
+#               early chain drops; the conntrack entries left are printed at the end
 #   ipt_nft_100k_last   iptables (iptables-nft) 100,000 `-s ADDR -j DROP` rules in
 #               INPUT, loaded with iptables-restore, in the order that repeated
 #               `iptables -I` (PortSentry's KILL_ROUTE) leaves them: newest first; the
@@ -93,6 +98,17 @@ NFT
         ip netns exec "$def" "$EXAMPLES/ban_fill" --netns "$def" --first "$ATK_IP" --count "$NBANS" --early | tr '\n' ' '
         ip netns exec "$def" nft list chain inet portsentry early | grep -n "@banned4 drop\|hook" | sed 's/^/early:/' | tr '\n' ' '
         ;;
+    ours_100k_ct|ours_100k_early_ct)
+        local early=""
+        [ "$c" = ours_100k_early_ct ] && early=--early
+        ip netns exec "$def" "$EXAMPLES/ban_fill" --netns "$def" --first "$ATK_IP" --count "$NBANS" $early | tr '\n' ' '
+        ip netns exec "$def" nft -f - <<NFT
+add table inet psbhostfw
+add chain inet psbhostfw input { type filter hook input priority 0; policy accept; }
+add rule inet psbhostfw input ct state established,related accept
+NFT
+        echo "+ host firewall with conntrack"
+        ;;
     ipt_nft_*|ipt_legacy_*)
         local restore=iptables-restore ipt=iptables
         [[ $c == ipt_legacy_* ]] && restore=iptables-legacy-restore ipt=iptables-legacy
@@ -154,6 +170,11 @@ for r in $(seq 1 "$RUNS"); do
     done
 done
 for c in $CASES; do
+    if [[ $c == *_ct ]]; then
+        n=$(ip netns exec "${DEF_NS[$c]}" cat /proc/sys/net/netfilter/nf_conntrack_count 2>/dev/null || echo "?")
+        log "$c: conntrack entries in the defender after the runs: $n"
+        result "drop.$c.conntrack_entries" "$n"
+    fi
     ns_delete "${DEF_NS[$c]}"
     ns_delete "${ATK_NS[$c]}"
 done

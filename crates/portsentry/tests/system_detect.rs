@@ -18,7 +18,7 @@ use std::time::Duration;
 use common::checks::{self, BlockExpect, QUIET, REACT, alert_prefix, nmap};
 use common::daemon::{line_format_ok, ports_after};
 use common::kernel;
-use common::{Conf, OPEN, Path, both_paths, can_connect};
+use common::{Conf, OPEN, Path, both_paths};
 
 /// Watched TCP ports scanned (all below 1024, none excluded or listening). Few, so
 /// that each scan is short: on the nftables path every probe after the first is
