@@ -333,3 +333,49 @@ fn packet_known_peer_impersonated_by_forged_syns_is_not_blocked() {
         format!("attackalert: TCP SYN/Normal scan from host: {other}/{other} to TCP port: 23");
     d.check(d.wait_for_line(&scan, REACT), format!("no line {scan:?}"));
 }
+
+/// A full ban set: existing bans stay, new sources are dropped but not banned, and the
+/// daemon says so once (not once per probe).
+#[test]
+fn kernel_full_ban_set_is_said_once_and_keeps_its_bans() {
+    let test = "kernel_full_ban_set_is_said_once_and_keeps_its_bans";
+    if skip(test) {
+        return;
+    }
+    let lab = Lab::builder().peer("attacker").build();
+    let def = &lab.defender;
+    let atk = lab.peer("attacker");
+    let conf = kernel::kernel_conf()
+        .toml("[firewall]\nset_size = 3\nban_budget = 1000\nban_budget_burst = 1000");
+    let mut d = Daemon::start(&def.ns, &conf, &["-atcp", "-audp"]);
+    d.wait_ready();
+    let t = def.addr(false).to_string();
+    let sources: Vec<String> = (10..30u8).map(|h| lab.v4(h).to_string()).collect();
+    let mut argv = vec![
+        "python3".to_string(),
+        common::script("forge_syn.py"),
+        t,
+        "23".into(),
+    ];
+    argv.extend(sources.iter().cloned());
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    for _ in 0..2 {
+        let out = atk.ns.exec(&argv, Duration::from_secs(20));
+        d.check(out.success(), format!("forge_syn.py: {out}"));
+    }
+    let full =
+        "adminalert: ban set banned4 is full (3 elements): new sources are dropped but not banned";
+    d.check(d.wait_for_line(full, REACT), format!("no line {full:?}"));
+    std::thread::sleep(Duration::from_millis(1500));
+    let first: Vec<String> = sources[..3].to_vec();
+    let elems = kernel::set_text(&def.ns, "banned4");
+    d.check(
+        banned(&def.ns) == 3 && first.iter().all(|a| elems.contains(a.as_str())),
+        format!("the first three sources must stay banned: {elems}"),
+    );
+    let lines = d.lines_with("is full");
+    d.check(lines.len() == 1, format!("said more than once: {lines:?}"));
+    // Three lines per ban made (scan, kernel ban, hosts.deny), none per refused one.
+    let alerts = d.lines_with("attackalert:").len();
+    d.check(alerts <= 9, format!("{alerts} alert lines for a full set"));
+}
