@@ -600,9 +600,28 @@ fn counter(ns: &Netns, table: &str, name: &str) -> u64 {
 #[test]
 fn a_known_peer_is_never_banned_by_a_trap() {
     in_netns("a_known_peer_is_never_banned_by_a_trap", |ns| {
-        let peer = Peer::new(ns, &["198.18.0.2/24", "198.18.0.3/24"]);
+        let peer = Peer::new(ns, &["198.18.0.2/24", "198.18.0.3/24", "fd00:5e17::2/64"]);
         let nft = Nft::new("pst").unwrap();
         nft.apply(&spec("pst")).unwrap();
+        // IPv6: the same rule on the ip6 payload length.
+        let l6 = TcpListener::bind("[fd00:5e17::1]:80").unwrap();
+        let server6 = std::thread::spawn(move || {
+            use std::io::Write as _;
+            let (mut c, _) = l6.accept().unwrap();
+            let _ = c.write_all(b"hi\n");
+        });
+        assert!(
+            (0..5).any(|_| peer.run(&[
+                "sh",
+                "-c",
+                "nc -w1 -s fd00:5e17::2 fd00:5e17::1 80 </dev/null | grep -q hi"
+            ])),
+            "no data over IPv6"
+        );
+        server6.join().unwrap();
+        assert!(set_text(ns, "pst", "knownpeer6").contains("fd00:5e17::2"));
+        assert!(!peer.connect("fd00:5e17::2", "fd00:5e17::1", 81), "dropped");
+        assert!(find(&nft.list_bans().unwrap(), "fd00:5e17::2").is_none());
         let listener = TcpListener::bind("198.18.0.1:80").unwrap();
         let server = std::thread::spawn(move || {
             use std::io::Write as _;
@@ -634,8 +653,8 @@ fn a_known_peer_is_never_banned_by_a_trap() {
         );
         assert!(!peer.connect("198.18.0.2", "198.18.0.1", 81), "dropped");
         assert!(find(&nft.list_bans().unwrap(), "198.18.0.2").is_none());
-        // (3, or more when nc retransmits its SYN on a loaded machine.)
-        assert!(counter(ns, "pst", "known_peer") >= 3);
+        // (4 with the IPv6 one, or more when nc retransmits a SYN on a loaded machine.)
+        assert!(counter(ns, "pst", "known_peer") >= 4);
         assert_eq!(counter(ns, "pst", "over_budget"), 0);
         // Another source is banned on its first probe as before.
         assert!(!peer.connect("198.18.0.3", "198.18.0.1", 81));
