@@ -74,8 +74,11 @@ pub const BAN_SET_SIZE: u32 = 1 << 20;
 /// its first probe instead of after the daemon's round trip.
 pub const FAST_PATH: bool = true;
 
-/// `[firewall] ban_budget`: new kernel bans per second, shared by every trap rule.
-/// Measured (kernel tests and `tests/system_known_peers.rs`, nmap 7.93 `-sS`, `-sA`,
+/// `[firewall] ban_budget`: new unverified bans per second, one budget for the kernel's
+/// trap rules (a named limit shared by every trap rule) and for the bans the daemon
+/// decides itself (SCAN_TRIGGER > 0, the packet-socket path, fast_path off; past it
+/// each probe is alerted but not banned, so a flood cannot fill the ban sets and the
+/// book with innocent addresses). Measured (kernel tests and `tests/system_known_peers.rs`, nmap 7.93 `-sS`, `-sA`,
 /// `-sU`, `-6 -sS`): a real scan takes exactly one ban — one token — because its
 /// first trap probe bans the source and every later probe is dropped by the ban before
 /// it reaches a trap. So the budget is the number of *distinct new scanners* per

@@ -76,7 +76,7 @@ fn kernel_known_peer_impersonated_by_forged_syns_is_not_banned() {
         d.check(!out.timed_out, format!("hping3 timed out: {out}"));
     }
     let forged = format!(
-        "attackalert: possibly forged TCP SYN/Normal scan from known peer {cip} to TCP port 23: dropped, not banned"
+        "attackalert: Possibly forged TCP SYN/Normal scan in the name of known peer: {cip}/{cip} to TCP port: 23"
     );
     d.check(
         d.wait_for_line(&forged, REACT),
@@ -90,7 +90,7 @@ fn kernel_known_peer_impersonated_by_forged_syns_is_not_banned() {
             kernel::set_text(&def.ns, "banned4")
         ),
     );
-    let lines = d.lines_with("possibly forged");
+    let lines = d.lines_with("Possibly forged");
     d.check(
         lines.len() == 1,
         format!("one line per source a minute, got {lines:?}"),
@@ -298,7 +298,7 @@ fn packet_known_peer_impersonated_by_forged_syns_is_not_blocked() {
         d.check(!out.timed_out, format!("hping3 timed out: {out}"));
     }
     let forged = format!(
-        "attackalert: possibly forged TCP SYN/Normal scan from known peer {cip} to TCP port 23: dropped, not banned"
+        "attackalert: Possibly forged TCP SYN/Normal scan in the name of known peer: {cip}/{cip} to TCP port: 23"
     );
     d.check(
         d.wait_for_line(&forged, REACT),

@@ -287,7 +287,7 @@ fn unsolicited_datagram_is_a_probe(d: &Daemon, def: &Host, peer: &Host, lport: u
     // The peer answered our own flow and used our service before: it is a known peer
     // (issue 7), so its probe is reported as possibly forged and not banned.
     let as_peer = format!(
-        "possibly forged UDP scan from known peer {} to UDP port {lport}",
+        "Possibly forged UDP scan in the name of known peer: {0}/{0} to UDP port: {lport}",
         peer.addr(false)
     );
     d.check(

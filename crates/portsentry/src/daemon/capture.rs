@@ -153,8 +153,10 @@ impl<'a> Capture<'a> {
             let mut probes = std::mem::take(&mut self.probes);
             for probe in probes.drain(..) {
                 if Unbanned::takes(&probe) {
-                    // Dropped by the kernel without a ban: a line at most, never an
-                    // engine decision (which could ban in user space).
+                    // Past the budget or a full set: dropped by the kernel without a
+                    // ban; a summary line at most, never an engine decision (which
+                    // could ban in user space). Known peers go to the engine, which
+                    // says "possibly forged" and never bans them.
                     self.unbanned_probe(now, &probe);
                 } else {
                     self.engine.handle_probe(now, probe);
@@ -203,7 +205,6 @@ impl<'a> Capture<'a> {
 
     fn unbanned_probe(&mut self, now: Millis, probe: &Probe) {
         match self.unbanned.record(now, probe) {
-            Some(Notice::KnownPeer(p)) => self.log.log(&alerts::possibly_forged(&p)),
             Some(Notice::SetFull { v4 }) => {
                 let set = if v4 { "banned4" } else { "banned6" };
                 self.log

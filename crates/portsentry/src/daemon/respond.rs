@@ -17,7 +17,7 @@ use portsentry_engine::engine::Outcome;
 use portsentry_engine::{Probe, Proto};
 
 use crate::alerts::{self, Host, Undo};
-use crate::bans::BanLifecycle;
+use crate::bans::{Admission, BanLifecycle};
 use crate::clock;
 use crate::config::BlockMode;
 use crate::logger::Logger;
@@ -37,6 +37,8 @@ pub struct Responder {
     bans: BanLifecycle,
     /// Protected sets the capture thread re-read, for [`Self::sync_protected`].
     protected_in: Latest,
+    /// PortSentry 2.x's scan line and history format (a 2.x command line).
+    log_2x: bool,
 }
 
 /// One running mode's response: its 1.2 plan and its blocked file.
@@ -51,6 +53,10 @@ pub struct ModeResponse {
 pub struct NativeBan {
     outcome: Option<Outcome>,
     line: Option<String>,
+    /// No ban may be made (the evidence class's policy says `ban = false`, or the
+    /// budget of new unverified bans is spent): the probe was alerted, and nothing of
+    /// the 1.2 chain runs (KILL_* run only when a ban is made), nor is it recorded.
+    alert_only: bool,
 }
 
 /// One step of the 1.2 action chain.
@@ -74,7 +80,19 @@ impl Responder {
             history,
             bans,
             protected_in: Latest::default(),
+            log_2x: false,
         }
+    }
+
+    /// Write PortSentry 2.x's scan line and history format instead of 1.2's.
+    pub fn set_log_2x(&mut self, on: bool) {
+        self.log_2x = on;
+    }
+
+    /// Whether 2.x's lines are written (the reporter writes the lines of hits that get no
+    /// response the same way).
+    pub fn log_2x(&self) -> bool {
+        self.log_2x
     }
 
     /// The handle the capture thread publishes each refreshed protected set on.
@@ -116,21 +134,50 @@ impl Responder {
         &mut self.bans
     }
 
-    /// Phase one of a response, before any name lookup: the native ban of the probe's
-    /// source, when this mode blocks and the book has a kernel side. Its log line is
-    /// returned with it, to be logged in order by [`Self::finish`].
+    /// Phase one of a response, before any name lookup: whether the probe's evidence
+    /// may ban at all now ([`BanLifecycle::admit`]: its class's policy, the budget of
+    /// new unverified bans), then the native ban of its source, when this mode blocks
+    /// and the book has a kernel side. Its log line is returned with it, to be logged
+    /// in order by [`Self::finish`].
     pub fn ban_natively(&mut self, probe: &Probe) -> NativeBan {
         let wants_block = self
             .mode(probe.proto())
             .is_some_and(|m| m.plan.block == BlockMode::Block);
-        if !wants_block || !self.bans.is_native() {
+        if !wants_block {
             return NativeBan::default();
         }
         let target = probe.src;
+        let evidence = probe.evidence();
+        let now = clock::now();
+        match self
+            .bans
+            .admit(now.unix, now.mono, target, evidence, probe.kernel_banned())
+        {
+            Admission::Ban => {}
+            Admission::NotByPolicy => {
+                return NativeBan {
+                    outcome: Some(Outcome::Reported),
+                    line: Some(alerts::not_banned_by_policy(target, evidence)),
+                    alert_only: true,
+                };
+            }
+            // Counted for the summary line; no line per probe under a flood. Tried
+            // again after the engine's back-off, when the budget may have refilled.
+            Admission::OverBudget => {
+                return NativeBan {
+                    outcome: Some(Outcome::Failed),
+                    line: None,
+                    alert_only: true,
+                };
+            }
+        }
+        if !self.bans.is_native() {
+            return NativeBan::default();
+        }
         let reason = format!("{} to {} port {}", probe.kind, probe.proto(), probe.dport);
         match self
             .bans
-            .ban(clock::unix_now(), target, probe.kernel_banned(), &reason)
+            .ban(now.unix, target, evidence, probe.kernel_banned(), &reason)
         {
             Ok(banned) => NativeBan {
                 outcome: Some(Outcome::Blocked {
@@ -141,11 +188,14 @@ impl Responder {
                     &banned.place,
                     banned.timeout,
                     banned.ban.offences,
+                    banned.ban.evidence,
                 )),
+                alert_only: false,
             },
             Err(e) => NativeBan {
                 outcome: None,
                 line: Some(alerts::kernel_ban_failed(target, &e)),
+                alert_only: false,
             },
         }
     }
@@ -167,8 +217,44 @@ impl Responder {
         native: NativeBan,
         resolved: &str,
     ) -> Outcome {
+        let outcome = self.finish_chain(log, probe, native, resolved);
+        if self.log_2x {
+            // 2.x writes its scan line after the actions, with what they did, and the
+            // same line, timed, to the history file.
+            let noblock = self
+                .mode(probe.proto())
+                .is_some_and(|m| m.plan.block == BlockMode::LogOnly);
+            let line = alerts::scan_2x(&alerts::Scan2x {
+                host: Host {
+                    name: resolved,
+                    ip: probe.src,
+                },
+                probe,
+                ignored: Some(false),
+                triggered: Some(true),
+                noblock: Some(noblock),
+                blocked: Some(!noblock && matches!(outcome, Outcome::Blocked { .. })),
+            });
+            log.log(&line);
+            if let Err(e) = self.history.append(&records::history_line_2x_now(&line)) {
+                log.log(&alerts::failure(&e));
+            }
+        }
+        outcome
+    }
+
+    fn finish_chain(
+        &mut self,
+        log: &Logger,
+        probe: &Probe,
+        native: NativeBan,
+        resolved: &str,
+    ) -> Outcome {
         if let Some(line) = &native.line {
             log.log(line);
+        }
+        if native.alert_only {
+            return native.outcome.unwrap_or(Outcome::Reported);
         }
         let native = native.outcome;
         let proto = probe.proto();
@@ -244,6 +330,7 @@ impl Responder {
                     self.bans.record_legacy(
                         clock::unix_now(),
                         target,
+                        probe.evidence(),
                         &format!(
                             "KILL_* commands after {} to {proto} port {}",
                             probe.kind, probe.dport
@@ -261,8 +348,14 @@ impl Responder {
             return outcome;
         }
         // Like 1.2, an acted-on host is written to the blocked and history files, also
-        // with BLOCK_x=0: fail2ban setups depend on that history line.
-        let line = records::blocked_line_now(resolved, target, probe.dport, proto);
+        // with BLOCK_x=0: fail2ban setups depend on that history line. (2.x's history
+        // line is written by `finish`; its blocked file is a binary cache of its own,
+        // which is not written.)
+        if self.log_2x {
+            return outcome;
+        }
+        let line =
+            records::blocked_line_now(resolved, target, probe.dport, proto, probe.evidence());
         for file in [&mut mode.blocked, &mut self.history] {
             if let Err(e) = file.append(&line) {
                 log.log(&alerts::failure(&e));
@@ -466,7 +559,7 @@ pub(super) mod testing {
 
     use ipnet::IpNet;
     use portsentry_engine::ProbeKind;
-    use portsentry_engine::bans::{BanBook, BanPolicy};
+    use portsentry_engine::bans::{BanBook, BanPolicies, BanPolicy};
     use portsentry_kernel::backend::{BackendError, BanBackend, Expiry, Held};
 
     /// A logger whose syslog lines the test reads back (a datagram socket in `dir`).
@@ -574,16 +667,32 @@ pub(super) mod testing {
     }
 
     /// A responder for TCP with `plan`, records in `dir`, and `backend` (None: the
-    /// legacy commands only).
+    /// legacy commands only), with the full policy for every class.
     pub fn responder(
         plan: ResponsePlan,
         dir: &Path,
         backend: Option<Box<dyn BanBackend>>,
     ) -> Responder {
+        let p = BanPolicy::default();
+        let policies = BanPolicies {
+            unverified: p.clone(),
+            verified: p.clone(),
+            manual: p,
+        };
+        responder_with(plan, dir, backend, policies)
+    }
+
+    /// [`responder`] with these policies.
+    pub fn responder_with(
+        plan: ResponsePlan,
+        dir: &Path,
+        backend: Option<Box<dyn BanBackend>>,
+        policies: BanPolicies,
+    ) -> Responder {
         let (bans, _) = BanLifecycle::start(
             BanBook::new(64),
             0,
-            BanPolicy::default(),
+            policies,
             backend,
             portsentry_engine::ignore::IgnoreSet::new(),
             now(),
@@ -710,7 +819,7 @@ mod tests {
         let lines = cap.lines();
         assert_eq!(
             lines[0],
-            "attackalert: Host 198.18.0.2 has been banned in the kernel (memory) for 1h, offence 1 (lift it with: portsentry unban 198.18.0.2)"
+            "attackalert: Host 198.18.0.2 has been banned in the kernel (memory) for 1h, offence 1, unverified evidence (lift it with: portsentry unban 198.18.0.2)"
         );
         assert!(
             lines[1].starts_with("attackalert: ERROR: KILL_ROUTE command failed"),
@@ -841,6 +950,67 @@ mod tests {
         assert_eq!(
             r.undo_legacy(SCANNER.parse().unwrap(), true),
             [Undo::RouteUnknown]
+        );
+    }
+
+    /// Issue 7: `ban = false` for a class alerts only: no native ban, no KILL_*
+    /// command (they run only when a ban is made), no "Blocked" record (fail2ban would
+    /// act on it); and the history line of a ban names its class.
+    #[test]
+    fn issue7_ban_false_runs_nothing_and_records_nothing() {
+        use portsentry_engine::bans::BanPolicies;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let cap = Captured::new(d);
+        let marker = d.join("ran");
+        let route = format!("touch {} # $TARGET$", marker.display());
+        let mut policies = BanPolicies::default();
+        policies.unverified.ban = false;
+        let mut r = super::testing::responder_with(
+            plan(BlockMode::Block, Some(&route), d),
+            d,
+            Some(Box::new(Memory::default())),
+            policies,
+        );
+        assert_eq!(respond(&mut r, &cap.log), Outcome::Reported);
+        assert_eq!(
+            cap.lines(),
+            [
+                "attackalert: Host 198.18.0.2 not banned: unverified evidence, and [bans.unverified] ban = false"
+            ]
+        );
+        assert!(!marker.exists(), "KILL_ROUTE must not run");
+        assert_eq!(history(d), "");
+        assert_eq!(r.bans_mut().active_count(now()), 0);
+    }
+
+    #[test]
+    fn issue7_the_history_line_names_the_class() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let cap = Captured::new(d);
+        let mut r = super::testing::responder_with(
+            plan(BlockMode::Block, None, d),
+            d,
+            Some(Box::new(Memory::default())),
+            portsentry_engine::bans::BanPolicies::default(),
+        );
+        assert_eq!(
+            respond(&mut r, &cap.log),
+            Outcome::Blocked {
+                length: Some(Duration::from_secs(600))
+            }
+        );
+        let h = history(d);
+        assert!(
+            h.contains(" [unverified] Host: 198.18.0.2/198.18.0.2 Port: 111 TCP Blocked\n"),
+            "{h}"
+        );
+        assert_eq!(
+            cap.lines(),
+            [
+                "attackalert: Host 198.18.0.2 has been banned in the kernel (memory) for 10m, offence 1, unverified evidence (lift it with: portsentry unban 198.18.0.2)"
+            ]
         );
     }
 }

@@ -1,19 +1,18 @@
 //! Probes the kernel dropped without banning anyone, and the few lines said about them.
 //! Pure: time comes in as `now`; the capture loop feeds it and logs what it returns.
 //!
-//! Three kinds arrive (the probe's [`Verdict`], from the trap rule's NFLOG prefix):
-//! - a known peer's probe (possibly forged in its name): one line per source per
-//!   interval, never a ban;
+//! Two kinds arrive (the probe's [`Verdict`], from the trap rule's NFLOG prefix; a
+//! known peer's probe goes to the engine, which logs it as possibly forged):
 //! - a probe past the kernel's ban budget (likely a forged flood): no line each; one
 //!   summary per interval with how many and from how many sources;
 //! - a probe whose ban a full ban set refused: one line when the set is found full,
 //!   and again only after it was quiet for an interval (no longer full) and fills again.
 //!
 //! None of them reaches the engine, so none can turn into a user-space ban either.
-//! Invariants: the per-source tables hold at most `capacity` addresses each, whatever
+//! Invariants: the set of sources holds at most `capacity` addresses, whatever
 //! a flood of forged sources sends; every decision is a function of the inputs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -22,8 +21,6 @@ use portsentry_engine::{Millis, Probe, Verdict};
 /// What to say now about one probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notice {
-    /// A known peer's probe: dropped, not banned (possibly forged).
-    KnownPeer(Probe),
     /// The ban set of this family is full (`true`: IPv4).
     SetFull { v4: bool },
 }
@@ -41,10 +38,6 @@ pub struct OverBudget {
 pub struct Unbanned {
     interval: Duration,
     capacity: usize,
-    /// When each known peer's last line was logged.
-    peer_lines: HashMap<IpAddr, Millis>,
-    /// Known-peer probes not logged (damped, or the table was full).
-    pub peer_lines_damped: u64,
     over_samples: u64,
     over_sources: HashSet<IpAddr>,
     /// When the current summary period began (the first sample after a quiet one).
@@ -58,8 +51,6 @@ impl Unbanned {
         Unbanned {
             interval,
             capacity,
-            peer_lines: HashMap::new(),
-            peer_lines_damped: 0,
             over_samples: 0,
             over_sources: HashSet::new(),
             over_since: None,
@@ -69,16 +60,12 @@ impl Unbanned {
 
     /// Whether `probe` is one of ours: a probe the kernel dropped without a ban.
     pub fn takes(probe: &Probe) -> bool {
-        matches!(
-            probe.verdict,
-            Verdict::KnownPeer | Verdict::OverBudget | Verdict::SetFull
-        )
+        matches!(probe.verdict, Verdict::OverBudget | Verdict::SetFull)
     }
 
     /// Takes such a probe; returns what to log now, if anything.
     pub fn record(&mut self, now: Millis, probe: &Probe) -> Option<Notice> {
         match probe.verdict {
-            Verdict::KnownPeer => self.known_peer(now, probe),
             Verdict::OverBudget => {
                 self.over_since.get_or_insert(now);
                 self.over_samples += 1;
@@ -95,27 +82,8 @@ impl Unbanned {
                 *slot = Some(now);
                 new.then_some(Notice::SetFull { v4 })
             }
-            Verdict::Observed | Verdict::KernelBanned => None,
+            Verdict::Observed | Verdict::KernelBanned | Verdict::KnownPeer => None,
         }
-    }
-
-    fn known_peer(&mut self, now: Millis, probe: &Probe) -> Option<Notice> {
-        if let Some(last) = self.peer_lines.get(&probe.src) {
-            if now.since(*last) < self.interval {
-                self.peer_lines_damped += 1;
-                return None;
-            }
-        } else if self.peer_lines.len() >= self.capacity {
-            let interval = self.interval;
-            self.peer_lines
-                .retain(|_, last| now.since(*last) < interval);
-            if self.peer_lines.len() >= self.capacity {
-                self.peer_lines_damped += 1;
-                return None;
-            }
-        }
-        self.peer_lines.insert(probe.src, now);
-        Some(Notice::KnownPeer(*probe))
     }
 
     /// When [`take_summary`](Self::take_summary) next has something to give.
@@ -165,24 +133,11 @@ mod tests {
     }
 
     #[test]
-    fn one_line_per_known_peer_a_minute() {
-        let mut u = Unbanned::new(MIN, 2);
-        let p = probe("198.18.0.2", Verdict::KnownPeer);
-        assert_eq!(u.record(at(0), &p), Some(Notice::KnownPeer(p)));
-        for s in 1..60 {
-            assert_eq!(u.record(at(s), &p), None);
-        }
-        assert_eq!(u.peer_lines_damped, 59);
-        assert_eq!(u.record(at(60), &p), Some(Notice::KnownPeer(p)));
-        // Bounded: a third source while two are fresh is damped, not remembered.
-        let q = probe("198.18.0.3", Verdict::KnownPeer);
-        let r = probe("198.18.0.4", Verdict::KnownPeer);
-        assert!(u.record(at(61), &q).is_some());
-        assert_eq!(u.record(at(62), &r), None);
-        assert_eq!(u.peer_lines.len(), 2);
-        // Once the old ones are stale, room again.
-        assert!(u.record(at(200), &r).is_some());
-        assert!(Unbanned::takes(&p) && !Unbanned::takes(&probe("198.18.0.2", Verdict::Observed)));
+    fn known_peers_are_not_ours() {
+        // They go to the engine, which says "possibly forged".
+        assert!(!Unbanned::takes(&probe("198.18.0.2", Verdict::KnownPeer)));
+        assert!(Unbanned::takes(&probe("198.18.0.2", Verdict::OverBudget)));
+        assert!(!Unbanned::takes(&probe("198.18.0.2", Verdict::Observed)));
     }
 
     #[test]

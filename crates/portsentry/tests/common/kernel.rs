@@ -13,6 +13,29 @@ use super::{Output, wait_until};
 
 /// The daemon's default table (`inet portsentry`).
 pub const TABLE: &str = "portsentry";
+/// The table of a daemon that runs UDP modes only (settings::instance).
+pub const UDP_TABLE: &str = "portsentry_udp";
+
+/// The daemon's table in `ns`: [`TABLE`], or [`UDP_TABLE`] when only a UDP-only daemon
+/// made one.
+pub fn our_table(ns: &Netns) -> &'static str {
+    let tables = tables_text(ns);
+    let has = |t: &str| {
+        tables
+            .lines()
+            .any(|l| l.trim() == format!("table inet {t}"))
+    };
+    if !has(TABLE) && has(UDP_TABLE) {
+        UDP_TABLE
+    } else {
+        TABLE
+    }
+}
+
+fn tables_text(ns: &Netns) -> String {
+    ns.exec(&["nft", "list", "tables"], Duration::from_secs(10))
+        .stdout
+}
 
 /// One element of a ban set as `nft -j list set` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +66,7 @@ pub fn ban_set(v6: bool) -> &'static str {
 /// (or nft fails: its output is in the panic message of the callers that need it).
 pub fn set_elems(ns: &Netns, set: &str) -> Option<Vec<Elem>> {
     let out = ns.exec(
-        &["nft", "-j", "list", "set", "inet", TABLE, set],
+        &["nft", "-j", "list", "set", "inet", our_table(ns), set],
         Duration::from_secs(10),
     );
     if !out.success() {
@@ -118,7 +141,7 @@ pub fn wait_unbanned(ns: &Netns, ip: IpAddr, timeout: Duration) -> bool {
 /// `nft list set inet portsentry <set>` text, for failure messages.
 pub fn set_text(ns: &Netns, set: &str) -> String {
     let out = ns.exec(
-        &["nft", "list", "set", "inet", TABLE, set],
+        &["nft", "list", "set", "inet", our_table(ns), set],
         Duration::from_secs(10),
     );
     format!("{}{}", out.stdout, out.stderr)
@@ -140,7 +163,7 @@ pub fn table_exists(ns: &Netns) -> bool {
 /// `nft list chain inet portsentry input` (empty if it does not exist).
 pub fn input_chain(ns: &Netns) -> String {
     ns.exec(
-        &["nft", "list", "chain", "inet", TABLE, "input"],
+        &["nft", "list", "chain", "inet", our_table(ns), "input"],
         Duration::from_secs(10),
     )
     .stdout
@@ -176,10 +199,16 @@ pub fn client(ns: &Netns, conf: &Conf, args: &[&str]) -> Output {
 }
 
 /// "attackalert: Host <ip> has been banned in the kernel (nftables set <set>) for
-/// <time>, offence <n>".
+/// <time>, offence <n>, unverified evidence": the ban of a single-packet probe (SYN,
+/// FIN, UDP, ...), the only kind these scans send.
 pub fn ban_line(ip: IpAddr, time: &str, offence: u32) -> String {
+    ban_line_as(ip, time, offence, "unverified")
+}
+
+/// [`ban_line`] for a ban of this evidence class.
+pub fn ban_line_as(ip: IpAddr, time: &str, offence: u32, evidence: &str) -> String {
     format!(
-        "attackalert: Host {ip} has been banned in the kernel (nftables set {}) for {time}, offence {offence}",
+        "attackalert: Host {ip} has been banned in the kernel (nftables set {}) for {time}, offence {offence}, {evidence} evidence",
         ban_set(ip.is_ipv6())
     )
 }

@@ -37,7 +37,9 @@ impl Path {
     /// table exists in the defender's namespace.
     pub fn check_active(self, d: &Daemon, def: &Host) {
         let trapped = d.has_line("ports trapped in the kernel");
-        let table = kernel::table_exists(&def.ns);
+        // A UDP-only daemon has a table of its own (settings::instance).
+        let table =
+            kernel::table_exists(&def.ns) || kernel::our_table(&def.ns) == kernel::UDP_TABLE;
         match self {
             Path::Nft => d.check(
                 trapped && table,
@@ -53,7 +55,7 @@ impl Path {
     /// What this path adds to the legacy effects of a block: on nftables the exact ban
     /// line (once) and `ip` in the kernel's ban set; on the packet socket neither.
     pub fn check_banned(self, d: &Daemon, def: &Host, ip: IpAddr) {
-        let line = kernel::ban_line(ip, "1h", 1);
+        let line = kernel::ban_line(ip, "10m", 1);
         match self {
             Path::Nft => {
                 d.check(d.wait_for_line(&line, REACT), format!("no line {line:?}"));
