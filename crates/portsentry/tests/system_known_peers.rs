@@ -155,7 +155,7 @@ fn kernel_known_peer_impersonated_by_forged_syns_is_not_banned() {
         format!("the scanner {sip} was not banned"),
     );
     d.check(
-        d.wait_for_line(&ban_line(sip, "1h", 1), REACT),
+        d.wait_for_line(&ban_line(sip, "10m", 1), REACT),
         "no ban line for the scanner",
     );
     d.check(
