@@ -11,7 +11,15 @@
 #               rate limited)
 #   nft_1rule   one nftables rule `ip saddr 198.18.3.2 drop` (floor of any drop)
 #   ours_100k   our table (the daemon's fast path, TrapSpec as the daemon applies it)
-#               with 100,000 elements in banned4 (BanSetWriter::add_many)
+#               with 100,000 elements in banned4 (BanSetWriter::add_many), the drop
+#               in the input hook
+#   ours_100k_early  the same with early drop: the ban sets matched in prerouting at
+#               raw priority (-300), before routing
+#   ours_100k_ct / ours_100k_early_ct  the same two on a host whose own firewall
+#               uses connection tracking (a table with `ct state established,related
+#               accept` in input, as most host firewalls have): conntrack (prerouting
+#               -200) then sees every packet the input hook drops, but none that the
+#               early chain drops; the conntrack entries left are printed at the end
 #   ipt_nft_100k_last   iptables (iptables-nft) 100,000 `-s ADDR -j DROP` rules in
 #               INPUT, loaded with iptables-restore, in the order that repeated
 #               `iptables -I` (PortSentry's KILL_ROUTE) leaves them: newest first; the
@@ -30,7 +38,7 @@ MAX_SECS=${MAX_SECS:-3}
 NBANS=${NBANS:-100000}
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=$(command -v python3)
-CASES=${CASES:-"baseline nft_1rule ours_100k ipt_nft_100k_last ipt_nft_100k_first ipt_legacy_100k_last ipt_legacy_100k_first"}
+CASES=${CASES:-"baseline nft_1rule ours_100k ours_100k_early ipt_nft_100k_last ipt_nft_100k_first ipt_legacy_100k_last ipt_legacy_100k_first"}
 if ! command -v iptables-legacy-restore >/dev/null; then
     log "iptables-legacy not available: legacy cases skipped"
     CASES=$(echo "$CASES" | tr ' ' '\n' | grep -v legacy | tr '\n' ' ')
@@ -85,6 +93,21 @@ NFT
     ours_100k)
         ip netns exec "$def" "$EXAMPLES/ban_fill" --netns "$def" --first "$ATK_IP" --count "$NBANS" | tr '\n' ' '
         ip netns exec "$def" nft list chain inet portsentry input | grep -n "@banned4 drop" | sed 's/^/banned4-drop-rule-line:/' | tr '\n' ' '
+        ;;
+    ours_100k_early)
+        ip netns exec "$def" "$EXAMPLES/ban_fill" --netns "$def" --first "$ATK_IP" --count "$NBANS" --early | tr '\n' ' '
+        ip netns exec "$def" nft list chain inet portsentry early | grep -n "@banned4 drop\|hook" | sed 's/^/early:/' | tr '\n' ' '
+        ;;
+    ours_100k_ct|ours_100k_early_ct)
+        local early=""
+        [ "$c" = ours_100k_early_ct ] && early=--early
+        ip netns exec "$def" "$EXAMPLES/ban_fill" --netns "$def" --first "$ATK_IP" --count "$NBANS" $early | tr '\n' ' '
+        ip netns exec "$def" nft -f - <<NFT
+add table inet psbhostfw
+add chain inet psbhostfw input { type filter hook input priority 0; policy accept; }
+add rule inet psbhostfw input ct state established,related accept
+NFT
+        echo "+ host firewall with conntrack"
         ;;
     ipt_nft_*|ipt_legacy_*)
         local restore=iptables-restore ipt=iptables
@@ -147,6 +170,11 @@ for r in $(seq 1 "$RUNS"); do
     done
 done
 for c in $CASES; do
+    if [[ $c == *_ct ]]; then
+        n=$(ip netns exec "${DEF_NS[$c]}" cat /proc/sys/net/netfilter/nf_conntrack_count 2>/dev/null || echo "?")
+        log "$c: conntrack entries in the defender after the runs: $n"
+        result "drop.$c.conntrack_entries" "$n"
+    fi
     ns_delete "${DEF_NS[$c]}"
     ns_delete "${ATK_NS[$c]}"
 done

@@ -216,6 +216,58 @@ impl PortUsage {
     }
 }
 
+impl PortUsage {
+    /// Remote addresses of this host's TCP connections that completed a handshake
+    /// (established, or closing: FIN_WAIT, CLOSE_WAIT, LAST_ACK, CLOSING, TIME_WAIT),
+    /// both families, loopback and unspecified left out. A half-open request (SYN_RECV)
+    /// is not one: its source may be forged. Known peers of the packet path.
+    pub fn connected_peers(&mut self) -> io::Result<Vec<std::net::IpAddr>> {
+        let states = StateFlags::ESTABLISHED
+            | StateFlags::FIN_WAIT1
+            | StateFlags::FIN_WAIT2
+            | StateFlags::TIME_WAIT
+            | StateFlags::CLOSE_WAIT
+            | StateFlags::LAST_ACK
+            | StateFlags::CLOSING;
+        let mut peers = Vec::new();
+        for family in [AF_INET, AF_INET6] {
+            let socket_id = if family == AF_INET6 {
+                SocketId::new_v6()
+            } else {
+                SocketId::new_v4()
+            };
+            let request = SockDiagMessage::InetRequest(InetRequest {
+                family,
+                protocol: IPPROTO_TCP,
+                extensions: ExtensionFlags::empty(),
+                states: states.clone(),
+                socket_id,
+            });
+            let result = self.sock.dump_once(request, |m| {
+                if m.kind != SOCK_DIAG_BY_FAMILY {
+                    return Err(bad(format!(
+                        "sock_diag: unexpected message type {}",
+                        m.kind
+                    )));
+                }
+                let h = InetResponseHeader::parse(m.payload()).map_err(bad)?;
+                let ip = h.socket_id.destination_address;
+                if h.family == family && !ip.is_loopback() && !ip.is_unspecified() {
+                    peers.push(ip);
+                }
+                Ok(())
+            });
+            if let Err(e) = result {
+                if let Ok(sock) = open_socket() {
+                    self.sock = sock;
+                }
+                return Err(e);
+            }
+        }
+        Ok(peers)
+    }
+}
+
 fn open_socket() -> io::Result<NlSocket> {
     let sock = NlSocket::open(NETLINK_SOCK_DIAG, "sock_diag")?;
     sock.set_recv_timeout(RECV_TIMEOUT)?;
@@ -329,6 +381,18 @@ mod tests {
         assert!(!usage.in_use(Proto::Tcp, client_port, later()).unwrap());
         // A TCP port says nothing about UDP.
         assert!(!usage.in_use(Proto::Udp, server_port, later()).unwrap());
+    }
+
+    #[test]
+    fn connected_peers_are_the_other_ends_of_tcp_connections() {
+        let mut usage = PortUsage::new().unwrap();
+        // Loopback connections are left out (a host does not scan itself).
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (_accepted, _) = listener.accept().unwrap();
+        let peers = usage.connected_peers().unwrap();
+        assert!(peers.iter().all(|p| !p.is_loopback()), "{peers:?}");
     }
 
     #[test]

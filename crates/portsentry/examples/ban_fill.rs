@@ -7,7 +7,10 @@
 //! Network safety: run it as `ip netns exec NS ban_fill --netns NS …`; it refuses to run
 //! anywhere but in the bench namespace it is told (see `require_bench_netns`).
 //!
-//! Usage: ban_fill --netns NS --first 198.18.3.2 --count 100000
+//! `--early` applies the table with early drop (banned sources dropped in prerouting at
+//! raw priority instead of the input hook).
+//!
+//! Usage: ban_fill --netns NS --first 198.18.3.2 --count 100000 [--early]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -27,6 +30,7 @@ fn main() {
     };
     let first: Ipv4Addr = get("--first").expect("--first ADDR").parse().expect("IPv4");
     let count: u32 = get("--count").map_or(100_000, |c| c.parse().expect("count"));
+    let early = args.iter().any(|a| a == "--early");
     let bench_net = |a: Ipv4Addr| a.octets()[0] == 198 && (a.octets()[1] & 0xfe) == 18;
     assert!(bench_net(first), "--first must be in 198.18.0.0/15");
 
@@ -43,6 +47,10 @@ fn main() {
             nflog_group: 5817,
             set_size: 1_048_576,
             priority: -10,
+            known_peer_time: Some(Duration::from_secs(86_400)),
+            known_peer_size: portsentry_kernel::nft::DEFAULT_KNOWN_PEER_SIZE,
+            ban_budget: None,
+            early_drop: early,
         })
         .expect("apply table");
     let base = u32::from(Ipv4Addr::new(198, 18, 64, 0));

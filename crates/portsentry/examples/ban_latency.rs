@@ -146,6 +146,10 @@ fn main() {
         nflog_group: 5817,
         set_size: 1_048_576,
         priority: -10,
+        known_peer_time: Some(Duration::from_secs(86_400)),
+        known_peer_size: 1000,
+        ban_budget: None,
+        early_drop: false,
     })
     .expect("apply our table in the private namespace");
     let mut w = BanSetWriter::open(TABLE).expect("netlink socket");

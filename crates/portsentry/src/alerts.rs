@@ -635,6 +635,46 @@ pub fn listen_error(proto: Proto, port: u16, error: &dyn fmt::Display) -> String
     format!("adminalert: ERROR: cannot read the {proto} socket on port {port}: {error}")
 }
 
+/// One line a minute while the kernel's ban budget is spent. `probes`: from the
+/// kernel's counter when `counted`, else the number of samples it sent; `sources`:
+/// distinct sources among the samples.
+pub fn ban_budget_spent(probes: u64, sources: usize, counted: bool) -> String {
+    let how = if counted {
+        "probes counted by the kernel, sources among its samples"
+    } else {
+        "probes and sources among the kernel's samples"
+    };
+    format!(
+        "adminalert: ban budget spent: {probes} probes from {sources} sources not banned; likely forged ({how})"
+    )
+}
+
+/// `portsentry ban` of a known peer, refused (the reply after "error: ").
+pub fn known_peer_refused(ip: IpAddr) -> String {
+    format!(
+        "{ip} is a known peer (it exchanged data with this host within [firewall] known_peer_time), so probes in its name may be forged; --force overrides the known peer and the protected set"
+    )
+}
+
+/// The tail of a forced ban's reply that overrode the known-peer rule.
+pub fn forced_over_known_peer(ip: IpAddr) -> String {
+    format!("; --force overrode the known peer {ip}")
+}
+
+/// Saved bans of known peers that were not put back at start.
+pub fn saved_known_peers_not_restored(count: usize) -> String {
+    format!(
+        "adminalert: {count} saved bans of known peers not put back (they exchanged data with this host within [firewall] known_peer_time)"
+    )
+}
+
+/// A ban set refused a new element: it is full. Existing bans stay.
+pub fn ban_set_full(set: &str, size: u32) -> String {
+    format!(
+        "adminalert: ban set {set} is full ({size} elements): new sources are dropped but not banned"
+    )
+}
+
 /// What the capture loop counted, for the summary logged at stop.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CaptureCounts {

@@ -73,17 +73,45 @@ pub const BAN_SET_SIZE: u32 = 1 << 20;
 /// `[firewall]`: ban in the kernel on the very packet that hits a trap, so a scan ends at
 /// its first probe instead of after the daemon's round trip.
 pub const FAST_PATH: bool = true;
-/// `[firewall] ban_budget`: new unverified bans a second that the daemon decides itself
-/// (SCAN_TRIGGER > 0, the packet-socket path, fast_path off). Real scanners arrive a
-/// few a minute even on a busy host; a hundred new sources a second is a forged flood,
-/// and past this each probe is alerted but not banned, so the flood cannot fill the ban
-/// sets and the book with innocent addresses. (The same number is meant to bound the
-/// kernel's own first-probe bans where the trap rules carry a budget.)
-pub const BAN_BUDGET: u32 = 100;
-/// `[firewall] ban_budget_burst`: a real scan wave (one scanner's decoys, a botnet
-/// sweeping a subnet) may bring many new sources in one moment; up to this many are
-/// banned at once before the per-second budget applies.
-pub const BAN_BUDGET_BURST: u32 = 1000;
+
+/// `[firewall] ban_budget`: new unverified bans per second, one budget for the kernel's
+/// trap rules (a named limit shared by every trap rule) and for the bans the daemon
+/// decides itself (SCAN_TRIGGER > 0, the packet-socket path, fast_path off; past it
+/// each probe is alerted but not banned, so a flood cannot fill the ban sets and the
+/// book with innocent addresses). Measured (kernel tests and `tests/system_known_peers.rs`, nmap 7.93 `-sS`, `-sA`,
+/// `-sU`, `-6 -sS`): a real scan takes exactly one ban — one token — because its
+/// first trap probe bans the source and every later probe is dropped by the ban before
+/// it reaches a trap. So the budget is the number of *distinct new scanners* per
+/// second, and real scanners arriving within the same second are rare, while a forged
+/// flood asks for one ban per forged address (thousands per second). One a second
+/// (86,400 a day, far above what a host sees from real scanners) caps a forged flood
+/// at 60 innocent bans a minute instead of one per forged packet.
+pub const BAN_BUDGET: u32 = 1;
+/// `[firewall] ban_budget_burst`: a few real scanners at once (a small distributed
+/// scan, nmap's decoys) are still banned on their first probe; nft's own default burst.
+pub const BAN_BUDGET_BURST: u32 = 5;
+/// Highest `ban_budget`/`ban_budget_burst` accepted: beyond this there is no budget to
+/// speak of (use 0 for none).
+pub const MAX_BAN_BUDGET: u32 = 1_000_000;
+/// `[firewall] known_peer_time`: an address that exchanged data with this host in the
+/// last day is a known peer; a day covers daily clients (backups, monitoring, users)
+/// without keeping every address ever seen.
+pub const KNOWN_PEER_TIME: std::time::Duration = std::time::Duration::from_secs(86_400);
+/// Longest `known_peer_time` accepted: past a month an address is no longer "recent".
+pub const MAX_KNOWN_PEER_TIME: std::time::Duration = std::time::Duration::from_secs(31 * 86_400);
+/// Known peers kept per address family (the kernel sets, and the packet path's
+/// table): a day of distinct peers of a busy host, ~100 bytes of kernel memory each;
+/// when full, new peers are not learned and fall back to the ban budget.
+pub const KNOWN_PEER_SET_SIZE: u32 = 262_144;
+/// `[firewall] early_drop`: see BENCHMARKS.md part 3 (input hook vs prerouting at raw
+/// priority, 100,000 bans).
+pub const EARLY_DROP: bool = true;
+/// Damping of the lines about probes the kernel dropped without a ban: one line per
+/// known peer a minute, and one summary line a minute of probes past the budget.
+pub const UNBANNED_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Known peers remembered for that damping, and distinct sources counted for the
+/// summary line: bounded, a flood of forged sources cannot grow them.
+pub const UNBANNED_TRACKED_SOURCES: usize = 4096;
 
 /// `[protect]`: a daemon that bans forged sources must never cut its host off from its
 /// own addresses, gateways and resolvers, so protection is on.

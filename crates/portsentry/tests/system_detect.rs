@@ -18,7 +18,7 @@ use std::time::Duration;
 use common::checks::{self, BlockExpect, QUIET, REACT, alert_prefix, nmap};
 use common::daemon::{line_format_ok, ports_after};
 use common::kernel;
-use common::{Conf, OPEN, Path, both_paths, can_connect};
+use common::{Conf, OPEN, Path, both_paths};
 
 /// Watched TCP ports scanned (all below 1024, none excluded or listening). Few, so
 /// that each scan is short: on the nftables path every probe after the first is
@@ -67,8 +67,8 @@ fn scan_is_detected_and_blocked(case: Case) {
     );
 
     d.check(
-        can_connect(&atk.ns, def.addr(case.v6), OPEN, Duration::from_secs(2)),
-        "before the scan the attacker must reach the open service",
+        common::can_reach(&atk.ns, def.addr(case.v6), Duration::from_secs(2)),
+        "before the scan the attacker must reach the defender",
     );
 
     let ports = if udp { UDP_SCAN_PORTS } else { TCP_SCAN_PORTS };

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::checks::{QUIET, REACT, alert_prefix, nmap};
 use common::daemon::wait_file_line;
-use common::kernel::{ban_of, input_chain, wait_banned};
+use common::kernel::{ban_of, table_text, wait_banned};
 use common::{Conf, Daemon, HistoryLine, OPEN, can_connect};
 
 const SYN: &str = "TCP SYN/Normal scan";
@@ -81,7 +81,7 @@ fn issue_8_a_burst_of_100_sighups_is_one_reload_and_never_kills() {
 
     // Traps and bans are intact: the old ban holds, and a new scanner is banned.
     d.check(
-        input_chain(&def.ns).contains("portsentry ban"),
+        table_text(&def.ns).contains("portsentry ban"),
         "trap rules missing after the burst",
     );
     d.check(
@@ -150,7 +150,7 @@ fn issue_8_sighups_during_the_reexec_window_never_kill() {
     let reloads = count(&d, "PortSentry is restarting");
     eprintln!("{test}: {sent} SIGHUPs over 4 s gave {reloads} reloads");
     d.check(
-        ban_of(&def.ns, ip1).is_some() && input_chain(&def.ns).contains("portsentry ban"),
+        ban_of(&def.ns, ip1).is_some() && table_text(&def.ns).contains("portsentry ban"),
         "traps or ban lost in the stream",
     );
 }

@@ -33,6 +33,10 @@ fn spec(table: &str) -> TrapSpec {
         nflog_group: 17,
         set_size: DEFAULT_SET_SIZE,
         priority: DEFAULT_PRIORITY,
+        known_peer_time: Some(Duration::from_secs(86_400)),
+        known_peer_size: 1000,
+        ban_budget: None,
+        early_drop: false,
     }
 }
 
@@ -74,8 +78,10 @@ fn apply_is_idempotent_and_keeps_bans() {
                 .contains("198.18.7.0/24")
         );
         // Rules were replaced, not appended.
+        let ban = chain_text(ns, "pst", "ban");
+        assert_eq!(ban.matches("add @banned4").count(), 1, "{ban}");
         let input = chain_text(ns, "pst", "input");
-        assert_eq!(input.matches("add @banned4").count(), 2, "{input}");
+        assert_eq!(input.matches("goto trap").count(), 2, "{input}");
         // A changed timeout/size: updated in place on kernels that can, rebuilt
         // otherwise; the bans stay either way.
         let mut bigger = s.clone();
@@ -532,5 +538,259 @@ fn a_probe_to_a_trap_is_banned_by_the_kernel() {
         );
         assert!(find(&nft.list_bans().unwrap(), "198.18.0.6").is_none());
         assert_eq!(nft.list_bans().unwrap().len(), before);
+    });
+}
+
+/// A raw IPv4 TCP sender for forged segments, run in the peer namespace: each argument
+/// is `SRC:SPORT>DST:DPORT/FLAGS/SEQ` (FLAGS as an integer). Sources are checked by
+/// the caller to be in the test range; everything goes out of the veth to us.
+const FORGE_PY: &str = r#"
+import socket, struct, sys
+def csum(b):
+    if len(b) % 2: b += b'\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for spec in sys.argv[1:]:
+    a, rest = spec.split('>')
+    b, flags, seq = rest.split('/')
+    src, sport = a.split(':'); dst, dport = b.split(':')
+    s, d = socket.inet_aton(src), socket.inet_aton(dst)
+    tcp = struct.pack('!HHIIBBHHH', int(sport), int(dport), int(seq), 0, 5 << 4, int(flags), 1024, 0, 0)
+    c = csum(s + d + struct.pack('!BBH', 0, 6, len(tcp)) + tcp)
+    tcp = tcp[:16] + struct.pack('!H', c) + tcp[18:]
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0, s, d)
+    raw.sendto(ip + tcp, (dst, 0))
+"#;
+
+const SYN: u8 = 0x02;
+
+/// Sends forged segments from the peer (see [`FORGE_PY`]).
+fn forge(peer: &Peer, segments: &[String]) {
+    for seg in segments {
+        let src = seg.split(':').next().unwrap();
+        testns::assert_test_addr(src);
+    }
+    let mut argv = vec!["python3", "-c", FORGE_PY];
+    argv.extend(segments.iter().map(String::as_str));
+    assert!(peer.run(&argv), "forged sender failed");
+}
+
+fn set_text(ns: &Netns, table: &str, set: &str) -> String {
+    ns.run(&["nft", "list", "set", "inet", table, set])
+}
+
+/// Packets of a named counter of our table.
+fn counter(ns: &Netns, table: &str, name: &str) -> u64 {
+    let out = ns.run(&["nft", "-j", "list", "counter", "inet", table, name]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|o| o["counter"]["packets"].as_u64())
+        .unwrap()
+}
+
+/// Issue 7: a peer that exchanged data with a service becomes a known peer; a forged
+/// (or real) probe in its name is dropped and counted, never banned; a forger cannot
+/// make an address a known peer with a forged SYN and an out-of-window segment (the
+/// request socket's pure ACK is not learned).
+#[test]
+fn a_known_peer_is_never_banned_by_a_trap() {
+    in_netns("a_known_peer_is_never_banned_by_a_trap", |ns| {
+        let peer = Peer::new(ns, &["198.18.0.2/24", "198.18.0.3/24", "fd00:5e17::2/64"]);
+        let nft = Nft::new("pst").unwrap();
+        nft.apply(&spec("pst")).unwrap();
+        // IPv6: the same rule on the ip6 payload length.
+        let l6 = TcpListener::bind("[fd00:5e17::1]:80").unwrap();
+        let server6 = std::thread::spawn(move || {
+            use std::io::Write as _;
+            let (mut c, _) = l6.accept().unwrap();
+            let _ = c.write_all(b"hi\n");
+        });
+        assert!(
+            (0..5).any(|_| peer.run(&[
+                "sh",
+                "-c",
+                "nc -w1 -s fd00:5e17::2 fd00:5e17::1 80 </dev/null | grep -q hi"
+            ])),
+            "no data over IPv6"
+        );
+        server6.join().unwrap();
+        assert!(set_text(ns, "pst", "knownpeer6").contains("fd00:5e17::2"));
+        assert!(!peer.connect("fd00:5e17::2", "fd00:5e17::1", 81), "dropped");
+        assert!(find(&nft.list_bans().unwrap(), "fd00:5e17::2").is_none());
+        let listener = TcpListener::bind("198.18.0.1:80").unwrap();
+        let server = std::thread::spawn(move || {
+            use std::io::Write as _;
+            // Data to the first client only.
+            let (mut c, _) = listener.accept().unwrap();
+            let _ = c.write_all(b"hi\n");
+            let _second = listener.accept().unwrap();
+        });
+        // A real client that got data from the service (3 bytes: shorter than any
+        // threshold on the segment length alone would allow).
+        assert!(peer.run(&[
+            "sh",
+            "-c",
+            "nc -w1 -s 198.18.0.2 198.18.0.1 80 </dev/null | grep -q hi"
+        ]));
+        assert!(set_text(ns, "pst", "knownpeer4").contains("198.18.0.2"));
+        // A client that connects and closes without data from us: not a known peer.
+        assert!(peer.connect("198.18.0.3", "198.18.0.1", 80));
+        server.join().unwrap();
+        assert!(!set_text(ns, "pst", "knownpeer4").contains("198.18.0.3"));
+
+        // Forged SYNs in the known peer's name, and a real one, to trap ports.
+        forge(
+            &peer,
+            &[
+                format!("198.18.0.2:40000>198.18.0.1:23/{SYN}/1"),
+                format!("198.18.0.2:40001>198.18.0.1:25/{SYN}/1"),
+            ],
+        );
+        assert!(!peer.connect("198.18.0.2", "198.18.0.1", 81), "dropped");
+        assert!(find(&nft.list_bans().unwrap(), "198.18.0.2").is_none());
+        // (4 with the IPv6 one, or more when nc retransmits a SYN on a loaded machine.)
+        assert!(counter(ns, "pst", "known_peer") >= 4);
+        assert_eq!(counter(ns, "pst", "over_budget"), 0);
+        // Another source is banned on its first probe as before.
+        assert!(!peer.connect("198.18.0.3", "198.18.0.1", 81));
+        assert!(find(&nft.list_bans().unwrap(), "198.18.0.3").is_some());
+
+        // A forger: SYN from 198.18.0.9 to the open port (the SYN+ACK goes nowhere),
+        // then an out-of-window segment without ACK: the request socket answers
+        // with a pure ACK to the forged address. It must not become a known peer.
+        ns.run_with_input(
+            &["nft", "-f", "-"],
+            "add table inet acks\n\
+             add chain inet acks out { type filter hook output priority 0; }\n\
+             add rule inet acks out ip daddr 198.18.0.9 tcp flags & (syn | rst | ack) == ack counter\n",
+        );
+        let _l = TcpListener::bind("198.18.0.1:8080").unwrap();
+        forge(
+            &peer,
+            &[format!("198.18.0.9:41000>198.18.0.1:8080/{SYN}/1000")],
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        forge(
+            &peer,
+            &["198.18.0.9:41000>198.18.0.1:8080/0/5000000".to_string()],
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let acks = ns.run(&["nft", "list", "chain", "inet", "acks", "out"]);
+        assert!(
+            !acks.contains("counter packets 0 "),
+            "the kernel sent no pure ACK to the forged source: {acks}"
+        );
+        assert!(!set_text(ns, "pst", "knownpeer4").contains("198.18.0.9"));
+    });
+}
+
+/// Issue 7: the trap rules share one budget of new bans; past it nobody is banned, the
+/// probes are dropped and counted; existing bans stay; a full set is counted.
+#[test]
+fn the_ban_budget_holds_new_bans_and_a_full_set_is_counted() {
+    in_netns(
+        "the_ban_budget_holds_new_bans_and_a_full_set_is_counted",
+        |ns| {
+            let peer = Peer::new(ns, &["198.18.0.2/24"]);
+            let nft = Nft::new("pst").unwrap();
+            let mut s = spec("pst");
+            s.ban_budget = Some(BanBudget { rate: 1, burst: 3 });
+            nft.apply(&s).unwrap();
+            nft.verify(&s).unwrap();
+            let mut w = BanSetWriter::open("pst").unwrap();
+            w.add(ip("198.18.1.250"), Some(Duration::from_secs(600)))
+                .unwrap();
+            // 50 distinct forged sources in one burst, TCP and UDP traps alike.
+            let segs: Vec<String> = (1..=50)
+                .map(|i| format!("198.18.1.{i}:40000>198.18.0.1:{}/{SYN}/1", 20 + i))
+                .collect();
+            let t = std::time::Instant::now();
+            forge(&peer, &segs);
+            let secs = t.elapsed().as_secs();
+            let bans = nft.list_bans().unwrap();
+            let new = bans.iter().filter(|b| b.addr != ip("198.18.1.250")).count() as u64;
+            // burst + rate × elapsed (rounded up).
+            assert!(
+                new >= 1 && new <= 3 + secs + 1,
+                "{new} bans in {secs}s: {bans:?}"
+            );
+            assert!(
+                find(&bans, "198.18.1.250").is_some(),
+                "an existing ban was pushed out"
+            );
+            assert_eq!(counter(ns, "pst", "over_budget"), 50 - new);
+            // UDP shares the same bucket: spent, so no ban.
+            peer.udp("198.18.0.2", "198.18.0.1", 161);
+            assert!(find(&nft.list_bans().unwrap(), "198.18.0.2").is_none());
+            // A real scanner after the flood gets its token once the bucket refills.
+            std::thread::sleep(Duration::from_millis(2100));
+            assert!(!peer.connect("198.18.0.2", "198.18.0.1", 81));
+            assert!(find(&nft.list_bans().unwrap(), "198.18.0.2").is_some());
+
+            // A full set: the add fails, the probe is dropped and counted.
+            let small = Nft::new("small").unwrap();
+            let mut s = spec("small");
+            s.set_size = 2;
+            small.apply(&s).unwrap();
+            let segs: Vec<String> = (1..=4)
+                .map(|i| format!("198.18.2.{i}:40000>198.18.0.1:{}/{SYN}/1", 30 + i))
+                .collect();
+            // Our first table would ban them first: take it away.
+            nft.remove().unwrap();
+            forge(&peer, &segs);
+            assert_eq!(small.list_bans().unwrap().len(), 2);
+            assert_eq!(counter(ns, "small", "set_full"), 2);
+        },
+    );
+}
+
+/// Issue 7: with early drop, banned sources are dropped in prerouting (raw priority);
+/// a protected source is exempt there too; stopping the traps keeps the drops.
+#[test]
+fn early_drop_drops_banned_sources_in_prerouting() {
+    in_netns("early_drop_drops_banned_sources_in_prerouting", |ns| {
+        let peer = Peer::new(ns, &["198.18.0.2/24", "198.18.0.3/24", "198.18.0.4/24"]);
+        let nft = Nft::new("pst").unwrap();
+        let mut s = spec("pst");
+        s.early_drop = true;
+        nft.apply(&s).unwrap();
+        nft.verify(&s).unwrap();
+        let _l = TcpListener::bind("198.18.0.1:80").unwrap();
+        assert!(peer.connect("198.18.0.2", "198.18.0.1", 80));
+        // The trap (input hook) bans; the next packet is dropped in `early`.
+        assert!(!peer.connect("198.18.0.2", "198.18.0.1", 81));
+        assert!(!peer.connect("198.18.0.2", "198.18.0.1", 80));
+        let early = chain_text(ns, "pst", "early");
+        assert!(
+            early.contains("hook prerouting priority raw; policy accept;"),
+            "{early}"
+        );
+        assert!(!early.contains("packets 0"), "{early}");
+        assert!(!chain_text(ns, "pst", "input").contains("@banned4 drop"));
+        // Banned *and* protected (an address that became protected later): exempt.
+        let mut w = BanSetWriter::open("pst").unwrap();
+        w.add(ip("198.18.0.4"), None).unwrap();
+        nft.set_protected(&["198.18.0.4/32".parse().unwrap()])
+            .unwrap();
+        assert!(peer.connect("198.18.0.4", "198.18.0.1", 80));
+        assert!(peer.connect("198.18.0.3", "198.18.0.1", 80));
+        // Stopped: the ban still drops.
+        nft.remove_traps().unwrap();
+        assert!(!peer.connect("198.18.0.2", "198.18.0.1", 80));
+        assert!(peer.connect("198.18.0.4", "198.18.0.1", 80));
+        // Turned off again: the chain goes, the input hook drops once more.
+        s.early_drop = false;
+        nft.apply(&s).unwrap();
+        nft.verify(&s).unwrap();
+        assert!(
+            !ns.run(&["nft", "list", "table", "inet", "pst"])
+                .contains("chain early")
+        );
+        assert!(!peer.connect("198.18.0.2", "198.18.0.1", 80));
     });
 }

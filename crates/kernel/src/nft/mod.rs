@@ -32,12 +32,14 @@ use serde_json::Value;
 
 use crate::process::{Finished, ProcessError, Run};
 pub use netlink::{BanSetWriter, KernelError, MAX_TIMEOUT_MS, kernel_errno};
+pub use ruleset::{
+    BanBudget, COUNTER_KNOWN_PEER, COUNTER_OVER_BUDGET, COUNTER_SET_FULL, DEFAULT_KNOWN_PEER_SIZE,
+    DEFAULT_PRIORITY, DEFAULT_SET_SIZE, DEFAULT_TABLE, PREFIX_BANNED, PREFIX_OBSERVED,
+    PREFIX_OVER_BUDGET, PREFIX_PEER, PREFIX_SET_FULL, TrapSpec, merge_nets, render_ruleset,
+    valid_table_name,
+};
 use ruleset::{
     CHAIN_INPUT, CHAIN_OBSERVE, SET_BANNED4, SET_BANNED6, SET_PROTECTED4, SET_PROTECTED6,
-};
-pub use ruleset::{
-    DEFAULT_PRIORITY, DEFAULT_SET_SIZE, DEFAULT_TABLE, PREFIX_BANNED, PREFIX_OBSERVED, TrapSpec,
-    merge_nets, render_ruleset, valid_table_name,
 };
 
 /// How long one `nft` run may take (a rebuild with a million bans parses a big file).
@@ -483,6 +485,53 @@ impl Nft {
         Ok(nets)
     }
 
+    /// Whether `addr` is in the known-peer set of its family (`nft get element`: rare,
+    /// an administrator's ban).
+    pub fn is_known_peer(&self, addr: IpAddr) -> Result<bool, NftError> {
+        let set = if addr.is_ipv4() {
+            ruleset::SET_KNOWNPEER4
+        } else {
+            ruleset::SET_KNOWNPEER6
+        };
+        let elem = format!("{{ {addr} }}");
+        let out = run_nft(
+            "get element",
+            &["get", "element", "inet", &self.table, set, &elem],
+            None,
+        )?;
+        // Absent (or no such set): nft says "No such file or directory" and fails.
+        Ok(out.success())
+    }
+
+    /// Every address in the known-peer sets (both families).
+    pub fn known_peers(&self) -> Result<Vec<IpAddr>, NftError> {
+        let mut out = Vec::new();
+        for set in [ruleset::SET_KNOWNPEER4, ruleset::SET_KNOWNPEER6] {
+            let objects = self.list_json(
+                "list known peers",
+                &["list", "set", "inet", &self.table, set],
+            )?;
+            out.extend(parse_net_bans(&objects).into_iter().map(|n| n.net.addr()));
+        }
+        Ok(out)
+    }
+
+    /// Packets counted so far by the named counter `name` of our table (one of
+    /// [`COUNTER_OVER_BUDGET`], [`COUNTER_SET_FULL`], [`COUNTER_KNOWN_PEER`]).
+    pub fn counter(&self, name: &str) -> Result<u64, NftError> {
+        let objects = self.list_json(
+            "list counter",
+            &["list", "counter", "inet", &self.table, name],
+        )?;
+        objects
+            .iter()
+            .find_map(|o| o.get("counter")?.get("packets")?.as_u64())
+            .ok_or_else(|| NftError::List {
+                table: self.table.clone(),
+                stderr: format!("no counter {name}"),
+            })
+    }
+
     /// The elements of `banned4` and `banned6` with their timeout and time left
     /// (millisecond precision, read over netlink: `nft -j` rounds to seconds).
     pub fn list_bans(&self) -> Result<Vec<KernelBan>, NftError> {
@@ -556,6 +605,66 @@ fn check_table(objects: &[Value], spec: &TrapSpec, plan: &ruleset::Plan) -> Resu
             ));
         }
     }
+    let peer_secs = spec.known_peer_time.map_or(86_400, |t| t.as_secs());
+    for (name, ty) in [
+        (ruleset::SET_KNOWNPEER4, "ipv4_addr"),
+        (ruleset::SET_KNOWNPEER6, "ipv6_addr"),
+    ] {
+        let set = find_set(name)?;
+        let secs = set.get("timeout").and_then(Value::as_u64).unwrap_or(0);
+        if set.get("type").and_then(Value::as_str) != Some(ty)
+            || !has_flag(set, "timeout")
+            || secs != peer_secs
+        {
+            return Err(format!(
+                "set {name} is not a set of {ty} with timeout {peer_secs}s"
+            ));
+        }
+    }
+    let limit = objects
+        .iter()
+        .filter_map(|o| o.get("limit"))
+        .find(|l| l.get("name").and_then(Value::as_str) == Some(ruleset::LIMIT_BUDGET));
+    match (spec.ban_budget, limit) {
+        (None, None) => {}
+        (Some(b), Some(l)) => {
+            let rate = l.get("rate").and_then(Value::as_u64);
+            let per = l.get("per").and_then(Value::as_str);
+            // nft -j leaves out a burst equal to its default (5).
+            let burst = l.get("burst").and_then(Value::as_u64).unwrap_or(5);
+            if rate != Some(u64::from(b.rate.max(1)))
+                || per != Some("second")
+                || burst != u64::from(b.burst.max(1))
+            {
+                return Err(format!(
+                    "limit {} is {l}, expected {}/second burst {}",
+                    ruleset::LIMIT_BUDGET,
+                    b.rate,
+                    b.burst
+                ));
+            }
+        }
+        (Some(_), None) => return Err(format!("limit {} is missing", ruleset::LIMIT_BUDGET)),
+        (None, Some(_)) => {
+            return Err(format!(
+                "limit {} is there without a ban budget",
+                ruleset::LIMIT_BUDGET
+            ));
+        }
+    }
+    for name in [
+        ruleset::COUNTER_OVER_BUDGET,
+        ruleset::COUNTER_SET_FULL,
+        ruleset::COUNTER_KNOWN_PEER,
+    ] {
+        let found = objects
+            .iter()
+            .filter_map(|o| o.get("counter"))
+            .any(|c| c.get("name").and_then(Value::as_str) == Some(name));
+        if !found {
+            return Err(format!("counter {name} is missing"));
+        }
+    }
     let chains: Vec<&Value> = objects.iter().filter_map(|o| o.get("chain")).collect();
     let chain = |name: &str| {
         chains
@@ -583,15 +692,42 @@ fn check_table(objects: &[Value], spec: &TrapSpec, plan: &ruleset::Plan) -> Resu
             ruleset::CHAIN_OUTPUT
         ));
     }
-    let observe = chain(CHAIN_OBSERVE)?;
-    if observe.get("hook").is_some() {
-        return Err(format!("chain {CHAIN_OBSERVE} must not be a base chain"));
-    }
-    for (name, want) in [
-        (CHAIN_INPUT, plan.input.len()),
-        (CHAIN_OBSERVE, plan.observe.len()),
-        (ruleset::CHAIN_OUTPUT, plan.output.len()),
+    for name in [
+        CHAIN_OBSERVE,
+        ruleset::CHAIN_TRAP,
+        ruleset::CHAIN_BAN,
+        ruleset::CHAIN_OVER_BUDGET,
+        ruleset::CHAIN_PEER,
+        ruleset::CHAIN_PEER_LOG,
     ] {
+        if chain(name)?.get("hook").is_some() {
+            return Err(format!("chain {name} must not be a base chain"));
+        }
+    }
+    match (spec.early_drop, chain(ruleset::CHAIN_EARLY)) {
+        (true, Ok(early)) => {
+            if field(early, "hook") != "prerouting"
+                || field(early, "prio") != ruleset::EARLY_PRIORITY
+                || field(early, "policy") != "accept"
+            {
+                return Err(format!(
+                    "chain {} is not `type filter hook prerouting priority {}; policy accept`: {early}",
+                    ruleset::CHAIN_EARLY,
+                    ruleset::EARLY_PRIORITY
+                ));
+            }
+        }
+        (true, Err(e)) => return Err(e),
+        (false, Ok(_)) => {
+            return Err(format!(
+                "chain {} is there without early drop",
+                ruleset::CHAIN_EARLY
+            ));
+        }
+        (false, Err(_)) => {}
+    }
+    for (name, rules) in plan.chains() {
+        let want = rules.len();
         let got = objects
             .iter()
             .filter_map(|o| o.get("rule"))
@@ -622,6 +758,10 @@ mod tests {
             nflog_group: 5,
             set_size: 1000,
             priority: -10,
+            known_peer_time: Some(Duration::from_secs(86_400)),
+            known_peer_size: 1000,
+            ban_budget: None,
+            early_drop: false,
         }
     }
 
@@ -639,12 +779,29 @@ mod tests {
             format!(r#"{{"chain": {{"family": "inet", "table": "pst", "name": "input", "handle": 5, "type": "filter", "hook": "input", "prio": {prio}, "policy": "accept"}}}}"#),
             r#"{"chain": {"family": "inet", "table": "pst", "name": "observe", "handle": 6}}"#.to_string(),
             format!(r#"{{"chain": {{"family": "inet", "table": "pst", "name": "output", "handle": 9, "type": "filter", "hook": "output", "prio": {prio}, "policy": "accept"}}}}"#),
+            r#"{"set": {"family": "inet", "name": "knownpeer4", "table": "pst", "type": "ipv4_addr", "handle": 10, "size": 1000, "flags": ["timeout"], "timeout": 86400}}"#.to_string(),
+            r#"{"set": {"family": "inet", "name": "knownpeer6", "table": "pst", "type": "ipv6_addr", "handle": 11, "size": 1000, "flags": ["timeout"], "timeout": 86400}}"#.to_string(),
         ];
-        for i in 0..input_rules {
-            items.push(format!(r#"{{"rule": {{"family": "inet", "table": "pst", "chain": "input", "handle": {}, "expr": []}}}}"#, 10 + i));
+        for name in ["over_budget", "set_full", "known_peer"] {
+            items.push(format!(r#"{{"counter": {{"family": "inet", "name": "{name}", "table": "pst", "handle": 12, "packets": 0, "bytes": 0}}}}"#));
         }
-        items.push(r#"{"rule": {"family": "inet", "table": "pst", "chain": "observe", "handle": 40, "expr": []}}"#.to_string());
-        items.push(r#"{"rule": {"family": "inet", "table": "pst", "chain": "observe", "handle": 41, "expr": []}}"#.to_string());
+        let plan = ruleset::plan(&spec());
+        let mut handle = 100;
+        for (chain, rules) in plan.chains() {
+            if chain != "input" && chain != "observe" && chain != "output" {
+                items.push(format!(r#"{{"chain": {{"family": "inet", "table": "pst", "name": "{chain}", "handle": {handle}}}}}"#));
+                handle += 1;
+            }
+            let n = if chain == "input" {
+                input_rules
+            } else {
+                rules.len()
+            };
+            for _ in 0..n {
+                items.push(format!(r#"{{"rule": {{"family": "inet", "table": "pst", "chain": "{chain}", "handle": {handle}, "expr": []}}}}"#));
+                handle += 1;
+            }
+        }
         format!(r#"{{"nftables": [{}]}}"#, items.join(", "))
     }
 
@@ -652,26 +809,44 @@ mod tests {
     fn verify_accepts_the_listing_of_what_was_applied() {
         let s = spec();
         let plan = ruleset::plan(&s);
-        assert_eq!((plan.input.len(), plan.observe.len()), (11, 2));
-        let objects = json_objects(&listing(-10, 11)).unwrap();
+        assert_eq!((plan.input.len(), plan.observe.len()), (9, 2));
+        let objects = json_objects(&listing(-10, 9)).unwrap();
         check_table(&objects, &s, &plan).unwrap();
+        // A budget needs its limit object, early drop its chain.
+        let mut other = s.clone();
+        other.ban_budget = Some(BanBudget { rate: 2, burst: 5 });
+        let e = check_table(&objects, &other, &ruleset::plan(&other)).unwrap_err();
+        assert_eq!(e, "limit ban_budget is missing");
+        let mut with_limit = objects.clone();
+        with_limit.push(
+            serde_json::from_str(r#"{"limit": {"family": "inet", "name": "ban_budget", "table": "pst", "rate": 2, "per": "second"}}"#)
+                .unwrap(),
+        );
+        check_table(&with_limit, &other, &ruleset::plan(&s)).unwrap();
+        other.ban_budget = Some(BanBudget { rate: 2, burst: 9 });
+        let e = check_table(&with_limit, &other, &ruleset::plan(&s)).unwrap_err();
+        assert!(e.contains("expected 2/second burst 9"), "{e}");
+        let mut early = s.clone();
+        early.early_drop = true;
+        let e = check_table(&objects, &early, &ruleset::plan(&s)).unwrap_err();
+        assert_eq!(e, "chain early is missing");
     }
 
     #[test]
     fn verify_names_what_differs() {
         let s = spec();
         let plan = ruleset::plan(&s);
-        let e = check_table(&json_objects(&listing(0, 11)).unwrap(), &s, &plan).unwrap_err();
+        let e = check_table(&json_objects(&listing(0, 9)).unwrap(), &s, &plan).unwrap_err();
         assert!(e.contains("priority -10"), "{e}");
         let e = check_table(&json_objects(&listing(-10, 8)).unwrap(), &s, &plan).unwrap_err();
-        assert_eq!(e, "chain input has 8 rules, expected 11");
+        assert_eq!(e, "chain input has 8 rules, expected 9");
         let mut other = s.clone();
         other.set_size = 5;
-        let e = check_table(&json_objects(&listing(-10, 11)).unwrap(), &other, &plan).unwrap_err();
+        let e = check_table(&json_objects(&listing(-10, 9)).unwrap(), &other, &plan).unwrap_err();
         assert_eq!(e, "set banned4 has size Some(1000), expected 5");
         other = s.clone();
         other.ban_timeout = Duration::from_secs(60);
-        let e = check_table(&json_objects(&listing(-10, 11)).unwrap(), &other, &plan).unwrap_err();
+        let e = check_table(&json_objects(&listing(-10, 9)).unwrap(), &other, &plan).unwrap_err();
         assert_eq!(e, "set banned4 has timeout 3600s, expected 60s");
         let no_sets = r#"{"nftables": [{"table": {"family": "inet", "name": "pst"}}]}"#;
         let e = check_table(&json_objects(no_sets).unwrap(), &s, &plan).unwrap_err();

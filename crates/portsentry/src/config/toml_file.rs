@@ -51,12 +51,21 @@ pub struct FirewallSettings {
     pub priority: i32,
     /// Most bans per address family in the kernel set.
     pub set_size: u32,
-    /// New unverified bans a second that the daemon decides itself (SCAN_TRIGGER > 0,
-    /// the packet-socket path, fast_path off); past it, probes are alerted, not banned.
-    /// 0 = no limit.
+    /// New unverified bans per second, one budget for both places that ban on the
+    /// first probe: the kernel's trap rules (shared by TCP, UDP, IPv4 and IPv6: past it
+    /// a trap drops the probe and bans nobody) and the bans the daemon decides itself
+    /// (SCAN_TRIGGER > 0, the packet-socket path, fast_path off: past it, probes are
+    /// alerted, not banned). 0 = no budget.
     pub ban_budget: u32,
     /// How many of those bans may come at once.
     pub ban_budget_burst: u32,
+    /// How long an address that exchanged data with this host stays a known peer,
+    /// never banned on unverified evidence. 0 = no known peers.
+    #[serde(with = "humantime_serde_compat")]
+    pub known_peer_time: Duration,
+    /// Drop banned sources in prerouting at raw priority, before routing and
+    /// connection tracking, instead of in the input hook.
+    pub early_drop: bool,
 }
 
 impl Default for FirewallSettings {
@@ -70,6 +79,8 @@ impl Default for FirewallSettings {
             set_size: defaults::BAN_SET_SIZE,
             ban_budget: defaults::BAN_BUDGET,
             ban_budget_burst: defaults::BAN_BUDGET_BURST,
+            known_peer_time: defaults::KNOWN_PEER_TIME,
+            early_drop: defaults::EARLY_DROP,
         }
     }
 }
@@ -403,6 +414,25 @@ impl TomlSettings {
             return Err("firewall.set_size must be more than 0".into());
         }
         self.listen.handshake_set()?;
+        let fw = &self.firewall;
+        if fw.ban_budget > defaults::MAX_BAN_BUDGET {
+            return Err(format!(
+                "firewall.ban_budget must be at most {} new bans per second (0 = no budget)",
+                defaults::MAX_BAN_BUDGET
+            ));
+        }
+        if fw.ban_budget > 0 && !(1..=defaults::MAX_BAN_BUDGET).contains(&fw.ban_budget_burst) {
+            return Err(format!(
+                "firewall.ban_budget_burst must be from 1 to {}",
+                defaults::MAX_BAN_BUDGET
+            ));
+        }
+        if fw.known_peer_time > defaults::MAX_KNOWN_PEER_TIME {
+            return Err(format!(
+                "firewall.known_peer_time must be at most {}s (0 = no known peers)",
+                defaults::MAX_KNOWN_PEER_TIME.as_secs()
+            ));
+        }
         Ok(())
     }
 }
@@ -607,5 +637,65 @@ mod tests {
                 .listen
                 .udp_banner
         );
+    }
+
+    #[test]
+    fn budget_known_peers_and_early_drop_are_read_and_checked() {
+        let s = parse("").unwrap().firewall;
+        assert_eq!(
+            (
+                s.ban_budget,
+                s.ban_budget_burst,
+                s.known_peer_time,
+                s.early_drop
+            ),
+            (
+                defaults::BAN_BUDGET,
+                defaults::BAN_BUDGET_BURST,
+                Duration::from_secs(86_400),
+                defaults::EARLY_DROP
+            )
+        );
+        let s = parse(
+            "[firewall]\nban_budget = 20\nban_budget_burst = 40\nknown_peer_time = \"12h\"\nearly_drop = false\n",
+        )
+        .unwrap()
+        .firewall;
+        assert_eq!(
+            (
+                s.ban_budget,
+                s.ban_budget_burst,
+                s.known_peer_time,
+                s.early_drop
+            ),
+            (20, 40, Duration::from_secs(43_200), false)
+        );
+        assert_eq!(
+            parse("[firewall]\nban_budget = 0\nban_budget_burst = 0\n")
+                .unwrap()
+                .firewall
+                .ban_budget,
+            0
+        );
+        let e = parse("[firewall]\nban_budget_burst = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("firewall.ban_budget_burst must be from 1"),
+            "{e}"
+        );
+        let e = parse("[firewall]\nban_budget = 2000000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("firewall.ban_budget must be at most"), "{e}");
+        let e = parse("[firewall]\n\nknown_peer_time = \"a day\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/etc/portsentry/portsentry.toml:3:"), "{e}");
+        let e = parse("[firewall]\nearly_drop = \"yes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/etc/portsentry/portsentry.toml:2:"), "{e}");
+        assert!(parse("[firewall]\nknown_peer_time = \"400d\"\n").is_err());
     }
 }

@@ -21,8 +21,10 @@ use super::reporter::{Feedback, ToReporter, action_probe};
 use super::signals::{Flags, Settle};
 use super::source::{PACKETS_PER_TURN, ProbeSource, SourceStats};
 use super::startup::{self, NativeFirewall};
+use super::unbanned::{Notice, Unbanned};
 use crate::alerts;
 use crate::clock::{self, boottime_now};
+use crate::defaults;
 use crate::logger::Logger;
 use crate::protect::{Latest, ProtectedSources};
 use crate::settings::Settings;
@@ -56,6 +58,10 @@ pub struct Capture<'a> {
     pub dropped_actions: u64,
     /// Probes of one turn.
     pub probes: Vec<Probe>,
+    /// Probes the kernel dropped without a ban; never handed to the engine.
+    pub unbanned: Unbanned,
+    /// The kernel's over-budget counter when last read (`None`: not read yet).
+    over_counter: Option<u64>,
 }
 
 impl<'a> Capture<'a> {
@@ -79,6 +85,11 @@ impl<'a> Capture<'a> {
             stats: SourceStats::default(),
             dropped_actions: 0,
             probes: Vec::with_capacity(PACKETS_PER_TURN),
+            unbanned: Unbanned::new(
+                defaults::UNBANNED_REPORT_INTERVAL,
+                defaults::UNBANNED_TRACKED_SOURCES,
+            ),
+            over_counter: None,
         }
     }
 
@@ -103,6 +114,8 @@ impl<'a> Capture<'a> {
         let mut protect_pending = false;
         let mut last_protect_refresh = clock::instant();
         let mut last_table_check = clock::instant();
+        // The counter survives a re-apply: what it held before this run is not ours.
+        self.over_counter = self.read_over_counter();
 
         while !shutdown.load(Ordering::Relaxed) {
             let turn = clock::instant();
@@ -137,9 +150,20 @@ impl<'a> Capture<'a> {
             self.source
                 .read(now, self.settings, &mut self.stats, &mut self.probes)
                 .context("reading probes")?;
-            for probe in self.probes.drain(..) {
-                self.engine.handle_probe(now, probe);
+            let mut probes = std::mem::take(&mut self.probes);
+            for probe in probes.drain(..) {
+                if Unbanned::takes(&probe) {
+                    // Past the budget or a full set: dropped by the kernel without a
+                    // ban; a summary line at most, never an engine decision (which
+                    // could ban in user space). Known peers go to the engine, which
+                    // says "possibly forged" and never bans them.
+                    self.unbanned_probe(now, &probe);
+                } else {
+                    self.engine.handle_probe(now, probe);
+                }
             }
+            self.probes = probes;
+            self.report_over_budget(now);
             while let Ok(feedback) = links.feedback.try_recv() {
                 match feedback {
                     Feedback::Outcome(src, proto, outcome) => {
@@ -177,6 +201,57 @@ impl<'a> Capture<'a> {
         let _ = links.actions.send(ToReporter::Stop);
         self.log_stats();
         Ok(stop)
+    }
+
+    fn unbanned_probe(&mut self, now: Millis, probe: &Probe) {
+        match self.unbanned.record(now, probe) {
+            Some(Notice::SetFull { v4 }) => {
+                let set = if v4 { "banned4" } else { "banned6" };
+                self.log
+                    .log(&alerts::ban_set_full(set, self.settings.firewall.set_size));
+            }
+            None => {}
+        }
+    }
+
+    /// The over-budget summary, once a minute while the budget is being spent. The
+    /// number of probes comes from the kernel's counter when it can be read (one `nft`
+    /// run a minute at most), else from the samples.
+    fn report_over_budget(&mut self, now: Millis) {
+        let Some(summary) = self.unbanned.take_summary(now) else {
+            return;
+        };
+        let (probes, counted) = match (self.over_counter, self.read_over_counter()) {
+            (Some(before), Some(after)) => {
+                self.over_counter = Some(after);
+                // A smaller value: the table was made anew, the counter started at 0.
+                (
+                    if after >= before {
+                        after - before
+                    } else {
+                        after
+                    },
+                    true,
+                )
+            }
+            (_, after) => {
+                self.over_counter = after;
+                (summary.samples, false)
+            }
+        };
+        self.log.log(&alerts::ban_budget_spent(
+            probes.max(summary.samples),
+            summary.sources,
+            counted,
+        ));
+    }
+
+    fn read_over_counter(&self) -> Option<u64> {
+        let fw = self.firewall?;
+        fw.spec.ban_budget?;
+        fw.nft
+            .counter(portsentry_kernel::nft::COUNTER_OVER_BUDGET)
+            .ok()
     }
 
     /// Hand the engine's actions to the reporter without ever waiting for it.

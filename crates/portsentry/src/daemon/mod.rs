@@ -13,20 +13,25 @@
 //! - [`listener`]: the probe source of bound sockets (classic `-tcp`/`-udp`, handshake
 //!   trap ports), read in the same loop as the other;
 //! - [`capture`]: the main thread's loop around the engine;
+//! - [`known_peers`]: the packet path's known peers, from the socket table;
 //! - [`reporter`]: the thread that owns the bans, logs, responds and saves;
 //! - [`respond`]: one response: native ban, then 1.2's chain and records;
+//! - [`unbanned`]: probes the kernel dropped without a ban (known peers, past the ban
+//!   budget, full set) and their damped lines;
 //! - [`signals`]: the handlers' flags, the mask across a reload's exec, reload settling.
 //!
 //! This module wires them together and owns the process-level choices: what a stop
 //! means, and the re-execution that a SIGHUP reload is.
 
 pub mod capture;
+pub mod known_peers;
 pub mod listener;
 pub mod reporter;
 pub mod respond;
 pub mod signals;
 pub mod source;
 pub mod startup;
+pub mod unbanned;
 
 use std::io;
 use std::sync::Arc;
@@ -158,7 +163,14 @@ pub fn run(
             startup::announce_modes(&settings, &log, &mut usage);
             let sensor = PacketSensor::open(settings.max_watched_port())
                 .context("cannot open the packet socket (AF_PACKET needs root or CAP_NET_RAW)")?;
-            sources.push(Box::new(PacketSource::new(sensor, usage)));
+            let fw = &settings.firewall;
+            let known = (!fw.known_peer_time.is_zero()).then(|| {
+                known_peers::KnownPeers::new(
+                    fw.known_peer_time,
+                    crate::defaults::KNOWN_PEER_SET_SIZE as usize,
+                )
+            });
+            sources.push(Box::new(PacketSource::new(sensor, usage, known)));
         }
         (kernel, None)
     };
@@ -183,6 +195,10 @@ pub fn run(
             resolver: Resolver::new(settings.resolve_host),
             feedback: feedback_tx,
             started: clock::instant(),
+            known_peers: firewall
+                .as_ref()
+                .filter(|fw| fw.spec.known_peer_time.is_some())
+                .map(|fw| fw.nft.clone()),
         };
         thread::Builder::new()
             .name("reporter".into())

@@ -58,6 +58,8 @@ pub struct Reporter {
     pub resolver: Resolver,
     pub feedback: mpsc::Sender<Feedback>,
     pub started: Instant,
+    /// Our table when it learns known peers: `portsentry ban` of one is refused.
+    pub known_peers: Option<portsentry_kernel::nft::Nft>,
 }
 
 impl Reporter {
@@ -211,6 +213,18 @@ impl Reporter {
         if let Request::Unban { net } = request {
             return self.unban(net, log);
         }
+        // A known peer is not banned on the administrator's word alone either (it may
+        // be forged evidence that brought the address up); --force overrides.
+        let mut over_peer = None;
+        if let Request::Ban { net, force, .. } = &request
+            && let (Some(nft), Some(ip)) = (&self.known_peers, host_of(*net))
+            && nft.is_known_peer(ip).unwrap_or(false)
+        {
+            if !*force {
+                return format!("error: {}", alerts::known_peer_refused(ip));
+            }
+            over_peer = Some(ip);
+        }
         let kernel = self.responder.bans_mut();
         if !kernel.is_native() {
             return match request {
@@ -237,9 +251,12 @@ impl Reporter {
                     let (net, offences) = (done.ban.key, done.ban.offences);
                     log.log(&alerts::manual_ban(net, duration, offences, done.overrode));
                     format!(
-                        "ok: {net} banned {} (offence {offences}){}",
+                        "ok: {net} banned {} (offence {offences}){}{}",
                         alerts::for_how_long(duration),
-                        done.overrode.map(alerts::forced_over).unwrap_or_default()
+                        done.overrode.map(alerts::forced_over).unwrap_or_default(),
+                        over_peer
+                            .map(alerts::forced_over_known_peer)
+                            .unwrap_or_default()
                     )
                 }
                 Err(e) => format!("error: {e:#}"),
@@ -356,6 +373,7 @@ mod tests {
             resolver: Resolver::new(false),
             feedback: tx,
             started: clock::instant(),
+            known_peers: None,
         };
         (reporter, rx)
     }
@@ -425,6 +443,7 @@ mod tests {
             resolver: Resolver::new(false),
             feedback: tx,
             started: clock::instant(),
+            known_peers: None,
         };
         let respond = ToReporter::Action(Action::Respond { probe: probe() });
         let host = format!("{SCANNER}/32");

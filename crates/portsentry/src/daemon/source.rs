@@ -4,10 +4,12 @@
 //!
 //! - [`NflogSource`]: our nftables trap rules already matched the port, excluded ports
 //!   with a local socket, and (on the fast path) banned the source on this packet; the
-//!   NFLOG prefix says which, and it travels with the probe (`Probe::verdict`).
+//!   NFLOG prefix says which, and it travels with the probe (`Probe::verdict`): banned,
+//!   only logged, or dropped without a ban (known peer, past the ban budget, full set).
 //! - [`PacketSource`]: AF_PACKET with a BPF filter, the engine's classifier (ACK and
-//!   Maimon probes recognised by our RST answer), the mode's watch list and a live
-//!   sock_diag check of ports in use.
+//!   Maimon probes recognised by our RST answer), the mode's watch list, a live
+//!   sock_diag check of ports in use, and known peers from the same socket table (a
+//!   probe from one gets `Verdict::KnownPeer`).
 //! - [`ListenerSource`](super::listener::ListenerSource): sockets bound on the classic
 //!   modes' ports and the handshake trap ports (completed connections, datagrams).
 //! - [`Combined`]: several of them in one loop, waited on with one `poll`.
@@ -18,13 +20,14 @@ use std::time::Duration;
 
 use portsentry_engine::classify::{self, Classifier};
 use portsentry_engine::wire::{self, ParseStats};
-use portsentry_engine::{Millis, Probe, Verdict};
+use portsentry_engine::{Evidence, Millis, Probe, Verdict};
 use portsentry_kernel::listen;
 use portsentry_kernel::nflog::NflogReader;
 use portsentry_kernel::nft;
 use portsentry_kernel::packet::PacketSensor;
 use portsentry_kernel::sock_diag::PortUsage;
 
+use super::known_peers::KnownPeers;
 use crate::clock;
 use crate::settings::Settings;
 
@@ -144,9 +147,7 @@ impl ProbeSource for NflogSource {
             if settings.mode(probe.proto()).is_none() {
                 return;
             }
-            if packet.prefix == nft::PREFIX_BANNED {
-                probe.verdict = Verdict::KernelBanned;
-            }
+            probe.verdict = verdict_of(packet.prefix);
             out.push(probe);
         })?;
         Ok(())
@@ -161,19 +162,48 @@ impl ProbeSource for NflogSource {
     }
 }
 
+/// What the kernel did with a trapped packet, from the NFLOG prefix of its rule.
+fn verdict_of(prefix: &str) -> Verdict {
+    match prefix {
+        nft::PREFIX_BANNED => Verdict::KernelBanned,
+        nft::PREFIX_PEER => Verdict::KnownPeer,
+        nft::PREFIX_OVER_BUDGET => Verdict::OverBudget,
+        nft::PREFIX_SET_FULL => Verdict::SetFull,
+        _ => Verdict::Observed,
+    }
+}
+
 /// Probes seen on the packet socket (hosts without nftables).
 pub struct PacketSource {
     sensor: PacketSensor,
     classifier: Classifier,
     usage: PortUsage,
+    /// Known peers from the socket table (`None`: `known_peer_time` is 0).
+    known: Option<KnownPeers>,
 }
 
 impl PacketSource {
-    pub fn new(sensor: PacketSensor, usage: PortUsage) -> Self {
+    pub fn new(sensor: PacketSensor, usage: PortUsage, known: Option<KnownPeers>) -> Self {
         PacketSource {
             sensor,
             classifier: Classifier::new(Classifier::DEFAULT_PENDING_CAPACITY),
             usage,
+            known,
+        }
+    }
+
+    /// Read the socket table's connected peers when due (at most once a second, and
+    /// at each turn, so that short connections are seen too).
+    fn refresh_known(&mut self, now: Millis, stats: &mut SourceStats) {
+        let Some(known) = self.known.as_mut() else {
+            return;
+        };
+        if !known.reading_due(now) {
+            return;
+        }
+        match self.usage.connected_peers() {
+            Ok(peers) => known.saw(now, peers),
+            Err(_) => stats.usage_errors += 1,
         }
     }
 }
@@ -190,6 +220,7 @@ impl ProbeSource for PacketSource {
         stats: &mut SourceStats,
         out: &mut Vec<Probe>,
     ) -> io::Result<()> {
+        self.refresh_known(now, stats);
         for _ in 0..PACKETS_PER_TURN {
             let Some(captured) = self.sensor.recv_next()? else {
                 break;
@@ -197,7 +228,8 @@ impl ProbeSource for PacketSource {
             let parsed = wire::parse_ip(captured.bytes);
             stats.parse.record(&parsed);
             let Ok(segment) = parsed else { continue };
-            let Some(probe) = self.classifier.classify(now, captured.direction, &segment) else {
+            let Some(mut probe) = self.classifier.classify(now, captured.direction, &segment)
+            else {
                 continue;
             };
             let Some(mode) = settings.mode(probe.proto()) else {
@@ -224,6 +256,16 @@ impl ProbeSource for PacketSource {
                     continue;
                 }
             }
+            // A peer that completed a connection with us: possibly forged, never a ban.
+            // (A completed handshake is verified evidence and keeps its verdict.)
+            if probe.evidence() == Evidence::Unverified
+                && self
+                    .known
+                    .as_ref()
+                    .is_some_and(|k| k.contains(now, probe.src))
+            {
+                probe.verdict = Verdict::KnownPeer;
+            }
             out.push(probe);
         }
         Ok(())
@@ -235,5 +277,20 @@ impl ProbeSource for PacketSource {
 
     fn wait_fd(&self) -> BorrowedFd<'_> {
         self.sensor.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_prefix_has_its_verdict() {
+        assert_eq!(verdict_of(nft::PREFIX_BANNED), Verdict::KernelBanned);
+        assert_eq!(verdict_of(nft::PREFIX_OBSERVED), Verdict::Observed);
+        assert_eq!(verdict_of(nft::PREFIX_PEER), Verdict::KnownPeer);
+        assert_eq!(verdict_of(nft::PREFIX_OVER_BUDGET), Verdict::OverBudget);
+        assert_eq!(verdict_of(nft::PREFIX_SET_FULL), Verdict::SetFull);
+        assert_eq!(verdict_of("something else "), Verdict::Observed);
     }
 }

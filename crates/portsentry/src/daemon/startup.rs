@@ -21,6 +21,7 @@ use portsentry_kernel::sock_diag::PortUsage;
 use crate::alerts;
 use crate::bans::{self, BanBudget, BanLifecycle, Restored, StateFile};
 use crate::config::{Backend, BlockMode, ModeKind};
+use crate::defaults;
 use crate::logger::Logger;
 use crate::protect::{self, ProtectedSources};
 use crate::settings::Settings;
@@ -149,6 +150,13 @@ pub fn trap_spec(settings: &Settings) -> TrapSpec {
         nflog_group: fw.nflog_group,
         set_size: fw.set_size,
         priority: fw.priority,
+        known_peer_time: (!fw.known_peer_time.is_zero()).then_some(fw.known_peer_time),
+        known_peer_size: defaults::KNOWN_PEER_SET_SIZE,
+        ban_budget: (fw.ban_budget > 0).then_some(nft::BanBudget {
+            rate: fw.ban_budget,
+            burst: fw.ban_budget_burst,
+        }),
+        early_drop: fw.early_drop,
     }
 }
 
@@ -216,7 +224,45 @@ pub fn start_nftables(
     )?;
     kernel.set_budget(ban_budget(settings));
     log_restored(log, settings, "nftables", restored);
+    let mut kernel = kernel;
+    if spec.known_peer_time.is_some() {
+        drop_known_peer_bans(log, &nft, &mut kernel);
+    }
     Ok((reader, kernel, NativeFirewall { nft, spec }))
+}
+
+/// Saved host bans of addresses that are known peers now are not kept: such a ban was
+/// unverified evidence against a host that really talks to us (issue 7). They were
+/// just put back with the rest, so they are lifted again at once; one line says how
+/// many.
+fn drop_known_peer_bans(log: &Logger, nft: &Nft, kernel: &mut BanLifecycle) {
+    let peers: std::collections::HashSet<IpNet> = match nft.known_peers() {
+        Ok(p) => p.into_iter().map(IpNet::from).collect(),
+        Err(e) => {
+            log.log(&alerts::error("cannot read the known peers", &e));
+            return;
+        }
+    };
+    if peers.is_empty() {
+        return;
+    }
+    let now = crate::clock::unix_now();
+    let keys: Vec<IpNet> = kernel
+        .book()
+        .active(now)
+        .map(|ban| ban.key)
+        .filter(|key| peers.contains(key))
+        .collect();
+    let mut dropped = 0;
+    for key in keys {
+        match kernel.unban(now, key) {
+            Ok(_) => dropped += 1,
+            Err(e) => log.log(&alerts::error("cannot lift the ban of a known peer", &e)),
+        }
+    }
+    if dropped > 0 {
+        log.log(&alerts::saved_known_peers_not_restored(dropped));
+    }
 }
 
 /// Bans through a fallback backend or (no backend) only a record of the KILL_* bans.

@@ -169,6 +169,16 @@ pub fn input_chain(ns: &Netns) -> String {
     .stdout
 }
 
+/// Our whole table as `nft list table` prints it (the trap's ban rule lives in chain
+/// `ban`, reached from `input` through `trap`).
+pub fn table_text(ns: &Netns) -> String {
+    ns.exec(
+        &["nft", "list", "table", "inet", TABLE],
+        Duration::from_secs(10),
+    )
+    .stdout
+}
+
 /// Runs `portsentry -c <conf> --settings <conf's toml> <args>` in `ns` (the client
 /// subcommands: `list`, `flush --all`). Both options go before the subcommand (the
 /// CLI refuses them after it), and `-c` is needed: without it the built-in 1.2

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 pub use daemon::{Conf, Daemon, HistoryLine};
 pub use lab::{Host, Lab, OPEN};
-pub use net::{TcpServer, UdpServer, can_connect};
+pub use net::{TcpServer, UdpServer, can_connect, can_reach};
 pub use portsentry_kernel::testns::{
     NamedNetns as Netns, Output, Proc, kill_group, kill_pid, loud, run_argv, run_timeout,
 };

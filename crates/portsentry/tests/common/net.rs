@@ -139,6 +139,22 @@ pub fn can_connect(from: &Netns, addr: IpAddr, port: u16, timeout: Duration) -> 
     from.run_in(move || TcpStream::connect_timeout(&SocketAddr::new(addr, port), timeout).is_ok())
 }
 
+/// A TCP port that nothing listens on and no mode of the harness conf watches.
+pub const CLOSED_PORT: u16 = 9998;
+
+/// Whether `from` reaches `addr` at all, without exchanging data with it: a SYN to
+/// [`CLOSED_PORT`] is answered with a RST. Use it before a scan instead of a
+/// connection to a service: a client that got data from a service is a known peer of
+/// the defender, never banned on unverified probes for a day (issue 7).
+pub fn can_reach(from: &Netns, addr: IpAddr, timeout: Duration) -> bool {
+    from.run_in(move || {
+        matches!(
+            TcpStream::connect_timeout(&SocketAddr::new(addr, CLOSED_PORT), timeout),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        )
+    })
+}
+
 /// Connects `count` times (sequentially) from `from` to `addr:port`, reading the
 /// banner each time; returns how many connections succeeded. Bounded by
 /// `count` × `timeout`.
