@@ -446,6 +446,14 @@ pub fn bans_restored(
     )
 }
 
+/// The kernel sets held more bans at start than the book had room to adopt (said
+/// once, at start).
+pub fn kernel_bans_unlisted(backend: &str, adopted: usize, capacity: usize) -> String {
+    format!(
+        "adminalert: the {backend} ban sets hold more bans than the ban book keeps ({capacity}): {adopted} were adopted; the others stay enforced and expire in the kernel, but portsentry list does not show them"
+    )
+}
+
 /// Leftovers of bans that ended while the daemon was down, removed at start.
 pub fn ended_bans_removed(count: usize, backend: &str) -> String {
     format!("adminalert: {count} bans that ended while portsentry was down removed from {backend}")

@@ -245,6 +245,13 @@ fn log_restored(log: &Logger, settings: &Settings, backend: &str, restored: Rest
         restored.adopted_from_kernel,
         restored.expired_dropped,
     ));
+    if restored.kernel_unlisted {
+        log.log(&alerts::kernel_bans_unlisted(
+            backend,
+            restored.adopted_from_kernel,
+            crate::bans::BOOK_CAPACITY,
+        ));
+    }
     if restored.ended_removed > 0 {
         log.log(&alerts::ended_bans_removed(restored.ended_removed, backend));
     }
