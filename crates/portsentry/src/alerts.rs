@@ -446,6 +446,34 @@ pub fn bans_restored(
     )
 }
 
+/// The ban set is full: said once when it fills (the bans not made meanwhile are
+/// counted in [`ban_set_has_room`]). The kernel keeps dropping the probes of every
+/// source, banned or not.
+pub fn ban_set_full(ip: IpAddr, why: &dyn fmt::Display) -> String {
+    format!(
+        "adminalert: WARNING: the ban set is full: {ip} and further new sources are not banned until bans expire (their probes are still dropped and logged); {why}"
+    )
+}
+
+/// The first ban written after the set was full.
+pub fn ban_set_has_room(skipped: u64) -> String {
+    format!(
+        "adminalert: the ban set has room again; {skipped} bans were not made while it was full"
+    )
+}
+
+/// A save of the state file worked again after failing (the failure was logged once).
+pub fn state_saved_again(path: &std::path::Path) -> String {
+    format!("adminalert: {} saved again", path.display())
+}
+
+/// KILL_* responses skipped by the per-minute limit, once a minute.
+pub fn kill_runs_skipped(skipped: u64, limit: u32) -> String {
+    format!(
+        "adminalert: {skipped} KILL_* responses skipped in the last minute (at most {limit} run a minute; the kernel bans are not limited)"
+    )
+}
+
 /// The kernel sets held more bans at start than the book had room to adopt (said
 /// once, at start).
 pub fn kernel_bans_unlisted(backend: &str, adopted: usize, capacity: usize) -> String {

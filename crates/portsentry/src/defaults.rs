@@ -102,3 +102,12 @@ pub fn ignore_static(path: &Path) -> std::path::PathBuf {
 /// shorter can only be a typo or an attempt to cut IPv6 off.
 pub const MIN_BAN_PREFIX_V4: u8 = 8;
 pub const MIN_BAN_PREFIX_V6: u8 = 16;
+
+/// Most runs of the KILL_* chain (KILL_HOSTS_DENY, KILL_ROUTE, KILL_RUN_CMD) a minute;
+/// responses past it are skipped and counted in one line a minute. Each run forks a
+/// shell and usually a firewall tool (a few ms each, and 1.2's `iptables -I` or `route
+/// add` templates grow a list the kernel walks per packet), so a flood of forged
+/// sources would otherwise cost a core and a rule list of thousands. Ten a second is
+/// far above any real scanning (one source per scan) and keeps the cost under ~5% of a
+/// core; the kernel ban itself is not limited.
+pub const KILL_RUNS_PER_MINUTE: u32 = 600;

@@ -367,6 +367,19 @@ pub enum BackendError {
     ListRules(#[source] CommandError),
 }
 
+impl BackendError {
+    /// Did the kernel refuse because the ban set is full (nftables: ENFILE, the set's
+    /// `size` reached)? Retrying is pointless until an element expires.
+    pub fn is_set_full(&self) -> bool {
+        match self {
+            BackendError::AddElement { source, .. } | BackendError::AddElements { source, .. } => {
+                crate::nft::kernel_errno(source) == Some(libc::ENFILE)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The canonical form of a ban target; refuses addresses that are never a packet's
 /// source (unspecified, multicast, IPv4 broadcast).
 fn ban_target(addr: IpAddr) -> Result<IpAddr, BackendError> {

@@ -61,6 +61,10 @@ pub enum BanError {
     RemoveLeftover(Box<BackendError>),
     #[error("the kernel refused the ban: {0}")]
     Refused(Box<BackendError>),
+    /// The ban set is full (its size limit): not written; see
+    /// [`BanLifecycle::ban`] for how often the kernel is asked again.
+    #[error("{0}")]
+    SetFull(String),
     #[error("bans from the command line need a ban backend")]
     NoBackend,
     #[error("network bans need the nftables backend; ban single addresses")]
@@ -142,7 +146,15 @@ pub struct BanLifecycle {
     protected: IgnoreSet,
     dirty: bool,
     last_save: Option<Millis>,
+    /// When the kernel last said the ban set is full (Unix seconds), and its error:
+    /// until [`SET_FULL_RETRY`] later, host bans that need a write fail at once
+    /// without asking the kernel, so a flood of new sources costs no syscall each.
+    set_full: Option<(u64, String)>,
 }
+
+/// How long a full ban set is believed full before the kernel is asked again (an
+/// element expiring makes room; bans last at least seconds, so one second is prompt).
+pub const SET_FULL_RETRY: u64 = 1;
 
 impl BanLifecycle {
     /// Start from an already loaded `book` and reconcile it with the backend at `now`.
@@ -277,6 +289,7 @@ impl BanLifecycle {
             protected,
             dirty: true,
             last_save: None,
+            set_full: None,
         };
         Ok((bans, restored))
     }
@@ -332,7 +345,23 @@ impl BanLifecycle {
         };
         let kernel_is_right =
             kernel_banned && host_of(ban.key).is_some() && timeout == Some(self.policy.ban_time);
-        if !kernel_is_right && let Err(e) = b.add(target, timeout) {
+        let believed_full = match &self.set_full {
+            Some((at, _)) if now < at.saturating_add(SET_FULL_RETRY) => host_of(target).is_some(),
+            _ => false,
+        };
+        let written = if kernel_is_right {
+            Ok(())
+        } else if believed_full {
+            Err(None)
+        } else {
+            b.add(target, timeout).map_err(Some)
+        };
+        match &written {
+            Err(Some(e)) if e.is_set_full() => self.set_full = Some((now, e.to_string())),
+            Ok(()) if !kernel_is_right => self.set_full = None,
+            _ => {}
+        }
+        if let Err(e) = written {
             // Only what the kernel took is in force: the ban of before (the offence
             // still counts), or the trap rule's own first-offence element, or none.
             let kept = match before {
@@ -353,7 +382,16 @@ impl BanLifecycle {
                     self.book.unban(ban.key, now);
                 }
             }
-            return Err(BanError::Refused(Box::new(e)));
+            return Err(match e {
+                Some(e) if !e.is_set_full() => BanError::Refused(Box::new(e)),
+                Some(e) => BanError::SetFull(e.to_string()),
+                None => BanError::SetFull(
+                    self.set_full
+                        .as_ref()
+                        .map(|(_, t)| t.clone())
+                        .unwrap_or_default(),
+                ),
+            });
         }
         Ok(Banned {
             place: b.place(target),
@@ -498,6 +536,12 @@ impl BanLifecycle {
             SAVE_INTERVAL
         };
         self.dirty && (force || self.last_save.is_none_or(|t| mono.since(t) >= interval))
+    }
+
+    /// The caller tried to save at `mono` and failed: the book stays changed, and the
+    /// next try is due an interval later, as after a save.
+    pub fn save_failed(&mut self, mono: Millis) {
+        self.last_save = Some(mono);
     }
 
     /// The caller saved the book at `mono`.

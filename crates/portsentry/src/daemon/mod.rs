@@ -166,6 +166,7 @@ pub fn run(
             resolver: Resolver::new(settings.resolve_host),
             feedback: feedback_tx,
             started: clock::instant(),
+            save_error: None,
         };
         thread::Builder::new()
             .name("reporter".into())
