@@ -462,6 +462,13 @@ pub fn ban_set_has_room(skipped: u64) -> String {
     )
 }
 
+/// `[firewall] set_size` is below the size the existing set had.
+pub fn set_size_lowered(set: &str, old: u32, new: u32) -> String {
+    format!(
+        "adminalert: set {set} had a size limit of {old}, now {new}: the bans it holds beyond {new} stay until they expire, and no new ban is added while it holds {new} or more"
+    )
+}
+
 /// A save of the state file worked again after failing (the failure was logged once).
 pub fn state_saved_again(path: &std::path::Path) -> String {
     format!("adminalert: {} saved again", path.display())

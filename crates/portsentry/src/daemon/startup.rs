@@ -172,6 +172,20 @@ pub fn start_nftables(
     let reader = open_nflog(fw.nflog_group)?;
     let nft = Nft::new(&fw.table)?;
     let spec = trap_spec(settings);
+    // A smaller size limit applies to new bans only: the kernel keeps the elements a
+    // set already holds beyond it until they expire. Say so, once.
+    let sizes_before = portsentry_kernel::nft::BanSetWriter::open(&fw.table)
+        .and_then(|mut w| w.read_table())
+        .map(|l| l.sets)
+        .unwrap_or_default();
+    for set in sizes_before
+        .iter()
+        .filter(|s| s.name == "banned4" || s.name == "banned6")
+    {
+        if let Some(old) = set.size.filter(|&old| old > spec.set_size) {
+            log.log(&alerts::set_size_lowered(&set.name, old, spec.set_size));
+        }
+    }
     let applied = nft
         .apply(&spec)
         .with_context(|| format!("cannot install table inet {}", fw.table))?;
