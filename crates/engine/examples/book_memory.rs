@@ -61,6 +61,7 @@ fn main() {
             &policy,
             ip,
             1_800_000_000 + u64::from(i / 1000),
+            portsentry_engine::Evidence::Unverified,
             "TCP SYN/Normal scan to TCP port 23",
         );
     }

@@ -2,6 +2,11 @@
 //! permanent bans on purpose), which network a ban covers (prefix grouping), and the
 //! [`BanBook`] that holds every ban and the offence history behind it.
 //!
+//! Each ban carries the [`Evidence`] behind it, and the policy is chosen by that class
+//! ([`BanPolicies`]): a single packet proves nothing about its source address, so an
+//! unverified ban is provisional (short, capped low, escalated only by offences spread
+//! over time); a completed handshake (verified) gets the full policy.
+//!
 //! Time here is wall-clock unix seconds (`u64`), passed in by the caller: bans must
 //! survive a reboot, and a monotonic clock restarts at boot. A clock that steps back is
 //! tolerated (elapsed times saturate at zero), never a panic.
@@ -24,6 +29,7 @@ use std::time::Duration;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::ignore::canonical_net;
+use crate::probe::Evidence;
 
 /// How bans are sized and grouped. Every default is the conservative choice, with its
 /// reason beside it.
@@ -49,9 +55,18 @@ pub struct BanPolicy {
     pub group_v6: u8,
     /// An offender with no offence for this long starts again at offence 1. Default 30 days.
     pub forget_offences_after: Duration,
+    /// An offence less than this after the previous *counted* offence of the same
+    /// network does not count again: it bans (at the length of the offence count it
+    /// has), but does not escalate. Default 0 (every offence counts): a verified source
+    /// is the real one, each of its offences is its own.
+    pub offence_gap: Duration,
+    /// Whether this class of evidence bans at all. Default true; false: the probe is
+    /// detected and alerted, nobody is banned and no KILL_* command runs.
+    pub ban: bool,
 }
 
 impl Default for BanPolicy {
+    /// The full policy, for verified evidence (a completed handshake).
     fn default() -> Self {
         BanPolicy {
             ban_time: Duration::from_secs(3600),
@@ -61,11 +76,71 @@ impl Default for BanPolicy {
             group_v4: 32,
             group_v6: 128,
             forget_offences_after: Duration::from_secs(30 * 24 * 3600),
+            offence_gap: Duration::ZERO,
+            ban: true,
+        }
+    }
+}
+
+/// One [`BanPolicy`] per class of [`Evidence`], chosen by the class of each offence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanPolicies {
+    /// Single packets (SYN, FIN, NULL, XMAS, ACK/Window, Maimon, UDP), which anyone can
+    /// forge with any source: [`BanPolicy::provisional`]. The kernel fast path's first-
+    /// probe bans are of this class, so its set timeout is this policy's `ban_time`.
+    pub unverified: BanPolicy,
+    /// A completed handshake: the full [`BanPolicy::default`].
+    pub verified: BanPolicy,
+    /// `portsentry ban`: only `ban_time` (the length when no `--time` is given) and
+    /// `forget_offences_after` are used; the administrator chooses the rest.
+    pub manual: BanPolicy,
+}
+
+impl Default for BanPolicies {
+    fn default() -> Self {
+        BanPolicies {
+            unverified: BanPolicy::provisional(),
+            verified: BanPolicy::default(),
+            manual: BanPolicy::default(),
+        }
+    }
+}
+
+impl BanPolicies {
+    /// The policy for an offence of this class.
+    pub fn for_evidence(&self, evidence: Evidence) -> &BanPolicy {
+        match evidence {
+            Evidence::Unverified => &self.unverified,
+            Evidence::Verified => &self.verified,
+            Evidence::Manual => &self.manual,
         }
     }
 }
 
 impl BanPolicy {
+    /// The provisional policy for unverified evidence, safe to run without tuning when
+    /// sources are forged (`nmap -D` decoys, `-sI` zombies, a flood with random
+    /// sources):
+    /// - 10 min first ban: the scan in progress meets a wall (the kernel drops it from
+    ///   the first probe), and an innocent address someone forged is back within
+    ///   minutes;
+    /// - x2 per counted offence, capped at 1 day: a scanner that really keeps coming
+    ///   back is held off for a day at a time, but a forged ban never lasts longer;
+    /// - an offence counts only 1 h after the previous counted one: a forger replaying
+    ///   probes each time the ban ends escalates at most once an hour;
+    /// - never permanent; offences forgotten after 7 days, so forged history heals.
+    pub fn provisional() -> Self {
+        BanPolicy {
+            ban_time: Duration::from_secs(600),
+            escalation_factor: 2,
+            max_ban_time: Duration::from_secs(24 * 3600),
+            permanent_after: None,
+            forget_offences_after: Duration::from_secs(7 * 24 * 3600),
+            offence_gap: Duration::from_secs(3600),
+            ..BanPolicy::default()
+        }
+    }
+
     /// Ban length for the `offence`-th offence (1-based; 0 is taken as 1); `None` means
     /// permanent. `ban_time * escalation_factor^(offence-1)`, capped at `max_ban_time`.
     pub fn duration_for(&self, offence: u32) -> Option<Duration> {
@@ -111,6 +186,9 @@ pub struct Ban {
     pub last_offence: u64,
     /// Why, e.g. "TCP SYN/Normal scan to TCP port 23".
     pub reason: String,
+    /// The strongest evidence seen while this ban is in force (manual > verified >
+    /// unverified); a ban that ended takes the class of the next offence.
+    pub evidence: Evidence,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,22 +267,36 @@ impl BanBook {
         }
     }
 
-    /// Record an offence by `ip` at `now` (unix seconds) and ban its network per `policy`.
+    /// Record an offence by `ip` at `now` (unix seconds), of class `evidence`, and ban
+    /// its network per `policy` (the caller's choice for that class, see
+    /// [`BanPolicies::for_evidence`]).
     ///
     /// The offence count goes up by one, or restarts at 1 if the previous offence is
-    /// `forget_offences_after` old. The ban runs `duration_for(count)` from `now`; an
-    /// offence never shortens a ban already in force (a longer or permanent one is kept).
-    /// Returns the resulting record. Callers that do not want an offence during a ban to
-    /// escalate should check [`is_banned`](Self::is_banned) first.
-    pub fn offend(&mut self, policy: &BanPolicy, ip: IpAddr, now: u64, reason: &str) -> Ban {
+    /// `forget_offences_after` old, or stays as it is if the previous counted offence is
+    /// less than `offence_gap` ago (`last_offence` then stays too). The ban runs
+    /// `duration_for(count)` from `now`; an offence never shortens a ban already in
+    /// force (a longer or permanent one is kept). Returns the resulting record. Callers
+    /// that do not want an offence during a ban to escalate should check
+    /// [`is_banned`](Self::is_banned) first.
+    pub fn offend(
+        &mut self,
+        policy: &BanPolicy,
+        ip: IpAddr,
+        now: u64,
+        evidence: Evidence,
+        reason: &str,
+    ) -> Ban {
         let key = policy.ban_key(ip);
+        let (offences, _) = self.next_offence(policy, key, now);
         let until = policy
-            .duration_for(self.next_offence(policy, key, now))
+            .duration_for(offences)
             .map(|d| now.saturating_add(d.as_secs()));
-        self.record(policy, key, now, reason, until, false)
+        self.record(policy, key, now, evidence, reason, until, false)
     }
 
-    /// Manual ban (CLI) of an address or network, as given (no prefix grouping): for
+    /// A ban of an address or network as given (no prefix grouping), of class
+    /// `evidence` (the administrator's `portsentry ban` is [`Evidence::Manual`]; a ban
+    /// made by a legacy KILL_* command has the class of the probe behind it): for
     /// `duration`, or permanently when `None`. It counts as an offence, and it replaces
     /// the ban in force, even a longer one: the admin's word is final.
     pub fn ban(
@@ -213,11 +305,12 @@ impl BanBook {
         ip_or_net: IpNet,
         now: u64,
         duration: Option<Duration>,
+        evidence: Evidence,
         reason: &str,
     ) -> Ban {
         let key = canonical_net(ip_or_net);
         let until = duration.map(|d| now.saturating_add(d.as_secs()));
-        self.record(policy, key, now, reason, until, true)
+        self.record(policy, key, now, evidence, reason, until, true)
     }
 
     /// Lift a ban, keeping the offence history. `key` is matched exactly first; if it
@@ -350,26 +443,44 @@ impl BanBook {
         self.capacity
     }
 
-    /// The offence number an offence by `key` at `now` would be.
-    fn next_offence(&self, policy: &BanPolicy, key: IpNet, now: u64) -> u32 {
+    /// The offence number an offence by `key` at `now` would be, and whether it counts
+    /// as a new offence (false: within `offence_gap` of the previous counted one).
+    fn next_offence(&self, policy: &BanPolicy, key: IpNet, now: u64) -> (u32, bool) {
         match self.records.get(&key) {
-            Some(e) if !forgotten(policy, &e.ban, now) => e.ban.offences.saturating_add(1),
-            _ => 1,
+            Some(e) if !forgotten(policy, &e.ban, now) => {
+                let gap = policy.offence_gap.as_secs();
+                if e.ban.offences > 0 && now.saturating_sub(e.ban.last_offence) < gap {
+                    (e.ban.offences, false)
+                } else {
+                    (e.ban.offences.saturating_add(1), true)
+                }
+            }
+            _ => (1, true),
         }
     }
 
     /// Count an offence by `key` and set its ban to end at `until` (`None` = permanent).
     /// `replace`: the new ban replaces one in force even if that one lasts longer.
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &mut self,
         policy: &BanPolicy,
         key: IpNet,
         now: u64,
+        evidence: Evidence,
         reason: &str,
         until: Option<u64>,
         replace: bool,
     ) -> Ban {
-        let offences = self.next_offence(policy, key, now);
+        // An administrator's ban always counts (the gap is for repeated probes).
+        let (offences, counted) = match self.next_offence(policy, key, now) {
+            (n, false) if replace => (n.saturating_add(1), true),
+            other => other,
+        };
+        let last_offence = match (counted, self.records.get(&key)) {
+            (false, Some(e)) => e.ban.last_offence,
+            _ => now,
+        };
         let previous = match self.records.contains_key(&key) {
             true => Some(self.remove(key)),
             false => {
@@ -377,16 +488,16 @@ impl BanBook {
                 None
             }
         };
-        let (banned_at, expires_at) = match previous {
+        let (banned_at, expires_at, evidence) = match previous {
             Some(p) if p.is_active(now) && !replace => {
                 let expires_at = match (p.state, until) {
                     (State::Until(old), Some(new)) => Some(old.max(new)),
                     _ => None,
                 };
-                (p.ban.banned_at, expires_at)
+                (p.ban.banned_at, expires_at, p.ban.evidence.max(evidence))
             }
-            Some(p) if p.is_active(now) => (p.ban.banned_at, until),
-            _ => (now, until),
+            Some(p) if p.is_active(now) => (p.ban.banned_at, until, p.ban.evidence.max(evidence)),
+            _ => (now, until, evidence),
         };
         // A replaced ban that was still waiting in `expiry` is simply superseded; one
         // already past its expiry but not handed out stays in the daemon's backends until
@@ -396,8 +507,9 @@ impl BanBook {
             offences,
             banned_at,
             expires_at,
-            last_offence: now,
+            last_offence,
             reason: reason.to_string(),
+            evidence,
         };
         let state = match expires_at {
             None => State::Permanent,
@@ -558,7 +670,13 @@ mod tests {
         let a = ip("198.18.0.2");
         let mut now = T0;
         for (n, hours) in [(1, 1), (2, 2), (3, 4)] {
-            let b = book.offend(&p, a, now, "TCP SYN/Normal scan to TCP port 23");
+            let b = book.offend(
+                &p,
+                a,
+                now,
+                Evidence::Verified,
+                "TCP SYN/Normal scan to TCP port 23",
+            );
             assert_eq!(b.offences, n);
             assert_eq!(b.expires_at, Some(now + hours * H));
             assert!(book.is_banned(a, now));
@@ -572,8 +690,15 @@ mod tests {
         let p = BanPolicy::default();
         let mut book = BanBook::new(16);
         let a = ip("198.18.0.2");
-        book.ban(&p, net("198.18.0.2/32"), T0, None, "manual");
-        let b = book.offend(&p, a, T0 + 10, "scan");
+        book.ban(
+            &p,
+            net("198.18.0.2/32"),
+            T0,
+            None,
+            Evidence::Manual,
+            "manual",
+        );
+        let b = book.offend(&p, a, T0 + 10, Evidence::Verified, "scan");
         assert_eq!(b.expires_at, None);
         assert_eq!(b.banned_at, T0);
         assert_eq!(b.offences, 2);
@@ -592,10 +717,10 @@ mod tests {
         let a = ip("2001:db8::1");
         let mut now = T0;
         for _ in 0..2 {
-            let b = book.offend(&p, a, now, "scan");
+            let b = book.offend(&p, a, now, Evidence::Verified, "scan");
             now = b.expires_at.unwrap();
         }
-        let b = book.offend(&p, a, now, "scan");
+        let b = book.offend(&p, a, now, Evidence::Verified, "scan");
         assert_eq!((b.offences, b.expires_at), (3, None));
         assert!(book.is_banned(a, now + 365 * DAY));
         assert_eq!(book.next_expiry(), None);
@@ -611,8 +736,8 @@ mod tests {
         assert_eq!(p.ban_key(ip("198.18.7.9")), net("198.18.7.0/24"));
         assert_eq!(p.ban_key(ip("::ffff:198.18.7.9")), net("198.18.7.0/24"));
         let mut book = BanBook::new(16);
-        let first = book.offend(&p, ip("198.18.7.9"), T0, "scan");
-        let second = book.offend(&p, ip("198.18.7.200"), T0 + 5, "scan");
+        let first = book.offend(&p, ip("198.18.7.9"), T0, Evidence::Verified, "scan");
+        let second = book.offend(&p, ip("198.18.7.200"), T0 + 5, Evidence::Verified, "scan");
         assert_eq!(first.key, second.key);
         assert_eq!(second.offences, 2);
         assert_eq!(book.len(), 1);
@@ -632,8 +757,14 @@ mod tests {
             net("2001:db8:1:2::/64")
         );
         let mut book = BanBook::new(16);
-        book.offend(&p, ip("2001:db8:1:2::1"), T0, "scan");
-        let b = book.offend(&p, ip("2001:db8:1:2:ffff::9"), T0 + 1, "scan");
+        book.offend(&p, ip("2001:db8:1:2::1"), T0, Evidence::Verified, "scan");
+        let b = book.offend(
+            &p,
+            ip("2001:db8:1:2:ffff::9"),
+            T0 + 1,
+            Evidence::Verified,
+            "scan",
+        );
         assert_eq!(b.offences, 2);
         assert!(book.is_banned(ip("2001:db8:1:2::abcd"), T0 + 1));
         assert!(!book.is_banned(ip("2001:db8:1:3::1"), T0 + 1));
@@ -648,10 +779,10 @@ mod tests {
         let p = BanPolicy::default();
         let mut book = BanBook::new(16);
         let a = ip("198.18.0.2");
-        book.offend(&p, a, T0, "scan");
-        let b = book.offend(&p, a, T0 + 30 * DAY - 1, "scan");
+        book.offend(&p, a, T0, Evidence::Verified, "scan");
+        let b = book.offend(&p, a, T0 + 30 * DAY - 1, Evidence::Verified, "scan");
         assert_eq!(b.offences, 2);
-        let b = book.offend(&p, a, b.last_offence + 30 * DAY, "scan");
+        let b = book.offend(&p, a, b.last_offence + 30 * DAY, Evidence::Verified, "scan");
         assert_eq!(b.offences, 1);
         assert_eq!(b.expires_at, Some(b.last_offence + H));
     }
@@ -661,8 +792,8 @@ mod tests {
         let p = BanPolicy::default();
         let mut book = BanBook::new(16);
         let a = ip("198.18.0.2");
-        book.offend(&p, a, T0, "scan");
-        let b = book.offend(&p, a, T0 - 100, "scan");
+        book.offend(&p, a, T0, Evidence::Verified, "scan");
+        let b = book.offend(&p, a, T0 - 100, Evidence::Verified, "scan");
         assert_eq!(b.offences, 2);
     }
 
@@ -670,8 +801,8 @@ mod tests {
     fn expiry_and_take_expired_once() {
         let p = BanPolicy::default();
         let mut book = BanBook::new(16);
-        book.offend(&p, ip("198.18.0.2"), T0, "scan a");
-        book.offend(&p, ip("198.18.0.3"), T0 + 10, "scan b");
+        book.offend(&p, ip("198.18.0.2"), T0, Evidence::Verified, "scan a");
+        book.offend(&p, ip("198.18.0.3"), T0 + 10, Evidence::Verified, "scan b");
         assert_eq!(book.next_expiry(), Some(T0 + H));
         assert!(book.take_expired(T0 + H - 1).is_empty());
         let out = book.take_expired(T0 + H);
@@ -683,7 +814,13 @@ mod tests {
         assert_eq!(book.next_expiry(), Some(T0 + 10 + H));
         // History kept: the next offence is the second.
         assert_eq!(book.len(), 2);
-        let b = book.offend(&p, ip("198.18.0.2"), T0 + 2 * H, "again");
+        let b = book.offend(
+            &p,
+            ip("198.18.0.2"),
+            T0 + 2 * H,
+            Evidence::Verified,
+            "again",
+        );
         assert_eq!(b.offences, 2);
         assert_eq!(b.banned_at, T0 + 2 * H);
     }
@@ -695,7 +832,7 @@ mod tests {
             ..BanPolicy::default()
         };
         let mut book = BanBook::new(16);
-        book.offend(&p, ip("198.18.0.9"), T0, "scan");
+        book.offend(&p, ip("198.18.0.9"), T0, Evidence::Verified, "scan");
         // A host inside the grouped ban lifts the /24.
         let lifted = book.unban(net("198.18.0.7/32"), T0 + 5).unwrap();
         assert_eq!(lifted.key, net("198.18.0.0/24"));
@@ -704,7 +841,11 @@ mod tests {
         assert_eq!(book.unban(net("198.18.0.0/24"), T0 + 6), None);
         assert!(book.take_expired(T0 + 2 * H).is_empty());
         assert_eq!(book.len(), 1);
-        assert_eq!(book.offend(&p, ip("198.18.0.1"), T0 + 7, "x").offences, 2);
+        assert_eq!(
+            book.offend(&p, ip("198.18.0.1"), T0 + 7, Evidence::Verified, "x")
+                .offences,
+            2
+        );
     }
 
     #[test]
@@ -716,6 +857,7 @@ mod tests {
             net("203.0.113.77/24"),
             T0,
             Some(Duration::from_secs(60)),
+            Evidence::Manual,
             "admin",
         );
         assert_eq!(b.key, net("203.0.113.0/24"));
@@ -723,12 +865,20 @@ mod tests {
         assert!(book.is_banned(ip("203.0.113.1"), T0 + 59));
         assert!(!book.is_banned(ip("203.0.113.1"), T0 + 60));
         // The admin may shorten a ban in force.
-        book.ban(&p, net("198.18.0.1/32"), T0, None, "admin");
+        book.ban(
+            &p,
+            net("198.18.0.1/32"),
+            T0,
+            None,
+            Evidence::Manual,
+            "admin",
+        );
         let b = book.ban(
             &p,
             net("::ffff:198.18.0.1/128"),
             T0 + 1,
             Some(Duration::from_secs(5)),
+            Evidence::Manual,
             "admin",
         );
         assert_eq!(b.key, net("198.18.0.1/32"));
@@ -741,12 +891,12 @@ mod tests {
         let p = BanPolicy::default();
         let cap = 10_000;
         let mut book = BanBook::new(cap);
-        book.ban(&p, net("192.0.2.1/32"), T0, None, "admin");
+        book.ban(&p, net("192.0.2.1/32"), T0, None, Evidence::Manual, "admin");
         let mut taken = 0usize;
         for i in 0..1_000_000u32 {
             let now = T0 + u64::from(i);
             let a = IpAddr::V6(Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(i)));
-            book.offend(&p, a, now, "scan");
+            book.offend(&p, a, now, Evidence::Verified, "scan");
             assert!(book.len() <= cap);
             if i % 1000 == 0 {
                 taken += book.take_expired(now).len();
@@ -769,12 +919,13 @@ mod tests {
     fn full_of_active_bans_evicts_soonest_expiry_and_hands_it_out() {
         let p = BanPolicy::default();
         let mut book = BanBook::new(3);
-        book.ban(&p, net("192.0.2.1/32"), T0, None, "admin");
+        book.ban(&p, net("192.0.2.1/32"), T0, None, Evidence::Manual, "admin");
         book.ban(
             &p,
             net("192.0.2.2/32"),
             T0,
             Some(Duration::from_secs(50)),
+            Evidence::Manual,
             "a",
         );
         book.ban(
@@ -782,9 +933,10 @@ mod tests {
             net("192.0.2.3/32"),
             T0,
             Some(Duration::from_secs(40)),
+            Evidence::Manual,
             "a",
         );
-        book.offend(&p, ip("192.0.2.4"), T0 + 1, "scan");
+        book.offend(&p, ip("192.0.2.4"), T0 + 1, Evidence::Verified, "scan");
         assert_eq!(book.len(), 3);
         assert!(!book.is_banned(ip("192.0.2.3"), T0 + 1));
         assert!(book.is_banned(ip("192.0.2.1"), T0 + 1));
@@ -794,7 +946,7 @@ mod tests {
         assert_eq!(out[0].key, net("192.0.2.3/32"));
         // History goes before any active ban.
         book.unban(net("192.0.2.2/32"), T0 + 2);
-        book.offend(&p, ip("192.0.2.5"), T0 + 3, "scan");
+        book.offend(&p, ip("192.0.2.5"), T0 + 3, Evidence::Verified, "scan");
         assert!(book.is_banned(ip("192.0.2.4"), T0 + 3));
         assert!(book.records().all(|b| b.key != net("192.0.2.2/32")));
         assert!(book.take_expired(T0 + 3).is_empty());
@@ -802,7 +954,7 @@ mod tests {
         let mut perm = BanBook::new(2);
         for i in 1..=3u8 {
             let n = IpNet::V4(Ipv4Net::new(Ipv4Addr::new(192, 0, 2, i), 32).unwrap());
-            perm.ban(&p, n, T0, None, "admin");
+            perm.ban(&p, n, T0, None, Evidence::Manual, "admin");
         }
         assert_eq!(perm.len(), 3);
     }
@@ -814,11 +966,18 @@ mod tests {
             ..BanPolicy::default()
         };
         let mut book = BanBook::new(16);
-        book.offend(&p, ip("2001:db8:5::1"), T0, "scan");
-        book.ban(&p, net("198.18.0.2/32"), T0, None, "admin");
-        book.offend(&p, ip("198.18.0.3"), T0, "scan");
+        book.offend(&p, ip("2001:db8:5::1"), T0, Evidence::Verified, "scan");
+        book.ban(
+            &p,
+            net("198.18.0.2/32"),
+            T0,
+            None,
+            Evidence::Manual,
+            "admin",
+        );
+        book.offend(&p, ip("198.18.0.3"), T0, Evidence::Verified, "scan");
         book.unban(net("198.18.0.3/32"), T0 + 1);
-        book.offend(&p, ip("198.18.0.4"), T0, "scan");
+        book.offend(&p, ip("198.18.0.4"), T0, Evidence::Verified, "scan");
         let settled = book.settled_through(T0 + 2);
         assert_eq!(settled, T0 + 2);
         let saved: Vec<Ban> = book.records().cloned().collect();
@@ -839,6 +998,139 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert!(out.contains(&net("198.18.0.4/32")));
         assert!(out.contains(&net("2001:db8:5::/64")));
-        assert_eq!(again.offend(&p, ip("198.18.0.3"), now, "x").offences, 2);
+        assert_eq!(
+            again
+                .offend(&p, ip("198.18.0.3"), now, Evidence::Verified, "x")
+                .offences,
+            2
+        );
+    }
+}
+
+#[cfg(test)]
+mod evidence_tests {
+    use super::*;
+
+    const H: u64 = 3600;
+    const T0: u64 = 1_700_000_000;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn issue7_policies_by_class_defaults() {
+        let p = BanPolicies::default();
+        assert_eq!(p.for_evidence(Evidence::Verified), &BanPolicy::default());
+        let u = p.for_evidence(Evidence::Unverified);
+        assert_eq!(u, &BanPolicy::provisional());
+        assert_eq!(u.ban_time, Duration::from_secs(600));
+        assert_eq!(u.max_ban_time, Duration::from_secs(24 * H));
+        assert_eq!(u.offence_gap, Duration::from_secs(H));
+        assert_eq!(u.permanent_after, None);
+        assert!(u.ban && p.verified.ban);
+        // The provisional ladder: 10 min, doubling, never above a day.
+        let mins: Vec<_> = (1..=10)
+            .map(|n| u.duration_for(n).unwrap().as_secs() / 60)
+            .collect();
+        assert_eq!(mins, [10, 20, 40, 80, 160, 320, 640, 1280, 1440, 1440]);
+    }
+
+    /// Decoys (`nmap -D`): probes forged in the name of an address that did not scan
+    /// are banned provisionally each time, but a repeat within the gap does not
+    /// escalate.
+    #[test]
+    fn issue7_unverified_offences_within_the_gap_do_not_escalate() {
+        let p = BanPolicy::provisional();
+        let mut book = BanBook::new(16);
+        let a = ip("198.18.0.9");
+        let first = book.offend(&p, a, T0, Evidence::Unverified, "decoy scan");
+        assert_eq!((first.offences, first.expires_at), (1, Some(T0 + 600)));
+        // The ban ended; the forger sends again 20 minutes after the first.
+        let again = book.offend(&p, a, T0 + 1200, Evidence::Unverified, "decoy scan");
+        assert_eq!(again.offences, 1, "within the gap: not counted");
+        assert_eq!(again.expires_at, Some(T0 + 1200 + 600), "same length again");
+        assert_eq!(
+            again.last_offence, T0,
+            "the counted offence stays the reference"
+        );
+        assert_eq!(again.evidence, Evidence::Unverified);
+        // Once an hour past the counted offence, it counts.
+        let later = book.offend(&p, a, T0 + H, Evidence::Unverified, "scan");
+        assert_eq!(later.offences, 2);
+        assert_eq!(later.expires_at, Some(T0 + H + 1200));
+        // The full policy counts every offence (no gap).
+        let full = BanPolicy::default();
+        let b = ip("198.18.0.10");
+        book.offend(&full, b, T0, Evidence::Verified, "connect");
+        assert_eq!(
+            book.offend(&full, b, T0 + 1, Evidence::Verified, "c")
+                .offences,
+            2
+        );
+    }
+
+    #[test]
+    fn issue7_ban_keeps_the_strongest_evidence_while_in_force() {
+        let policies = BanPolicies::default();
+        let mut book = BanBook::new(16);
+        let a = ip("198.18.0.2");
+        let u = book.offend(
+            &policies.unverified,
+            a,
+            T0,
+            Evidence::Unverified,
+            "TCP SYN/Normal scan to TCP port 23",
+        );
+        assert_eq!(u.evidence, Evidence::Unverified);
+        // A connect while the provisional ban holds (seen by a handshake trap) makes it
+        // verified and gives it the full length.
+        let v = book.offend(&policies.verified, a, T0 + 5, Evidence::Verified, "connect");
+        assert_eq!(v.evidence, Evidence::Verified);
+        assert_eq!(v.expires_at, Some(T0 + 5 + 2 * H));
+        // A later single packet does not weaken it, nor shorten it.
+        let w = book.offend(&policies.unverified, a, T0 + 9, Evidence::Unverified, "SYN");
+        assert_eq!(w.evidence, Evidence::Verified);
+        assert_eq!(w.expires_at, v.expires_at);
+        // The administrator's ban is the strongest.
+        let m = book.ban(
+            &policies.manual,
+            IpNet::from(a),
+            T0 + 10,
+            None,
+            Evidence::Manual,
+            "banned by the administrator",
+        );
+        assert_eq!(m.evidence, Evidence::Manual);
+        let x = book.offend(&policies.verified, a, T0 + 11, Evidence::Verified, "c");
+        assert_eq!(x.evidence, Evidence::Manual);
+        // Lifted, the record's next ban takes the class of its own offence.
+        book.unban(IpNet::from(a), T0 + 12);
+        let y = book.offend(&policies.unverified, a, T0 + 13, Evidence::Unverified, "s");
+        assert_eq!(y.evidence, Evidence::Unverified);
+    }
+
+    /// An unverified offence on a record that verified offences escalated is still held
+    /// to the provisional cap: forged packets never reach beyond it.
+    #[test]
+    fn issue7_unverified_offence_never_beyond_the_provisional_cap() {
+        let policies = BanPolicies::default();
+        let mut book = BanBook::new(16);
+        let a = ip("198.18.0.3");
+        let mut now = T0;
+        for _ in 0..8 {
+            let b = book.offend(&policies.verified, a, now, Evidence::Verified, "c");
+            now = b.expires_at.unwrap();
+        }
+        now += 2 * H;
+        // The full policy would now ban for its 7-day cap; a single packet gets a day.
+        assert_eq!(
+            policies.verified.duration_for(9),
+            Some(Duration::from_secs(168 * H))
+        );
+        let b = book.offend(&policies.unverified, a, now, Evidence::Unverified, "s");
+        assert_eq!(b.offences, 9);
+        assert_eq!(b.expires_at, Some(now + 24 * H));
+        assert_eq!(b.evidence, Evidence::Unverified);
     }
 }

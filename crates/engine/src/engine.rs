@@ -15,13 +15,20 @@
 //!   later hit from it runs the response again (the same as a 1.2 restart).
 //! - A source never has two responses in flight: while one runs, further hits are
 //!   counted and reported in one damped line.
+//! - A single packet (unverified evidence) from a known peer, a source that recently
+//!   completed a real connection with this host ([`Verdict::KnownPeer`]), never leads to
+//!   a response: someone may be forging it to get the peer banned. It is reported in
+//!   one damped [`Action::PossiblyForged`] line per source, and takes no state slot.
+//!   Probes the kernel dropped without a ban for lack of budget or room
+//!   ([`Verdict::OverBudget`], [`Verdict::SetFull`]) get no response either: they are
+//!   only counted (the daemon reports them in its summary).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::ignore::IgnoreSet;
-use crate::probe::{Probe, Proto};
+use crate::probe::{Evidence, Probe, Proto, Verdict};
 use crate::time::Millis;
 
 /// Tunables of the engine. Every value is documented with its reason in one place.
@@ -80,6 +87,11 @@ pub enum Action {
     /// of them, the last being `probe`. Without this line a fast scan would show only
     /// its first probe.
     Suppressed { probe: Probe, count: u32 },
+    /// A single packet (unverified evidence) claiming to come from a known peer (a
+    /// source with a real connection to this host, [`Verdict::KnownPeer`]): possibly
+    /// forged to get the peer banned, so nothing is done to it. One line per source per
+    /// damping period; `suppressed` counts the ones not logged before it.
+    PossiblyForged { probe: Probe, suppressed: u32 },
 }
 
 /// Why a source is never acted on: the two sets the engine checks first.
@@ -117,6 +129,11 @@ pub struct EngineStats {
     pub already_blocked: u64,
     pub suppressed_lines: u64,
     pub evictions: u64,
+    /// Unverified probes from known peers, not acted on ([`Action::PossiblyForged`]).
+    pub possibly_forged: u64,
+    /// Probes the kernel dropped without a ban (over its budget, or the set full):
+    /// no response.
+    pub not_banned_by_kernel: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +232,8 @@ pub struct Engine {
     next_generation: u64,
     /// Damping for ignored sources, kept apart so they never take a state slot.
     ignored_log: HashMap<IpAddr, Damper>,
+    /// Damping for possibly forged probes from known peers, kept apart the same way.
+    forged_log: HashMap<IpAddr, Damper>,
     actions: VecDeque<Action>,
     stats: EngineStats,
     /// Cached [`Engine::poll_timeout`]: exact after a sweep or an outcome, lowered when
@@ -263,6 +282,7 @@ impl Engine {
             order: VecDeque::new(),
             next_generation: 0,
             ignored_log: HashMap::new(),
+            forged_log: HashMap::new(),
             actions: VecDeque::new(),
             stats: EngineStats::default(),
             next_deadline: None,
@@ -314,6 +334,18 @@ impl Engine {
             self.stats.ignored += 1;
             self.note_ignored(now, probe, why);
             return;
+        }
+        match probe.verdict {
+            Verdict::KnownPeer if probe.evidence() == Evidence::Unverified => {
+                self.stats.possibly_forged += 1;
+                self.note_possibly_forged(now, probe);
+                return;
+            }
+            Verdict::OverBudget | Verdict::SetFull => {
+                self.stats.not_banned_by_kernel += 1;
+                return;
+            }
+            _ => {}
         }
         let key = (probe.src, probe.proto());
         if !self.sources.contains_key(&key) {
@@ -480,6 +512,21 @@ impl Engine {
                 suppressed,
                 why,
             }),
+            None => self.stats.suppressed_lines += 1,
+        }
+    }
+
+    fn note_possibly_forged(&mut self, now: Millis, probe: Probe) {
+        if self.forged_log.len() >= Self::IGNORED_LOG_CAPACITY
+            && !self.forged_log.contains_key(&probe.src)
+        {
+            self.forged_log.clear();
+        }
+        let damper = self.forged_log.entry(probe.src).or_default();
+        match damper.admit(now, self.config.log_damping, probe) {
+            Some(suppressed) => self
+                .actions
+                .push_back(Action::PossiblyForged { probe, suppressed }),
             None => self.stats.suppressed_lines += 1,
         }
     }
@@ -701,7 +748,8 @@ mod tests {
             | Action::Respond { probe }
             | Action::AlreadyBlocked { probe, .. }
             | Action::Ignored { probe, .. }
-            | Action::Suppressed { probe, .. } => probe.src,
+            | Action::Suppressed { probe, .. }
+            | Action::PossiblyForged { probe, .. } => probe.src,
         }
     }
 
@@ -996,5 +1044,94 @@ mod tests {
                 suppressed: 0
             }
         );
+    }
+
+    fn with_verdict(mut p: Probe, verdict: crate::probe::Verdict) -> Probe {
+        p.verdict = verdict;
+        p
+    }
+
+    /// Issue 7: a SYN "from" a known peer (forged in its name, or the peer's own stray
+    /// packet) is never answered with a ban; one damped line per source and period.
+    #[test]
+    fn issue7_unverified_probe_from_a_known_peer_is_possibly_forged_never_banned() {
+        let mut e = engine(0);
+        let peer = v4(7);
+        for port in 1..=50u16 {
+            e.handle_probe(
+                Millis(u64::from(port)),
+                with_verdict(syn(peer, port), Verdict::KnownPeer),
+            );
+        }
+        let actions = drain(&mut e);
+        assert_eq!(
+            actions,
+            vec![Action::PossiblyForged {
+                probe: with_verdict(syn(peer, 1), Verdict::KnownPeer),
+                suppressed: 0
+            }]
+        );
+        assert_eq!(e.tracked_sources(), 0, "no state slot for a known peer");
+        assert_eq!(e.stats().possibly_forged, 50);
+        assert_eq!(e.stats().responses, 0);
+        // Next damping period: one more line, carrying the count not logged.
+        let next = Millis(1) + e.config().log_damping;
+        e.handle_probe(next, with_verdict(syn(peer, 99), Verdict::KnownPeer));
+        assert_eq!(
+            drain(&mut e),
+            vec![Action::PossiblyForged {
+                probe: with_verdict(syn(peer, 99), Verdict::KnownPeer),
+                suppressed: 49
+            }]
+        );
+        // A UDP probe is a single packet too.
+        e.handle_probe(
+            next,
+            with_verdict(probe(v4(8), 53, ProbeKind::Udp), Verdict::KnownPeer),
+        );
+        assert!(matches!(drain(&mut e)[..], [Action::PossiblyForged { .. }]));
+    }
+
+    /// A completed handshake is verified whoever it comes from: a known peer that
+    /// connects to a trap port is acted on.
+    #[test]
+    fn issue7_verified_probe_from_a_known_peer_is_acted_on() {
+        let mut e = engine(0);
+        let p = with_verdict(probe(v4(7), 2323, ProbeKind::Connect), Verdict::KnownPeer);
+        e.handle_probe(Millis(0), p);
+        assert_eq!(
+            drain(&mut e),
+            vec![
+                Action::Alert {
+                    probe: p,
+                    suppressed: 0
+                },
+                Action::Respond { probe: p }
+            ]
+        );
+    }
+
+    /// Probes the kernel dropped without banning (budget spent, set full) are safe to
+    /// hand in: counted, no response, no state, no line per probe.
+    #[test]
+    fn issue7_over_budget_and_set_full_probes_get_no_response() {
+        let mut e = engine(0);
+        for i in 0..1000u32 {
+            let src = IpAddr::V4(Ipv4Addr::from(0xC612_0000 | i));
+            let v = if i % 2 == 0 {
+                Verdict::OverBudget
+            } else {
+                Verdict::SetFull
+            };
+            e.handle_probe(Millis(u64::from(i)), with_verdict(syn(src, 23), v));
+        }
+        assert!(drain(&mut e).is_empty());
+        assert_eq!(e.tracked_sources(), 0);
+        assert_eq!(e.stats().not_banned_by_kernel, 1000);
+        assert_eq!(e.poll_timeout(), None);
+        // The same source's later probe that the kernel did ban is handled as ever.
+        let banned = with_verdict(syn(v4(0), 23), Verdict::KernelBanned);
+        e.handle_probe(Millis(2000), banned);
+        assert!(drain(&mut e).contains(&Action::Respond { probe: banned }));
     }
 }

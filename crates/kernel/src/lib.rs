@@ -5,6 +5,8 @@
 
 pub mod backend;
 pub mod bpf;
+#[cfg(any(test, feature = "testns"))]
+pub mod flood;
 mod netlink;
 pub mod nflog;
 pub mod nft;

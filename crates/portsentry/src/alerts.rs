@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use portsentry_engine::engine::Exempt;
-use portsentry_engine::{Probe, Proto};
+use portsentry_engine::{Evidence, Probe, Proto};
 
 /// A source as 1.2 prints it: `name/address` (the name is the address itself unless
 /// RESOLVE_HOST found one).
@@ -38,14 +38,40 @@ fn more(suppressed: u32) -> String {
     }
 }
 
-/// The 1.2 alert for one probe: `TCP SYN/Normal scan from host: h/a to TCP port: 22`.
+/// The 1.2 alert for one probe, and after it the class of its evidence:
+/// `TCP SYN/Normal scan from host: h/a to TCP port: 22 (unverified)`. The class is a
+/// trailing token so that 1.2's wording up to the port is unchanged (`grep
+/// attackalert`, and patterns such as `to TCP port: [0-9]+` still match).
 pub fn scan(host: Host<'_>, probe: &Probe) -> String {
     format!(
-        "attackalert: {} from host: {host} to {} port: {}",
+        "attackalert: {} from host: {host} to {} port: {} ({})",
         probe.kind,
         probe.proto(),
-        probe.dport
+        probe.dport,
+        probe.evidence()
     )
+}
+
+/// A single packet in the name of a known peer (a source with a real connection to
+/// this host): possibly forged to get the peer banned, so not acted on.
+pub fn possibly_forged(host: Host<'_>, probe: &Probe, suppressed: u32) -> String {
+    format!(
+        "attackalert: Possibly forged {} in the name of known peer: {host} to {} port: {} ({}; a host with a real connection to us, not banned){}",
+        probe.kind,
+        probe.proto(),
+        probe.dport,
+        probe.evidence(),
+        more(suppressed)
+    )
+}
+
+/// The policy of the probe's evidence class says not to ban (`ban = false`).
+pub fn not_banned_by_policy(ip: IpAddr, evidence: Evidence) -> String {
+    let table = match evidence {
+        Evidence::Verified => "[bans]".to_string(),
+        other => format!("[bans.{other}]"),
+    };
+    format!("attackalert: Host {ip} not banned: {evidence} evidence, and {table} ban = false")
 }
 
 /// 1.2's line for an IPv4 header with options.
@@ -95,10 +121,16 @@ pub fn ignored(host: Host<'_>, probe: &Probe, suppressed: u32, why: Exempt) -> S
     )
 }
 
-/// A ban the kernel acknowledged.
-pub fn kernel_ban(ip: IpAddr, place: &str, length: Option<Duration>, offences: u32) -> String {
+/// A ban the kernel acknowledged, with the class of the evidence behind it.
+pub fn kernel_ban(
+    ip: IpAddr,
+    place: &str,
+    length: Option<Duration>,
+    offences: u32,
+    evidence: Evidence,
+) -> String {
     format!(
-        "attackalert: Host {ip} has been banned in the kernel ({place}) {}, offence {offences} {}",
+        "attackalert: Host {ip} has been banned in the kernel ({place}) {}, offence {offences}, {evidence} evidence {}",
         for_how_long(length),
         lift_hint(ip)
     )
@@ -352,6 +384,53 @@ pub fn failure(error: &dyn fmt::Display) -> String {
     format!("adminalert: ERROR: {error:#}")
 }
 
+/// What 2.x's -L and -S do not change here, and why (one line each when given).
+pub fn flags_2x_notes(
+    interfaces: &[String],
+    disable_local_check: bool,
+    disable_service_check: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let named: Vec<&str> = interfaces
+        .iter()
+        .map(String::as_str)
+        .filter(|i| !["ALL", "ALL_NLO", "any"].contains(i))
+        .collect();
+    if !named.is_empty() {
+        out.push(format!(
+            "adminalert: WARNING: -i {} accepted, but this version watches every interface but loopback",
+            named.join(" -i ")
+        ));
+    }
+    if disable_local_check {
+        out.push(
+            "adminalert: WARNING: -L (--disable-local-check) accepted, but this host's own addresses stay protected: a ban on them would cut the host off"
+                .to_string(),
+        );
+    }
+    if disable_service_check {
+        out.push(
+            "adminalert: WARNING: -S (--disable-service-check) accepted, but a port where a service listens is never a trap: it would ban the service's clients"
+                .to_string(),
+        );
+    }
+    out
+}
+
+/// The configuration was refused at start (also printed on the terminal): one syslog
+/// line, every problem of it joined with "; ".
+pub fn config_failure(problems: &str) -> String {
+    let joined: Vec<&str> = problems
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    format!(
+        "adminalert: ERROR: configuration error, not starting: {}",
+        joined.join("; ")
+    )
+}
+
 /// A problem that does not stop the daemon; `problem` says it all.
 pub fn warning(problem: &dyn fmt::Display) -> String {
     format!("adminalert: WARNING: {problem:#}")
@@ -580,13 +659,14 @@ mod tests {
     /// The lines fail2ban's portsentry filter and the tutorials' greps read, to the letter.
     #[test]
     fn lines_keep_the_1_2_wording() {
+        // Issue 7: the evidence class follows the 1.2 text, which is kept to the port.
         assert_eq!(
             scan(host(), &probe(ProbeKind::Syn, 22)),
-            "attackalert: TCP SYN/Normal scan from host: 198.18.0.2/198.18.0.2 to TCP port: 22"
+            "attackalert: TCP SYN/Normal scan from host: 198.18.0.2/198.18.0.2 to TCP port: 22 (unverified)"
         );
         assert_eq!(
             scan(host(), &probe(ProbeKind::Udp, 53)),
-            "attackalert: UDP scan from host: 198.18.0.2/198.18.0.2 to UDP port: 53"
+            "attackalert: UDP scan from host: 198.18.0.2/198.18.0.2 to UDP port: 53 (unverified)"
         );
         assert_eq!(
             already_blocked(host(), 0),
@@ -634,9 +714,10 @@ mod tests {
                 host().ip,
                 "nftables set banned4",
                 Some(Duration::from_secs(7200)),
-                2
+                2,
+                Evidence::Verified
             ),
-            "attackalert: Host 198.18.0.2 has been banned in the kernel (nftables set banned4) for 2h, offence 2 (lift it with: portsentry unban 198.18.0.2)"
+            "attackalert: Host 198.18.0.2 has been banned in the kernel (nftables set banned4) for 2h, offence 2, verified evidence (lift it with: portsentry unban 198.18.0.2)"
         );
     }
 
@@ -693,6 +774,7 @@ mod tests {
             expires_at: None,
             last_offence: 0,
             reason: String::new(),
+            evidence: Evidence::Unverified,
         };
         assert_eq!(
             state_over_capacity(
@@ -705,6 +787,153 @@ mod tests {
         assert_eq!(
             manual_ban(net("198.18.0.1/32"), None, 1, Some(net("198.18.0.1/32"))),
             "attackalert: Host 198.18.0.1/32 has been banned by the administrator permanently, offence 1; --force overrode the protected set (198.18.0.1/32 is protected: this host's addresses, its gateways and resolvers, the ignore list)"
+        );
+    }
+
+    #[test]
+    fn issue7_lines_name_the_evidence() {
+        let mut connect = probe(ProbeKind::Connect, 2323);
+        assert_eq!(
+            scan(host(), &connect),
+            "attackalert: TCP Connect from host: 198.18.0.2/198.18.0.2 to TCP port: 2323 (verified)"
+        );
+        connect.kind = ProbeKind::Syn;
+        assert_eq!(
+            possibly_forged(host(), &connect, 7),
+            "attackalert: Possibly forged TCP SYN/Normal scan in the name of known peer: 198.18.0.2/198.18.0.2 to TCP port: 2323 (unverified; a host with a real connection to us, not banned) (7 more hits not logged)"
+        );
+        assert_eq!(
+            not_banned_by_policy(host().ip, Evidence::Unverified),
+            "attackalert: Host 198.18.0.2 not banned: unverified evidence, and [bans.unverified] ban = false"
+        );
+        assert_eq!(
+            not_banned_by_policy(host().ip, Evidence::Verified),
+            "attackalert: Host 198.18.0.2 not banned: verified evidence, and [bans] ban = false"
+        );
+        assert_eq!(
+            kernel_ban(
+                host().ip,
+                "nftables set banned4",
+                Some(Duration::from_secs(600)),
+                1,
+                Evidence::Unverified
+            ),
+            "attackalert: Host 198.18.0.2 has been banned in the kernel (nftables set banned4) for 10m, offence 1, unverified evidence (lift it with: portsentry unban 198.18.0.2)"
+        );
+    }
+}
+
+/// The facts of PortSentry 2.x's scan line; `None` is 2.x's "unset" (the decision
+/// stopped before that step).
+#[derive(Debug, Clone, Copy)]
+pub struct Scan2x<'a> {
+    pub host: Host<'a>,
+    pub probe: &'a Probe,
+    /// The source is on the ignore list or protected.
+    pub ignored: Option<bool>,
+    /// The hit reached SCAN_TRIGGER.
+    pub triggered: Option<bool>,
+    /// Blocking is off for the protocol (BLOCK_x = 0).
+    pub noblock: Option<bool>,
+    /// The block succeeded (or the source was already blocked).
+    pub blocked: Option<bool>,
+}
+
+/// PortSentry 2.x's line for one hit, as its fail2ban filter (`^[^ ]* Scan from:
+/// \[<HOST>\]` on the history file) and its users read it:
+/// `Scan from: [ip] (name) protocol: [TCP] port: [23] type: [TCP SYN/Normal scan]
+/// IP opts: [not set] ignored: [false] triggered: [true] noblock: [false] blocked: [true]`.
+/// The type is `Connect` for a completed handshake and `UDP` for UDP, as in 2.x; TCP
+/// labels are ours (2.x has no ACK/Window or Maimon label).
+pub fn scan_2x(s: &Scan2x<'_>) -> String {
+    fn flag(v: Option<bool>) -> &'static str {
+        match v {
+            Some(true) => "true",
+            Some(false) => "false",
+            None => "unset",
+        }
+    }
+    let kind = match s.probe.kind {
+        portsentry_engine::ProbeKind::Connect => "Connect".to_string(),
+        portsentry_engine::ProbeKind::Udp => "UDP".to_string(),
+        k => k.to_string(),
+    };
+    let opts = match (s.probe.proto(), s.probe.src) {
+        (Proto::Tcp | Proto::Udp, IpAddr::V4(_)) if s.probe.ip_options => "set",
+        (Proto::Tcp | Proto::Udp, IpAddr::V4(_)) => "not set",
+        _ => "unknown",
+    };
+    format!(
+        "Scan from: [{}] ({}) protocol: [{}] port: [{}] type: [{kind}] IP opts: [{opts}] ignored: [{}] triggered: [{}] noblock: [{}] blocked: [{}]",
+        s.host.ip,
+        s.host.name,
+        s.probe.proto(),
+        s.probe.dport,
+        flag(s.ignored),
+        flag(s.triggered),
+        flag(s.noblock),
+        flag(s.blocked),
+    )
+}
+
+#[cfg(test)]
+mod scan_2x_tests {
+    use super::*;
+    use portsentry_engine::{ProbeKind, Verdict};
+
+    fn probe(kind: ProbeKind, src: &str) -> Probe {
+        Probe {
+            src: src.parse().unwrap(),
+            dst: "198.18.0.1".parse().unwrap(),
+            sport: 40000,
+            dport: 23,
+            kind,
+            ip_options: false,
+            ttl: 64,
+            verdict: Verdict::Observed,
+        }
+    }
+
+    #[test]
+    fn the_2x_line_has_2x_wording_and_matches_its_fail2ban_filter() {
+        let p = probe(ProbeKind::Syn, "198.18.0.2");
+        let host = Host {
+            name: "198.18.0.2",
+            ip: p.src,
+        };
+        let line = scan_2x(&Scan2x {
+            host,
+            probe: &p,
+            ignored: Some(false),
+            triggered: Some(true),
+            noblock: Some(false),
+            blocked: Some(true),
+        });
+        assert_eq!(
+            line,
+            "Scan from: [198.18.0.2] (198.18.0.2) protocol: [TCP] port: [23] type: [TCP SYN/Normal scan] IP opts: [not set] ignored: [false] triggered: [true] noblock: [false] blocked: [true]"
+        );
+        // 2.x's fail2ban/portsentry.conf on its history line (time, space, scan line).
+        let re = regex::Regex::new(r"^[^ ]* Scan from: \[(?P<host>[^\]]+)\]").unwrap();
+        let history = format!("2026-12-02T06:00:00.123+0000 {line}");
+        assert_eq!(&re.captures(&history).unwrap()["host"], "198.18.0.2");
+
+        let p = probe(ProbeKind::Connect, "fd00:5e17::2");
+        let host = Host {
+            name: "fd00:5e17::2",
+            ip: p.src,
+        };
+        let line = scan_2x(&Scan2x {
+            host,
+            probe: &p,
+            ignored: Some(true),
+            triggered: None,
+            noblock: None,
+            blocked: None,
+        });
+        assert!(
+            line.contains("type: [Connect] IP opts: [unknown] ignored: [true] triggered: [unset]"),
+            "{line}"
         );
     }
 }

@@ -44,6 +44,41 @@ pub struct Cli {
     #[arg(long = "audp")]
     pub audp: bool,
 
+    /// PortSentry 2.x: stealth mode, 2.x's default: the ports of TCP_PORTS and
+    /// UDP_PORTS, watched without listening (as -stcp -sudp). 2.x's log lines.
+    #[arg(long = "stealth", conflicts_with_all = ["connect", "tcp_mode", "udp_mode"])]
+    pub stealth: bool,
+    /// PortSentry 2.x: connect mode: listen on the ports of TCP_PORTS and UDP_PORTS
+    /// (as -tcp -udp). 2.x's log lines.
+    #[arg(long = "connect", conflicts_with_all = ["tcp_mode", "udp_mode"])]
+    pub connect: bool,
+    /// PortSentry 2.x: watch only this interface (repeatable). ALL, ALL_NLO (all but
+    /// loopback: the default) and any watch every interface.
+    #[arg(short = 'i', long = "interface", value_name = "IF")]
+    pub interfaces: Vec<String>,
+    /// PortSentry 2.x: stealth method. Both are served the same way here (kernel
+    /// traps, or the packet socket without nftables); accepted for 2.x command lines.
+    #[arg(short = 'm', long = "method", value_name = "METHOD", value_parser = ["pcap", "raw"])]
+    pub method: Option<String>,
+    /// PortSentry 2.x: where log lines go, stdout (2.x's default) or syslog.
+    #[arg(short = 'l', long = "logoutput", value_name = "OUTPUT", value_parser = ["stdout", "syslog"])]
+    pub logoutput: Option<String>,
+    /// PortSentry 2.x: act on packets whose source is this host's own address. This
+    /// host's addresses stay protected here (a ban on them would cut it off); accepted,
+    /// with a warning.
+    #[arg(short = 'L', long = "disable-local-check")]
+    pub disable_local_check: bool,
+    /// PortSentry 2.x: act on ports where a service listens. A port with a service is
+    /// never a trap here (it would ban the service's clients); accepted, with a warning.
+    #[arg(short = 'S', long = "disable-service-check")]
+    pub disable_service_check: bool,
+    /// PortSentry 2.x: debug output (the settings in effect are printed at start).
+    #[arg(short = 'd', long = "debug")]
+    pub debug: bool,
+    /// PortSentry 2.x: verbose output (as --debug).
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+
     /// Configuration file (PortSentry 1.2 or 2.x syntax).
     #[arg(short = 'c', long = "configfile", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
@@ -141,7 +176,28 @@ impl Cli {
     }
 
     pub fn has_mode_flag(&self) -> bool {
-        self.tcp || self.stcp || self.atcp || self.udp || self.sudp || self.audp
+        self.tcp
+            || self.stcp
+            || self.atcp
+            || self.udp
+            || self.sudp
+            || self.audp
+            || self.stealth
+            || self.connect
+    }
+
+    /// Whether the command line is PortSentry 2.x's: a flag only 2.x has. The daemon
+    /// then behaves as 2.x does (foreground unless -D, 2.x's log lines).
+    pub fn is_2x(&self) -> bool {
+        self.stealth
+            || self.connect
+            || !self.interfaces.is_empty()
+            || self.method.is_some()
+            || self.logoutput.is_some()
+            || self.disable_local_check
+            || self.disable_service_check
+            || self.debug
+            || self.verbose
     }
 }
 
@@ -174,6 +230,48 @@ mod tests {
             cli.config.as_deref(),
             Some(std::path::Path::new("/tmp/x.conf"))
         );
+    }
+
+    #[test]
+    fn portsentry_2x_flags_are_accepted_with_their_meaning() {
+        let cli = parse(&[
+            "portsentry",
+            "--stealth",
+            "-i",
+            "eth0",
+            "-l",
+            "stdout",
+            "-c",
+            "/x",
+        ]);
+        assert!(cli.stealth && cli.is_2x() && cli.has_mode_flag());
+        assert_eq!(cli.interfaces, ["eth0"]);
+        assert_eq!(cli.logoutput.as_deref(), Some("stdout"));
+        let cli = parse(&[
+            "portsentry",
+            "--connect",
+            "-m",
+            "raw",
+            "-L",
+            "-S",
+            "-d",
+            "-v",
+            "-D",
+        ]);
+        assert!(cli.connect && cli.disable_local_check && cli.disable_service_check);
+        assert!(cli.debug && cli.verbose && cli.daemon);
+        let cli = parse(&["portsentry", "-i", "eth0", "-i", "eth1"]);
+        assert_eq!(cli.interfaces, ["eth0", "eth1"]);
+        assert!(!parse(&["portsentry", "-atcp"]).is_2x());
+        for bad in [
+            &["portsentry", "--stealth", "--connect"][..],
+            &["portsentry", "--stealth", "-atcp"],
+            &["portsentry", "-m", "bpf"],
+            &["portsentry", "-l", "file"],
+        ] {
+            let args = normalize_legacy_flags(bad.iter().map(OsString::from));
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

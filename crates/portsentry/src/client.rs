@@ -13,13 +13,41 @@ use portsentry_engine::bans::BanBook;
 use crate::bans::{self, describe};
 use crate::clock::unix_now;
 use crate::control::{self, Request};
-use crate::settings::NativeSettings;
+use crate::settings::{NativeSettings, instance};
 use crate::store;
 use portsentry_kernel::backend::{self, BanBackend, NftablesBackend};
 use portsentry_kernel::nft::Nft;
 
-/// `portsentry list`: one line per ban in force.
+/// Where a UDP-only daemon (Debian's `portsentry -udp` beside `-tcp`) keeps its own
+/// bans: listed, lifted and flushed with the configured instance's
+/// (`settings::instance`). Present when its state file, table or socket exists.
+fn udp_instance_present(settings: &NativeSettings) -> Option<NativeSettings> {
+    let udp = instance::udp_instance(settings);
+    let table_exists = Nft::available()
+        && Nft::new(&udp.firewall.table)
+            .and_then(|n| n.exists())
+            .unwrap_or(false);
+    (udp.state_file.exists() || udp.control_socket.exists() || table_exists).then_some(udp)
+}
+
+/// `portsentry list`: one line per ban in force, with the class of its evidence
+/// (unverified, verified, manual; see [`Evidence`](portsentry_engine::Evidence)), for
+/// every daemon of this host.
 pub fn list(settings: &NativeSettings) -> Result<()> {
+    list_one(settings)?;
+    if let Some(udp) = udp_instance_present(settings) {
+        println!();
+        println!(
+            "bans of the UDP-only daemon (table inet {}, {}):",
+            udp.firewall.table,
+            udp.state_file.display()
+        );
+        list_one(&udp)?;
+    }
+    Ok(())
+}
+
+fn list_one(settings: &NativeSettings) -> Result<()> {
     let now = unix_now();
     let book = load_book(&settings.state_file, now)?;
     let table = &settings.firewall.table;
@@ -34,8 +62,8 @@ pub fn list(settings: &NativeSettings) -> Result<()> {
             }
         };
     println!(
-        "{:<40} {:>12} {:>8} {:<7} reason",
-        "address", "expires in", "offence", "kernel"
+        "{:<40} {:>12} {:>8} {:<10} {:<7} reason",
+        "address", "expires in", "offence", "evidence", "kernel"
     );
     let mut listed = std::collections::HashSet::new();
     for ban in book.active(now) {
@@ -45,20 +73,23 @@ pub fn list(settings: &NativeSettings) -> Result<()> {
         let in_kernel = kernel.contains_key(&ban.key);
         listed.insert(ban.key);
         println!(
-            "{:<40} {:>12} {:>8} {:<7} {}",
+            "{:<40} {:>12} {:>8} {:<10} {:<7} {}",
             ban.key.to_string(),
             describe(left),
             ban.offences,
+            ban.evidence.as_str(),
             if in_kernel { "yes" } else { "no" },
             ban.reason
         );
     }
     for (key, expires) in kernel.iter().filter(|(k, _)| !listed.contains(*k)) {
+        // Only the trap rule adds elements on its own, on a single packet.
         println!(
-            "{:<40} {:>12} {:>8} {:<7} in the kernel set only (added since the last save)",
+            "{:<40} {:>12} {:>8} {:<10} {:<7} in the kernel set only (added since the last save)",
             key.to_string(),
             describe(*expires),
             "-",
+            portsentry_engine::Evidence::Unverified.as_str(),
             "yes"
         );
     }
@@ -67,8 +98,16 @@ pub fn list(settings: &NativeSettings) -> Result<()> {
 
 /// `portsentry flush --all`: remove our table (and only it), the bans of the fallback
 /// backends, and end every ban in the state file, keeping the offence history for
-/// escalation.
+/// escalation; the same for a UDP-only daemon's table and state file.
 pub fn flush_all(settings: &NativeSettings) -> Result<()> {
+    flush_one(settings)?;
+    if let Some(udp) = udp_instance_present(settings) {
+        flush_one(&udp)?;
+    }
+    Ok(())
+}
+
+fn flush_one(settings: &NativeSettings) -> Result<()> {
     // A running daemon owns the bans and re-installs its table; flushing under it
     // would be undone within seconds.
     if control::ask(&settings.control_socket, &Request::Status).is_ok() {
@@ -136,7 +175,7 @@ pub fn ban(
         if permanent {
             "permanent".to_string()
         } else {
-            time.unwrap_or(settings.ban_policy.ban_time)
+            time.unwrap_or(settings.ban_policies.manual.ban_time)
                 .as_secs()
                 .max(1)
                 .to_string()
@@ -144,18 +183,42 @@ pub fn ban(
         if force { " force" } else { "" }
     ))
     .map_err(anyhow::Error::msg)?;
+    // One daemon's ban drops all of the source's traffic: the configured daemon takes
+    // it, or the UDP-only one when it runs alone.
+    let udp = instance::udp_instance(settings);
+    if !settings.control_socket.exists() && udp.control_socket.exists() {
+        return ask(&udp, &request);
+    }
     ask(settings, &request)
 }
 
-/// `portsentry unban TARGET`.
+/// `portsentry unban TARGET`: asked of every running daemon of this host (a UDP-only
+/// one has bans of its own).
 pub fn unban(settings: &NativeSettings, target: &str) -> Result<()> {
     let request = Request::parse(&format!("unban {target}")).map_err(anyhow::Error::msg)?;
-    ask(settings, &request)
+    ask_every(settings, &request)
 }
 
-/// `portsentry status`.
+/// `portsentry status`, of every running daemon of this host.
 pub fn status(settings: &NativeSettings) -> Result<()> {
-    ask(settings, &Request::Status)
+    ask_every(settings, &Request::Status)
+}
+
+/// Asks the configured daemon and, if one runs, the UDP-only daemon; succeeds when one
+/// of them accepted. With one daemon this is `ask`.
+fn ask_every(settings: &NativeSettings, request: &Request) -> Result<()> {
+    let udp = instance::udp_instance(settings);
+    if !udp.control_socket.exists() {
+        return ask(settings, request);
+    }
+    let first = ask(settings, request);
+    if first.is_err() && !settings.control_socket.exists() {
+        // Only the UDP-only daemon runs.
+        return ask(&udp, request);
+    }
+    println!("UDP-only daemon:");
+    let second = ask(&udp, request);
+    first.or(second)
 }
 
 /// The book as saved in `state_file`, bounded as the daemon bounds it.

@@ -73,6 +73,17 @@ pub const BAN_SET_SIZE: u32 = 1 << 20;
 /// `[firewall]`: ban in the kernel on the very packet that hits a trap, so a scan ends at
 /// its first probe instead of after the daemon's round trip.
 pub const FAST_PATH: bool = true;
+/// `[firewall] ban_budget`: new unverified bans a second that the daemon decides itself
+/// (SCAN_TRIGGER > 0, the packet-socket path, fast_path off). Real scanners arrive a
+/// few a minute even on a busy host; a hundred new sources a second is a forged flood,
+/// and past this each probe is alerted but not banned, so the flood cannot fill the ban
+/// sets and the book with innocent addresses. (The same number is meant to bound the
+/// kernel's own first-probe bans where the trap rules carry a budget.)
+pub const BAN_BUDGET: u32 = 100;
+/// `[firewall] ban_budget_burst`: a real scan wave (one scanner's decoys, a botnet
+/// sweeping a subnet) may bring many new sources in one moment; up to this many are
+/// banned at once before the per-second budget applies.
+pub const BAN_BUDGET_BURST: u32 = 1000;
 
 /// `[protect]`: a daemon that bans forged sources must never cut its host off from its
 /// own addresses, gateways and resolvers, so protection is on.

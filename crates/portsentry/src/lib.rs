@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod defaults;
+pub mod detach;
 pub mod logger;
 pub mod notify;
 pub mod protect;

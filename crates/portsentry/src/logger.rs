@@ -16,6 +16,8 @@ const PRIORITY_DAEMON_NOTICE: u8 = 29;
 pub struct Logger {
     syslog: Option<Mutex<SyslogSink>>,
     to_stderr: bool,
+    /// PortSentry 2.x's `-l stdout`: each message alone on a line of stdout.
+    to_stdout: bool,
     /// stderr is connected to the systemd journal ($JOURNAL_STREAM is set).
     journal: bool,
     pid: u32,
@@ -25,6 +27,9 @@ struct SyslogSink {
     path: PathBuf,
     socket: Option<UnixDatagram>,
     warned: bool,
+    /// Lines the syslog socket refused because its queue was full, since the last
+    /// line it took (said in one line once it takes lines again).
+    dropped: u64,
 }
 
 impl Logger {
@@ -36,17 +41,33 @@ impl Logger {
                     path: p.to_path_buf(),
                     socket: None,
                     warned: false,
+                    dropped: 0,
                 })
             }),
             to_stderr,
+            to_stdout: false,
             journal: std::env::var_os("JOURNAL_STREAM").is_some(),
             pid: std::process::id(),
+        }
+    }
+
+    /// PortSentry 2.x's `-l stdout`: every message on its own line of stdout, without
+    /// a time or name (as 2.x prints them), and to syslog only if `syslog_path` is given.
+    pub fn stdout(syslog_path: Option<&Path>) -> Self {
+        Logger {
+            to_stdout: true,
+            ..Logger::new(syslog_path, false)
         }
     }
 
     /// Log one line (e.g. `attackalert: ...`).
     pub fn log(&self, message: &str) {
         let now = chrono::Local::now();
+        if self.to_stdout {
+            let _ = std::io::stdout()
+                .lock()
+                .write_all(format!("{message}\n").as_bytes());
+        }
         if self.to_stderr {
             // Under systemd, stderr goes to the journal, which stamps time, name and pid
             // itself.
@@ -81,7 +102,12 @@ impl SyslogSink {
         // Two tries: the cached socket may point at a syslog daemon that restarted.
         for _ in 0..2 {
             if self.socket.is_none() {
-                match UnixDatagram::unbound().and_then(|s| s.connect(&self.path).map(|()| s)) {
+                // Non-blocking: a syslog daemon that stopped reading must never stall
+                // detection; what it cannot take is dropped and counted.
+                match UnixDatagram::unbound()
+                    .and_then(|s| s.connect(&self.path).map(|()| s))
+                    .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                {
                     Ok(s) => self.socket = Some(s),
                     Err(e) => {
                         if !self.warned {
@@ -102,9 +128,25 @@ impl SyslogSink {
                 }
             }
             if let Some(s) = &self.socket {
-                if s.send(frame).is_ok() {
-                    self.warned = false;
-                    return;
+                match s.send(frame) {
+                    Ok(_) => {
+                        if self.dropped > 0 {
+                            let note = format!(
+                                "<{PRIORITY_DAEMON_NOTICE}>portsentry: adminalert: WARNING: syslog at {} was full; {} lines were dropped",
+                                self.path.display(),
+                                self.dropped
+                            );
+                            self.dropped = 0;
+                            let _ = s.send(note.as_bytes());
+                        }
+                        self.warned = false;
+                        return;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        self.dropped += 1;
+                        return;
+                    }
+                    Err(_) => {}
                 }
                 self.socket = None;
             }
@@ -115,6 +157,47 @@ impl SyslogSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_syslog_that_stopped_reading_never_blocks_the_logger() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.sock");
+        let server = UnixDatagram::bind(&path).unwrap();
+        let logger = Logger::new(Some(&path), false);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            for i in 0..5000 {
+                logger.log(&format!("attackalert: line {i}"));
+            }
+            let _ = done_tx.send(());
+            logger
+        });
+        assert!(
+            done_rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .is_ok(),
+            "logging blocked on a syslog socket nobody reads"
+        );
+        let logger = writer.join().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 512];
+        let mut got = 0;
+        while server.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        assert!(got > 0 && got < 5000, "{got} lines arrived");
+        logger.log("attackalert: after the drain");
+        let mut texts = Vec::new();
+        while let Ok(n) = server.recv(&mut buf) {
+            texts.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains(&format!("{} lines were dropped", 5000 - got))),
+            "{texts:?}"
+        );
+    }
 
     #[test]
     fn syslog_frame_has_daemon_notice_priority_and_ident() {

@@ -67,6 +67,13 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("portsentry: configuration error: {e:#}");
+            // An init script's start shows only its own line; the reason must also be
+            // in syslog, where the admin looks next (not for --check-config, which is
+            // asked at the terminal).
+            if !cli.check_config && !cli.no_syslog {
+                Logger::new(Some(cli.syslog_socket.as_path()), false)
+                    .log(&alerts::config_failure(&format!("{e:#}")));
+            }
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -88,19 +95,37 @@ fn main() -> ExitCode {
     }
     // A reload re-executes the binary (same PID, same stdio): it must not detach again.
     let reexec = std::env::var_os(daemon::REEXEC_ENV).is_some();
-    if !cli.foreground && !reexec {
-        // Detach before any thread exists: fork() keeps only the calling thread.
-        // SAFETY: no threads have been started yet.
-        if unsafe { libc::daemon(0, 0) } != 0 {
-            eprintln!(
-                "portsentry: cannot detach: {}",
-                std::io::Error::last_os_error()
-            );
+    // PortSentry 2.x stays in the foreground unless -D is given.
+    let foreground = cli.foreground || (cli.is_2x() && !cli.daemon);
+    if !foreground && !reexec {
+        // Detach before any thread exists: fork() keeps only the calling thread. The
+        // starting process waits until the traps are armed (or the start failed) and
+        // exits with that outcome, so init scripts report a failed start.
+        if let Err(e) = portsentry::detach::detach() {
+            eprintln!("portsentry: cannot detach: {e}");
             return ExitCode::from(EXIT_RUNTIME);
         }
     }
     let syslog = (!cli.no_syslog).then_some(cli.syslog_socket.as_path());
-    let log = Arc::new(Logger::new(syslog, cli.foreground));
+    let log = Arc::new(match (cli.is_2x(), cli.logoutput.as_deref()) {
+        // 2.x: stdout by default; -D forces syslog, as in 2.x.
+        (true, Some("syslog")) => Logger::new(syslog, false),
+        (true, _) if cli.daemon => Logger::new(syslog, false),
+        (true, _) => Logger::stdout(None),
+        (false, _) => Logger::new(syslog, foreground),
+    });
+    for line in alerts::flags_2x_notes(
+        &cli.interfaces,
+        cli.disable_local_check,
+        cli.disable_service_check,
+    ) {
+        log.log(&line);
+    }
+    if cli.debug || cli.verbose {
+        for line in settings.describe() {
+            log.log(&format!("adminalert: {line}"));
+        }
+    }
     let validate = || settings::from_cli(&cli).map(|_| ());
     match daemon::run(settings, Arc::clone(&log), &flags, &validate) {
         Ok(daemon::Stop::Shutdown) => ExitCode::SUCCESS,
@@ -111,9 +136,9 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             log.log(&alerts::failure(&e));
-            if !cli.foreground {
-                eprintln!("portsentry: {e:#}");
-            }
+            // Before readiness this reaches the starting process's terminal; after it,
+            // the pipe is gone and this does nothing.
+            portsentry::detach::failed(EXIT_RUNTIME, &format!("{e:#}"));
             ExitCode::from(EXIT_RUNTIME)
         }
     }

@@ -1,6 +1,8 @@
 //! The files PortSentry users and their tools read: the history file (append-only,
 //! never truncated, one 1.2-format line per acted-on host — fail2ban's stock
-//! `portsentry` filter anchors on its `Host: <HOST>`), the per-mode blocked file, and
+//! `portsentry` filter anchors on its `Host: <HOST>` and on the `/<HOST> Port: N TCP
+//! Blocked` end; the evidence class, `[unverified]`, sits before `Host:` so that both
+//! still match), the per-mode blocked file, and
 //! `/etc/hosts.deny` (deduplicated, replaced atomically so TCP wrappers never read a
 //! half-written file).
 
@@ -11,7 +13,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Local, TimeZone};
-use portsentry_engine::Proto;
+use portsentry_engine::{Evidence, Proto};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -25,22 +27,28 @@ pub enum RecordError {
     Replace { path: PathBuf, source: io::Error },
 }
 
-/// One `... Host: name/ip Port: N PROTO Blocked` line, the 1.2 format (Y2K-fixed):
-/// `942286729 - 11/10/1999 20:18:49 Host: 192.168.2.12/192.168.2.12 Port: 111 TCP Blocked`.
+/// One `... [class] Host: name/ip Port: N PROTO Blocked` line: the 1.2 format
+/// (Y2K-fixed) with the evidence class in brackets before `Host:`:
+/// `942286729 - 11/10/1999 20:18:49 [unverified] Host: 192.168.2.12/192.168.2.12 Port: 111 TCP Blocked`.
+/// Everything from `Host:` to the end is 1.2's, so fail2ban's filters (anchored on
+/// `Host: <HOST>`, or on `/<HOST> Port: N TCP Blocked$`) match unchanged, and one that
+/// should act on proven scanners only can add `ignoreregex = \[unverified\]`.
 pub fn blocked_line<Tz: TimeZone>(
     when: &DateTime<Tz>,
     resolved: &str,
     ip: IpAddr,
     port: u16,
     proto: Proto,
+    evidence: Evidence,
 ) -> String
 where
     Tz::Offset: std::fmt::Display,
 {
     format!(
-        "{} - {} Host: {}/{} Port: {} {} Blocked\n",
+        "{} - {} [{}] Host: {}/{} Port: {} {} Blocked\n",
         when.timestamp(),
         when.format("%m/%d/%Y %H:%M:%S"),
+        evidence,
         resolved,
         ip,
         port,
@@ -164,8 +172,28 @@ impl RecordFile {
 }
 
 /// Convenience: a blocked line stamped with the local wall clock now.
-pub fn blocked_line_now(resolved: &str, ip: IpAddr, port: u16, proto: Proto) -> String {
-    blocked_line(&Local::now(), resolved, ip, port, proto)
+/// PortSentry 2.x's history line: local ISO-8601 time with milliseconds and a numeric
+/// offset, a space, the scan line (`2025-07-01T13:38:18.123+0200 Scan from: [...]`).
+pub fn history_line_2x<Tz: TimeZone>(when: &DateTime<Tz>, scan_line: &str) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    format!("{} {scan_line}\n", when.format("%Y-%m-%dT%H:%M:%S%.3f%z"))
+}
+
+/// [`history_line_2x`] at the current local time.
+pub fn history_line_2x_now(scan_line: &str) -> String {
+    history_line_2x(&Local::now(), scan_line)
+}
+
+pub fn blocked_line_now(
+    resolved: &str,
+    ip: IpAddr,
+    port: u16,
+    proto: Proto,
+    evidence: Evidence,
+) -> String {
+    blocked_line(&Local::now(), resolved, ip, port, proto, evidence)
 }
 
 /// Result of adding a line to hosts.deny.
@@ -293,10 +321,12 @@ mod tests {
             "192.168.2.12".parse().unwrap(),
             111,
             Proto::Tcp,
+            Evidence::Unverified,
         );
+        // Issue 7: 1.2's line with the evidence class before `Host:`.
         assert_eq!(
             line,
-            "942286729 - 11/10/1999 18:18:49 Host: 192.168.2.12/192.168.2.12 Port: 111 TCP Blocked\n"
+            "942286729 - 11/10/1999 18:18:49 [unverified] Host: 192.168.2.12/192.168.2.12 Port: 111 TCP Blocked\n"
         );
     }
 
@@ -308,12 +338,47 @@ mod tests {
             "fd00:5e17::2".parse().unwrap(),
             53,
             Proto::Udp,
+            Evidence::Unverified,
         );
         assert!(
             line.trim_end()
                 .ends_with("/fd00:5e17::2 Port: 53 UDP Blocked"),
             "{line}"
         );
+    }
+
+    /// Issue 7: the stock fail2ban filters still find the host in the lines we write
+    /// now, of every class: Debian's (`failregex = /<HOST> Port\: [0-9]+ (TCP|UDP)
+    /// Blocked$`) and the one anchored on `Host: <HOST>`, with fail2ban's `<HOST>`
+    /// expanded as it does for an address; and `ignoreregex = \[unverified\]` leaves out
+    /// exactly the unverified lines.
+    #[test]
+    fn issue7_fail2ban_regexes_match_the_lines_with_the_class() {
+        // fail2ban's <HOST> for an address (simplified from its `<ADDR>`).
+        let host = r"(?P<host>[0-9a-fA-F.:]+)";
+        let debian =
+            regex::Regex::new(&format!(r"/{host} Port\: [0-9]+ (TCP|UDP) Blocked$")).unwrap();
+        let anchored = regex::Regex::new(&format!(r"Host: [^/ ]*/{host} ")).unwrap();
+        let ignore = regex::Regex::new(r"\[unverified\]").unwrap();
+        let tz = FixedOffset::east_opt(0).unwrap();
+        let when = tz.timestamp_opt(1_790_000_000, 0).unwrap();
+        for (ip, proto, evidence) in [
+            ("198.18.0.2", Proto::Tcp, Evidence::Unverified),
+            ("fd00:5e17::2", Proto::Udp, Evidence::Verified),
+            ("198.18.0.3", Proto::Tcp, Evidence::Manual),
+        ] {
+            let line = blocked_line(&when, ip, ip.parse().unwrap(), 111, proto, evidence);
+            let line = line.trim_end_matches('\n');
+            let got = debian.captures(line).map(|c| c["host"].to_string());
+            assert_eq!(got.as_deref(), Some(ip), "{line}");
+            let got = anchored.captures(line).map(|c| c["host"].to_string());
+            assert_eq!(got.as_deref(), Some(ip), "{line}");
+            assert_eq!(
+                ignore.is_match(line),
+                evidence == Evidence::Unverified,
+                "{line}"
+            );
+        }
     }
 
     #[test]

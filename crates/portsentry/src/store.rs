@@ -7,8 +7,14 @@
 //!   "settled_through": 1700000000,
 //!   "bans": [ { "key": "198.18.0.2/32", "offences": 2, "banned_at": 1700000000,
 //!               "expires_at": 1700007200, "last_offence": 1700000000,
-//!               "reason": "TCP SYN/Normal scan to TCP port 23" } ] }
+//!               "reason": "TCP SYN/Normal scan to TCP port 23",
+//!               "evidence": "unverified" } ] }
 //! ```
+//! `evidence` is the ban's class (`unverified`, `verified`, `manual`). It was added
+//! within version 1 (an additive field: an older portsentry reading the file ignores
+//! it); a record without it, written before bans carried their class, is `manual` when
+//! its reason is that of `portsentry ban`, else `unverified` (every automatic ban of
+//! those versions came from a single packet).
 //! `expires_at` is `null` for a permanent ban; a record whose `expires_at` has passed is
 //! offence history (it still counts towards escalation). `settled_through` is
 //! [`BanBook::settled_through`]: bans that ended after it were perhaps not yet removed
@@ -27,6 +33,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
+use portsentry_engine::Evidence;
 use portsentry_engine::bans::{Ban, BanBook};
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +91,14 @@ pub enum StoreError {
         index: usize,
         key: String,
         source: ipnet::AddrParseError,
+    },
+    #[error(
+        "{path}: ban #{index}: unknown evidence {word:?} (expected \"unverified\", \"verified\" or \"manual\")"
+    )]
+    BadEvidence {
+        path: PathBuf,
+        index: usize,
+        word: String,
     },
     #[error("cannot encode the state for {path}: {source}")]
     Encode {
@@ -164,6 +179,9 @@ struct BanRecord {
     expires_at: Option<u64>,
     last_offence: u64,
     reason: String,
+    /// Absent in files written before bans carried their class (see the module doc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    evidence: Option<String>,
 }
 
 /// Only what decides whether we can read the rest.
@@ -299,11 +317,18 @@ pub fn load(path: &Path, now: u64) -> Result<LoadedState, StoreError> {
         expired: 0,
     };
     for (index, r) in file.bans.into_iter().enumerate() {
-        let ban = from_record(r).map_err(|(key, source)| StoreError::BadKey {
-            path: path.to_path_buf(),
-            index,
-            key,
-            source,
+        let ban = from_record(r).map_err(|bad| match bad {
+            BadRecord::Key(key, source) => StoreError::BadKey {
+                path: path.to_path_buf(),
+                index,
+                key,
+                source,
+            },
+            BadRecord::Evidence(word) => StoreError::BadEvidence {
+                path: path.to_path_buf(),
+                index,
+                word,
+            },
         })?;
         match ban.expires_at {
             None => state.active += 1,
@@ -324,19 +349,32 @@ fn to_record(b: &Ban) -> BanRecord {
         expires_at: b.expires_at,
         last_offence: b.last_offence,
         reason: b.reason.clone(),
+        evidence: Some(b.evidence.as_str().to_string()),
     }
 }
 
+/// Why a record cannot be read.
+enum BadRecord {
+    Key(String, ipnet::AddrParseError),
+    Evidence(String),
+}
+
 /// A key is `addr/bits`; a bare address (as an admin might write with `jq`) is a host.
-fn from_record(r: BanRecord) -> Result<Ban, (String, ipnet::AddrParseError)> {
+fn from_record(r: BanRecord) -> Result<Ban, BadRecord> {
     let key = match r.key.parse::<IpNet>() {
         Ok(n) => n,
         Err(e) => match r.key.parse::<std::net::IpAddr>() {
             Ok(a) => IpNet::from(a),
-            Err(_) => return Err((r.key, e)),
+            Err(_) => return Err(BadRecord::Key(r.key, e)),
         },
     };
+    let evidence = match r.evidence {
+        Some(word) => Evidence::from_word(&word).ok_or(BadRecord::Evidence(word))?,
+        None if crate::bans::reason_is_manual(&r.reason) => Evidence::Manual,
+        None => Evidence::Unverified,
+    };
     Ok(Ban {
+        evidence,
         key: key.trunc(),
         offences: r.offences,
         banned_at: r.banned_at,
@@ -371,23 +409,32 @@ mod tests {
             &p,
             ip("198.18.0.2"),
             T0,
+            Evidence::Unverified,
             "TCP SYN/Normal scan to TCP port 23",
         );
         book.offend(
             &p,
             ip("198.18.0.2"),
             T0 + 10,
+            Evidence::Unverified,
             "TCP SYN/Normal scan to TCP port 23",
         );
-        book.offend(&p, ip("2001:db8:1::5"), T0, "UDP scan to UDP port 161");
+        book.offend(
+            &p,
+            ip("2001:db8:1::5"),
+            T0,
+            Evidence::Unverified,
+            "UDP scan to UDP port 161",
+        );
         book.ban(
             &p,
             "203.0.113.0/24".parse().unwrap(),
             T0,
             None,
+            Evidence::Manual,
             "manual \"quoted\"",
         );
-        book.offend(&p, ip("198.18.0.9"), T0, "old");
+        book.offend(&p, ip("198.18.0.9"), T0, Evidence::Unverified, "old");
         book.unban("198.18.0.9/32".parse().unwrap(), T0 + 20);
         book
     }
@@ -406,6 +453,7 @@ mod tests {
             expires_at,
             last_offence: last,
             reason: "saved".into(),
+            evidence: Evidence::Unverified,
         };
         let loaded = LoadedState {
             saved_at: Some(T0),
@@ -532,13 +580,21 @@ mod tests {
         let path = dir.path().join("state.json");
         let p = BanPolicy::default();
         let mut book = BanBook::new(10);
-        book.offend(&p, ip("198.18.0.2"), T0, "scan");
-        book.ban(&p, "198.18.0.3/32".parse().unwrap(), T0, None, "manual");
+        book.offend(&p, ip("198.18.0.2"), T0, Evidence::Unverified, "scan");
+        book.ban(
+            &p,
+            "198.18.0.3/32".parse().unwrap(),
+            T0,
+            None,
+            Evidence::Manual,
+            "manual",
+        );
         book.ban(
             &p,
             "198.18.0.4/32".parse().unwrap(),
             T0,
             Some(Duration::from_secs(10 * H)),
+            Evidence::Manual,
             "manual",
         );
         save(&path, &book, T0 + 1).unwrap();
@@ -557,7 +613,12 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].key, "198.18.0.2/32".parse::<IpNet>().unwrap());
         assert!(again.take_expired(now).is_empty());
-        assert_eq!(again.offend(&p, ip("198.18.0.2"), now, "x").offences, 2);
+        assert_eq!(
+            again
+                .offend(&p, ip("198.18.0.2"), now, Evidence::Unverified, "x")
+                .offences,
+            2
+        );
 
         // Saved again, the ended ban is plain history: neither active nor expired.
         save(&path, &again, now).unwrap();
@@ -653,5 +714,83 @@ mod tests {
             matches!(err, StoreError::Format { found: None, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn issue7_the_evidence_class_is_saved_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let p = BanPolicy::default();
+        let mut book = BanBook::new(10);
+        book.offend(&p, ip("198.18.0.2"), T0, Evidence::Unverified, "SYN");
+        book.offend(&p, ip("198.18.0.3"), T0, Evidence::Verified, "TCP Connect");
+        book.ban(
+            &p,
+            "198.18.0.4/32".parse().unwrap(),
+            T0,
+            None,
+            Evidence::Manual,
+            "banned by the administrator",
+        );
+        save(&path, &book, T0).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        let words: Vec<&str> = json["bans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["evidence"].as_str().unwrap())
+            .collect();
+        assert_eq!(words, ["unverified", "verified", "manual"]);
+        assert_eq!(json["version"], 1, "an additive field: still version 1");
+        let loaded = load(&path, T0).unwrap();
+        assert_eq!(
+            sorted(loaded.records),
+            sorted(book.records().cloned().collect())
+        );
+    }
+
+    /// A file written before bans carried their class: the administrator's bans (by
+    /// their reason) are manual, every other one is unverified.
+    #[test]
+    fn issue7_an_old_file_without_the_class_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(
+            &path,
+            r#"{"format":"portsentry-state","version":1,"saved_at":1,"bans":[
+              {"key":"198.18.0.2/32","offences":1,"banned_at":1,"expires_at":null,"last_offence":1,"reason":"TCP SYN/Normal scan to TCP port 23"},
+              {"key":"198.18.0.3/32","offences":1,"banned_at":1,"expires_at":null,"last_offence":1,"reason":"banned by the administrator"},
+              {"key":"198.18.0.4/32","offences":1,"banned_at":1,"expires_at":null,"last_offence":1,"reason":"banned by the administrator (--force over the protected 198.18.0.4/32)"},
+              {"key":"198.18.0.5/32","offences":1,"banned_at":1,"expires_at":null,"last_offence":1,"reason":"found in the kernel at start"}]}"#,
+        )
+        .unwrap();
+        let classes: Vec<(String, Evidence)> = load(&path, T0)
+            .unwrap()
+            .records
+            .into_iter()
+            .map(|b| (b.key.to_string(), b.evidence))
+            .collect();
+        assert_eq!(
+            classes,
+            [
+                ("198.18.0.2/32".to_string(), Evidence::Unverified),
+                ("198.18.0.3/32".to_string(), Evidence::Manual),
+                ("198.18.0.4/32".to_string(), Evidence::Manual),
+                ("198.18.0.5/32".to_string(), Evidence::Unverified),
+            ]
+        );
+        // A word this code does not know is an error naming the record, never a guess.
+        fs::write(
+            &path,
+            r#"{"format":"portsentry-state","version":1,"saved_at":1,"bans":[
+              {"key":"198.18.0.2/32","offences":1,"banned_at":1,"expires_at":null,"last_offence":1,"reason":"","evidence":"proven"}]}"#,
+        )
+        .unwrap();
+        let err = load(&path, T0).unwrap_err();
+        assert!(
+            matches!(err, StoreError::BadEvidence { index: 0, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("\"proven\""), "{err}");
     }
 }

@@ -531,6 +531,31 @@ fn systemd_unit_is_valid_and_uses_existing_options() {
         "systemd-analyze verify: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The exposure an admin sees with `systemd-analyze security portsentry.service`.
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for portsentry.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure level in:\n{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(
+        score <= 4.5,
+        "systemd-analyze security rates the unit {score} (at most 4.5):\n{text}"
+    );
 }
 
 /// With no configuration file at all (the README's quick start), the daemon runs on its
@@ -572,6 +597,12 @@ fn embedded_defaults_when_no_config_file_exists() {
     );
     assert!(text.contains("fast path on"), "{text}");
     assert!(text.contains("bans: 1h first"), "{text}");
+    assert!(
+        text.contains(
+            "unverified bans (single packets): 10m first, x2 per offence at least 1h apart, up to 1day"
+        ),
+        "{text}"
+    );
     assert!(!text.contains("WARNING"), "{text}");
 }
 

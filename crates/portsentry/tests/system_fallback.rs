@@ -17,7 +17,7 @@ fn fallback_bans_and_expires(backend: &str, test: &str) {
     };
     let (def, atk, client) = (&lab.defender, lab.peer("attacker"), lab.peer("client"));
     let conf = Conf::bans_only().toml(&format!(
-        "[firewall]\nbackend = \"{backend}\"\n\n[bans]\ntime = \"4s\"\nescalation = 1\n"
+        "[firewall]\nbackend = \"{backend}\"\n\n[bans.unverified]\ntime = \"4s\"\nescalation = 1\n"
     ));
     let d = lab.daemon(&conf, &["-atcp", "-audp"]);
     let t = Duration::from_secs(2);
@@ -97,7 +97,7 @@ fn flush_all_lifts_fallback_bans() {
     nmap(atk, &["-sS", "-p", "21-23"], def.addr(false));
     d.check(
         d.wait_for_line(
-            &format!("attackalert: Host {ip} has been banned in the kernel (iptables) for 1h"),
+            &format!("attackalert: Host {ip} has been banned in the kernel (iptables) for 10m"),
             REACT,
         ),
         "no iptables ban",

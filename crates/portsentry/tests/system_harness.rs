@@ -236,9 +236,23 @@ fn harness_history_line_parser() {
     assert_eq!(h.ip, "192.168.2.12");
     assert_eq!(h.port, 111);
     assert_eq!(h.proto, "TCP");
+    assert_eq!(h.evidence, None);
     assert!(
         common::HistoryLine::parse("942286729 - 11/10/1999 Host: x/y Port: 1 TCP Blocked")
             .is_none()
+    );
+    // Ours: the evidence class before `Host:`.
+    let l = "942286729 - 11/10/1999 20:18:49 [unverified] Host: 198.18.0.2/198.18.0.2 Port: 111 TCP Blocked";
+    let h = common::HistoryLine::parse(l).expect("parses");
+    assert_eq!(
+        (h.ip.as_str(), h.evidence.as_deref()),
+        ("198.18.0.2", Some("unverified"))
+    );
+    assert!(
+        common::HistoryLine::parse(
+            "942286729 - 11/10/1999 20:18:49 [proven] Host: x/y Port: 1 TCP Blocked"
+        )
+        .is_none()
     );
     assert!(common::daemon::line_format_ok(
         "2026-11-21T23:59:01.123+00:00 portsentry[1234]: adminalert: PortSentry is now active and listening."

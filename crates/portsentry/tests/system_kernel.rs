@@ -280,10 +280,10 @@ fn first_probe_bans(case: ScanCase) {
             format!("alert of another type for {ip}: {l}"),
         );
     }
-    wait_line(&d, &ban_line(ip, "1h", 1));
+    wait_line(&d, &ban_line(ip, "10m", 1));
     d.check(
-        elem.timeout == Some(3600),
-        format!("kernel element {elem:?}: timeout is not 1h"),
+        elem.timeout == Some(600),
+        format!("kernel element {elem:?}: timeout is not the provisional 10m"),
     );
     // The legacy KILL_HOSTS_DENY still runs after the kernel ban.
     d.check(
@@ -471,7 +471,7 @@ fn kernel_service_started_later_is_not_trapped() {
         &d,
         &format!("{}{PORT}", alert_prefix("TCP SYN/Normal scan", ip, "TCP")),
     );
-    wait_line(&d, &ban_line(ip, "1h", 1));
+    wait_line(&d, &ban_line(ip, "10m", 1));
     let running = d.is_running();
     d.check(running, "the daemon exited");
     let starts = d
@@ -494,7 +494,8 @@ fn kernel_ban_expires_with_daemon_stopped() {
     let def = &lab.defender;
     let atk = lab.peer("attacker");
     let _alt = TcpServer::start(&def.ns, ALT);
-    let conf = kernel::kernel_conf().toml("[bans]\ntime = \"4s\"\nescalation = 1");
+    // A single SYN is unverified evidence: its bans follow [bans.unverified].
+    let conf = kernel::kernel_conf().toml("[bans.unverified]\ntime = \"4s\"\nescalation = 1");
     let mut d = Daemon::start(&def.ns, &conf, MODES);
     d.wait_ready();
     let target = def.addr(false);
@@ -587,7 +588,10 @@ fn kernel_repeat_offender_ban_escalates() {
     let lab = Lab::builder().peer("attacker").build();
     let def = &lab.defender;
     let atk = lab.peer("attacker");
-    let conf = kernel::kernel_conf().toml("[bans]\ntime = \"3s\"\nescalation = 2");
+    // SYN scans are unverified evidence; offence_gap = 0 counts every offence (the
+    // provisional default counts one an hour), so the second scan escalates.
+    let conf = kernel::kernel_conf()
+        .toml("[bans.unverified]\ntime = \"3s\"\nescalation = 2\noffence_gap = 0");
     let mut d = Daemon::start(&def.ns, &conf, MODES);
     d.wait_ready();
     let target = def.addr(false);
@@ -639,7 +643,7 @@ fn kernel_bans_survive_kill_9_and_restart() {
     let def = &lab.defender;
     let (a, b, dd) = (lab.peer("a"), lab.peer("b"), lab.peer("d"));
     let _alt = TcpServer::start(&def.ns, ALT);
-    let conf = kernel::kernel_conf().toml("[bans]\ntime = \"60s\"");
+    let conf = kernel::kernel_conf().toml("[bans.unverified]\ntime = \"60s\"");
     let mut d = Daemon::start(&def.ns, &conf, MODES);
     d.wait_ready();
     let target = def.addr(false);
@@ -859,7 +863,7 @@ fn kernel_decoys_never_ban_protected_hosts() {
     let decoys = format!("{},{},ME", prot.v4, gw.v4);
     let out = nmap(atk, &["-sS", "-D", &decoys, "-p", "20-30,8080"], target);
     assert_in_set(&d, def, ip);
-    wait_line(&d, &ban_line(ip, "1h", 1));
+    wait_line(&d, &ban_line(ip, "10m", 1));
     wait_line(&d, &alert_prefix("TCP SYN/Normal scan", ip, "TCP"));
     for (what, h) in [("protected decoy", prot), ("gateway decoy", gw)] {
         let dip = h.addr(false);
@@ -923,7 +927,7 @@ fn kernel_flush_all_removes_table_and_bans() {
 
     nmap(atk, &["-sS", "-p", "21-25"], target);
     assert_in_set(&d, def, ip);
-    wait_line(&d, &ban_line(ip, "1h", 1));
+    wait_line(&d, &ban_line(ip, "10m", 1));
     d.check(
         !can_connect(&atk.ns, target, ALT, Duration::from_secs(1)),
         "banned attacker can connect",

@@ -23,18 +23,23 @@
 //! - a backend that holds single addresses only gets the offending address for a
 //!   grouped (network) ban, and loses it again when that ban ends;
 //! - backends that cannot expire bans (iptables, routes) get each ban removed when the
-//!   book says it ended (expiry, or dropped from a full book).
+//!   book says it ended (expiry, or dropped from a full book);
+//! - the policy of each offence is chosen by its [`Evidence`] ([`BanPolicies`]); a new
+//!   unverified ban that the daemon (not the kernel) decides takes one token of the
+//!   [`BanBudget`]; past it, nothing is banned and the refusal is counted
+//!   ([`BanLifecycle::take_over_budget`]).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use portsentry_engine::Millis;
-use portsentry_engine::bans::{Ban, BanBook, BanPolicy};
+use portsentry_engine::bans::{Ban, BanBook, BanPolicies};
 use portsentry_engine::ignore::IgnoreSet;
+use portsentry_engine::{Evidence, Millis};
 use portsentry_kernel::backend::{BackendError, BanBackend, Expiry, host_of};
 
+use super::budget::BanBudget;
 use super::guard::{self, Refusal};
 use super::{LARGE_BOOK, SAVE_INTERVAL, SAVE_INTERVAL_LARGE};
 
@@ -43,8 +48,29 @@ const MANUAL_REASON: &str = "banned by the administrator";
 
 /// Is `ban` an administrator's (`portsentry ban`), for which no KILL_* command ran?
 pub fn by_administrator(ban: &Ban) -> bool {
-    ban.reason.starts_with(MANUAL_REASON)
+    ban.evidence == Evidence::Manual || reason_is_manual(&ban.reason)
 }
+
+/// Does this reason mark a ban as the administrator's? (How a state file written before
+/// bans carried their evidence tells a manual ban.)
+pub fn reason_is_manual(reason: &str) -> bool {
+    reason.starts_with(MANUAL_REASON)
+}
+
+/// Whether a probe's source may be banned now ([`BanLifecycle::admit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Ban it ([`BanLifecycle::ban`]).
+    Ban,
+    /// The policy of its evidence class says not to ban (`ban = false`): alert only.
+    NotByPolicy,
+    /// A new unverified ban past the budget: alert only, counted.
+    OverBudget,
+}
+
+/// Most distinct sources remembered per over-budget count; past it each refusal counts
+/// as a new source (the count is an upper bound), so a forged flood cannot grow it.
+const OVER_BUDGET_SOURCES: usize = 65_536;
 
 /// A lifecycle step the backend (or the configuration) refused. Each message names the
 /// step and carries the backend's own error text.
@@ -138,7 +164,14 @@ pub struct Banned {
 /// Bans, their book and their backend; see the module documentation.
 pub struct BanLifecycle {
     book: BanBook,
-    policy: BanPolicy,
+    policies: BanPolicies,
+    /// New unverified bans the daemon decides (the kernel has its own).
+    budget: BanBudget,
+    /// Refused for the budget since the last [`Self::take_over_budget`]: how many, and
+    /// from which sources (bounded).
+    over_budget: u64,
+    over_budget_sources: HashSet<IpAddr>,
+    over_budget_extra: u64,
     /// `None`: no ban backend, the book only records what the legacy KILL_* commands
     /// did (1.2 bans are permanent: nothing lifts them).
     backend: Option<Box<dyn BanBackend>>,
@@ -165,7 +198,7 @@ impl BanLifecycle {
     pub fn start(
         book: BanBook,
         expired_at_load: usize,
-        policy: BanPolicy,
+        policies: BanPolicies,
         mut backend: Option<Box<dyn BanBackend>>,
         protected: IgnoreSet,
         now: u64,
@@ -267,8 +300,15 @@ impl BanLifecycle {
                         });
                         (banned_at, Some(now + left.as_secs().max(1)))
                     }
-                    // No timeout kept (iptables rule, route): a first-offence ban.
-                    Expiry::Unknown => (now, policy.duration_for(1).map(|d| now + d.as_secs())),
+                    // No timeout kept (iptables rule, route): a first-offence ban of
+                    // the class the kernel's own bans are (a single packet).
+                    Expiry::Unknown => (
+                        now,
+                        policies
+                            .unverified
+                            .duration_for(1)
+                            .map(|d| now + d.as_secs()),
+                    ),
                 };
                 book.restore(Ban {
                     key: h.key,
@@ -277,6 +317,8 @@ impl BanLifecycle {
                     expires_at,
                     last_offence: banned_at,
                     reason: "found in the kernel at start".into(),
+                    // What the trap rule adds on its own is a first-probe ban.
+                    evidence: Evidence::Unverified,
                 });
                 restored.adopted_from_kernel += 1;
             }
@@ -284,7 +326,11 @@ impl BanLifecycle {
         }
         let bans = BanLifecycle {
             book,
-            policy,
+            policies,
+            budget: BanBudget::unlimited(),
+            over_budget: 0,
+            over_budget_sources: HashSet::new(),
+            over_budget_extra: 0,
             backend,
             protected,
             dirty: true,
@@ -305,29 +351,87 @@ impl BanLifecycle {
         self.backend.is_some()
     }
 
+    /// The budget of new unverified bans the daemon decides (unlimited until set).
+    pub fn set_budget(&mut self, budget: BanBudget) {
+        self.budget = budget;
+    }
+
+    /// The policies by evidence class.
+    pub fn policies(&self) -> &BanPolicies {
+        &self.policies
+    }
+
+    /// May the source of a probe with this `evidence` be banned now? `mono`: the
+    /// monotonic clock, for the budget. No, when its class's policy says `ban = false`;
+    /// no, when it is a new unverified ban the daemon decides (`kernel_banned` false)
+    /// and the budget is spent (counted for [`Self::take_over_budget`]). A source
+    /// already banned takes no budget: its ban is not new.
+    pub fn admit(
+        &mut self,
+        now: u64,
+        mono: Millis,
+        ip: IpAddr,
+        evidence: Evidence,
+        kernel_banned: bool,
+    ) -> Admission {
+        if !self.policies.for_evidence(evidence).ban {
+            return Admission::NotByPolicy;
+        }
+        if evidence != Evidence::Unverified || kernel_banned || self.book.is_banned(ip, now) {
+            return Admission::Ban;
+        }
+        if self.budget.take(mono) {
+            return Admission::Ban;
+        }
+        self.over_budget = self.over_budget.saturating_add(1);
+        if self.over_budget_sources.len() < OVER_BUDGET_SOURCES {
+            self.over_budget_sources.insert(ip.to_canonical());
+        } else if !self.over_budget_sources.contains(&ip.to_canonical()) {
+            self.over_budget_extra = self.over_budget_extra.saturating_add(1);
+        }
+        Admission::OverBudget
+    }
+
+    /// Ban requests refused for the budget since the last call, and from how many
+    /// distinct sources (an upper bound past 65,536 of them); the counts start again.
+    /// For the daemon's periodic summary line.
+    pub fn take_over_budget(&mut self) -> (u64, u64) {
+        let sources = self.over_budget_sources.len() as u64 + self.over_budget_extra;
+        let probes = std::mem::take(&mut self.over_budget);
+        self.over_budget_sources.clear();
+        self.over_budget_extra = 0;
+        (probes, sources)
+    }
+
     /// Record a ban that a legacy KILL_ROUTE / KILL_RUN_CMD made (permanent: 1.2 has no
-    /// command to lift it), so that it is listed and counts as an offence.
-    pub fn record_legacy(&mut self, now: u64, ip: IpAddr, reason: &str) {
+    /// command to lift it), so that it is listed and counts as an offence. `evidence`:
+    /// the class of the probe it answered.
+    pub fn record_legacy(&mut self, now: u64, ip: IpAddr, evidence: Evidence, reason: &str) {
+        let policy = self.policies.for_evidence(evidence);
         self.book
-            .ban(&self.policy, IpNet::from(ip), now, None, reason);
+            .ban(policy, IpNet::from(ip), now, None, evidence, reason);
         self.dirty = true;
     }
 
-    /// Record an offence by `ip` at `now` and make the backend hold the resulting ban:
-    /// length and escalation per the policy, the network per its grouping (the address
-    /// itself on a backend that holds single addresses only). `kernel_banned`: the
-    /// kernel's own trap rule already added `ip` with the set's default timeout (the
-    /// first-offence length), so a first offence of a single address is not written
-    /// again; escalated, permanent and grouped bans are.
+    /// Record an offence by `ip` at `now`, of class `evidence`, and make the backend
+    /// hold the resulting ban: length and escalation per the policy of that class, the
+    /// network per its grouping (the address itself on a backend that holds single
+    /// addresses only). `kernel_banned`: the kernel's own trap rule already added `ip`
+    /// with the set's default timeout (the unverified first-offence length), so a ban
+    /// of that length on a single address is not written again; escalated, verified,
+    /// permanent and grouped bans are. Call [`Self::admit`] first.
     pub fn ban(
         &mut self,
         now: u64,
         ip: IpAddr,
+        evidence: Evidence,
         kernel_banned: bool,
         reason: &str,
     ) -> Result<Banned> {
-        let before = self.book.in_force(self.policy.ban_key(ip), now).cloned();
-        let ban = self.book.offend(&self.policy, ip, now, reason);
+        let policy = self.policies.for_evidence(evidence);
+        let kernel_time = self.policies.unverified.ban_time;
+        let before = self.book.in_force(policy.ban_key(ip), now).cloned();
+        let ban = self.book.offend(policy, ip, now, evidence, reason);
         self.dirty = true;
         let timeout = remaining(&ban, now);
         let Some(b) = self.backend.as_deref_mut() else {
@@ -344,7 +448,7 @@ impl BanLifecycle {
             IpNet::from(ip.to_canonical())
         };
         let kernel_is_right =
-            kernel_banned && host_of(ban.key).is_some() && timeout == Some(self.policy.ban_time);
+            kernel_banned && host_of(ban.key).is_some() && timeout == Some(kernel_time);
         let believed_full = match &self.set_full {
             Some((at, _)) if now < at.saturating_add(SET_FULL_RETRY) => host_of(target).is_some(),
             _ => false,
@@ -371,7 +475,8 @@ impl BanLifecycle {
                     ..before
                 }),
                 None if kernel_banned && host_of(ban.key).is_some() => Some(Ban {
-                    expires_at: Some(now.saturating_add(self.policy.ban_time.as_secs())),
+                    expires_at: Some(now.saturating_add(kernel_time.as_secs())),
+                    evidence: Evidence::Unverified,
                     ..ban.clone()
                 }),
                 None => None,
@@ -437,7 +542,14 @@ impl BanLifecycle {
             Some(p) => format!("{MANUAL_REASON} (--force over the protected {p})"),
             None => MANUAL_REASON.into(),
         };
-        let ban = self.book.ban(&self.policy, net, now, timeout, &reason);
+        let ban = self.book.ban(
+            &self.policies.manual,
+            net,
+            now,
+            timeout,
+            Evidence::Manual,
+            &reason,
+        );
         self.dirty = true;
         Ok(ManualBan { ban, overrode })
     }
@@ -458,6 +570,7 @@ impl BanLifecycle {
                     expires_at: Some(now),
                     last_offence: now,
                     reason: "kernel element".into(),
+                    evidence: Evidence::Unverified,
                 }));
             }
             return Ok(None);

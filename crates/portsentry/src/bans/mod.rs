@@ -1,4 +1,4 @@
-//! Bans: ban time, escalation and offence counts per [`BanPolicy`], written to the
+//! Bans: ban time, escalation and offence counts per [`BanPolicy`](portsentry_engine::bans::BanPolicy) of each evidence class, written to the
 //! kernel through one [`BanBackend`] (our nftables sets, or ipset, iptables, blackhole
 //! routes on hosts without nftables) and kept in the state file so they survive
 //! restarts and `kill -9`.
@@ -15,6 +15,7 @@
 //! recovered at start from the kernel itself, which keeps (and, for nftables and
 //! ipset, expires) bans on its own.
 
+mod budget;
 pub mod guard;
 mod lifecycle;
 #[cfg(test)]
@@ -23,11 +24,15 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use portsentry_engine::bans::{Ban, BanBook, BanPolicy};
+use portsentry_engine::bans::{Ban, BanBook, BanPolicies};
 use portsentry_engine::ignore::IgnoreSet;
 use portsentry_kernel::backend::BanBackend;
 
-pub use lifecycle::{BanError, BanLifecycle, Banned, ManualBan, Restored, by_administrator};
+pub use budget::BanBudget;
+pub use lifecycle::{
+    Admission, BanError, BanLifecycle, Banned, ManualBan, Restored, by_administrator,
+    reason_is_manual,
+};
 
 use crate::clock::{self, Now};
 use crate::store;
@@ -122,14 +127,14 @@ impl StateFile {
 /// daemon's start.
 pub fn start(
     state: &StateFile,
-    policy: BanPolicy,
+    policies: BanPolicies,
     backend: Option<Box<dyn BanBackend>>,
     protected: IgnoreSet,
 ) -> Result<(BanLifecycle, Restored), StateError> {
     let now = clock::now();
     let (book, expired, over_capacity) = state.load(now.unix)?;
     let (mut bans, mut restored) =
-        BanLifecycle::start(book, expired, policy, backend, protected, now.unix)?;
+        BanLifecycle::start(book, expired, policies, backend, protected, now.unix)?;
     restored.over_capacity = over_capacity;
     state.save(&mut bans, now)?;
     Ok((bans, restored))

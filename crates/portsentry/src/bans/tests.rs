@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use portsentry_engine::Millis;
-use portsentry_engine::bans::{Ban, BanBook, BanPolicy};
+use portsentry_engine::bans::{Ban, BanBook, BanPolicies, BanPolicy};
 use portsentry_engine::ignore::IgnoreSet;
+use portsentry_engine::{Evidence, Millis};
 use portsentry_kernel::backend::{BackendError, BanBackend, Expiry, Held, host_of};
 
 use super::guard::Refusal;
-use super::{BanError, BanLifecycle, LARGE_BOOK, Restored};
+use super::{Admission, BanBudget, BanError, BanLifecycle, LARGE_BOOK, Restored};
 
 /// What the fake kernel holds and how it behaves.
 #[derive(Debug, Default)]
@@ -173,8 +173,17 @@ fn grouped() -> BanPolicy {
     }
 }
 
+/// The same policy for every class: the tests written before evidence classes.
+fn same(policy: BanPolicy) -> BanPolicies {
+    BanPolicies {
+        unverified: policy.clone(),
+        verified: policy.clone(),
+        manual: policy,
+    }
+}
+
 fn start_with(fake: &Fake, book: BanBook, policy: BanPolicy, now: u64) -> (BanLifecycle, Restored) {
-    BanLifecycle::start(book, 0, policy, fake.boxed(), IgnoreSet::new(), now).unwrap()
+    BanLifecycle::start(book, 0, same(policy), fake.boxed(), IgnoreSet::new(), now).unwrap()
 }
 
 fn start(fake: &Fake, policy: BanPolicy) -> BanLifecycle {
@@ -189,6 +198,7 @@ fn saved_ban(key: &str, offences: u32, banned_at: u64, expires_at: Option<u64>) 
         expires_at,
         last_offence: banned_at,
         reason: "saved".into(),
+        evidence: Evidence::Unverified,
     }
 }
 
@@ -205,7 +215,9 @@ fn first_ban_writes_the_first_offence_length() {
     let fake = Fake::nftables_like();
     let mut bans = start(&fake, policy());
     assert!(bans.is_native());
-    let b = bans.ban(T0, ip("198.18.0.2"), false, "SYN scan").unwrap();
+    let b = bans
+        .ban(T0, ip("198.18.0.2"), Evidence::Verified, false, "SYN scan")
+        .unwrap();
     assert_eq!((b.ban.offences, b.timeout), (1, secs(HOUR)));
     assert_eq!(b.ban.key, net("198.18.0.2/32"));
     assert_eq!(b.ban.expires_at, Some(T0 + HOUR));
@@ -221,14 +233,14 @@ fn repeat_offences_escalate_then_become_permanent() {
     let fake = Fake::nftables_like();
     let mut bans = start(&fake, policy());
     let src = ip("198.18.0.2");
-    bans.ban(T0, src, false, "1").unwrap();
+    bans.ban(T0, src, Evidence::Verified, false, "1").unwrap();
     // Again after the first ban ended: the second offence lasts twice as long.
     let t1 = T0 + HOUR + 10;
-    let b = bans.ban(t1, src, false, "2").unwrap();
+    let b = bans.ban(t1, src, Evidence::Verified, false, "2").unwrap();
     assert_eq!((b.ban.offences, b.timeout), (2, secs(2 * HOUR)));
     // The third offence (permanent_after = 3) is permanent, in the book and the kernel.
     let t2 = t1 + 2 * HOUR + 10;
-    let b = bans.ban(t2, src, false, "3").unwrap();
+    let b = bans.ban(t2, src, Evidence::Verified, false, "3").unwrap();
     assert_eq!(
         (b.ban.offences, b.timeout, b.ban.expires_at),
         (3, None, None)
@@ -241,8 +253,12 @@ fn repeat_offences_escalate_then_become_permanent() {
 fn grouping_bans_the_v4_24_and_the_v6_64_on_a_network_backend() {
     let fake = Fake::nftables_like();
     let mut bans = start(&fake, grouped());
-    let b4 = bans.ban(T0, ip("198.18.0.7"), false, "scan").unwrap();
-    let b6 = bans.ban(T0, ip("fd00:5e17::7"), false, "scan").unwrap();
+    let b4 = bans
+        .ban(T0, ip("198.18.0.7"), Evidence::Verified, false, "scan")
+        .unwrap();
+    let b6 = bans
+        .ban(T0, ip("fd00:5e17::7"), Evidence::Verified, false, "scan")
+        .unwrap();
     assert_eq!(b4.ban.key, net("198.18.0.0/24"));
     assert_eq!(b6.ban.key, net("fd00:5e17::/64"));
     assert_eq!(
@@ -253,7 +269,9 @@ fn grouping_bans_the_v4_24_and_the_v6_64_on_a_network_backend() {
         ]
     );
     // A neighbour is covered: its offence is the network's second.
-    let b = bans.ban(T0 + 5, ip("198.18.0.8"), false, "scan").unwrap();
+    let b = bans
+        .ban(T0 + 5, ip("198.18.0.8"), Evidence::Verified, false, "scan")
+        .unwrap();
     assert_eq!((b.ban.key, b.ban.offences), (net("198.18.0.0/24"), 2));
 }
 
@@ -261,7 +279,9 @@ fn grouping_bans_the_v4_24_and_the_v6_64_on_a_network_backend() {
 fn grouping_falls_back_to_the_address_on_a_host_only_backend_and_lifts_it_at_expiry() {
     let fake = Fake::route_like();
     let mut bans = start(&fake, grouped());
-    let b = bans.ban(T0, ip("198.18.0.7"), false, "scan").unwrap();
+    let b = bans
+        .ban(T0, ip("198.18.0.7"), Evidence::Verified, false, "scan")
+        .unwrap();
     assert_eq!(
         b.ban.key,
         net("198.18.0.0/24"),
@@ -418,9 +438,12 @@ fn a_full_book_drops_the_ban_ending_soonest_and_tells_it_from_an_expired_one() {
             Fake::route_like()
         };
         let (mut bans, _) = start_with(&fake, BanBook::new(2), policy(), T0);
-        bans.ban(T0, ip("198.18.0.1"), false, "a").unwrap();
-        bans.ban(T0 + 1, ip("198.18.0.2"), false, "b").unwrap();
-        bans.ban(T0 + 2, ip("198.18.0.3"), false, "c").unwrap();
+        bans.ban(T0, ip("198.18.0.1"), Evidence::Verified, false, "a")
+            .unwrap();
+        bans.ban(T0 + 1, ip("198.18.0.2"), Evidence::Verified, false, "b")
+            .unwrap();
+        bans.ban(T0 + 2, ip("198.18.0.3"), Evidence::Verified, false, "c")
+            .unwrap();
         assert_eq!(bans.book().len(), 2, "capacity bound");
         let now = T0 + 3;
         let ended = bans.take_expired(now);
@@ -442,8 +465,10 @@ fn a_full_book_drops_the_ban_ending_soonest_and_tells_it_from_an_expired_one() {
 fn expiry_removes_bans_only_from_backends_that_do_not_expire_them() {
     for (fake, removed) in [(Fake::route_like(), true), (Fake::ipset_like(), false)] {
         let mut bans = start(&fake, policy());
-        bans.ban(T0, ip("198.18.0.2"), false, "scan").unwrap();
-        bans.ban(T0, ip("fd00:5e17::2"), false, "scan").unwrap();
+        bans.ban(T0, ip("198.18.0.2"), Evidence::Verified, false, "scan")
+            .unwrap();
+        bans.ban(T0, ip("fd00:5e17::2"), Evidence::Verified, false, "scan")
+            .unwrap();
         let ended = bans.take_expired(T0 + HOUR);
         assert_eq!(ended.len(), 2);
         assert!(ended.iter().all(|(_, e)| e.is_none()));
@@ -459,7 +484,8 @@ fn expiry_removes_bans_only_from_backends_that_do_not_expire_them() {
 fn a_failed_removal_at_expiry_is_reported_per_ban() {
     let fake = Fake::route_like();
     let mut bans = start(&fake, policy());
-    bans.ban(T0, ip("198.18.0.2"), false, "scan").unwrap();
+    bans.ban(T0, ip("198.18.0.2"), Evidence::Verified, false, "scan")
+        .unwrap();
     fake.k().fail_remove = true;
     let ended = bans.take_expired(T0 + HOUR);
     assert_eq!(ended.len(), 1);
@@ -477,13 +503,21 @@ fn a_refused_ban_is_an_error_but_counts_as_an_offence() {
     let fake = Fake::nftables_like();
     let mut bans = start(&fake, policy());
     fake.k().fail_add = true;
-    let e = bans.ban(T0, ip("198.18.0.2"), false, "scan").unwrap_err();
+    let e = bans
+        .ban(T0, ip("198.18.0.2"), Evidence::Verified, false, "scan")
+        .unwrap_err();
     assert!(format!("{e:#}").contains("refused"), "{e:#}");
     assert!(!bans.book().is_banned(ip("198.18.0.2"), T0), "not in force");
     assert_eq!(bans.active_count(T0), 0);
     fake.k().fail_add = false;
     let b = bans
-        .ban(T0 + HOUR + 1, ip("198.18.0.2"), false, "scan")
+        .ban(
+            T0 + HOUR + 1,
+            ip("198.18.0.2"),
+            Evidence::Verified,
+            false,
+            "scan",
+        )
         .unwrap();
     assert_eq!(b.ban.offences, 2);
 }
@@ -493,7 +527,7 @@ fn the_kernels_own_first_offence_element_is_kept_but_an_escalated_one_rewritten(
     let fake = Fake::nftables_like();
     let mut bans = start(&fake, policy());
     let src = ip("198.18.0.2");
-    let b = bans.ban(T0, src, true, "trap").unwrap();
+    let b = bans.ban(T0, src, Evidence::Verified, true, "trap").unwrap();
     assert!(!b.written);
     assert_eq!(b.timeout, secs(HOUR));
     assert_eq!(b.place, "fake");
@@ -503,7 +537,9 @@ fn the_kernels_own_first_offence_element_is_kept_but_an_escalated_one_rewritten(
     );
     // Second offence: the kernel added it with the set's default (1 h) again, but the
     // ban is 2 h now.
-    let b = bans.ban(T0 + HOUR + 1, src, true, "trap").unwrap();
+    let b = bans
+        .ban(T0 + HOUR + 1, src, Evidence::Verified, true, "trap")
+        .unwrap();
     assert!(b.written);
     assert_eq!(
         fake.take_adds(),
@@ -511,7 +547,8 @@ fn the_kernels_own_first_offence_element_is_kept_but_an_escalated_one_rewritten(
     );
     // Grouped: the kernel holds the host, the ban is the network's.
     let mut bans = start(&fake, grouped());
-    bans.ban(T0, ip("198.18.5.5"), true, "trap").unwrap();
+    bans.ban(T0, ip("198.18.5.5"), Evidence::Verified, true, "trap")
+        .unwrap();
     assert_eq!(fake.take_adds(), vec![(net("198.18.5.0/24"), secs(HOUR))]);
 }
 
@@ -543,7 +580,8 @@ fn manual_bans_network_ones_refused_on_a_host_only_backend() {
 fn unban_lifts_book_bans_and_elements_only_the_kernel_holds() {
     let fake = Fake::nftables_like();
     let mut bans = start(&fake, grouped());
-    bans.ban(T0, ip("198.18.0.7"), false, "scan").unwrap();
+    bans.ban(T0, ip("198.18.0.7"), Evidence::Verified, false, "scan")
+        .unwrap();
     // The most specific ban containing the address.
     let lifted = bans.unban(T0 + 1, net("198.18.0.7")).unwrap().unwrap();
     assert_eq!(lifted.key, net("198.18.0.0/24"));
@@ -568,7 +606,8 @@ fn unban_lifts_book_bans_and_elements_only_the_kernel_holds() {
 fn put_back_missing_restores_what_a_table_reinstall_lost() {
     let fake = Fake::nftables_like();
     let mut bans = start(&fake, grouped());
-    bans.ban(T0, ip("198.18.0.7"), false, "scan").unwrap();
+    bans.ban(T0, ip("198.18.0.7"), Evidence::Verified, false, "scan")
+        .unwrap();
     bans.manual_ban(T0, net("fd00:5e17::9/128"), None, false)
         .unwrap();
     fake.take_adds();
@@ -598,7 +637,8 @@ fn the_book_is_saved_at_most_once_a_second_and_every_ten_when_large() {
     bans.saved(ms(0));
     assert!(!bans.save_due(ms(5000), false), "unchanged");
     assert!(!bans.save_due(ms(5000), true), "unchanged, even at stop");
-    bans.ban(T0, ip("198.18.0.2"), false, "scan").unwrap();
+    bans.ban(T0, ip("198.18.0.2"), Evidence::Verified, false, "scan")
+        .unwrap();
     assert!(!bans.save_due(ms(999), false));
     assert!(bans.save_due(ms(999), true), "stop saves a change at once");
     assert!(bans.save_due(ms(1000), false));
@@ -615,19 +655,27 @@ fn the_book_is_saved_at_most_once_a_second_and_every_ten_when_large() {
     book.set_settled_through(T0);
     let (mut bans, _) = start_with(&Fake::nftables_like(), book, policy(), T0);
     bans.saved(ms(0));
-    bans.ban(T0, ip("198.18.0.2"), false, "scan").unwrap();
+    bans.ban(T0, ip("198.18.0.2"), Evidence::Verified, false, "scan")
+        .unwrap();
     assert!(!bans.save_due(ms(9_999), false));
     assert!(bans.save_due(ms(10_000), false));
 }
 
 #[test]
 fn without_a_backend_only_the_legacy_commands_bans_are_recorded() {
-    let (mut bans, restored) =
-        BanLifecycle::start(BanBook::new(100), 3, policy(), None, IgnoreSet::new(), T0).unwrap();
+    let (mut bans, restored) = BanLifecycle::start(
+        BanBook::new(100),
+        3,
+        same(policy()),
+        None,
+        IgnoreSet::new(),
+        T0,
+    )
+    .unwrap();
     assert_eq!(restored.expired_dropped, 3);
     assert!(!bans.is_native());
     assert!(bans.expires_by_itself());
-    bans.record_legacy(T0, ip("198.18.0.2"), "KILL_ROUTE");
+    bans.record_legacy(T0, ip("198.18.0.2"), Evidence::Unverified, "KILL_ROUTE");
     assert_eq!(
         bans.active_count(T0 + 365 * 24 * HOUR),
         1,
@@ -655,7 +703,7 @@ fn protected() -> IgnoreSet {
 }
 
 fn start_protected(fake: &Fake, book: BanBook) -> (BanLifecycle, Restored) {
-    BanLifecycle::start(book, 0, policy(), fake.boxed(), protected(), T0).unwrap()
+    BanLifecycle::start(book, 0, same(policy()), fake.boxed(), protected(), T0).unwrap()
 }
 
 #[test]
@@ -789,9 +837,13 @@ fn issue7_a_failed_add_is_not_in_force() {
     // A detection ban on top of one in force: the one in force stays what it was (the
     // kernel still holds it), the offence counts.
     fake.k().fail_add = false;
-    bans.ban(T0, ip("198.18.0.2"), false, "scan").unwrap();
+    bans.ban(T0, ip("198.18.0.2"), Evidence::Verified, false, "scan")
+        .unwrap();
     fake.k().fail_add = true;
-    assert!(bans.ban(T0 + 10, ip("198.18.0.2"), false, "scan").is_err());
+    assert!(
+        bans.ban(T0 + 10, ip("198.18.0.2"), Evidence::Verified, false, "scan")
+            .is_err()
+    );
     let b = record(&bans, "198.18.0.2/32");
     assert_eq!((b.offences, b.expires_at), (2, Some(T0 + HOUR)));
     assert_eq!(bans.active_count(T0 + HOUR), 0);
@@ -800,10 +852,14 @@ fn issue7_a_failed_add_is_not_in_force() {
     // not the escalated ban the kernel refused.
     let fake = Fake::nftables_like();
     let mut bans = start(&fake, policy());
-    bans.ban(T0, ip("198.18.0.3"), true, "trap").unwrap();
+    bans.ban(T0, ip("198.18.0.3"), Evidence::Verified, true, "trap")
+        .unwrap();
     fake.k().fail_add = true;
     let t = T0 + HOUR + 1;
-    assert!(bans.ban(t, ip("198.18.0.3"), true, "trap").is_err());
+    assert!(
+        bans.ban(t, ip("198.18.0.3"), Evidence::Verified, true, "trap")
+            .is_err()
+    );
     let b = record(&bans, "198.18.0.3/32");
     assert_eq!((b.offences, b.expires_at), (2, Some(t + HOUR)));
     assert_eq!(bans.active_count(t), 1);
@@ -811,7 +867,10 @@ fn issue7_a_failed_add_is_not_in_force() {
     let fake = Fake::nftables_like();
     let mut bans = start(&fake, grouped());
     fake.k().fail_add = true;
-    assert!(bans.ban(T0, ip("198.18.5.5"), true, "trap").is_err());
+    assert!(
+        bans.ban(T0, ip("198.18.5.5"), Evidence::Verified, true, "trap")
+            .is_err()
+    );
     assert_eq!(bans.active_count(T0), 0);
     assert_eq!(record(&bans, "198.18.5.0/24").offences, 1);
 }
@@ -855,4 +914,169 @@ fn issue7_start_does_not_put_back_saved_bans_that_may_not_be_bans() {
     assert_eq!(bans.active_count(T0), 1);
     // Kept as offence history.
     assert_eq!(record(&bans, "0.0.0.0/0").offences, 1);
+}
+
+// ---- issue 7: the policy by evidence class, the budget of new unverified bans ----
+
+fn start_default(fake: &Fake) -> BanLifecycle {
+    BanLifecycle::start(
+        BanBook::new(1000),
+        0,
+        BanPolicies::default(),
+        fake.boxed(),
+        IgnoreSet::new(),
+        T0,
+    )
+    .unwrap()
+    .0
+}
+
+#[test]
+fn issue7_the_policy_is_chosen_by_evidence() {
+    let fake = Fake::nftables_like();
+    let mut bans = start_default(&fake);
+    // A SYN scan: the provisional 10 minutes.
+    let u = bans
+        .ban(T0, ip("198.18.0.2"), Evidence::Unverified, false, "SYN")
+        .unwrap();
+    assert_eq!(u.timeout, secs(600));
+    assert_eq!(u.ban.evidence, Evidence::Unverified);
+    // A connect to a handshake trap: the full hour.
+    let v = bans
+        .ban(
+            T0,
+            ip("198.18.0.3"),
+            Evidence::Verified,
+            false,
+            "TCP Connect",
+        )
+        .unwrap();
+    assert_eq!(v.timeout, secs(HOUR));
+    assert_eq!(v.ban.evidence, Evidence::Verified);
+    // The administrator's ban is manual.
+    let m = bans
+        .manual_ban(T0, net("198.18.0.4"), secs(60), false)
+        .unwrap();
+    assert_eq!(m.ban.evidence, Evidence::Manual);
+    assert!(super::by_administrator(&m.ban));
+    assert_eq!(
+        fake.take_adds(),
+        [
+            (net("198.18.0.2"), secs(600)),
+            (net("198.18.0.3"), secs(HOUR)),
+            (net("198.18.0.4"), secs(60)),
+        ]
+    );
+}
+
+/// The kernel's first-probe element has the provisional first-offence length: it is
+/// right for an unverified first offence and not written again; a decoy scanned again
+/// within the gap stays at that length (still right), never escalated.
+#[test]
+fn issue7_kernel_first_probe_bans_are_unverified_and_not_escalated_within_the_gap() {
+    let fake = Fake::nftables_like();
+    let mut bans = start_default(&fake);
+    let decoy = ip("198.18.0.77");
+    let b = bans
+        .ban(T0, decoy, Evidence::Unverified, true, "SYN")
+        .unwrap();
+    assert!(!b.written);
+    assert_eq!((b.ban.offences, b.timeout), (1, secs(600)));
+    // The ban ended; the second decoy scan 15 minutes later.
+    let b = bans
+        .ban(T0 + 900, decoy, Evidence::Unverified, true, "SYN")
+        .unwrap();
+    assert!(!b.written, "the kernel's element is right again");
+    assert_eq!((b.ban.offences, b.timeout), (1, secs(600)));
+    assert!(fake.take_adds().is_empty());
+    // Past the gap it counts: escalated, so the element is rewritten.
+    let b = bans
+        .ban(T0 + HOUR, decoy, Evidence::Unverified, true, "SYN")
+        .unwrap();
+    assert!(b.written);
+    assert_eq!((b.ban.offences, b.timeout), (2, secs(1200)));
+}
+
+#[test]
+fn issue7_ban_false_alerts_only() {
+    let fake = Fake::nftables_like();
+    let mut policies = BanPolicies::default();
+    policies.unverified.ban = false;
+    let (mut bans, _) = BanLifecycle::start(
+        BanBook::new(100),
+        0,
+        policies,
+        fake.boxed(),
+        IgnoreSet::new(),
+        T0,
+    )
+    .unwrap();
+    let src = ip("198.18.0.2");
+    assert_eq!(
+        bans.admit(T0, Millis(0), src, Evidence::Unverified, false),
+        Admission::NotByPolicy
+    );
+    assert_eq!(
+        bans.admit(T0, Millis(0), src, Evidence::Verified, false),
+        Admission::Ban
+    );
+    assert_eq!(
+        bans.take_over_budget(),
+        (0, 0),
+        "a policy refusal is not the budget"
+    );
+}
+
+/// Past the budget, new unverified bans the daemon decides are refused and counted;
+/// verified and manual evidence, the kernel's own bans and sources already banned
+/// take no budget.
+#[test]
+fn issue7_the_budget_limits_new_unverified_bans_only() {
+    let fake = Fake::nftables_like();
+    let mut bans = start_default(&fake);
+    bans.set_budget(BanBudget::new(2, 3));
+    let t = Millis(5_000);
+    let src = |i: u8| ip(&format!("198.18.1.{i}"));
+    let mut admitted = Vec::new();
+    for i in 1..=10u8 {
+        if bans.admit(T0, t, src(i), Evidence::Unverified, false) == Admission::Ban {
+            bans.ban(T0, src(i), Evidence::Unverified, false, "SYN")
+                .unwrap();
+            admitted.push(i);
+        }
+    }
+    assert_eq!(admitted, [1, 2, 3], "the burst");
+    // The same refused source again, and one already banned (no budget needed).
+    assert_eq!(
+        bans.admit(T0, t, src(4), Evidence::Unverified, false),
+        Admission::OverBudget
+    );
+    assert_eq!(
+        bans.admit(T0, t, src(1), Evidence::Unverified, false),
+        Admission::Ban
+    );
+    for (evidence, kernel) in [
+        (Evidence::Verified, false),
+        (Evidence::Manual, false),
+        (Evidence::Unverified, true),
+    ] {
+        assert_eq!(
+            bans.admit(T0, t, src(200), evidence, kernel),
+            Admission::Ban,
+            "{evidence:?} kernel_banned={kernel}"
+        );
+    }
+    assert_eq!(bans.take_over_budget(), (8, 7), "8 refusals from 7 sources");
+    assert_eq!(bans.take_over_budget(), (0, 0), "taken once");
+    // Half a second later, one more (2 a second).
+    assert_eq!(
+        bans.admit(
+            T0,
+            t + Duration::from_millis(500),
+            src(9),
+            Evidence::Unverified,
+            false
+        ),
+        Admission::Ban
+    );
 }

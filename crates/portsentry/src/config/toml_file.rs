@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::Diagnostic;
-use portsentry_engine::bans::BanPolicy;
+use portsentry_engine::bans::{BanPolicies, BanPolicy};
 use serde::Deserialize;
 
 use crate::defaults;
@@ -51,6 +51,12 @@ pub struct FirewallSettings {
     pub priority: i32,
     /// Most bans per address family in the kernel set.
     pub set_size: u32,
+    /// New unverified bans a second that the daemon decides itself (SCAN_TRIGGER > 0,
+    /// the packet-socket path, fast_path off); past it, probes are alerted, not banned.
+    /// 0 = no limit.
+    pub ban_budget: u32,
+    /// How many of those bans may come at once.
+    pub ban_budget_burst: u32,
 }
 
 impl Default for FirewallSettings {
@@ -62,10 +68,14 @@ impl Default for FirewallSettings {
             nflog_group: defaults::NFLOG_GROUP,
             priority: defaults::CHAIN_PRIORITY,
             set_size: defaults::BAN_SET_SIZE,
+            ban_budget: defaults::BAN_BUDGET,
+            ban_budget_burst: defaults::BAN_BUDGET_BURST,
         }
     }
 }
 
+/// `[bans]`: the full policy, for verified evidence (a completed handshake), the
+/// grouping of every class, and the `[bans.unverified]` and `[bans.manual]` tables.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BanSettings {
@@ -79,48 +89,164 @@ pub struct BanSettings {
     pub max_time: Duration,
     /// From this offence on, bans are permanent (0 = never).
     pub permanent_after: u32,
-    /// Ban the whole /N around an IPv4 scanner (32 = just the address).
+    /// Ban the whole /N around an IPv4 scanner (32 = just the address). Every class.
     pub group_v4: u8,
     /// Ban the whole /N around an IPv6 scanner (64 is common; 128 = just the address).
+    /// Every class.
     pub group_v6: u8,
     /// An offender quiet for this long starts again at its first offence.
     #[serde(with = "humantime_serde_compat")]
     pub forget_offences_after: Duration,
+    /// An offence less than this after the previous counted one does not escalate.
+    #[serde(with = "humantime_serde_compat")]
+    pub offence_gap: Duration,
+    /// false: verified evidence is alerted, never banned.
+    pub ban: bool,
+    /// `[bans.unverified]`: single packets (SYN, FIN, NULL, XMAS, ACK, Maimon, UDP).
+    pub unverified: ClassBanSettings,
+    /// `[bans.manual]`: `portsentry ban`.
+    pub manual: ManualBanSettings,
+}
+
+/// `[bans.unverified]`: the keys of `[bans]` that are chosen per class (grouping is
+/// shared); defaults from the engine's [`BanPolicy::provisional`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassBanSettings {
+    #[serde(with = "humantime_serde_compat")]
+    pub time: Duration,
+    pub escalation: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub max_time: Duration,
+    pub permanent_after: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub forget_offences_after: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub offence_gap: Duration,
+    pub ban: bool,
+}
+
+/// `[bans.manual]`: the administrator chooses each ban's length (`--time`,
+/// `--permanent`); only the length when none is given is set here.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManualBanSettings {
+    /// `portsentry ban` without `--time`.
+    #[serde(with = "humantime_serde_compat")]
+    pub time: Duration,
 }
 
 impl Default for BanSettings {
-    /// The engine's [`BanPolicy::default`], where each number's reason is documented.
+    /// The engine's [`BanPolicies::default`], where each number's reason is documented.
     fn default() -> Self {
-        BanSettings::from(&BanPolicy::default())
-    }
-}
-
-impl From<&BanPolicy> for BanSettings {
-    fn from(p: &BanPolicy) -> Self {
+        let p = BanPolicies::default();
+        let v = &p.verified;
         BanSettings {
-            time: p.ban_time,
-            escalation: p.escalation_factor,
-            max_time: p.max_ban_time,
-            permanent_after: p.permanent_after.unwrap_or(0),
-            group_v4: p.group_v4,
-            group_v6: p.group_v6,
-            forget_offences_after: p.forget_offences_after,
+            time: v.ban_time,
+            escalation: v.escalation_factor,
+            max_time: v.max_ban_time,
+            permanent_after: v.permanent_after.unwrap_or(0),
+            group_v4: v.group_v4,
+            group_v6: v.group_v6,
+            forget_offences_after: v.forget_offences_after,
+            offence_gap: v.offence_gap,
+            ban: v.ban,
+            unverified: ClassBanSettings::from(&p.unverified),
+            manual: ManualBanSettings {
+                time: p.manual.ban_time,
+            },
         }
     }
 }
 
-impl BanSettings {
-    /// The ban lifecycle policy these settings describe (`permanent_after = 0` is never).
-    pub fn policy(&self) -> BanPolicy {
+impl Default for ClassBanSettings {
+    fn default() -> Self {
+        ClassBanSettings::from(&BanPolicy::provisional())
+    }
+}
+
+impl Default for ManualBanSettings {
+    fn default() -> Self {
+        ManualBanSettings {
+            time: BanPolicies::default().manual.ban_time,
+        }
+    }
+}
+
+impl From<&BanPolicy> for ClassBanSettings {
+    fn from(p: &BanPolicy) -> Self {
+        ClassBanSettings {
+            time: p.ban_time,
+            escalation: p.escalation_factor,
+            max_time: p.max_ban_time,
+            permanent_after: p.permanent_after.unwrap_or(0),
+            forget_offences_after: p.forget_offences_after,
+            offence_gap: p.offence_gap,
+            ban: p.ban,
+        }
+    }
+}
+
+impl ClassBanSettings {
+    /// This class's policy, with the grouping of `[bans]`.
+    fn policy(&self, group_v4: u8, group_v6: u8) -> BanPolicy {
         BanPolicy {
             ban_time: self.time,
             escalation_factor: self.escalation,
             max_ban_time: self.max_time,
             permanent_after: (self.permanent_after > 0).then_some(self.permanent_after),
-            group_v4: self.group_v4,
-            group_v6: self.group_v6,
+            group_v4,
+            group_v6,
             forget_offences_after: self.forget_offences_after,
+            offence_gap: self.offence_gap,
+            ban: self.ban,
         }
+    }
+
+    fn validate(&self, table: &str) -> std::result::Result<(), String> {
+        if self.time.is_zero() {
+            return Err(format!("{table}.time must be longer than 0"));
+        }
+        if self.max_time < self.time {
+            return Err(format!("{table}.max_time must be at least {table}.time"));
+        }
+        if self.escalation == 0 {
+            return Err(format!("{table}.escalation must be 1 or more"));
+        }
+        Ok(())
+    }
+}
+
+impl BanSettings {
+    /// `[bans]`'s own keys, as the verified class.
+    fn verified(&self) -> ClassBanSettings {
+        ClassBanSettings {
+            time: self.time,
+            escalation: self.escalation,
+            max_time: self.max_time,
+            permanent_after: self.permanent_after,
+            forget_offences_after: self.forget_offences_after,
+            offence_gap: self.offence_gap,
+            ban: self.ban,
+        }
+    }
+
+    /// The policy of each evidence class (`permanent_after = 0` is never).
+    pub fn policies(&self) -> BanPolicies {
+        let (g4, g6) = (self.group_v4, self.group_v6);
+        BanPolicies {
+            unverified: self.unverified.policy(g4, g6),
+            verified: self.verified().policy(g4, g6),
+            manual: BanPolicy {
+                ban_time: self.manual.time,
+                ..self.verified().policy(g4, g6)
+            },
+        }
+    }
+
+    /// The full (verified) policy alone.
+    pub fn policy(&self) -> BanPolicy {
+        self.policies().verified
     }
 }
 
@@ -189,14 +315,10 @@ pub struct TomlSettings {
 impl TomlSettings {
     fn validate(&self) -> std::result::Result<(), String> {
         let b = &self.bans;
-        if b.time.is_zero() {
-            return Err("bans.time must be longer than 0".into());
-        }
-        if b.max_time < b.time {
-            return Err("bans.max_time must be at least bans.time".into());
-        }
-        if b.escalation == 0 {
-            return Err("bans.escalation must be 1 or more".into());
+        b.verified().validate("bans")?;
+        b.unverified.validate("bans.unverified")?;
+        if b.manual.time.is_zero() {
+            return Err("bans.manual.time must be longer than 0".into());
         }
         if !(8..=32).contains(&b.group_v4) {
             return Err("bans.group_v4 must be from 8 to 32".into());
@@ -305,14 +427,60 @@ mod tests {
     fn ban_defaults_are_the_engine_policy() {
         let b = BanSettings::default();
         assert_eq!(b.policy(), BanPolicy::default());
+        assert_eq!(b.policies(), BanPolicies::default());
         assert_eq!(b.time, Duration::from_secs(3600));
         assert_eq!(b.permanent_after, 0);
+        assert_eq!(b.unverified.time, Duration::from_secs(600));
+        assert_eq!(b.manual.time, Duration::from_secs(3600));
         let p = BanSettings {
             permanent_after: 3,
             ..b
         }
         .policy();
         assert_eq!(p.permanent_after, Some(3));
+    }
+
+    #[test]
+    fn issue7_per_class_tables() {
+        let s = parse(
+            "[bans]\ntime = \"2h\"\ngroup_v6 = 64\n\n[bans.unverified]\ntime = \"3s\"\nescalation = 1\noffence_gap = 0\nban = false\n\n[bans.manual]\ntime = \"10m\"\n",
+        )
+        .unwrap();
+        let p = s.bans.policies();
+        assert_eq!(p.verified.ban_time, Duration::from_secs(7200));
+        assert_eq!(p.unverified.ban_time, Duration::from_secs(3));
+        assert_eq!(p.unverified.escalation_factor, 1);
+        assert_eq!(p.unverified.offence_gap, Duration::ZERO);
+        assert!(!p.unverified.ban && p.verified.ban);
+        // Keys not set keep the class's own defaults, not those of [bans]...
+        assert_eq!(p.unverified.max_ban_time, Duration::from_secs(24 * 3600));
+        // ...except the grouping, which [bans] sets for every class.
+        assert_eq!((p.unverified.group_v6, p.manual.group_v6), (64, 64));
+        assert_eq!(p.manual.ban_time, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn issue7_per_class_errors_name_the_table_and_line() {
+        let e = parse("[bans.unverified]\ngroup_v4 = 24\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 1), "grouping is [bans]' only: {e}");
+        let e = parse("[bans.manual]\nescalation = 2\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = parse("[bans.unverified]\nban = \"no\"\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = parse("[bans.unverified]\ntime = \"2d\"\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("bans.unverified.max_time must be at least bans.unverified.time"),
+            "{e}"
+        );
+        assert!(parse("[bans.unverified]\nescalation = 0\n").is_err());
+        assert!(parse("[bans.manual]\ntime = 0\n").is_err());
+        assert!(parse("[firewall]\nban_budget = -1\n").is_err());
+        let s = parse("[firewall]\nban_budget = 5\nban_budget_burst = 20\n").unwrap();
+        assert_eq!(
+            (s.firewall.ban_budget, s.firewall.ban_budget_burst),
+            (5, 20)
+        );
     }
 
     #[test]

@@ -152,7 +152,8 @@ pub fn run(
         (Box::new(PacketSource::new(sensor, usage)), kernel, None)
     };
 
-    let responder = Responder::new(tcp_response, udp_response, history, kernel);
+    let mut responder = Responder::new(tcp_response, udp_response, history, kernel);
+    responder.set_log_2x(settings.log_2x);
     let protected_out = responder.protected_updates();
     // The threads start with the handled signals blocked: only this one takes them.
     let spawn_mask = signals::mask_for_spawning().context("cannot set the signal mask")?;
@@ -185,6 +186,7 @@ pub fn run(
 
     log.log(alerts::ACTIVE);
     crate::notify::notify("READY=1");
+    crate::detach::ready();
     // The ignore list and the protected set (which holds it too) stay apart in the
     // engine, so that its line says which of them exempted a source. Without an ignore
     // file the list is only the loopback ranges, which are this host's own: protected.

@@ -137,6 +137,30 @@ impl Reporter {
         let name = self.resolver.name(ip);
         let host = Host { name: &name, ip };
         match action {
+            Action::Alert { .. } if self.responder.log_2x() => {
+                // 2.x writes one line per hit, after the response (Respond follows).
+            }
+            Action::AlreadyBlocked { suppressed, .. } if self.responder.log_2x() => {
+                log.log(&alerts::already_blocked(host, suppressed));
+                log.log(&alerts::scan_2x(&alerts::Scan2x {
+                    host,
+                    probe: &probe,
+                    ignored: Some(false),
+                    triggered: Some(true),
+                    noblock: Some(false),
+                    blocked: Some(true),
+                }));
+            }
+            Action::Ignored { .. } if self.responder.log_2x() => {
+                log.log(&alerts::scan_2x(&alerts::Scan2x {
+                    host,
+                    probe: &probe,
+                    ignored: Some(true),
+                    triggered: None,
+                    noblock: None,
+                    blocked: None,
+                }));
+            }
             Action::Alert { suppressed, .. } => {
                 if suppressed > 0 {
                     log.log(&alerts::hits_not_logged(host, suppressed));
@@ -169,6 +193,9 @@ impl Reporter {
                 suppressed, why, ..
             } => {
                 log.log(&alerts::ignored(host, &probe, suppressed, why));
+            }
+            Action::PossiblyForged { suppressed, .. } => {
+                log.log(&alerts::possibly_forged(host, &probe, suppressed));
             }
         }
     }
@@ -318,7 +345,8 @@ pub fn action_probe(action: &Action) -> &Probe {
         | Action::Respond { probe }
         | Action::AlreadyBlocked { probe, .. }
         | Action::Ignored { probe, .. }
-        | Action::Suppressed { probe, .. } => probe,
+        | Action::Suppressed { probe, .. }
+        | Action::PossiblyForged { probe, .. } => probe,
     }
 }
 

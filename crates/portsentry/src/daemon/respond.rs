@@ -17,7 +17,7 @@ use portsentry_engine::engine::Outcome;
 use portsentry_engine::{Probe, Proto};
 
 use crate::alerts::{self, Host, Undo};
-use crate::bans::{BanError, BanLifecycle};
+use crate::bans::{Admission, BanError, BanLifecycle};
 use crate::clock;
 use crate::config::BlockMode;
 use crate::defaults;
@@ -38,6 +38,8 @@ pub struct Responder {
     bans: BanLifecycle,
     /// Protected sets the capture thread re-read, for [`Self::sync_protected`].
     protected_in: Latest,
+    /// PortSentry 2.x's scan line and history format (a 2.x command line).
+    log_2x: bool,
     /// The ban set is full and that was logged; bans not made since.
     set_full: Option<u64>,
     /// The KILL_* runs of the current minute ([`defaults::KILL_RUNS_PER_MINUTE`]).
@@ -97,9 +99,10 @@ pub struct ModeResponse {
 pub struct NativeBan {
     outcome: Option<Outcome>,
     line: Option<String>,
-    /// The ban set was full: no ban was made, so neither the KILL_* chain nor a
-    /// per-source failure line follows (the full set is logged once).
-    set_full: bool,
+    /// No ban may be made (the evidence class's policy says `ban = false`, or the
+    /// budget of new unverified bans is spent): the probe was alerted, and nothing of
+    /// the 1.2 chain runs (KILL_* run only when a ban is made), nor is it recorded.
+    alert_only: bool,
 }
 
 /// One step of the 1.2 action chain.
@@ -123,6 +126,7 @@ impl Responder {
             history,
             bans,
             protected_in: Latest::default(),
+            log_2x: false,
             set_full: None,
             kill_window: KillWindow {
                 start: clock::instant(),
@@ -133,7 +137,7 @@ impl Responder {
     }
 
     /// Write the record lines queued by the responses of a batch: one write and one
-    /// fdatasync per file (1.2's line format unchanged). The reporter calls it after
+    /// fdatasync per file (the lines' format unchanged). The reporter calls it after
     /// each batch, before a reopen and at stop.
     pub fn flush_records(&mut self, log: &Logger) {
         let files = std::iter::once(&mut self.history).chain(
@@ -152,6 +156,17 @@ impl Responder {
     /// Once a minute: how many KILL_* responses the limit skipped in the minute past.
     pub fn kill_limit_tick(&mut self, log: &Logger) {
         self.kill_window.tick(log);
+    }
+
+    /// Write PortSentry 2.x's scan line and history format instead of 1.2's.
+    pub fn set_log_2x(&mut self, on: bool) {
+        self.log_2x = on;
+    }
+
+    /// Whether 2.x's lines are written (the reporter writes the lines of hits that get no
+    /// response the same way).
+    pub fn log_2x(&self) -> bool {
+        self.log_2x
     }
 
     /// The handle the capture thread publishes each refreshed protected set on.
@@ -193,25 +208,59 @@ impl Responder {
         &mut self.bans
     }
 
-    /// Phase one of a response, before any name lookup: the native ban of the probe's
-    /// source, when this mode blocks and the book has a kernel side. Its log line is
-    /// returned with it, to be logged in order by [`Self::finish`].
+    /// Phase one of a response, before any name lookup: whether the probe's evidence
+    /// may ban at all now ([`BanLifecycle::admit`]: its class's policy, the budget of
+    /// new unverified bans), then the native ban of its source, when this mode blocks
+    /// and the book has a kernel side. Its log line is returned with it, to be logged
+    /// in order by [`Self::finish`].
     pub fn ban_natively(&mut self, probe: &Probe) -> NativeBan {
         let wants_block = self
             .mode(probe.proto())
             .is_some_and(|m| m.plan.block == BlockMode::Block);
-        if !wants_block || !self.bans.is_native() {
+        if !wants_block {
             return NativeBan::default();
         }
         let target = probe.src;
+        let evidence = probe.evidence();
+        let now = clock::now();
+        match self
+            .bans
+            .admit(now.unix, now.mono, target, evidence, probe.kernel_banned())
+        {
+            Admission::Ban => {}
+            Admission::NotByPolicy => {
+                return NativeBan {
+                    outcome: Some(Outcome::Reported),
+                    line: Some(alerts::not_banned_by_policy(target, evidence)),
+                    alert_only: true,
+                };
+            }
+            // Counted for the summary line; no line per probe under a flood. Tried
+            // again after the engine's back-off, when the budget may have refilled.
+            Admission::OverBudget => {
+                return NativeBan {
+                    outcome: Some(Outcome::Failed),
+                    line: None,
+                    alert_only: true,
+                };
+            }
+        }
+        if !self.bans.is_native() {
+            return NativeBan::default();
+        }
         let reason = format!("{} to {} port {}", probe.kind, probe.proto(), probe.dport);
         match self
             .bans
-            .ban(clock::unix_now(), target, probe.kernel_banned(), &reason)
+            .ban(now.unix, target, evidence, probe.kernel_banned(), &reason)
         {
             Ok(banned) => {
-                let mut line =
-                    alerts::kernel_ban(target, &banned.place, banned.timeout, banned.ban.offences);
+                let mut line = alerts::kernel_ban(
+                    target,
+                    &banned.place,
+                    banned.timeout,
+                    banned.ban.offences,
+                    banned.ban.evidence,
+                );
                 if banned.written
                     && let Some(skipped) = self.set_full.take()
                 {
@@ -222,12 +271,13 @@ impl Responder {
                         length: banned.timeout,
                     }),
                     line: Some(line),
-                    set_full: false,
+                    alert_only: false,
                 }
             }
+            // One line when the set fills, then only a count: a flood of forged
+            // sources must not become a flood of lines. No ban was made, so nothing
+            // of the 1.2 chain runs and nothing is recorded.
             Err(BanError::SetFull(why)) => {
-                // One line when the set fills, then only a count: a flood of forged
-                // sources must not become a flood of lines.
                 let line = match &mut self.set_full {
                     Some(skipped) => {
                         *skipped += 1;
@@ -239,15 +289,15 @@ impl Responder {
                     }
                 };
                 NativeBan {
-                    outcome: None,
+                    outcome: Some(Outcome::Failed),
                     line,
-                    set_full: true,
+                    alert_only: true,
                 }
             }
             Err(e) => NativeBan {
                 outcome: None,
                 line: Some(alerts::kernel_ban_failed(target, &e)),
-                set_full: false,
+                alert_only: false,
             },
         }
     }
@@ -269,13 +319,44 @@ impl Responder {
         native: NativeBan,
         resolved: &str,
     ) -> Outcome {
+        let outcome = self.finish_chain(log, probe, native, resolved);
+        if self.log_2x {
+            // 2.x writes its scan line after the actions, with what they did, and the
+            // same line, timed, to the history file.
+            let noblock = self
+                .mode(probe.proto())
+                .is_some_and(|m| m.plan.block == BlockMode::LogOnly);
+            let line = alerts::scan_2x(&alerts::Scan2x {
+                host: Host {
+                    name: resolved,
+                    ip: probe.src,
+                },
+                probe,
+                ignored: Some(false),
+                triggered: Some(true),
+                noblock: Some(noblock),
+                blocked: Some(!noblock && matches!(outcome, Outcome::Blocked { .. })),
+            });
+            log.log(&line);
+            self.history.queue(&records::history_line_2x_now(&line));
+        }
+        outcome
+    }
+
+    fn finish_chain(
+        &mut self,
+        log: &Logger,
+        probe: &Probe,
+        native: NativeBan,
+        resolved: &str,
+    ) -> Outcome {
         if let Some(lines) = &native.line {
             for line in lines.split('\n') {
                 log.log(line);
             }
         }
-        if native.set_full {
-            return Outcome::Failed;
+        if native.alert_only {
+            return native.outcome.unwrap_or(Outcome::Reported);
         }
         let native = native.outcome;
         let proto = probe.proto();
@@ -356,6 +437,7 @@ impl Responder {
                     self.bans.record_legacy(
                         clock::unix_now(),
                         target,
+                        probe.evidence(),
                         &format!(
                             "KILL_* commands after {} to {proto} port {}",
                             probe.kind, probe.dport
@@ -373,8 +455,14 @@ impl Responder {
             return outcome;
         }
         // Like 1.2, an acted-on host is written to the blocked and history files, also
-        // with BLOCK_x=0: fail2ban setups depend on that history line.
-        let line = records::blocked_line_now(resolved, target, probe.dport, proto);
+        // with BLOCK_x=0: fail2ban setups depend on that history line. (2.x's history
+        // line is written by `finish`; its blocked file is a binary cache of its own,
+        // which is not written.)
+        if self.log_2x {
+            return outcome;
+        }
+        let line =
+            records::blocked_line_now(resolved, target, probe.dport, proto, probe.evidence());
         for file in [&mut mode.blocked, &mut self.history] {
             file.queue(&line);
         }
@@ -576,7 +664,7 @@ pub(super) mod testing {
 
     use ipnet::IpNet;
     use portsentry_engine::ProbeKind;
-    use portsentry_engine::bans::{BanBook, BanPolicy};
+    use portsentry_engine::bans::{BanBook, BanPolicies, BanPolicy};
     use portsentry_kernel::backend::{BackendError, BanBackend, Expiry, Held};
 
     /// A logger whose syslog lines the test reads back (a datagram socket in `dir`).
@@ -684,16 +772,32 @@ pub(super) mod testing {
     }
 
     /// A responder for TCP with `plan`, records in `dir`, and `backend` (None: the
-    /// legacy commands only).
+    /// legacy commands only), with the full policy for every class.
     pub fn responder(
         plan: ResponsePlan,
         dir: &Path,
         backend: Option<Box<dyn BanBackend>>,
     ) -> Responder {
+        let p = BanPolicy::default();
+        let policies = BanPolicies {
+            unverified: p.clone(),
+            verified: p.clone(),
+            manual: p,
+        };
+        responder_with(plan, dir, backend, policies)
+    }
+
+    /// [`responder`] with these policies.
+    pub fn responder_with(
+        plan: ResponsePlan,
+        dir: &Path,
+        backend: Option<Box<dyn BanBackend>>,
+        policies: BanPolicies,
+    ) -> Responder {
         let (bans, _) = BanLifecycle::start(
             BanBook::new(64),
             0,
-            BanPolicy::default(),
+            policies,
             backend,
             portsentry_engine::ignore::IgnoreSet::new(),
             now(),
@@ -822,7 +926,7 @@ mod tests {
         let lines = cap.lines();
         assert_eq!(
             lines[0],
-            "attackalert: Host 198.18.0.2 has been banned in the kernel (memory) for 1h, offence 1 (lift it with: portsentry unban 198.18.0.2)"
+            "attackalert: Host 198.18.0.2 has been banned in the kernel (memory) for 1h, offence 1, unverified evidence (lift it with: portsentry unban 198.18.0.2)"
         );
         assert!(
             lines[1].starts_with("attackalert: ERROR: KILL_ROUTE command failed"),
@@ -953,6 +1057,67 @@ mod tests {
         assert_eq!(
             r.undo_legacy(SCANNER.parse().unwrap(), true),
             [Undo::RouteUnknown]
+        );
+    }
+
+    /// Issue 7: `ban = false` for a class alerts only: no native ban, no KILL_*
+    /// command (they run only when a ban is made), no "Blocked" record (fail2ban would
+    /// act on it); and the history line of a ban names its class.
+    #[test]
+    fn issue7_ban_false_runs_nothing_and_records_nothing() {
+        use portsentry_engine::bans::BanPolicies;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let cap = Captured::new(d);
+        let marker = d.join("ran");
+        let route = format!("touch {} # $TARGET$", marker.display());
+        let mut policies = BanPolicies::default();
+        policies.unverified.ban = false;
+        let mut r = super::testing::responder_with(
+            plan(BlockMode::Block, Some(&route), d),
+            d,
+            Some(Box::new(Memory::default())),
+            policies,
+        );
+        assert_eq!(respond(&mut r, &cap.log), Outcome::Reported);
+        assert_eq!(
+            cap.lines(),
+            [
+                "attackalert: Host 198.18.0.2 not banned: unverified evidence, and [bans.unverified] ban = false"
+            ]
+        );
+        assert!(!marker.exists(), "KILL_ROUTE must not run");
+        assert_eq!(history(d), "");
+        assert_eq!(r.bans_mut().active_count(now()), 0);
+    }
+
+    #[test]
+    fn issue7_the_history_line_names_the_class() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let cap = Captured::new(d);
+        let mut r = super::testing::responder_with(
+            plan(BlockMode::Block, None, d),
+            d,
+            Some(Box::new(Memory::default())),
+            portsentry_engine::bans::BanPolicies::default(),
+        );
+        assert_eq!(
+            respond(&mut r, &cap.log),
+            Outcome::Blocked {
+                length: Some(Duration::from_secs(600))
+            }
+        );
+        let h = history(d);
+        assert!(
+            h.contains(" [unverified] Host: 198.18.0.2/198.18.0.2 Port: 111 TCP Blocked\n"),
+            "{h}"
+        );
+        assert_eq!(
+            cap.lines(),
+            [
+                "attackalert: Host 198.18.0.2 has been banned in the kernel (memory) for 10m, offence 1, unverified evidence (lift it with: portsentry unban 198.18.0.2)"
+            ]
         );
     }
 }

@@ -19,7 +19,7 @@ use portsentry_kernel::nft::{self, Nft, TrapSpec};
 use portsentry_kernel::sock_diag::PortUsage;
 
 use crate::alerts;
-use crate::bans::{self, BanLifecycle, Restored, StateFile};
+use crate::bans::{self, BanBudget, BanLifecycle, Restored, StateFile};
 use crate::config::{Backend, BlockMode};
 use crate::logger::Logger;
 use crate::protect::{self, ProtectedSources};
@@ -119,11 +119,14 @@ pub fn ignore_set(nets: &[IpNet]) -> IgnoreSet {
 }
 
 /// The table to install: traps for the modes that run, banning in the kernel on the
-/// first probe only when SCAN_TRIGGER is 0 and the mode blocks (otherwise the daemon
-/// decides and the traps only log).
+/// first probe only when SCAN_TRIGGER is 0, the mode blocks and unverified evidence
+/// bans at all (a first-probe ban is unverified: one packet), otherwise the daemon
+/// decides and the traps only log. The set's timeout is the unverified first-offence
+/// length, the length of every ban the kernel makes on its own.
 pub fn trap_spec(settings: &Settings) -> TrapSpec {
     let fw = &settings.firewall;
-    let fast = fw.fast_path && settings.engine.scan_trigger == 0;
+    let unverified = &settings.ban_policies.unverified;
+    let fast = fw.fast_path && settings.engine.scan_trigger == 0 && unverified.ban;
     let bans = |proto| {
         fast && settings
             .mode(proto)
@@ -135,7 +138,7 @@ pub fn trap_spec(settings: &Settings) -> TrapSpec {
         udp_ports: settings.udp.as_ref().map(|m| m.watch.port_ranges()),
         ban_tcp: bans(Proto::Tcp),
         ban_udp: bans(Proto::Udp),
-        ban_timeout: settings.ban_policy.ban_time,
+        ban_timeout: unverified.ban_time,
         nflog_group: fw.nflog_group,
         set_size: fw.set_size,
         priority: fw.priority,
@@ -208,12 +211,13 @@ pub fn start_nftables(
         log.log(&alerts::mode_trapped(mode.name, mode.proto, ports, banning));
     }
     let backend = backend::NftablesBackend::open(&fw.table)?;
-    let (kernel, restored) = bans::start(
+    let (mut kernel, restored) = bans::start(
         &StateFile::new(settings.state_file.clone()),
-        settings.ban_policy.clone(),
+        settings.ban_policies.clone(),
         Some(Box::new(backend)),
         ignore_set(protected),
     )?;
+    kernel.set_budget(ban_budget(settings));
     log_restored(log, settings, "nftables", restored);
     Ok((reader, kernel, NativeFirewall { nft, spec }))
 }
@@ -225,12 +229,12 @@ pub fn start_without_nftables(
     chosen: Chosen,
     protected: &[IpNet],
 ) -> Result<BanLifecycle> {
-    let (kernel, restored, name) = match chosen {
+    let (mut kernel, restored, name) = match chosen {
         Chosen::Fallback(backend) => {
             let name = backend.name();
             let (kernel, restored) = bans::start(
                 &StateFile::new(settings.state_file.clone()),
-                settings.ban_policy.clone(),
+                settings.ban_policies.clone(),
                 Some(backend),
                 ignore_set(protected),
             )?;
@@ -239,15 +243,24 @@ pub fn start_without_nftables(
         _ => {
             let (kernel, restored) = bans::start(
                 &StateFile::new(settings.state_file.clone()),
-                settings.ban_policy.clone(),
+                settings.ban_policies.clone(),
                 None,
                 ignore_set(protected),
             )?;
             (kernel, restored, "KILL_* commands only")
         }
     };
+    kernel.set_budget(ban_budget(settings));
     log_restored(log, settings, name, restored);
     Ok(kernel)
+}
+
+/// The budget of new unverified bans the daemon decides, from `[firewall]`.
+fn ban_budget(settings: &Settings) -> BanBudget {
+    BanBudget::new(
+        settings.firewall.ban_budget,
+        settings.firewall.ban_budget_burst,
+    )
 }
 
 fn log_restored(log: &Logger, settings: &Settings, backend: &str, restored: Restored) {

@@ -8,6 +8,7 @@
 //! function, turns it into the fully derived [`Settings`]. Every built-in value is in
 //! [`defaults`]. Nothing outside `settings` and `config` sees the raw TOML.
 
+pub mod instance;
 pub mod sources;
 pub mod validate;
 
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use portsentry_engine::Proto;
-use portsentry_engine::bans::BanPolicy;
+use portsentry_engine::bans::BanPolicies;
 use portsentry_engine::engine::EngineConfig;
 use portsentry_engine::ignore::IgnoreSet;
 use portsentry_engine::ports::Watch;
@@ -61,8 +62,9 @@ pub struct ModeSettings {
 pub struct NativeSettings {
     /// `[firewall]`: backend, fast path, our table, NFLOG group, priority, set size.
     pub firewall: FirewallSettings,
-    /// `[bans]`, as the engine's ban lifecycle policy.
-    pub ban_policy: BanPolicy,
+    /// `[bans]`, `[bans.unverified]`, `[bans.manual]`: the ban policy of each evidence
+    /// class.
+    pub ban_policies: BanPolicies,
     /// `[protect]`: whether this host's addresses, gateways and resolvers are protected,
     /// where the resolvers are read from, and extra networks.
     pub protect: ProtectSettings,
@@ -87,8 +89,8 @@ pub struct Settings {
     pub config_source: String,
     /// `[firewall]` of portsentry.toml.
     pub firewall: FirewallSettings,
-    /// `[bans]` of portsentry.toml, as the engine's policy.
-    pub ban_policy: BanPolicy,
+    /// `[bans]` of portsentry.toml (and its per-class tables), as the engine's policies.
+    pub ban_policies: BanPolicies,
     /// `[protect]` of portsentry.toml.
     pub protect: ProtectSettings,
     /// `[state] file`: bans and offence counts across restarts.
@@ -99,6 +101,9 @@ pub struct Settings {
     pub toml_source: String,
     /// Lines to log at startup (warnings about the config, mode substitutions).
     pub notices: Vec<String>,
+    /// PortSentry 2.x's log lines (`Scan from: [...]`) and history format, for a 2.x
+    /// command line (its fail2ban filter matches only those).
+    pub log_2x: bool,
 }
 
 impl Settings {
@@ -155,7 +160,7 @@ impl Settings {
             fw.nflog_group,
             self.toml_source
         ));
-        let b = &self.ban_policy;
+        let b = &self.ban_policies.verified;
         lines.push(format!(
             "bans: {} first, x{} per repeat offence up to {}{}, state file {}",
             humantime::format_duration(b.ban_time),
@@ -167,6 +172,18 @@ impl Settings {
             },
             self.state_file.display()
         ));
+        let u = &self.ban_policies.unverified;
+        lines.push(if u.ban {
+            format!(
+                "unverified bans (single packets): {} first, x{} per offence at least {} apart, up to {}",
+                humantime::format_duration(u.ban_time),
+                u.escalation_factor,
+                humantime::format_duration(u.offence_gap),
+                humantime::format_duration(u.max_ban_time),
+            )
+        } else {
+            "unverified bans (single packets): none, alert only".to_string()
+        });
         lines
     }
 

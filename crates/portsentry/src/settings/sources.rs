@@ -82,6 +82,8 @@ pub struct Flags {
     pub udp: Option<ModeKind>,
     /// `--hosts-deny`.
     pub hosts_deny: Option<PathBuf>,
+    /// A PortSentry 2.x command line (`Cli::is_2x`): 2.x's log lines and history.
+    pub style_2x: bool,
 }
 
 impl Flags {
@@ -97,10 +99,12 @@ impl Flags {
             .into_iter()
             .find_map(|(set, kind)| set.then_some(kind))
         };
+        // 2.x's --stealth and --connect name both protocols at once.
         Flags {
-            tcp: pick(cli.tcp, cli.stcp, cli.atcp),
-            udp: pick(cli.udp, cli.sudp, cli.audp),
+            tcp: pick(cli.tcp || cli.connect, cli.stcp || cli.stealth, cli.atcp),
+            udp: pick(cli.udp || cli.connect, cli.sudp || cli.stealth, cli.audp),
             hosts_deny: cli.hosts_deny.clone(),
+            style_2x: cli.is_2x(),
         }
     }
 

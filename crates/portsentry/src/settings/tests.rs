@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use portsentry_engine::Proto;
-use portsentry_engine::bans::BanPolicy;
+use portsentry_engine::bans::{BanPolicies, BanPolicy};
 use portsentry_engine::ports::{PortSet, Watch};
 
 use super::sources::{Content, FileText, Flags, Sources, TomlSource};
@@ -484,7 +484,7 @@ fn other_legacy_values_and_notices() {
 fn toml_defaults_without_a_file() {
     let st = ok(&conf(BASE));
     assert_eq!(st.toml_source, "built-in defaults");
-    assert_eq!(st.ban_policy, BanPolicy::default());
+    assert_eq!(st.ban_policies, BanPolicies::default());
     assert_eq!(st.firewall, FirewallSettings::default());
     assert_eq!(st.firewall.table, "portsentry");
     assert_eq!(st.firewall.backend, Backend::Auto);
@@ -512,7 +512,7 @@ fn ban_policy_and_native_values_from_toml() {
     ));
     assert_eq!(st.toml_source, TOML);
     assert_eq!(
-        st.ban_policy,
+        st.ban_policies.verified,
         BanPolicy {
             ban_time: Duration::from_secs(300),
             escalation_factor: 3,
@@ -521,6 +521,18 @@ fn ban_policy_and_native_values_from_toml() {
             group_v4: 24,
             group_v6: 64,
             forget_offences_after: Duration::from_secs(2 * 86_400),
+            offence_gap: Duration::ZERO,
+            ban: true,
+        }
+    );
+    // [bans] is the verified policy; single packets keep the provisional one, grouped
+    // as [bans] says.
+    assert_eq!(
+        st.ban_policies.unverified,
+        BanPolicy {
+            group_v4: 24,
+            group_v6: 64,
+            ..BanPolicy::provisional()
         }
     );
     assert_eq!(st.firewall.backend, Backend::Ipset);
@@ -531,14 +543,19 @@ fn ban_policy_and_native_values_from_toml() {
     assert_eq!(st.protect.extra, ["198.18.0.0/24".parse().unwrap()]);
     assert_eq!(st.state_file, PathBuf::from("/tmp/state.json"));
     assert_eq!(st.control_socket, PathBuf::from("/tmp/ps.sock"));
+    let described = st.describe();
     assert_eq!(
-        st.describe().last().unwrap(),
+        described[described.len() - 2],
         "bans: 5m first, x3 per repeat offence up to 1day, permanent from offence 4, \
          state file /tmp/state.json"
     );
+    assert_eq!(
+        described.last().unwrap(),
+        "unverified bans (single packets): 10m first, x2 per offence at least 1h apart, up to 1day"
+    );
     // permanent_after = 0 means never.
     let st = ok(&with_toml(conf(BASE), "[bans]\npermanent_after = 0\n"));
-    assert_eq!(st.ban_policy.permanent_after, None);
+    assert_eq!(st.ban_policies.verified.permanent_after, None);
 }
 
 #[test]
@@ -550,7 +567,7 @@ fn native_settings_alone_for_the_client_commands() {
     let n = validate::native_settings(&toml).unwrap();
     assert_eq!(n.control_socket, PathBuf::from("/tmp/c.sock"));
     assert_eq!(n.source, TOML);
-    assert_eq!(n.ban_policy, BanPolicy::default());
+    assert_eq!(n.ban_policies, BanPolicies::default());
 }
 
 // ---- errors, each with its file:line --------------------------------------------------
@@ -773,7 +790,7 @@ fn byte_order_marks_are_skipped_with_a_notice_at_line_1() {
     assert_eq!(st.tcp.as_ref().unwrap().plan.block, BlockMode::Block);
     assert_eq!(mode_names(&st), (Some("stcp"), None));
     assert!(st.ignore.contains("198.18.0.7".parse::<IpAddr>().unwrap()));
-    assert_eq!(st.ban_policy.ban_time, Duration::from_secs(300));
+    assert_eq!(st.ban_policies.verified.ban_time, Duration::from_secs(300));
     let marks: Vec<_> = st
         .notices
         .iter()

@@ -82,9 +82,16 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
         );
     }
 
+    // Debian's init script runs `-tcp` and `-udp` as two processes: the UDP-only one
+    // takes names of its own (settings::instance).
+    let native = if tcp.is_none() && udp.is_some() {
+        super::instance::udp_instance(&native)
+    } else {
+        native
+    };
     let NativeSettings {
         firewall,
-        ban_policy,
+        ban_policies,
         protect,
         state_file,
         control_socket,
@@ -101,9 +108,10 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
         },
         history_file,
         resolve_host: legacy.resolve_host,
+        log_2x: sources.flags.style_2x,
         config_source,
         firewall,
-        ban_policy,
+        ban_policies,
         protect,
         state_file,
         control_socket,
@@ -130,7 +138,7 @@ pub fn native_settings(toml: &TomlSource) -> Result<NativeSettings> {
         }
     };
     Ok(NativeSettings {
-        ban_policy: t.bans.policy(),
+        ban_policies: t.bans.policies(),
         firewall: t.firewall,
         protect: t.protect,
         state_file: t.state.file,

@@ -416,7 +416,8 @@ impl Drop for Daemon {
 }
 
 /// One parsed line of a 1.2 history or blocked file:
-/// `<epoch> - MM/DD/YYYY HH:MM:SS Host: <res>/<ip> Port: <port> <TCP|UDP> Blocked`.
+/// `<epoch> - MM/DD/YYYY HH:MM:SS Host: <res>/<ip> Port: <port> <TCP|UDP> Blocked`,
+/// and ours, with the evidence class before `Host:` (`... HH:MM:SS [unverified] Host: ...`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryLine {
     pub epoch: u64,
@@ -426,12 +427,26 @@ pub struct HistoryLine {
     pub ip: String,
     pub port: u16,
     pub proto: String,
+    /// `unverified`, `verified` or `manual`; None on a 1.2 line.
+    pub evidence: Option<String>,
 }
 
 impl HistoryLine {
-    /// Parses one line strictly; None if it does not have the 1.2 shape.
+    /// Parses one line strictly; None if it does not have the 1.2 shape (with or
+    /// without our bracketed evidence class).
     pub fn parse(line: &str) -> Option<HistoryLine> {
-        let w: Vec<&str> = line.split(' ').collect();
+        let mut w: Vec<&str> = line.split(' ').collect();
+        let evidence = match w.get(4) {
+            Some(word) if w.len() == 11 => {
+                let class = word.strip_prefix('[')?.strip_suffix(']')?;
+                if !["unverified", "verified", "manual"].contains(&class) {
+                    return None;
+                }
+                w.remove(4);
+                Some(class.to_string())
+            }
+            _ => None,
+        };
         if w.len() != 10 || w[1] != "-" || w[4] != "Host:" || w[6] != "Port:" || w[9] != "Blocked" {
             return None;
         }
@@ -461,6 +476,7 @@ impl HistoryLine {
             ip: ip.to_string(),
             port,
             proto: w[8].to_string(),
+            evidence,
         })
     }
 

@@ -166,10 +166,16 @@ pub fn client(ns: &Netns, conf: &Conf, args: &[&str]) -> Output {
 }
 
 /// "attackalert: Host <ip> has been banned in the kernel (nftables set <set>) for
-/// <time>, offence <n>".
+/// <time>, offence <n>, unverified evidence": the ban of a single-packet probe (SYN,
+/// FIN, UDP, ...), the only kind these scans send.
 pub fn ban_line(ip: IpAddr, time: &str, offence: u32) -> String {
+    ban_line_as(ip, time, offence, "unverified")
+}
+
+/// [`ban_line`] for a ban of this evidence class.
+pub fn ban_line_as(ip: IpAddr, time: &str, offence: u32, evidence: &str) -> String {
     format!(
-        "attackalert: Host {ip} has been banned in the kernel (nftables set {}) for {time}, offence {offence}",
+        "attackalert: Host {ip} has been banned in the kernel (nftables set {}) for {time}, offence {offence}, {evidence} evidence",
         ban_set(ip.is_ipv6())
     )
 }

@@ -19,6 +19,7 @@ pub mod kernel;
 pub mod lab;
 pub mod net;
 pub mod probe;
+pub mod syslog;
 
 use std::time::{Duration, Instant};
 

@@ -53,7 +53,7 @@ impl Path {
     /// What this path adds to the legacy effects of a block: on nftables the exact ban
     /// line (once) and `ip` in the kernel's ban set; on the packet socket neither.
     pub fn check_banned(self, d: &Daemon, def: &Host, ip: IpAddr) {
-        let line = kernel::ban_line(ip, "1h", 1);
+        let line = kernel::ban_line(ip, "10m", 1);
         match self {
             Path::Nft => {
                 d.check(d.wait_for_line(&line, REACT), format!("no line {line:?}"));
