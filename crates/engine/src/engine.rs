@@ -341,8 +341,16 @@ impl Engine {
                 self.note_possibly_forged(now, probe);
                 return;
             }
-            Verdict::OverBudget | Verdict::SetFull => {
+            Verdict::OverBudget => {
                 self.stats.not_banned_by_kernel += 1;
+                return;
+            }
+            Verdict::SetFull => {
+                // Detection goes on when the ban set is full: the probe is alerted
+                // (damped per source, as possibly-forged lines are), never answered
+                // with a response, which could not be written into the set anyway.
+                self.stats.not_banned_by_kernel += 1;
+                self.note_set_full(now, probe);
                 return;
             }
             _ => {}
@@ -527,6 +535,19 @@ impl Engine {
             Some(suppressed) => self
                 .actions
                 .push_back(Action::PossiblyForged { probe, suppressed }),
+            None => self.stats.suppressed_lines += 1,
+        }
+    }
+
+    fn note_set_full(&mut self, now: Millis, probe: Probe) {
+        if self.forged_log.len() >= Self::IGNORED_LOG_CAPACITY
+            && !self.forged_log.contains_key(&probe.src)
+        {
+            self.forged_log.clear();
+        }
+        let damper = self.forged_log.entry(probe.src).or_default();
+        match damper.admit(now, self.config.log_damping, probe) {
+            Some(suppressed) => self.actions.push_back(Action::Alert { probe, suppressed }),
             None => self.stats.suppressed_lines += 1,
         }
     }
@@ -1112,7 +1133,7 @@ mod tests {
     }
 
     /// Probes the kernel dropped without banning (budget spent, set full) are safe to
-    /// hand in: counted, no response, no state, no line per probe.
+    /// hand in: counted, no response, no state; set-full ones are alerted, damped.
     #[test]
     fn issue7_over_budget_and_set_full_probes_get_no_response() {
         let mut e = engine(0);
@@ -1125,9 +1146,23 @@ mod tests {
             };
             e.handle_probe(Millis(u64::from(i)), with_verdict(syn(src, 23), v));
         }
-        assert!(drain(&mut e).is_empty());
+        // Set-full probes are alerted (detection goes on, one line per source per
+        // damping period), over-budget ones are only counted; none gets a response.
+        let actions = drain(&mut e);
+        assert_eq!(actions.len(), 500, "{actions:?}");
+        assert!(actions.iter().all(|a| matches!(
+            a,
+            Action::Alert { probe, .. } if probe.verdict == Verdict::SetFull
+        )));
+        let again = with_verdict(syn(v4(1), 24), Verdict::SetFull);
+        e.handle_probe(Millis(1500), again);
+        e.handle_probe(Millis(1600), again);
+        assert!(
+            drain(&mut e).len() <= 1,
+            "set-full lines of one source are damped"
+        );
         assert_eq!(e.tracked_sources(), 0);
-        assert_eq!(e.stats().not_banned_by_kernel, 1000);
+        assert_eq!(e.stats().not_banned_by_kernel, 1002);
         assert_eq!(e.poll_timeout(), None);
         // The same source's later probe that the kernel did ban is handled as ever.
         let banned = with_verdict(syn(v4(0), 23), Verdict::KernelBanned);

@@ -526,6 +526,18 @@ pub fn traps_removed(table: &str) -> String {
     )
 }
 
+/// At start, when the traps ban: how many new bans a second they may make.
+pub fn ban_budget_at_start(per_second: u32, burst: u32) -> String {
+    if per_second == 0 {
+        "adminalert: ban budget: none ([firewall] ban_budget = 0: every trap hit may ban)"
+            .to_string()
+    } else {
+        format!(
+            "adminalert: ban budget: {per_second} new bans/s, burst {burst} (past it, probes are dropped without a ban; [firewall] ban_budget)"
+        )
+    }
+}
+
 /// One mode on the nftables path; `banning`: the traps ban on the first probe.
 pub fn mode_trapped(mode: &str, proto: Proto, ports: usize, banning: bool) -> String {
     format!(
@@ -549,6 +561,49 @@ pub fn bans_restored(
     format!(
         "adminalert: bans restored from {} ({backend}): {put_back} put back, {already_in_kernel} still in the kernel, {adopted} found only in the kernel, {expired} expired",
         state_file.display()
+    )
+}
+
+/// The ban set is full: said once when it fills (the bans not made meanwhile are
+/// counted in [`ban_set_has_room`]). The kernel keeps dropping the probes of every
+/// source, banned or not.
+pub fn ban_set_full(ip: IpAddr, why: &dyn fmt::Display) -> String {
+    format!(
+        "adminalert: WARNING: the ban set is full: {ip} and further new sources are not banned until bans expire (their probes are still dropped and logged); {why}"
+    )
+}
+
+/// The first ban written after the set was full.
+pub fn ban_set_has_room(skipped: u64) -> String {
+    format!(
+        "adminalert: the ban set has room again; {skipped} bans were not made while it was full"
+    )
+}
+
+/// `[firewall] set_size` is below the size the existing set had.
+pub fn set_size_lowered(set: &str, old: u32, new: u32) -> String {
+    format!(
+        "adminalert: set {set} had a size limit of {old}, now {new}: the bans it holds beyond {new} stay until they expire, and no new ban is added while it holds {new} or more"
+    )
+}
+
+/// A save of the state file worked again after failing (the failure was logged once).
+pub fn state_saved_again(path: &std::path::Path) -> String {
+    format!("adminalert: {} saved again", path.display())
+}
+
+/// KILL_* responses skipped by the per-minute limit, once a minute.
+pub fn kill_runs_skipped(skipped: u64, limit: u32) -> String {
+    format!(
+        "adminalert: {skipped} KILL_* responses skipped in the last minute (at most {limit} run a minute; the kernel bans are not limited)"
+    )
+}
+
+/// The kernel sets held more bans at start than the book had room to adopt (said
+/// once, at start).
+pub fn kernel_bans_unlisted(backend: &str, adopted: usize, capacity: usize) -> String {
+    format!(
+        "adminalert: the {backend} ban sets hold more bans than the ban book keeps ({capacity}): {adopted} were adopted; the others stay enforced and expire in the kernel, but portsentry list does not show them"
     )
 }
 
@@ -669,7 +724,7 @@ pub fn saved_known_peers_not_restored(count: usize) -> String {
 }
 
 /// A ban set refused a new element: it is full. Existing bans stay.
-pub fn ban_set_full(set: &str, size: u32) -> String {
+pub fn kernel_set_full(set: &str, size: u32) -> String {
     format!(
         "adminalert: ban set {set} is full ({size} elements): new sources are dropped but not banned"
     )

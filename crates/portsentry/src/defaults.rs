@@ -160,3 +160,11 @@ pub const UDP_BANNERS_PER_SECOND: u32 = 20;
 /// `[listen] udp_banner`: off, because a UDP reply to a forgeable source is a
 /// reflection vector; 1.2 sent PORT_BANNER to every UDP datagram's sender.
 pub const UDP_BANNER: bool = false;
+/// Most runs of the KILL_* chain (KILL_HOSTS_DENY, KILL_ROUTE, KILL_RUN_CMD) a minute;
+/// responses past it are skipped and counted in one line a minute. Each run forks a
+/// shell and usually a firewall tool (a few ms each, and 1.2's `iptables -I` or `route
+/// add` templates grow a list the kernel walks per packet), so a flood of forged
+/// sources would otherwise cost a core and a rule list of thousands. Ten a second is
+/// far above any real scanning (one source per scan) and keeps the cost under ~5% of a
+/// core; the kernel ban itself is not limited.
+pub const KILL_RUNS_PER_MINUTE: u32 = 600;

@@ -62,6 +62,8 @@ where
 pub struct RecordFile {
     path: PathBuf,
     file: File,
+    /// Lines [`queue`](Self::queue)d and not yet written by [`flush`](Self::flush).
+    pending: String,
 }
 
 impl RecordFile {
@@ -94,6 +96,7 @@ impl RecordFile {
         Ok(RecordFile {
             path: path.to_path_buf(),
             file,
+            pending: String::new(),
         })
     }
 
@@ -139,6 +142,22 @@ impl RecordFile {
         };
         self.file = file;
         Ok(created)
+    }
+
+    /// Queue `line` for the next [`flush`](Self::flush): a burst of bans is one write
+    /// and one fdatasync, not one each.
+    pub fn queue(&mut self, line: &str) {
+        self.pending.push_str(line);
+    }
+
+    /// Write the queued lines in one write and one fdatasync. On an error they are
+    /// dropped (the error says so), so a full disk does not grow memory.
+    pub fn flush(&mut self) -> Result<(), RecordError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let lines = std::mem::take(&mut self.pending);
+        self.append(&lines)
     }
 
     pub fn append(&mut self, line: &str) -> Result<(), RecordError> {

@@ -104,6 +104,29 @@ pub trait BanBackend: Send {
     /// end (for restore/adopt at start and for `list`).
     fn list(&mut self) -> Result<Vec<Held>, BackendError>;
 
+    /// Which of `keys` the backend holds now, with what it knows of their end; keys it
+    /// does not hold are left out. For the start's reconciliation of a bounded book
+    /// with sets that may be far larger. The default filters [`list`](Self::list); a
+    /// backend whose listing grows with its size (nftables) looks the keys up.
+    fn holds(&mut self, keys: &[IpNet]) -> Result<Vec<Held>, BackendError> {
+        let wanted: std::collections::HashSet<IpNet> = keys.iter().copied().collect();
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|h| wanted.contains(&h.key))
+            .collect())
+    }
+
+    /// At most `limit` of the bans held (which ones, when there are more, is the
+    /// backend's choice), and whether it holds more. The default truncates
+    /// [`list`](Self::list); nftables stops reading the kernel at the limit.
+    fn list_at_most(&mut self, limit: usize) -> Result<(Vec<Held>, bool), BackendError> {
+        let mut held = self.list()?;
+        let more = held.len() > limit;
+        held.truncate(limit);
+        Ok((held, more))
+    }
+
     /// The longest ban timeout the kernel can hold (`None`: no limit, as for backends
     /// that keep no timeout at all). A longer ban must be refused (or made permanent) by
     /// the caller: the backend would cut it short.
@@ -342,6 +365,19 @@ pub enum BackendError {
     },
     #[error("cannot list the INPUT chain: {0}")]
     ListRules(#[source] CommandError),
+}
+
+impl BackendError {
+    /// Did the kernel refuse because the ban set is full (nftables: ENFILE, the set's
+    /// `size` reached)? Retrying is pointless until an element expires.
+    pub fn is_set_full(&self) -> bool {
+        match self {
+            BackendError::AddElement { source, .. } | BackendError::AddElements { source, .. } => {
+                crate::nft::kernel_errno(source) == Some(libc::ENFILE)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The canonical form of a ban target; refuses addresses that are never a packet's

@@ -129,6 +129,59 @@ impl BanBackend for NftablesBackend {
         Ok(held)
     }
 
+    /// Hosts by single-element lookups (the cost of `keys`, not of the sets: a
+    /// million elements would take the kernel minutes to dump), networks from the
+    /// (small) interval sets.
+    fn holds(&mut self, keys: &[IpNet]) -> Result<Vec<Held>, BackendError> {
+        let hosts: Vec<IpAddr> = keys.iter().filter_map(|k| host_of(*k)).collect();
+        let mut held: Vec<Held> = self
+            .writer
+            .lookup(&hosts)
+            .map_err(BackendError::ListElements)?
+            .into_iter()
+            .map(|k| Held {
+                key: IpNet::from(k.addr),
+                expiry: Expiry::from_left(k.expires, k.timeout),
+            })
+            .collect();
+        if keys.iter().any(|k| host_of(*k).is_none()) {
+            let nets: std::collections::HashSet<IpNet> = keys.iter().copied().collect();
+            held.extend(
+                self.nft
+                    .list_net_bans()?
+                    .into_iter()
+                    .filter(|n| nets.contains(&n.net))
+                    .map(|n| Held {
+                        key: n.net,
+                        expiry: Expiry::from_left(n.expires, n.timeout),
+                    }),
+            );
+        }
+        Ok(held)
+    }
+
+    /// The dump of the host sets stops at `limit` (its cost grows with the square of
+    /// what is read); network bans are listed whole (interval sets, written only by
+    /// the daemon, small).
+    fn list_at_most(&mut self, limit: usize) -> Result<(Vec<Held>, bool), BackendError> {
+        let (hosts, more) = self
+            .writer
+            .list_at_most(limit)
+            .map_err(BackendError::ListElements)?;
+        let mut held: Vec<Held> = hosts
+            .into_iter()
+            .map(|k| Held {
+                key: IpNet::from(k.addr),
+                expiry: Expiry::from_left(k.expires, k.timeout),
+            })
+            .collect();
+        held.extend(self.nft.list_net_bans()?.into_iter().map(|n| Held {
+            key: n.net,
+            expiry: Expiry::from_left(n.expires, n.timeout),
+        }));
+        Ok((held, more))
+    }
+
     /// The kernel's limit for an element's timeout (milliseconds whose count of
     /// nanoseconds fits 64 bits, about 584 years); `nft` takes the same limit.
     fn max_timeout(&self) -> Option<Duration> {

@@ -794,3 +794,76 @@ fn early_drop_drops_banned_sources_in_prerouting() {
         assert!(!peer.connect("198.18.0.2", "198.18.0.1", 80));
     });
 }
+
+/// Issue 7 item 7 (a million bans): the reads that must not grow with the sets — one
+/// table query, the definition without elements, lookups of given addresses, and a
+/// listing that stops at a limit — against the real kernel.
+#[test]
+fn bounded_reads_of_large_sets() {
+    in_netns("bounded_reads_of_large_sets", |ns| {
+        let nft = Nft::new("pst").unwrap();
+        let mut w = BanSetWriter::open("pst").unwrap();
+        assert!(!w.table_exists().unwrap());
+        let s = spec("pst");
+        nft.apply(&s).unwrap();
+        assert!(w.table_exists().unwrap());
+        assert!(nft.exists().unwrap());
+        // 3,000 IPv6 elements through nft -f (as the benchmark fills a million).
+        let items: Vec<String> = (0..3000u32)
+            .map(|i| format!("fd00:5e17::1:{:x}", i))
+            .collect();
+        let text = format!("add element inet pst banned6 {{ {} }}\n", items.join(", "));
+        let path = std::env::temp_dir().join(format!("pst-fill-{}.nft", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        ns.run(&["nft", "-f", path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&path);
+        w.add(ip("198.18.0.7"), Some(Duration::from_secs(600)))
+            .unwrap();
+
+        let listing = w.read_table().unwrap();
+        let b6 = listing.sets.iter().find(|x| x.name == "banned6").unwrap();
+        assert_eq!(
+            (b6.key_type, b6.size, b6.timeout_ms),
+            (8, Some(DEFAULT_SET_SIZE), 3_600_000)
+        );
+        assert!(b6.flags & 0x10 != 0, "timeout flag: {b6:?}");
+        let input = listing.chains.iter().find(|c| c.name == "input").unwrap();
+        assert_eq!(input.hook, Some((1, DEFAULT_PRIORITY)));
+        assert_eq!(
+            listing.rule_chains.iter().filter(|c| *c == "input").count(),
+            ruleset::plan(&s).input.len()
+        );
+        nft.verify(&s).unwrap();
+
+        let (some, more) = w.list_at_most(100).unwrap();
+        assert_eq!(some.len(), 100);
+        assert!(more);
+        // The socket stays usable after an abandoned dump.
+        let (all, more) = w.list_at_most(10_000).unwrap();
+        assert_eq!((all.len(), more), (3001, false));
+        assert_eq!(w.list().unwrap().len(), 3001);
+
+        let found = w
+            .lookup(&[
+                ip("198.18.0.7"),
+                ip("198.18.0.8"),
+                ip("fd00:5e17::1:5"),
+                ip("fd00:5e17::2:5"),
+            ])
+            .unwrap();
+        let mut addrs: Vec<IpAddr> = found.iter().map(|b| b.addr).collect();
+        addrs.sort();
+        assert_eq!(addrs, vec![ip("198.18.0.7"), ip("fd00:5e17::1:5")]);
+        let b = find(&found, "198.18.0.7").unwrap();
+        assert_eq!(b.timeout, Some(Duration::from_secs(600)));
+        assert!(b.expires.unwrap() > Duration::from_secs(590));
+        // Many lookups at once (several sends).
+        let many: Vec<IpAddr> = (0..2000u32)
+            .map(|i| ip(&format!("fd00:5e17::1:{:x}", i * 2)))
+            .collect();
+        assert_eq!(w.lookup(&many).unwrap().len(), 1500);
+
+        nft.remove().unwrap();
+        assert!(!w.table_exists().unwrap());
+    });
+}

@@ -31,7 +31,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::process::{Finished, ProcessError, Run};
-pub use netlink::{BanSetWriter, KernelError, MAX_TIMEOUT_MS, kernel_errno};
+pub use netlink::{
+    BanSetWriter, ChainInfo, KernelError, MAX_TIMEOUT_MS, SetInfo, TableListing, kernel_errno,
+};
 pub use ruleset::{
     BanBudget, COUNTER_KNOWN_PEER, COUNTER_OVER_BUDGET, COUNTER_SET_FULL, DEFAULT_KNOWN_PEER_SIZE,
     DEFAULT_PRIORITY, DEFAULT_SET_SIZE, DEFAULT_TABLE, PREFIX_BANNED, PREFIX_OBSERVED,
@@ -206,18 +208,25 @@ impl Nft {
         &self.table
     }
 
-    /// Whether the `nft` binary runs and the kernel answers (`nft list tables`).
+    /// Whether the `nft` binary runs (`nft --version`) and the kernel's nf_tables
+    /// answers (a netlink query for a table). Not `nft list tables`: nft 1.0.6 reads
+    /// every set element for it, minutes with a million bans in our sets.
     pub fn available() -> bool {
-        run_nft("list tables", &["list", "tables"], None).is_ok_and(|o| o.success())
+        run_nft("version", &["--version"], None).is_ok_and(|o| o.success())
+            && BanSetWriter::open(DEFAULT_TABLE).is_ok_and(|mut w| w.table_exists().is_ok())
     }
 
-    /// Whether our table exists.
+    /// Whether our table exists: one netlink query, no fork (the capture loop asks
+    /// every few seconds, whatever the number of bans).
     pub fn exists(&self) -> Result<bool, NftError> {
-        let objects = self.list_json("list tables", &["list", "tables"])?;
-        Ok(objects.iter().filter_map(|o| o.get("table")).any(|t| {
-            t.get("family").and_then(Value::as_str) == Some("inet")
-                && t.get("name").and_then(Value::as_str) == Some(self.table.as_str())
-        }))
+        let err = |source| NftError::ListBans {
+            table: self.table.clone(),
+            source,
+        };
+        BanSetWriter::open(&self.table)
+            .map_err(err)?
+            .table_exists()
+            .map_err(err)
     }
 
     /// Applies `spec` as one atomic transaction, then verifies it. Ban elements and
@@ -389,11 +398,18 @@ impl Nft {
         })
     }
 
-    /// Reads the table back (`nft -t -j list table`, set contents omitted) and checks
-    /// the sets (type, flags, timeout, size), the base chain (hook, priority, policy)
-    /// and the number of rules of our three chains against `spec`.
+    /// Reads the table back over netlink (sets without their elements, chains, rules:
+    /// `nft -t -j list table` would read every element, minutes with a million bans)
+    /// and checks the sets (type, flags, timeout, size), the base chain (hook,
+    /// priority, policy) and the number of rules of our three chains against `spec`.
     pub fn verify(&self, spec: &TrapSpec) -> Result<(), NftError> {
-        let objects = self.list_json("list", &["-t", "list", "table", "inet", &self.table])?;
+        let listing = BanSetWriter::open(&self.table)
+            .and_then(|mut w| w.read_table())
+            .map_err(|source| NftError::ListBans {
+                table: self.table.clone(),
+                source,
+            })?;
+        let objects = listing_objects(&listing);
         let problem = |p: String| NftError::Verify {
             table: self.table.clone(),
             problem: p,
@@ -544,6 +560,69 @@ impl Nft {
             .list()
             .map_err(err)
     }
+}
+
+/// A netlink [`TableListing`] as the objects of `nft -t -j list table inet T` (the
+/// fields [`check_table`] reads: set type, flags, timeout in whole seconds, size;
+/// chain type, hook, prio, policy; each rule's chain).
+fn listing_objects(listing: &TableListing) -> Vec<Value> {
+    use serde_json::json;
+    let mut out = Vec::new();
+    for set in &listing.sets {
+        let ty = match set.key_type {
+            7 => "ipv4_addr".to_string(),
+            8 => "ipv6_addr".to_string(),
+            n => format!("type {n}"),
+        };
+        let flags: Vec<&str> = [
+            (0x2, "constant"),
+            (0x4, "interval"),
+            (0x8, "map"),
+            (0x10, "timeout"),
+            (0x20, "dynamic"),
+        ]
+        .into_iter()
+        .filter(|(bit, _)| set.flags & bit != 0)
+        .map(|(_, name)| name)
+        .collect();
+        let mut v = json!({"name": set.name, "type": ty, "flags": flags});
+        if set.timeout_ms > 0 {
+            v["timeout"] = json!(set.timeout_ms / 1000);
+        }
+        if let Some(size) = set.size {
+            v["size"] = json!(size);
+        }
+        out.push(json!({ "set": v }));
+    }
+    for chain in &listing.chains {
+        let mut v = json!({"name": chain.name});
+        if let Some(kind) = &chain.kind {
+            v["type"] = json!(kind);
+        }
+        if let Some((num, prio)) = chain.hook {
+            let hook = [
+                "prerouting",
+                "input",
+                "forward",
+                "output",
+                "postrouting",
+                "ingress",
+            ]
+            .get(num as usize)
+            .copied()
+            .unwrap_or("unknown");
+            v["hook"] = json!(hook);
+            v["prio"] = json!(prio);
+        }
+        if let Some(policy) = chain.policy {
+            v["policy"] = json!(if policy == 1 { "accept" } else { "drop" });
+        }
+        out.push(json!({ "chain": v }));
+    }
+    for chain in &listing.rule_chains {
+        out.push(json!({"rule": {"chain": chain}}));
+    }
+    out
 }
 
 /// The checks of [`Nft::verify`] on parsed `nft -t -j list table` output.

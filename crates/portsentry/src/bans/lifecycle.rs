@@ -16,8 +16,10 @@
 //!   those that fail are not put back, and their kernel elements are removed;
 //! - at start, live bans missing from the kernel go back in one batch with their
 //!   remaining time, elements the kernel holds that the book lacks are adopted (with
-//!   their real remaining time when the backend knows it), expired bans are not
-//!   re-added: no unban-and-reban storm;
+//!   their real remaining time when the backend knows it) as far as the book has room,
+//!   expired bans are not re-added: no unban-and-reban storm. The work is bounded by
+//!   the book, not by the kernel sets (the book's bans are looked up, the listing
+//!   stops at the book's room): a million kernel elements cost no more than 65,536;
 //! - a backend that holds single addresses only gets the offending address for a
 //!   grouped (network) ban, and loses it again when that ban ends;
 //! - backends that cannot expire bans (iptables, routes) get each ban removed when the
@@ -85,6 +87,10 @@ pub enum BanError {
     RemoveLeftover(Box<BackendError>),
     #[error("the kernel refused the ban: {0}")]
     Refused(Box<BackendError>),
+    /// The ban set is full (its size limit): not written; see
+    /// [`BanLifecycle::ban`] for how often the kernel is asked again.
+    #[error("{0}")]
+    SetFull(String),
     #[error("bans from the command line need a ban backend")]
     NoBackend,
     #[error("network bans need the nftables backend; ban single addresses")]
@@ -130,6 +136,9 @@ pub struct Restored {
     /// Records of a state file over the book's capacity that were not loaded, oldest
     /// offence first (filled by the loader, [`super::start`]).
     pub over_capacity: Vec<Ban>,
+    /// The kernel holds more bans than the book had room to adopt: those stay
+    /// enforced and expire in the kernel, but are not listed.
+    pub kernel_unlisted: bool,
 }
 
 /// The result of an administrator's ban.
@@ -170,7 +179,15 @@ pub struct BanLifecycle {
     protected: IgnoreSet,
     dirty: bool,
     last_save: Option<Millis>,
+    /// When the kernel last said the ban set is full (Unix seconds), and its error:
+    /// until [`SET_FULL_RETRY`] later, host bans that need a write fail at once
+    /// without asking the kernel, so a flood of new sources costs no syscall each.
+    set_full: Option<(u64, String)>,
 }
+
+/// How long a full ban set is believed full before the kernel is asked again (an
+/// element expiring makes room; bans last at least seconds, so one second is prompt).
+pub const SET_FULL_RETRY: u64 = 1;
 
 impl BanLifecycle {
     /// Start from an already loaded `book` and reconcile it with the backend at `now`.
@@ -207,14 +224,47 @@ impl BanLifecycle {
             restored.refused.push(why);
         }
         if let Some(b) = backend.as_deref_mut() {
-            let mut held = b.list().map_err(|error| BanError::List {
+            // The book's bans in force, looked up (the book is bounded; the kernel sets
+            // may hold a million elements, whose full listing costs the kernel minutes).
+            let active: Vec<IpNet> = book.active(now).map(|ban| ban.key).collect();
+            let held_keys: HashSet<IpNet> = b
+                .holds(&active)
+                .map_err(|error| BanError::List {
+                    backend: b.name(),
+                    error: Box::new(error),
+                })?
+                .into_iter()
+                .map(|h| h.key)
+                .collect();
+            restored.already_in_kernel = held_keys.len();
+            let to_add = missing(&book, b, &held_keys, now);
+            b.add_many(&to_add)
+                .map_err(|e| BanError::PutBack(Box::new(e)))?;
+            restored.put_back = to_add.len();
+
+            // Elements the kernel holds that the book lacks: added by the kernel's own
+            // trap rules while nobody read them (kill -9), or left by an earlier run.
+            // Adopt them so they are listed, expire and escalate — as many as the book
+            // has room for besides its bans in force; the rest stay enforced and expire
+            // in the kernel, unlisted (said once in the log). A backend that keeps no
+            // timeout (iptables, routes) is read whole: its leftovers must go.
+            let room = book.capacity().saturating_sub(active.len());
+            let (listed, more) = if !b.expires_by_itself() {
+                b.list_at_most(usize::MAX)
+            } else if room == 0 {
+                // A book full of bans in force adopts nothing: no listing at all.
+                Ok((Vec::new(), false))
+            } else {
+                b.list_at_most(room.saturating_add(held_keys.len()))
+            }
+            .map_err(|error| BanError::List {
                 backend: b.name(),
                 error: Box::new(error),
             })?;
-            let mut kept = Vec::with_capacity(held.len());
-            for h in held {
+            let mut held = Vec::with_capacity(listed.len());
+            for h in listed {
                 match guard::check(h.key, &protected, false) {
-                    Ok(_) => kept.push(h),
+                    Ok(_) => held.push(h),
                     Err(why) => {
                         b.remove(h.key)
                             .map_err(|e| BanError::RemoveLeftover(Box::new(e)))?;
@@ -224,22 +274,9 @@ impl BanLifecycle {
                     }
                 }
             }
-            held = kept;
-            let held_keys: HashSet<IpNet> = held.iter().map(|h| h.key).collect();
-            restored.already_in_kernel = book
-                .active(now)
-                .filter(|ban| held_keys.contains(&ban.key))
-                .count();
-            let to_add = missing(&book, b, &held_keys, now);
-            b.add_many(&to_add)
-                .map_err(|e| BanError::PutBack(Box::new(e)))?;
-            restored.put_back = to_add.len();
-
-            // Elements the kernel holds that the book lacks: added by the kernel's own
-            // trap rules while nobody read them (kill -9), or left by an earlier run.
-            // Adopt them so they are listed, expire and escalate. An element of a
-            // backend that keeps no timeout (iptables, routes) whose ban the book says
-            // ended is a leftover, not a ban: it is removed, never re-added.
+            // An element of a backend that keeps no timeout (iptables, routes) whose
+            // ban the book says ended is a leftover, not a ban: it is removed, never
+            // re-added.
             let recorded: HashSet<IpNet> = book.records().map(|r| r.key).collect();
             for h in held {
                 if book.is_banned(h.key.addr(), now) {
@@ -249,6 +286,10 @@ impl BanLifecycle {
                     b.remove(h.key)
                         .map_err(|e| BanError::RemoveLeftover(Box::new(e)))?;
                     restored.ended_removed += 1;
+                    continue;
+                }
+                if restored.adopted_from_kernel >= room {
+                    restored.kernel_unlisted = true;
                     continue;
                 }
                 let (banned_at, expires_at) = match h.expiry {
@@ -281,6 +322,7 @@ impl BanLifecycle {
                 });
                 restored.adopted_from_kernel += 1;
             }
+            restored.kernel_unlisted |= more;
         }
         let bans = BanLifecycle {
             book,
@@ -293,6 +335,7 @@ impl BanLifecycle {
             protected,
             dirty: true,
             last_save: None,
+            set_full: None,
         };
         Ok((bans, restored))
     }
@@ -406,7 +449,23 @@ impl BanLifecycle {
         };
         let kernel_is_right =
             kernel_banned && host_of(ban.key).is_some() && timeout == Some(kernel_time);
-        if !kernel_is_right && let Err(e) = b.add(target, timeout) {
+        let believed_full = match &self.set_full {
+            Some((at, _)) if now < at.saturating_add(SET_FULL_RETRY) => host_of(target).is_some(),
+            _ => false,
+        };
+        let written = if kernel_is_right {
+            Ok(())
+        } else if believed_full {
+            Err(None)
+        } else {
+            b.add(target, timeout).map_err(Some)
+        };
+        match &written {
+            Err(Some(e)) if e.is_set_full() => self.set_full = Some((now, e.to_string())),
+            Ok(()) if !kernel_is_right => self.set_full = None,
+            _ => {}
+        }
+        if let Err(e) = written {
             // Only what the kernel took is in force: the ban of before (the offence
             // still counts), or the trap rule's own first-offence element, or none.
             let kept = match before {
@@ -428,7 +487,16 @@ impl BanLifecycle {
                     self.book.unban(ban.key, now);
                 }
             }
-            return Err(BanError::Refused(Box::new(e)));
+            return Err(match e {
+                Some(e) if !e.is_set_full() => BanError::Refused(Box::new(e)),
+                Some(e) => BanError::SetFull(e.to_string()),
+                None => BanError::SetFull(
+                    self.set_full
+                        .as_ref()
+                        .map(|(_, t)| t.clone())
+                        .unwrap_or_default(),
+                ),
+            });
         }
         Ok(Banned {
             place: b.place(target),
@@ -520,7 +588,8 @@ impl BanLifecycle {
         let Some(b) = self.backend.as_deref_mut() else {
             return Ok(0);
         };
-        let held: HashSet<IpNet> = b.list()?.into_iter().map(|h| h.key).collect();
+        let active: Vec<IpNet> = self.book.active(now).map(|ban| ban.key).collect();
+        let held: HashSet<IpNet> = b.holds(&active)?.into_iter().map(|h| h.key).collect();
         let to_add = missing(&self.book, b, &held, now);
         b.add_many(&to_add)?;
         Ok(to_add.len())
@@ -580,6 +649,12 @@ impl BanLifecycle {
             SAVE_INTERVAL
         };
         self.dirty && (force || self.last_save.is_none_or(|t| mono.since(t) >= interval))
+    }
+
+    /// The caller tried to save at `mono` and failed: the book stays changed, and the
+    /// next try is due an interval later, as after a save.
+    pub fn save_failed(&mut self, mono: Millis) {
+        self.last_save = Some(mono);
     }
 
     /// The caller saved the book at `mono`.

@@ -114,7 +114,11 @@ impl StateFile {
         if !bans.save_due(now.mono, force) {
             return None;
         }
-        self.save(bans, now).err().map(|e| format!("{e:#}"))
+        let err = self.save(bans, now).err()?;
+        // Tried: the next try waits the save interval too (a full disk must not be
+        // retried, and logged, every reporter tick).
+        bans.save_failed(now.mono);
+        Some(format!("{err:#}"))
     }
 }
 

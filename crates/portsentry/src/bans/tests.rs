@@ -25,6 +25,10 @@ struct FakeKernel {
     fail_add: bool,
     fail_remove: bool,
     max_timeout: Option<Duration>,
+    /// Like a set's `size`: past it an add of a new element is ENFILE.
+    capacity: Option<usize>,
+    /// Every call of `add` (successful or not).
+    add_calls: usize,
     adds: Vec<(IpNet, Option<Duration>)>,
     removes: Vec<IpNet>,
 }
@@ -86,8 +90,15 @@ impl BanBackend for Fake {
 
     fn add(&mut self, key: IpNet, timeout: Option<Duration>) -> Result<(), BackendError> {
         let mut k = self.k();
+        k.add_calls += 1;
         if k.fail_add {
             return Err(BackendError::InvalidAddress(key.addr()));
+        }
+        if k.capacity.is_some_and(|c| k.elements.len() >= c) && !k.elements.contains_key(&key) {
+            return Err(BackendError::AddElement {
+                addr: key.addr(),
+                source: std::io::Error::from_raw_os_error(libc::ENFILE),
+            });
         }
         if !k.holds_networks && host_of(key).is_none() {
             return Err(BackendError::NetworkUnsupported(key));
@@ -1078,5 +1089,76 @@ fn issue7_the_budget_limits_new_unverified_bans_only() {
             false
         ),
         Admission::Ban
+    );
+}
+
+/// Issue 7 item 7: a full set is not asked again for every new source of a flood.
+#[test]
+fn a_full_set_fails_fast_and_is_asked_again_a_second_later() {
+    let fake = Fake::nftables_like();
+    fake.k().capacity = Some(1);
+    let mut bans = start(&fake, policy());
+    bans.ban(T0, ip("198.18.0.2"), Evidence::Verified, false, "a")
+        .unwrap();
+    let e = bans
+        .ban(T0, ip("198.18.0.3"), Evidence::Verified, false, "b")
+        .unwrap_err();
+    assert!(matches!(e, BanError::SetFull(_)), "{e}");
+    assert_eq!(fake.k().add_calls, 2);
+    for h in 4..100 {
+        let e = bans
+            .ban(
+                T0,
+                ip(&format!("198.18.0.{h}")),
+                Evidence::Verified,
+                false,
+                "c",
+            )
+            .unwrap_err();
+        assert!(matches!(e, BanError::SetFull(_)), "{e}");
+    }
+    assert_eq!(
+        fake.k().add_calls,
+        2,
+        "the kernel was asked again within the second"
+    );
+    assert_eq!(
+        bans.active_count(T0),
+        1,
+        "only the ban the kernel took is in force"
+    );
+    // A second later the kernel is asked again; with room the ban is made.
+    fake.k().capacity = Some(2);
+    bans.ban(T0 + 1, ip("198.18.0.200"), Evidence::Verified, false, "d")
+        .unwrap();
+    assert_eq!(fake.k().add_calls, 3);
+    assert_eq!(bans.active_count(T0 + 1), 2);
+}
+
+/// Issue 7 item 7: kernel elements beyond the book's room are left to the kernel, and
+/// the summary says so.
+#[test]
+fn start_adopts_only_what_the_book_has_room_for() {
+    let fake = Fake::nftables_like();
+    for h in 1..=10 {
+        fake.k().elements.insert(
+            net(&format!("198.18.0.{h}")),
+            Expiry::In {
+                left: Duration::from_secs(600),
+                timeout: secs(HOUR),
+            },
+        );
+    }
+    let mut book = BanBook::new(4);
+    book.restore(saved_ban("198.18.0.1", 1, T0 - 10, Some(T0 + HOUR)));
+    let (bans, restored) = start_with(&fake, book, policy(), T0);
+    assert_eq!(restored.already_in_kernel, 1);
+    assert_eq!(restored.adopted_from_kernel, 3);
+    assert!(restored.kernel_unlisted);
+    assert_eq!(bans.active_count(T0), 4);
+    assert_eq!(
+        fake.k().elements.len(),
+        10,
+        "nothing removed from the kernel"
     );
 }

@@ -154,10 +154,15 @@ impl<'a> Capture<'a> {
             for probe in probes.drain(..) {
                 if Unbanned::takes(&probe) {
                     // Past the budget or a full set: dropped by the kernel without a
-                    // ban; a summary line at most, never an engine decision (which
-                    // could ban in user space). Known peers go to the engine, which
-                    // says "possibly forged" and never bans them.
+                    // ban; a summary line at most, never a response (which could ban
+                    // in user space). Known peers go to the engine, which says
+                    // "possibly forged" and never bans them; so do set-full samples
+                    // (at most one a second from the kernel), which it alerts without
+                    // a response, so a new scanner is still seen.
                     self.unbanned_probe(now, &probe);
+                    if probe.verdict == portsentry_engine::Verdict::SetFull {
+                        self.engine.handle_probe(now, probe);
+                    }
                 } else {
                     self.engine.handle_probe(now, probe);
                 }
@@ -207,8 +212,10 @@ impl<'a> Capture<'a> {
         match self.unbanned.record(now, probe) {
             Some(Notice::SetFull { v4 }) => {
                 let set = if v4 { "banned4" } else { "banned6" };
-                self.log
-                    .log(&alerts::ban_set_full(set, self.settings.firewall.set_size));
+                self.log.log(&alerts::kernel_set_full(
+                    set,
+                    self.settings.firewall.set_size,
+                ));
             }
             None => {}
         }

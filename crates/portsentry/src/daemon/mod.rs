@@ -199,6 +199,7 @@ pub fn run(
                 .as_ref()
                 .filter(|fw| fw.spec.known_peer_time.is_some())
                 .map(|fw| fw.nft.clone()),
+            save_error: None,
         };
         thread::Builder::new()
             .name("reporter".into())

@@ -60,6 +60,8 @@ pub struct Reporter {
     pub started: Instant,
     /// Our table when it learns known peers: `portsentry ban` of one is refused.
     pub known_peers: Option<portsentry_kernel::nft::Nft>,
+    /// The last state-file save error logged (each distinct one is logged once).
+    pub save_error: Option<String>,
 }
 
 impl Reporter {
@@ -79,6 +81,8 @@ impl Reporter {
                 }
             }
             let stop = self.handle_batch(std::mem::take(&mut batch), log);
+            // The batch's history and blocked lines: one write + fdatasync per file.
+            self.responder.flush_records(log);
             self.housekeeping(log, false);
             if stop {
                 break;
@@ -117,7 +121,11 @@ impl Reporter {
                         Err(e) => log.log(&alerts::error("cannot put the bans back", &e)),
                     }
                 }
-                ToReporter::Reopen => self.responder.reopen_records(log),
+                ToReporter::Reopen => {
+                    // Lines queued so far belong to the old files.
+                    self.responder.flush_records(log);
+                    self.responder.reopen_records(log);
+                }
                 ToReporter::Stop => return true,
             }
         }
@@ -339,9 +347,20 @@ impl Reporter {
                 Some(e) => log.log(&alerts::ban_not_removed(ban.key, e)),
             }
         }
-        if let Some(err) = self.state.save_if_due(kernel, clocks, force_save) {
-            log.log(&alerts::failure(&err));
+        let saving = kernel.save_due(clocks.mono, force_save);
+        match self.state.save_if_due(kernel, clocks, force_save) {
+            // Each distinct error once (a full disk fails the same way every try).
+            Some(err) if self.save_error.as_deref() != Some(err.as_str()) => {
+                log.log(&alerts::failure(&err));
+                self.save_error = Some(err);
+            }
+            Some(_) => {}
+            None if saving && self.save_error.take().is_some() => {
+                log.log(&alerts::state_saved_again(self.state.path()));
+            }
+            None => {}
         }
+        self.responder.kill_limit_tick(log);
     }
 }
 
@@ -374,6 +393,7 @@ mod tests {
             feedback: tx,
             started: clock::instant(),
             known_peers: None,
+            save_error: None,
         };
         (reporter, rx)
     }
@@ -444,6 +464,7 @@ mod tests {
             feedback: tx,
             started: clock::instant(),
             known_peers: None,
+            save_error: None,
         };
         let respond = ToReporter::Action(Action::Respond { probe: probe() });
         let host = format!("{SCANNER}/32");

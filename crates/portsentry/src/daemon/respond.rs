@@ -17,9 +17,10 @@ use portsentry_engine::engine::Outcome;
 use portsentry_engine::{Probe, Proto};
 
 use crate::alerts::{self, Host, Undo};
-use crate::bans::{Admission, BanLifecycle};
+use crate::bans::{Admission, BanError, BanLifecycle};
 use crate::clock;
 use crate::config::BlockMode;
+use crate::defaults;
 use crate::logger::Logger;
 use crate::protect::Latest;
 use crate::records::{self, HostsDenyResult, RecordFile};
@@ -39,6 +40,51 @@ pub struct Responder {
     protected_in: Latest,
     /// PortSentry 2.x's scan line and history format (a 2.x command line).
     log_2x: bool,
+    /// The ban set is full and that was logged; bans not made since.
+    set_full: Option<u64>,
+    /// The KILL_* runs of the current minute ([`defaults::KILL_RUNS_PER_MINUTE`]).
+    kill_window: KillWindow,
+}
+
+/// Counts KILL_* runs per minute; past the limit responses are skipped and counted.
+#[derive(Debug)]
+struct KillWindow {
+    start: std::time::Instant,
+    runs: u32,
+    skipped: u64,
+}
+
+impl KillWindow {
+    /// A new minute: say what the last one skipped, and start counting again.
+    fn tick(&mut self, log: &Logger) {
+        let now = clock::instant();
+        if now.duration_since(self.start) < Duration::from_secs(60) {
+            return;
+        }
+        if self.skipped > 0 {
+            log.log(&alerts::kill_runs_skipped(
+                self.skipped,
+                defaults::KILL_RUNS_PER_MINUTE,
+            ));
+        }
+        *self = KillWindow {
+            start: now,
+            runs: 0,
+            skipped: 0,
+        };
+    }
+
+    /// May the KILL_* chain run once more this minute? Counts a skip when not.
+    fn allow(&mut self, log: &Logger) -> bool {
+        self.tick(log);
+        if self.runs < defaults::KILL_RUNS_PER_MINUTE {
+            self.runs += 1;
+            true
+        } else {
+            self.skipped += 1;
+            false
+        }
+    }
 }
 
 /// One running mode's response: its 1.2 plan and its blocked file.
@@ -81,7 +127,35 @@ impl Responder {
             bans,
             protected_in: Latest::default(),
             log_2x: false,
+            set_full: None,
+            kill_window: KillWindow {
+                start: clock::instant(),
+                runs: 0,
+                skipped: 0,
+            },
         }
+    }
+
+    /// Write the record lines queued by the responses of a batch: one write and one
+    /// fdatasync per file (the lines' format unchanged). The reporter calls it after
+    /// each batch, before a reopen and at stop.
+    pub fn flush_records(&mut self, log: &Logger) {
+        let files = std::iter::once(&mut self.history).chain(
+            [self.tcp.as_mut(), self.udp.as_mut()]
+                .into_iter()
+                .flatten()
+                .map(|m| &mut m.blocked),
+        );
+        for file in files {
+            if let Err(e) = file.flush() {
+                log.log(&alerts::failure(&e));
+            }
+        }
+    }
+
+    /// Once a minute: how many KILL_* responses the limit skipped in the minute past.
+    pub fn kill_limit_tick(&mut self, log: &Logger) {
+        self.kill_window.tick(log);
     }
 
     /// Write PortSentry 2.x's scan line and history format instead of 1.2's.
@@ -179,19 +253,47 @@ impl Responder {
             .bans
             .ban(now.unix, target, evidence, probe.kernel_banned(), &reason)
         {
-            Ok(banned) => NativeBan {
-                outcome: Some(Outcome::Blocked {
-                    length: banned.timeout,
-                }),
-                line: Some(alerts::kernel_ban(
+            Ok(banned) => {
+                let mut line = alerts::kernel_ban(
                     target,
                     &banned.place,
                     banned.timeout,
                     banned.ban.offences,
                     banned.ban.evidence,
-                )),
-                alert_only: false,
-            },
+                );
+                if banned.written
+                    && let Some(skipped) = self.set_full.take()
+                {
+                    line = format!("{}\n{line}", alerts::ban_set_has_room(skipped));
+                }
+                NativeBan {
+                    outcome: Some(Outcome::Blocked {
+                        length: banned.timeout,
+                    }),
+                    line: Some(line),
+                    alert_only: false,
+                }
+            }
+            // One line when the set fills, then only a count: a flood of forged
+            // sources must not become a flood of lines. No ban was made, so nothing
+            // of the 1.2 chain runs and nothing is recorded.
+            Err(BanError::SetFull(why)) => {
+                let line = match &mut self.set_full {
+                    Some(skipped) => {
+                        *skipped += 1;
+                        None
+                    }
+                    None => {
+                        self.set_full = Some(1);
+                        Some(alerts::ban_set_full(target, &why))
+                    }
+                };
+                NativeBan {
+                    outcome: Some(Outcome::Failed),
+                    line,
+                    alert_only: true,
+                }
+            }
             Err(e) => NativeBan {
                 outcome: None,
                 line: Some(alerts::kernel_ban_failed(target, &e)),
@@ -241,9 +343,7 @@ impl Responder {
                 blocked: Some(!noblock && matches!(outcome, Outcome::Blocked { .. })),
             });
             log.log(&line);
-            if let Err(e) = self.history.append(&records::history_line_2x_now(&line)) {
-                log.log(&alerts::failure(&e));
-            }
+            self.history.queue(&records::history_line_2x_now(&line));
         }
         outcome
     }
@@ -255,8 +355,10 @@ impl Responder {
         native: NativeBan,
         resolved: &str,
     ) -> Outcome {
-        if let Some(line) = &native.line {
-            log.log(line);
+        if let Some(lines) = &native.line {
+            for line in lines.split('\n') {
+                log.log(line);
+            }
         }
         if native.alert_only {
             return native.outcome.unwrap_or(Outcome::Reported);
@@ -307,7 +409,12 @@ impl Responder {
                 };
                 let mut ran_any = false;
                 let mut all_ok = true;
-                for step in order {
+                let any_configured = plan.kill_hosts_deny.is_some()
+                    || plan.kill_route.is_some()
+                    || plan.kill_run_cmd.is_some();
+                // Field borrow (`mode` holds another): the minute's KILL_* budget.
+                let allowed = !any_configured || self.kill_window.allow(log);
+                for step in order.into_iter().filter(|_| allowed) {
                     let configured = match step {
                         Step::HostsDeny => plan.kill_hosts_deny.is_some(),
                         Step::Route => plan.kill_route.is_some(),
@@ -362,9 +469,7 @@ impl Responder {
         let line =
             records::blocked_line_now(resolved, target, probe.dport, proto, probe.evidence());
         for file in [&mut mode.blocked, &mut self.history] {
-            if let Err(e) = file.append(&line) {
-                log.log(&alerts::failure(&e));
-            }
+            file.queue(&line);
         }
         outcome
     }
@@ -726,7 +831,9 @@ mod tests {
     fn respond(r: &mut Responder, log: &Logger) -> Outcome {
         let p = probe();
         let native = r.ban_natively(&p);
-        r.finish(log, &p, native, SCANNER)
+        let outcome = r.finish(log, &p, native, SCANNER);
+        r.flush_records(log);
+        outcome
     }
 
     fn history(dir: &Path) -> String {

@@ -194,6 +194,20 @@ pub fn start_nftables(
     };
     let nft = Nft::new(&fw.table)?;
     let spec = trap_spec(settings);
+    // A smaller size limit applies to new bans only: the kernel keeps the elements a
+    // set already holds beyond it until they expire. Say so, once.
+    let sizes_before = portsentry_kernel::nft::BanSetWriter::open(&fw.table)
+        .and_then(|mut w| w.read_table())
+        .map(|l| l.sets)
+        .unwrap_or_default();
+    for set in sizes_before
+        .iter()
+        .filter(|s| s.name == "banned4" || s.name == "banned6")
+    {
+        if let Some(old) = set.size.filter(|&old| old > spec.set_size) {
+            log.log(&alerts::set_size_lowered(&set.name, old, spec.set_size));
+        }
+    }
     let applied = nft
         .apply(&spec)
         .with_context(|| format!("cannot install table inet {}", fw.table))?;
@@ -214,6 +228,12 @@ pub fn start_nftables(
             Proto::Udp => spec.ban_udp,
         };
         log.log(&alerts::mode_trapped(mode.name, mode.proto, ports, banning));
+    }
+    if spec.ban_tcp || spec.ban_udp {
+        log.log(&alerts::ban_budget_at_start(
+            fw.ban_budget,
+            fw.ban_budget_burst,
+        ));
     }
     let backend = backend::NftablesBackend::open(&fw.table)?;
     let (mut kernel, restored) = bans::start(
@@ -315,6 +335,13 @@ fn log_restored(log: &Logger, settings: &Settings, backend: &str, restored: Rest
         restored.adopted_from_kernel,
         restored.expired_dropped,
     ));
+    if restored.kernel_unlisted {
+        log.log(&alerts::kernel_bans_unlisted(
+            backend,
+            restored.adopted_from_kernel,
+            crate::bans::BOOK_CAPACITY,
+        ));
+    }
     if restored.ended_removed > 0 {
         log.log(&alerts::ended_bans_removed(restored.ended_removed, backend));
     }
