@@ -594,6 +594,24 @@ fn listing_objects(listing: &TableListing) -> Vec<Value> {
         }
         out.push(json!({ "set": v }));
     }
+    for obj in &listing.objects {
+        match (obj.kind, obj.limit) {
+            (netlink::NFT_OBJECT_COUNTER, _) => out.push(json!({"counter": {"name": obj.name}})),
+            (netlink::NFT_OBJECT_LIMIT, Some((rate, unit, burst))) => {
+                let per = match unit {
+                    1 => "second",
+                    60 => "minute",
+                    3600 => "hour",
+                    86_400 => "day",
+                    _ => "unknown",
+                };
+                out.push(
+                    json!({"limit": {"name": obj.name, "rate": rate, "per": per, "burst": burst}}),
+                );
+            }
+            _ => {}
+        }
+    }
     for chain in &listing.chains {
         let mut v = json!({"name": chain.name});
         if let Some(kind) = &chain.kind {

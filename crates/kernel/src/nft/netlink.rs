@@ -42,8 +42,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR,
-    NLMSG_OVERRUN, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    DefaultNla, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+    NLMSG_ERROR, NLMSG_OVERRUN, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, DataAttribute, ListAttribute, NfTablesMessage, RuleAttribute,
@@ -76,6 +76,17 @@ const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
 const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_NEWOBJ: u16 = 18;
+const NFTA_OBJ_TABLE: u16 = 1;
+const NFTA_OBJ_NAME: u16 = 2;
+const NFTA_OBJ_TYPE: u16 = 3;
+const NFTA_OBJ_DATA: u16 = 4;
+/// Stateful object types (`NFT_OBJECT_*`).
+pub const NFT_OBJECT_COUNTER: u32 = 1;
+pub const NFT_OBJECT_LIMIT: u32 = 4;
+const NFTA_LIMIT_RATE: u16 = 1;
+const NFTA_LIMIT_UNIT: u16 = 2;
+const NFTA_LIMIT_BURST: u16 = 3;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFTA_SET_TABLE: u16 = 1;
 const NFTA_SET_NAME: u16 = 2;
@@ -772,6 +783,21 @@ impl BanSetWriter {
                 Ok(())
             })
             .map_err(|e| self.reading_error(e))?;
+        // Counters and limits (the crate has no typed object message: raw attributes).
+        let mut name = self.table.clone().into_bytes();
+        name.push(0);
+        let objects = nft_message(NfTablesMessage::GetObject(vec![DefaultNla::new(
+            NFTA_OBJ_TABLE,
+            name,
+        )]));
+        self.sock
+            .dump_once(objects, |m| {
+                if m.kind == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWOBJ && ours(m, NFTA_OBJ_TABLE) {
+                    listing.objects.push(obj_info(after_nfgenmsg(m)));
+                }
+                Ok(())
+            })
+            .map_err(|e| self.reading_error(e))?;
         Ok(listing)
     }
 
@@ -924,6 +950,44 @@ pub struct TableListing {
     pub chains: Vec<ChainInfo>,
     /// The chain of each rule, in the kernel's order.
     pub rule_chains: Vec<String>,
+    /// Named stateful objects (counters, limits).
+    pub objects: Vec<ObjInfo>,
+}
+
+/// One named stateful object of our table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjInfo {
+    pub name: String,
+    /// `NFT_OBJECT_COUNTER`, `NFT_OBJECT_LIMIT`, ...
+    pub kind: u32,
+    /// A limit's rate, unit (seconds) and burst.
+    pub limit: Option<(u64, u64, u32)>,
+}
+
+fn obj_info(attrs: &[u8]) -> ObjInfo {
+    let mut info = ObjInfo::default();
+    let mut data: &[u8] = &[];
+    for (kind, v) in attributes(attrs) {
+        match kind {
+            NFTA_OBJ_NAME => info.name = cstr(v).to_string(),
+            NFTA_OBJ_TYPE => info.kind = be32(v).unwrap_or(0),
+            NFTA_OBJ_DATA => data = v,
+            _ => {}
+        }
+    }
+    if info.kind == NFT_OBJECT_LIMIT {
+        let (mut rate, mut unit, mut burst) = (0, 0, 0);
+        for (kind, v) in attributes(data) {
+            match kind {
+                NFTA_LIMIT_RATE => rate = be64(v).unwrap_or(0),
+                NFTA_LIMIT_UNIT => unit = be64(v).unwrap_or(0),
+                NFTA_LIMIT_BURST => burst = be32(v).unwrap_or(0),
+                _ => {}
+            }
+        }
+        info.limit = Some((rate, unit, burst));
+    }
+    info
 }
 
 fn set_info(attrs: &[u8]) -> SetInfo {
