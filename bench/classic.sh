@@ -1,5 +1,5 @@
 #!/bin/bash
-# Part 7 — the classic -tcp mode: how many trap ports a full connect scan sees open
+# Part 6 — the classic -tcp mode: how many trap ports a full connect scan sees open
 # before the scanner is banned.
 #
 # A defender namespace (an open TCP service on 8080) and an attacker namespace, joined
@@ -117,7 +117,7 @@ done
 
 field() { grep "^scenario=$1 " "$BENCH_TMP/classic.raw" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 echo
-echo "Part 7: classic -tcp, nmap -sT of PortSentry 1.2's 26 TCP_PORTS (median of $RUNS runs)"
+echo "Part 6: classic -tcp, nmap -sT of PortSentry 1.2's 26 TCP_PORTS (median of $RUNS runs)"
 for s in $SCENARIOS; do
     no=$(field "$s" nmap_open | median)
     bn="$(field "$s" banned | grep -c yes || true)/$RUNS"

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Part 6: a forged-source SYN flood against the trap ports, then a real scan.
+# Part 8: a forged-source SYN flood against the trap ports, then a real scan.
 #   sudo bench/flood.sh                  (from the repository root)
 # For each scenario (ours, pst12 = Debian's PortSentry 1.2 -atcp) and run: a defender
 # with an unchanged 1.2-style config (BLOCK_TCP=1, SCAN_TRIGGER=0, KILL_ROUTE = an
@@ -224,7 +224,7 @@ print(sum(1 for e in els if ipaddress.ip_address(val(e)) in net))' "$FORGED") ;;
     for n in "$def" "$fld" "$cli" "$scn"; do ns_delete "$n"; done
 }
 
-echo "Part 6: forged SYN flood ($RATE packets/s for $SECS s from $FORGED to ports 1-1023), then nmap -sS --top-ports 100"
+echo "Part 8: forged SYN flood ($RATE packets/s for $SECS s from $FORGED to ports 1-1023), then nmap -sS --top-ports 100"
 printf '%-6s %3s %9s %6s %8s %10s %13s %13s %9s %-22s %8s %7s  %s\n' scen run sent bans killruns log_lines \
     cpu_daemon_s cpu_children_s rss_kib client alert_ms stop_ms nmap_open
 for r in $(seq 1 "$RUNS"); do

@@ -51,6 +51,7 @@ fn main() {
             known_peer_size: portsentry_kernel::nft::DEFAULT_KNOWN_PEER_SIZE,
             ban_budget: None,
             early_drop: early,
+            interfaces: Vec::new(),
         })
         .expect("apply table");
     let base = u32::from(Ipv4Addr::new(198, 18, 64, 0));

@@ -150,6 +150,7 @@ fn main() {
         known_peer_size: 1000,
         ban_budget: None,
         early_drop: false,
+        interfaces: Vec::new(),
     })
     .expect("apply our table in the private namespace");
     let mut w = BanSetWriter::open(TABLE).expect("netlink socket");

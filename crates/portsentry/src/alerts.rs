@@ -412,23 +412,16 @@ pub fn failure(error: &dyn fmt::Display) -> String {
 }
 
 /// What 2.x's -L and -S do not change here, and why (one line each when given).
-pub fn flags_2x_notes(
-    interfaces: &[String],
-    disable_local_check: bool,
-    disable_service_check: bool,
-) -> Vec<String> {
+
+/// 2.x's `-i` on the packet-socket path (no nftables): every interface is watched.
+pub fn interfaces_not_applied(names: &[String]) -> String {
+    format!(
+        "adminalert: WARNING: -i {} is applied by the nftables traps only; without nftables every interface but loopback is watched",
+        names.join(" -i ")
+    )
+}
+pub fn flags_2x_notes(disable_local_check: bool, disable_service_check: bool) -> Vec<String> {
     let mut out = Vec::new();
-    let named: Vec<&str> = interfaces
-        .iter()
-        .map(String::as_str)
-        .filter(|i| !["ALL", "ALL_NLO", "any"].contains(i))
-        .collect();
-    if !named.is_empty() {
-        out.push(format!(
-            "adminalert: WARNING: -i {} accepted, but this version watches every interface but loopback",
-            named.join(" -i ")
-        ));
-    }
     if disable_local_check {
         out.push(
             "adminalert: WARNING: -L (--disable-local-check) accepted, but this host's own addresses stay protected: a ban on them would cut the host off"

@@ -114,11 +114,7 @@ fn main() -> ExitCode {
         (true, _) => Logger::stdout(None),
         (false, _) => Logger::new(syslog, foreground),
     });
-    for line in alerts::flags_2x_notes(
-        &cli.interfaces,
-        cli.disable_local_check,
-        cli.disable_service_check,
-    ) {
+    for line in alerts::flags_2x_notes(cli.disable_local_check, cli.disable_service_check) {
         log.log(&line);
     }
     if cli.debug || cli.verbose {

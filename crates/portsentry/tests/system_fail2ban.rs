@@ -156,6 +156,12 @@ fn issue_8_a_2x_command_line_blocks_and_2x_fail2ban_filter_matches() {
     .collect();
     let mut daemon = common::Daemon::start_args(&def.ns, &args);
     daemon.wait_ready();
+    // -i eth0: only eth0's probes are trapped (the lab's only interface besides lo).
+    let chain = common::kernel::input_chain(&def.ns);
+    daemon.check(
+        chain.contains("iifname != \"eth0\" return"),
+        format!("-i eth0 is not in the traps:\n{chain}"),
+    );
     let scanner = lab.peer("scanner");
     let ip = scanner.addr(false);
     nmap(scanner, &["-sS", "-p", "1-120"], def.addr(false));

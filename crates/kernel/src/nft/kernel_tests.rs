@@ -37,6 +37,7 @@ fn spec(table: &str) -> TrapSpec {
         known_peer_size: 1000,
         ban_budget: None,
         early_drop: false,
+        interfaces: Vec::new(),
     }
 }
 

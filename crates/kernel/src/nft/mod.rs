@@ -38,7 +38,7 @@ pub use ruleset::{
     BanBudget, COUNTER_KNOWN_PEER, COUNTER_OVER_BUDGET, COUNTER_SET_FULL, DEFAULT_KNOWN_PEER_SIZE,
     DEFAULT_PRIORITY, DEFAULT_SET_SIZE, DEFAULT_TABLE, PREFIX_BANNED, PREFIX_OBSERVED,
     PREFIX_OVER_BUDGET, PREFIX_PEER, PREFIX_SET_FULL, TrapSpec, merge_nets, render_ruleset,
-    valid_table_name,
+    valid_interface_name, valid_table_name,
 };
 use ruleset::{
     CHAIN_INPUT, CHAIN_OBSERVE, SET_BANNED4, SET_BANNED6, SET_PROTECTED4, SET_PROTECTED6,
@@ -859,6 +859,7 @@ mod tests {
             known_peer_size: 1000,
             ban_budget: None,
             early_drop: false,
+            interfaces: Vec::new(),
         }
     }
 

@@ -172,6 +172,10 @@ pub struct TrapSpec {
     /// Drop banned sources in prerouting at raw priority ([`CHAIN_EARLY`]) instead of
     /// in the input hook.
     pub early_drop: bool,
+    /// Interfaces whose packets are trapped (PortSentry 2.x's `-i`); empty: all. Bans
+    /// and protected sources apply on every interface regardless. Each name must pass
+    /// [`valid_interface_name`].
+    pub interfaces: Vec<String>,
 }
 
 /// A token bucket of new kernel bans: `rate` per second, at most `burst` at once.
@@ -184,6 +188,15 @@ pub struct BanBudget {
 /// Default size of each known-peer set: a day of distinct peers of a busy host, at
 /// ~100 bytes of kernel memory each; a full set only stops learning new peers.
 pub const DEFAULT_KNOWN_PEER_SIZE: u32 = 262_144;
+
+/// Whether `name` is a Linux interface name we put into nft syntax (quoted): 1 to 15
+/// characters of letters, digits, `.`, `_` and `-`.
+pub fn valid_interface_name(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
 
 /// Whether `name` is safe to put into nft syntax unquoted: a letter, then letters,
 /// digits and `_`, at most 64 characters. (nft accepts more; we need no more.)
@@ -450,6 +463,16 @@ pub(crate) fn plan(spec: &TrapSpec) -> Plan {
     }
     if !output.is_empty() {
         output.insert(0, "oif \"lo\" return".to_string());
+    }
+    let names: Vec<String> = spec
+        .interfaces
+        .iter()
+        .filter(|n| valid_interface_name(n))
+        .map(|n| format!("\"{n}\""))
+        .collect();
+    if !names.is_empty() {
+        // 2.x's -i: probes on other interfaces are not trapped (bans still drop there).
+        input.push(format!("iifname != {{ {} }} return", names.join(", ")));
     }
     let mut observe = vec!["meta l4proto { tcp, udp } socket transparent 0 return".to_string()];
     for (m, ban) in trap_matches(spec) {
@@ -771,6 +794,7 @@ mod tests {
             known_peer_size: 1000,
             ban_budget: None,
             early_drop: false,
+            interfaces: Vec::new(),
         }
     }
 
@@ -1075,5 +1099,27 @@ add rule inet portsentry peer_log counter name "known_peer" limit rate 10/second
         assert!(!valid_table_name("a b"));
         assert!(!valid_table_name("a;delete table inet filter"));
         assert!(!valid_table_name(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn named_interfaces_limit_the_traps_not_the_bans() {
+        let mut s = spec();
+        s.interfaces = vec!["eth0".into(), "wg-0".into(), "bad name".into()];
+        let p = plan(&s);
+        let at = p
+            .input
+            .iter()
+            .position(|r| r == "iifname != { \"eth0\", \"wg-0\" } return")
+            .expect("an iifname rule for the valid names");
+        let first_trap = p
+            .input
+            .iter()
+            .position(|r| r.contains("tcp dport"))
+            .expect("a trap rule");
+        assert!(at < first_trap, "{:?}", p.input);
+        assert!(valid_interface_name("enp0s31f6") && !valid_interface_name("a\"b"));
+        assert!(!valid_interface_name("") && !valid_interface_name("sixteen-chars-xx"));
+        s.interfaces.clear();
+        assert!(!plan(&s).input.iter().any(|r| r.contains("iifname")));
     }
 }

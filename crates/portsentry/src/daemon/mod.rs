@@ -157,6 +157,9 @@ pub fn run(
         (kernel, Some(firewall))
     } else {
         let kernel = startup::start_without_nftables(&settings, &log, chosen, &protected)?;
+        if !settings.interfaces.is_empty() {
+            log.log(&alerts::interfaces_not_applied(&settings.interfaces));
+        }
         // Only for the modes that read packets: a classic mode has its own sockets.
         if settings.packet_modes().next().is_some() {
             let mut usage = PortUsage::new().context("cannot open the sock_diag netlink socket")?;

@@ -157,6 +157,7 @@ pub fn trap_spec(settings: &Settings) -> TrapSpec {
             burst: fw.ban_budget_burst,
         }),
         early_drop: fw.early_drop,
+        interfaces: settings.interfaces.clone(),
     }
 }
 

@@ -142,6 +142,8 @@ pub struct Settings {
     /// PortSentry 2.x's log lines (`Scan from: [...]`) and history format, for a 2.x
     /// command line (its fail2ban filter matches only those).
     pub log_2x: bool,
+    /// Interfaces whose probes are trapped (2.x's `-i`); empty: every one but loopback.
+    pub interfaces: Vec<String>,
 }
 
 impl Settings {

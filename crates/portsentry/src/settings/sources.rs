@@ -84,6 +84,8 @@ pub struct Flags {
     pub hosts_deny: Option<PathBuf>,
     /// A PortSentry 2.x command line (`Cli::is_2x`): 2.x's log lines and history.
     pub style_2x: bool,
+    /// 2.x's `-i`: the interfaces named (ALL, ALL_NLO and any mean every one).
+    pub interfaces: Vec<String>,
 }
 
 impl Flags {
@@ -105,6 +107,12 @@ impl Flags {
             udp: pick(cli.udp || cli.connect, cli.sudp || cli.stealth, cli.audp),
             hosts_deny: cli.hosts_deny.clone(),
             style_2x: cli.is_2x(),
+            interfaces: cli
+                .interfaces
+                .iter()
+                .filter(|i| !["ALL", "ALL_NLO", "any"].contains(&i.as_str()))
+                .cloned()
+                .collect(),
         }
     }
 

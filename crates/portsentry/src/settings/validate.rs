@@ -33,6 +33,14 @@ const TOML_DEFAULTS_SOURCE: &str = "built-in defaults";
 
 /// Validate every source and derive the settings; see the module doc.
 pub fn validate(sources: &Sources) -> Result<Settings> {
+    if let Some(bad) = sources
+        .flags
+        .interfaces
+        .iter()
+        .find(|i| !portsentry_kernel::nft::valid_interface_name(i))
+    {
+        bail!("-i {bad:?}: not an interface name (1 to 15 letters, digits, '.', '_' or '-')");
+    }
     let mut notices = Vec::new();
     let (legacy, config_source) = legacy_config(sources, &mut notices)?;
     let (tcp_kind, udp_kind) = select_modes(
@@ -112,6 +120,7 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
         history_file,
         resolve_host: legacy.resolve_host,
         log_2x: sources.flags.style_2x,
+        interfaces: sources.flags.interfaces.clone(),
         config_source,
         firewall,
         ban_policies,
