@@ -411,8 +411,6 @@ pub fn failure(error: &dyn fmt::Display) -> String {
     format!("adminalert: ERROR: {error:#}")
 }
 
-/// What 2.x's -L and -S do not change here, and why (one line each when given).
-
 /// 2.x's `-i` on the packet-socket path (no nftables): every interface is watched.
 pub fn interfaces_not_applied(names: &[String]) -> String {
     format!(
@@ -420,6 +418,7 @@ pub fn interfaces_not_applied(names: &[String]) -> String {
         names.join(" -i ")
     )
 }
+/// What 2.x's -L and -S do not change here, and why (one line each when given).
 pub fn flags_2x_notes(disable_local_check: bool, disable_service_check: bool) -> Vec<String> {
     let mut out = Vec::new();
     if disable_local_check {
