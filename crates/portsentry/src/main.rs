@@ -95,8 +95,10 @@ fn main() -> ExitCode {
     }
     // A reload re-executes the binary (same PID, same stdio): it must not detach again.
     let reexec = std::env::var_os(daemon::REEXEC_ENV).is_some();
-    // PortSentry 2.x stays in the foreground unless -D is given.
-    let foreground = cli.foreground || (cli.is_2x() && !cli.daemon);
+    // PortSentry 2.x (its command line, or its style of config without a mode flag)
+    // stays in the foreground unless -D is given.
+    let run_2x = cli.is_2x() || settings.log_2x;
+    let foreground = cli.foreground || (run_2x && !cli.daemon);
     if !foreground && !reexec {
         // Detach before any thread exists: fork() keeps only the calling thread. The
         // starting process waits until the traps are armed (or the start failed) and
@@ -107,7 +109,7 @@ fn main() -> ExitCode {
         }
     }
     let syslog = (!cli.no_syslog).then_some(cli.syslog_socket.as_path());
-    let log = Arc::new(match (cli.is_2x(), cli.logoutput.as_deref()) {
+    let log = Arc::new(match (run_2x, cli.logoutput.as_deref()) {
         // 2.x: stdout by default; -D forces syslog, as in 2.x.
         (true, Some("syslog")) => Logger::new(syslog, false),
         (true, _) if cli.daemon => Logger::new(syslog, false),

@@ -922,3 +922,27 @@ fn ignore_entry_covering_everything_warns_at_its_line() {
         st.notices
     );
 }
+
+#[test]
+fn issue_8_a_2x_style_config_without_a_mode_runs_as_2x_does() {
+    // 2.x's own example config: ranges, no ADVANCED_* key.
+    let two_x = "TCP_PORTS = \"1,7,9,512-515,540\"\nUDP_PORTS = \"7,9,517-518\"\nIGNORE_FILE = \"/etc/portsentry/portsentry.ignore\"\nHISTORY_FILE = \"/var/log/portsentry.log\"\nBLOCKED_FILE = \"/tmp/portsentry.blocked\"\n";
+    let st = ok(&conf(two_x));
+    assert_eq!(mode_names(&st), (Some("stcp"), Some("sudp")));
+    assert!(st.log_2x);
+    assert!(
+        st.notices
+            .iter()
+            .any(|n| n.contains("PortSentry 2.x's style (a port range at line 1")),
+        "{:?}",
+        st.notices
+    );
+    // A mode flag keeps 1.2's behaviour with the same file.
+    let st = ok(&with_flags(conf(two_x), Some(ModeKind::Advanced), None));
+    assert_eq!(mode_names(&st), (Some("atcp"), None));
+    assert!(!st.log_2x);
+    // A 1.2 config (ADVANCED_* keys) with a range is read as 1.2 reads it.
+    let st = ok(&conf(&format!("{two_x}ADVANCED_PORTS_TCP=\"1024\"\n")));
+    assert_eq!(mode_names(&st), (Some("atcp"), Some("audp")));
+    assert!(!st.log_2x);
+}

@@ -43,9 +43,11 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
     }
     let mut notices = Vec::new();
     let (legacy, config_source) = legacy_config(sources, &mut notices)?;
-    let (tcp_kind, udp_kind) = select_modes(
+    let config_2x = config_in_2x_style(sources.config.as_ref());
+    let (tcp_kind, udp_kind, run_as_2x) = select_modes(
         &sources.flags,
         sources.debian_defaults.as_ref(),
+        config_2x,
         &mut notices,
     )?;
     let native = native_settings(&sources.toml)?;
@@ -119,7 +121,7 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
         },
         history_file,
         resolve_host: legacy.resolve_host,
-        log_2x: sources.flags.style_2x,
+        log_2x: sources.flags.style_2x || run_as_2x,
         interfaces: sources.flags.interfaces.clone(),
         config_source,
         firewall,
@@ -270,16 +272,54 @@ fn embedded_defaults(ignore_files: &[FileText]) -> LegacyConfig {
 
 /// Modes from the flags; without flags, from Debian's mode file; else the built-in
 /// modes.
+/// A config only PortSentry 2.x would have written: no 1.2 ADVANCED_* key (2.x refuses
+/// them) and a port range in TCP_PORTS or UDP_PORTS (1.2 read `512-515` as 512).
+/// Returns the line of the first range.
+pub fn config_in_2x_style(config: Option<&FileText>) -> Option<usize> {
+    let text = config?.as_text()?;
+    let lines = || {
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.trim_start()))
+            .filter(|(_, l)| !l.starts_with('#'))
+    };
+    if lines().any(|(_, l)| l.starts_with("ADVANCED_")) {
+        return None;
+    }
+    lines()
+        .filter(|(_, l)| l.starts_with("TCP_PORTS") || l.starts_with("UDP_PORTS"))
+        .find(|(_, l)| {
+            let b = l.as_bytes();
+            b.windows(3)
+                .any(|w| w[0].is_ascii_digit() && w[1] == b'-' && w[2].is_ascii_digit())
+        })
+        .map(|(n, _)| n)
+}
+
+/// The modes, and whether they are PortSentry 2.x's default for a 2.x-style config
+/// started without a mode (stealth TCP and UDP, 2.x's log lines).
 fn select_modes(
     flags: &Flags,
     debian: Option<&FileText>,
+    config_2x: Option<usize>,
     notices: &mut Vec<String>,
-) -> Result<(Option<ModeKind>, Option<ModeKind>)> {
+) -> Result<(Option<ModeKind>, Option<ModeKind>, bool)> {
+    let builtin = || match config_2x {
+        Some(_) => (Some(ModeKind::Stealth), Some(ModeKind::Stealth)),
+        None => (Some(DEFAULT_TCP_MODE), Some(DEFAULT_UDP_MODE)),
+    };
+    let mut as_2x = false;
     let (tcp, udp) = match debian {
         _ if flags.has_mode() => (flags.tcp, flags.udp),
-        None => (Some(DEFAULT_TCP_MODE), Some(DEFAULT_UDP_MODE)),
+        None => {
+            as_2x = config_2x.is_some();
+            builtin()
+        }
         Some(file) => match &file.content {
-            Content::Absent(_) => (Some(DEFAULT_TCP_MODE), Some(DEFAULT_UDP_MODE)),
+            Content::Absent(_) => {
+                as_2x = config_2x.is_some();
+                builtin()
+            }
             Content::Unreadable(e) => {
                 return Err(copy(e))
                     .with_context(|| format!("cannot read {}", file.path.display()));
@@ -295,12 +335,18 @@ fn select_modes(
                     ));
                     (d.tcp_mode, d.udp_mode)
                 } else {
-                    (Some(DEFAULT_TCP_MODE), Some(DEFAULT_UDP_MODE))
+                    as_2x = config_2x.is_some();
+                    builtin()
                 }
             }
         },
     };
-    Ok((tcp, udp))
+    if let Some(line) = config_2x.filter(|_| as_2x) {
+        notices.push(format!(
+            "adminalert: the configuration is in PortSentry 2.x's style (a port range at line {line}, no ADVANCED_* key) and no mode was given: running as 2.x does (--stealth: stealth TCP and UDP, 2.x's log lines); give a mode flag for 1.2's behaviour"
+        ));
+    }
+    Ok((tcp, udp, as_2x))
 }
 
 /// One protocol's mode, the same way for TCP and UDP.
