@@ -99,13 +99,14 @@ fn issue_8_a_tcp_and_a_udp_daemon_share_the_host() {
     // Stopping the UDP daemon removes only its traps.
     udp.stop();
     let udp_chain = chain_of(&def.ns, "portsentry_udp");
+    // The traps are the rules matching watched ports (they jump to the trap chains).
     assert!(
-        !udp_chain.contains("log prefix"),
+        !udp_chain.contains("udp dport"),
         "UDP traps left after its stop:\n{udp_chain}"
     );
     let tcp_chain = chain_of(&def.ns, "portsentry");
     tcp.check(
-        tcp_chain.contains("log prefix"),
+        tcp_chain.contains("tcp dport"),
         format!("the TCP daemon's traps went with the UDP daemon:\n{tcp_chain}"),
     );
     drop(tcp);
