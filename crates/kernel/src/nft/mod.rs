@@ -535,13 +535,16 @@ impl Nft {
     /// Packets counted so far by the named counter `name` of our table (one of
     /// [`COUNTER_OVER_BUDGET`], [`COUNTER_SET_FULL`], [`COUNTER_KNOWN_PEER`]).
     pub fn counter(&self, name: &str) -> Result<u64, NftError> {
-        let objects = self.list_json(
-            "list counter",
-            &["list", "counter", "inet", &self.table, name],
-        )?;
+        let objects = BanSetWriter::open(&self.table)
+            .and_then(|mut w| w.read_objects())
+            .map_err(|source| NftError::ListBans {
+                table: self.table.clone(),
+                source,
+            })?;
         objects
             .iter()
-            .find_map(|o| o.get("counter")?.get("packets")?.as_u64())
+            .find(|o| o.name == name)
+            .and_then(|o| o.packets)
             .ok_or_else(|| NftError::List {
                 table: self.table.clone(),
                 stderr: format!("no counter {name}"),

@@ -87,6 +87,7 @@ pub const NFT_OBJECT_LIMIT: u32 = 4;
 const NFTA_LIMIT_RATE: u16 = 1;
 const NFTA_LIMIT_UNIT: u16 = 2;
 const NFTA_LIMIT_BURST: u16 = 3;
+const NFTA_COUNTER_PACKETS: u16 = 2;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFTA_SET_TABLE: u16 = 1;
 const NFTA_SET_NAME: u16 = 2;
@@ -783,22 +784,34 @@ impl BanSetWriter {
                 Ok(())
             })
             .map_err(|e| self.reading_error(e))?;
-        // Counters and limits (the crate has no typed object message: raw attributes).
-        let mut name = self.table.clone().into_bytes();
+        listing.objects = self.read_objects()?;
+        Ok(listing)
+    }
+
+    /// Our table's named stateful objects (counters with their packets, limits), over
+    /// netlink: `nft list counter` reads every set element first (minutes with a
+    /// million bans), which stalled the capture loop at start.
+    pub fn read_objects(&mut self) -> io::Result<Vec<ObjInfo>> {
+        let table = self.table.clone();
+        let mut name = table.clone().into_bytes();
         name.push(0);
-        let objects = nft_message(NfTablesMessage::GetObject(vec![DefaultNla::new(
+        // The crate has no typed object message: raw attributes.
+        let request = nft_message(NfTablesMessage::GetObject(vec![DefaultNla::new(
             NFTA_OBJ_TABLE,
             name,
         )]));
+        let mut out = Vec::new();
         self.sock
-            .dump_once(objects, |m| {
-                if m.kind == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWOBJ && ours(m, NFTA_OBJ_TABLE) {
-                    listing.objects.push(obj_info(after_nfgenmsg(m)));
+            .dump_once(request, |m| {
+                let ours = attributes(after_nfgenmsg(m))
+                    .any(|(k, v)| k == NFTA_OBJ_TABLE && cstr(v) == table.as_str());
+                if m.kind == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWOBJ && ours {
+                    out.push(obj_info(after_nfgenmsg(m)));
                 }
                 Ok(())
             })
             .map_err(|e| self.reading_error(e))?;
-        Ok(listing)
+        Ok(out)
     }
 
     /// NFTA_SET_TIMEOUT of one of our sets (ms; 0 = none).
@@ -962,6 +975,8 @@ pub struct ObjInfo {
     pub kind: u32,
     /// A limit's rate, unit (seconds) and burst.
     pub limit: Option<(u64, u64, u32)>,
+    /// A counter's packets.
+    pub packets: Option<u64>,
 }
 
 fn obj_info(attrs: &[u8]) -> ObjInfo {
@@ -974,6 +989,11 @@ fn obj_info(attrs: &[u8]) -> ObjInfo {
             NFTA_OBJ_DATA => data = v,
             _ => {}
         }
+    }
+    if info.kind == NFT_OBJECT_COUNTER {
+        info.packets = attributes(data)
+            .find(|&(k, _)| k == NFTA_COUNTER_PACKETS)
+            .and_then(|(_, v)| be64(v));
     }
     if info.kind == NFT_OBJECT_LIMIT {
         let (mut rate, mut unit, mut burst) = (0, 0, 0);
