@@ -721,3 +721,39 @@ fn logrotate_file_signals_only_a_running_main_process() {
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), Some(libc::SIGUSR1), "{status:?}");
 }
+
+/// `logrotate -d` (debug: reads and checks, changes nothing) accepts our file (issue 8
+/// acceptance). Needs Debian's logrotate (installed by `.ci/run`).
+#[test]
+fn logrotate_accepts_the_shipped_file() {
+    let Ok(version) = Command::new("logrotate").arg("--version").output() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("logrotate is not installed under CI");
+        }
+        eprintln!("skipped: logrotate not installed (logrotate_accepts_the_shipped_file)");
+        return;
+    };
+    assert!(version.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("logrotate")
+        .arg("-d")
+        .arg("-s")
+        .arg(dir.path().join("state"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/portsentry.logrotate"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "logrotate -d failed:\n{text}");
+    assert!(
+        !text.to_lowercase().contains("error"),
+        "logrotate -d reports an error:\n{text}"
+    );
+    assert!(
+        text.contains("rotating pattern: /var/lib/portsentry/portsentry.history"),
+        "{text}"
+    );
+}
