@@ -145,6 +145,22 @@ pub enum Subcommand {
     },
     /// Ask the running daemon whether it runs, and how many bans are in force.
     Status,
+    /// Replay a capture (pcap or pcapng, e.g. from `tcpdump -w`) through the engine and
+    /// ban policy of these settings, with the capture's own time stamps, and print per
+    /// source what the daemon would have logged and done, and why. Nothing is banned,
+    /// run or written. Exit 0, or 4 when the capture cannot be read to its end (the
+    /// message says at which byte).
+    Replay {
+        /// The capture file.
+        file: PathBuf,
+        /// The captured host's address (repeatable). Default: this host's addresses
+        /// that appear in the capture.
+        #[arg(long = "local", value_name = "ADDR")]
+        local: Vec<std::net::IpAddr>,
+        /// Print the report as one JSON object (field names in portsentry(8)).
+        #[arg(long)]
+        json: bool,
+    },
     /// Lift bans. `--all` removes our nftables table (and only it) and forgets every
     /// ban in the state file; the offence history is kept for escalation.
     Flush {
@@ -165,6 +181,7 @@ Commands:
   portsentry unban ADDR
   portsentry status
   portsentry flush --all                  remove our nftables table and every ban
+  portsentry replay FILE.pcap [--json]    what these settings would do to a capture
 
 Exit status: 0 on a clean shutdown, 2 on a usage error, 3 on a configuration error,
 4 when the sensor or another resource cannot be set up.";

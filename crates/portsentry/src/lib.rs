@@ -15,6 +15,7 @@ pub mod logger;
 pub mod notify;
 pub mod protect;
 pub mod records;
+pub mod replay;
 pub mod resolve;
 pub mod settings;
 pub mod store;

@@ -13,6 +13,9 @@ const EXIT_RUNTIME: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
+    if let Some(Subcommand::Replay { file, local, json }) = &cli.command {
+        return replay(&cli, file, local, *json);
+    }
     // Client commands need only the TOML settings (socket, table, state file): they
     // must work whatever state the legacy configuration is in.
     if let Some(command) = &cli.command {
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
             } => client::ban(&toml, target, *time, *permanent, *force),
             Subcommand::Unban { target } => client::unban(&toml, target),
             Subcommand::Status => client::status(&toml),
+            Subcommand::Replay { .. } => unreachable!("handled above"),
             Subcommand::Flush { all: true } => client::flush_all(&toml),
             Subcommand::Flush { all: false } => {
                 eprintln!(
@@ -137,6 +141,43 @@ fn main() -> ExitCode {
             // Before readiness this reaches the starting process's terminal; after it,
             // the pipe is gone and this does nothing.
             portsentry::detach::failed(EXIT_RUNTIME, &format!("{e:#}"));
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// `portsentry replay`: the full settings (modes, trigger, policies), then the report.
+fn replay(cli: &Cli, file: &std::path::Path, local: &[std::net::IpAddr], json: bool) -> ExitCode {
+    let settings = match settings::from_cli(cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("portsentry: configuration error: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for notice in &settings.notices {
+        eprintln!("{notice}");
+    }
+    let options = portsentry::replay::Options {
+        local: local.to_vec(),
+    };
+    match portsentry::replay::run(&settings, file, &options) {
+        Ok(report) if json => match serde_json::to_string_pretty(&report) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portsentry: cannot write the report: {e}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        },
+        Ok(report) => {
+            print!("{}", report.to_text());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("portsentry: replay: {e:#}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }
