@@ -49,7 +49,7 @@ use crate::nft::NftError;
 pub use command::{COMMAND_TIME_LIMIT, CommandError};
 pub use ipset::{IPSET_MAX_TIMEOUT, IpsetBackend, SET_MAXELEM, SET4, SET6};
 pub use iptables::{IptablesBackend, RULE_COMMENT};
-pub use nftables::NftablesBackend;
+pub use nftables::{NftablesBackend, set_of};
 pub use route::{ROUTE_PROTOCOL, RouteBackend, RouteKind};
 
 /// Where bans are kept in the kernel: our nftables sets ([`NftablesBackend`]), or on

@@ -48,18 +48,23 @@ impl NftablesBackend {
     }
 }
 
+/// The set that holds a ban of `key`, as ban lines name it ("nftables set banned4").
+pub fn set_of(key: IpNet) -> String {
+    match (key, host_of(key).is_some()) {
+        (IpNet::V4(_), true) => "nftables set banned4".into(),
+        (IpNet::V6(_), true) => "nftables set banned6".into(),
+        (IpNet::V4(_), false) => format!("nftables set bannednet4: {key}"),
+        (IpNet::V6(_), false) => format!("nftables set bannednet6: {key}"),
+    }
+}
+
 impl BanBackend for NftablesBackend {
     fn name(&self) -> &'static str {
         "nftables"
     }
 
     fn place(&self, key: IpNet) -> String {
-        match (key, host_of(key).is_some()) {
-            (IpNet::V4(_), true) => "nftables set banned4".into(),
-            (IpNet::V6(_), true) => "nftables set banned6".into(),
-            (IpNet::V4(_), false) => format!("nftables set bannednet4: {key}"),
-            (IpNet::V6(_), false) => format!("nftables set bannednet6: {key}"),
-        }
+        set_of(key)
     }
 
     /// Nothing: the caller applies the table ([`Nft::apply`]).

@@ -387,8 +387,9 @@ impl SourceReport {
         }
         let _ = writeln!(
             out,
-            "{ip}: {} probes ({}) on {}; evidence {}",
+            "{ip}: {} probe{} ({}) on {}; evidence {}",
             self.probes,
+            if self.probes == 1 { "" } else { "s" },
             kinds.join(", "),
             ports.join(" and "),
             self.evidence.as_deref().unwrap_or("-")

@@ -119,8 +119,9 @@ impl BanBackend for ModelBackend {
     fn name(&self) -> &'static str {
         "nftables"
     }
+    /// The live backend's words, so that a replayed ban line reads as the live one.
     fn place(&self, key: IpNet) -> String {
-        format!("the nftables ban set (replayed) for {key}")
+        portsentry_kernel::backend::set_of(key)
     }
     fn prepare(&mut self) -> Result<(), BackendError> {
         Ok(())
