@@ -291,6 +291,54 @@ mod tests {
         assert_eq!(got[1].0, Duration::from_secs(1_700_000_001));
     }
 
+    /// A pcapng section: header, one Ethernet interface (microseconds), the packets.
+    fn pcapng(packets: &[(u64, Vec<u8>)]) -> Vec<u8> {
+        fn block(kind: u32, body: &[u8]) -> Vec<u8> {
+            let mut body = body.to_vec();
+            while body.len() % 4 != 0 {
+                body.push(0);
+            }
+            let len = (body.len() + 12) as u32;
+            let mut b = kind.to_le_bytes().to_vec();
+            b.extend_from_slice(&len.to_le_bytes());
+            b.extend_from_slice(&body);
+            b.extend_from_slice(&len.to_le_bytes());
+            b
+        }
+        let mut shb = 0x1A2B_3C4Du32.to_le_bytes().to_vec();
+        shb.extend_from_slice(&1u16.to_le_bytes());
+        shb.extend_from_slice(&0u16.to_le_bytes());
+        shb.extend_from_slice(&(-1i64).to_le_bytes());
+        let mut out = block(0x0A0D_0D0A, &shb);
+        let mut idb = 1u16.to_le_bytes().to_vec();
+        idb.extend_from_slice(&0u16.to_le_bytes());
+        idb.extend_from_slice(&65535u32.to_le_bytes());
+        out.extend(block(1, &idb));
+        for (micros, data) in packets {
+            let mut epb = 0u32.to_le_bytes().to_vec();
+            epb.extend_from_slice(&((micros >> 32) as u32).to_le_bytes());
+            epb.extend_from_slice(&(*micros as u32).to_le_bytes());
+            epb.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            epb.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            epb.extend_from_slice(data);
+            out.extend(block(6, &epb));
+        }
+        out
+    }
+
+    #[test]
+    fn reads_times_and_ip_bytes_of_a_pcapng() {
+        let file = pcapng(&[(1_700_000_000_500_000, ethernet(&[0x45, 7, 7]))]);
+        let got = read(&file).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, Duration::from_millis(1_700_000_000_500));
+        assert_eq!(got[0].1.as_deref(), Some(&[0x45u8, 7, 7][..]));
+        // Cut inside the packet block: truncated, after 0 packets.
+        let err = read(&file[..file.len() - 6]).unwrap_err();
+        assert_eq!(err.packets, 0, "{err}");
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
     #[test]
     fn a_truncated_capture_says_where_it_stopped() {
         let file = pcap(&[(1, 0, ethernet(&[0x45; 40])), (2, 0, ethernet(&[0x45; 40]))]);
