@@ -508,13 +508,8 @@ impl Engine {
     }
 
     fn note_ignored(&mut self, now: Millis, probe: Probe, why: Exempt) {
-        if self.ignored_log.len() >= Self::IGNORED_LOG_CAPACITY
-            && !self.ignored_log.contains_key(&probe.src)
-        {
-            self.ignored_log.clear();
-        }
-        let damper = self.ignored_log.entry(probe.src).or_default();
-        match damper.admit(now, self.config.log_damping, probe) {
+        let period = self.config.log_damping;
+        match damped(&mut self.ignored_log, now, period, probe) {
             Some(suppressed) => self.actions.push_back(Action::Ignored {
                 probe,
                 suppressed,
@@ -525,13 +520,8 @@ impl Engine {
     }
 
     fn note_possibly_forged(&mut self, now: Millis, probe: Probe) {
-        if self.forged_log.len() >= Self::IGNORED_LOG_CAPACITY
-            && !self.forged_log.contains_key(&probe.src)
-        {
-            self.forged_log.clear();
-        }
-        let damper = self.forged_log.entry(probe.src).or_default();
-        match damper.admit(now, self.config.log_damping, probe) {
+        let period = self.config.log_damping;
+        match damped(&mut self.forged_log, now, period, probe) {
             Some(suppressed) => self
                 .actions
                 .push_back(Action::PossiblyForged { probe, suppressed }),
@@ -539,14 +529,11 @@ impl Engine {
         }
     }
 
+    /// A probe the kernel could not ban for a full set: alerted, damped per source in
+    /// the same bounded log as the possibly forged ones, with no response.
     fn note_set_full(&mut self, now: Millis, probe: Probe) {
-        if self.forged_log.len() >= Self::IGNORED_LOG_CAPACITY
-            && !self.forged_log.contains_key(&probe.src)
-        {
-            self.forged_log.clear();
-        }
-        let damper = self.forged_log.entry(probe.src).or_default();
-        match damper.admit(now, self.config.log_damping, probe) {
+        let period = self.config.log_damping;
+        match damped(&mut self.forged_log, now, period, probe) {
             Some(suppressed) => self.actions.push_back(Action::Alert { probe, suppressed }),
             None => self.stats.suppressed_lines += 1,
         }
@@ -591,6 +578,22 @@ impl Engine {
             Some(now + self.config.forget_after),
         );
     }
+}
+
+/// One line per source per damping `period` from a log of dampers that holds at most
+/// [`Engine::IGNORED_LOG_CAPACITY`] sources (emptied when a new one finds it full: a
+/// flood of sources then costs lines, never memory). `Some(suppressed)`: say it now,
+/// with the count of lines held back before it; `None`: held back.
+fn damped(
+    log: &mut HashMap<IpAddr, Damper>,
+    now: Millis,
+    period: Duration,
+    probe: Probe,
+) -> Option<u32> {
+    if log.len() >= Engine::IGNORED_LOG_CAPACITY && !log.contains_key(&probe.src) {
+        log.clear();
+    }
+    log.entry(probe.src).or_default().admit(now, period, probe)
 }
 
 #[cfg(test)]
