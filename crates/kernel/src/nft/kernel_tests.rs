@@ -643,6 +643,10 @@ fn a_known_peer_is_never_banned_by_a_trap() {
         assert!(peer.connect("198.18.0.3", "198.18.0.1", 80));
         server.join().unwrap();
         assert!(!set_text(ns, "pst", "knownpeer4").contains("198.18.0.3"));
+        // The control socket's check, over netlink.
+        assert!(nft.is_known_peer("198.18.0.2".parse().unwrap()).unwrap());
+        assert!(nft.is_known_peer("fd00:5e17::2".parse().unwrap()).unwrap());
+        assert!(!nft.is_known_peer("198.18.0.3".parse().unwrap()).unwrap());
 
         // Forged SYNs in the known peer's name, and a real one, to trap ports.
         forge(

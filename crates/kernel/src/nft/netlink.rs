@@ -55,7 +55,7 @@ use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProto
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
 use super::KernelBan;
-use super::ruleset::{SET_BANNED4, SET_BANNED6, valid_table_name};
+use super::ruleset::{SET_BANNED4, SET_BANNED6, SET_KNOWNPEER4, SET_KNOWNPEER6, valid_table_name};
 use crate::netlink::{Message, Messages, NlSocket, attributes};
 
 // linux/netfilter/nfnetlink.h
@@ -659,8 +659,19 @@ impl BanSetWriter {
     /// time left; absent addresses are left out. One `GETSETELEM` per address,
     /// pipelined (no dump: the cost is that of `addrs`, whatever the sets' size).
     pub fn lookup(&mut self, addrs: &[IpAddr]) -> io::Result<Vec<KernelBan>> {
-        let default4 = self.set_timeout(SET_BANNED4)?;
-        let default6 = self.set_timeout(SET_BANNED6)?;
+        self.lookup_in(addrs, [SET_BANNED4, SET_BANNED6])
+    }
+
+    /// The elements among `addrs` that the known-peer sets hold (as [`Self::lookup`]:
+    /// one request per address, never a listing of the set).
+    pub fn lookup_known_peers(&mut self, addrs: &[IpAddr]) -> io::Result<Vec<KernelBan>> {
+        self.lookup_in(addrs, [SET_KNOWNPEER4, SET_KNOWNPEER6])
+    }
+
+    /// [`Self::lookup`] in the sets `[v4, v6]` of our table.
+    fn lookup_in(&mut self, addrs: &[IpAddr], sets: [&str; 2]) -> io::Result<Vec<KernelBan>> {
+        let default4 = self.set_timeout(sets[0])?;
+        let default6 = self.set_timeout(sets[1])?;
         let mut out = Vec::new();
         // Every request gets an answer (the element and an ACK, or an error) queued on
         // our socket during sendmsg; a chunk's answers must fit the receive buffer.
@@ -669,11 +680,7 @@ impl BanSetWriter {
             let mut pending = std::collections::HashMap::new();
             for addr in chunk {
                 let seq = self.next_seq();
-                let set = if addr.is_ipv4() {
-                    SET_BANNED4
-                } else {
-                    SET_BANNED6
-                };
+                let set = if addr.is_ipv4() { sets[0] } else { sets[1] };
                 let body = SetElementMessage {
                     attributes: vec![
                         SetElementList::Table(self.table.clone()),
