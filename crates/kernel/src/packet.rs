@@ -35,6 +35,12 @@ pub struct SocketStats {
 }
 
 pub struct PacketSensor {
+    /// Interface names whose packets are read (2.x's `-i`); empty: every one.
+    only: Vec<String>,
+    /// Whether each interface index seen so far is one of `only`, by name (an interface
+    /// that appears later, or is renamed away, is judged when its first packet comes;
+    /// bounded by the host's interfaces).
+    judged: std::collections::HashMap<i32, bool>,
     fd: OwnedFd,
     buffer: Box<[u8; 2048]>,
 }
@@ -90,9 +96,42 @@ impl PacketSensor {
             return Err(io::Error::last_os_error());
         }
         Ok(PacketSensor {
+            only: Vec::new(),
+            judged: std::collections::HashMap::new(),
             fd,
             buffer: Box::new([0u8; 2048]),
         })
+    }
+
+    /// Read only the packets of these interfaces (by name, as nftables' `iifname`
+    /// matches; 2.x's `-i`); empty: every interface but loopback. A name no interface
+    /// has yet is watched once it appears ([`absent_interfaces`] tells which).
+    pub fn only_interfaces(&mut self, names: &[String]) {
+        self.only = names.to_vec();
+        self.judged.clear();
+    }
+
+    /// Whether packets of interface `index` are read.
+    fn watches(&mut self, index: i32) -> bool {
+        if self.only.is_empty() {
+            return true;
+        }
+        if let Some(&yes) = self.judged.get(&index) {
+            return yes;
+        }
+        let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+        // SAFETY: `name` has the IF_NAMESIZE bytes if_indextoname writes at most.
+        let found = unsafe { libc::if_indextoname(index as libc::c_uint, name.as_mut_ptr()) };
+        let yes = !found.is_null() && {
+            // SAFETY: on success if_indextoname wrote a NUL-terminated name.
+            let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+            self.only.iter().any(|n| n.as_bytes() == name.to_bytes())
+        };
+        // An index that has no name now is judged again next time (it may be new).
+        if !found.is_null() {
+            self.judged.insert(index, yes);
+        }
+        yes
     }
 
     /// Wait up to `timeout` for packets to be readable; `Ok(false)`: none yet (the
@@ -132,6 +171,9 @@ impl PacketSensor {
                 libc::PACKET_OUTGOING => Direction::Outbound,
                 _ => continue,
             };
+            if !self.watches(from.sll_ifindex) {
+                continue;
+            }
             let len = usize::try_from(n).unwrap_or(0).min(self.buffer.len());
             return Ok(Some(Captured {
                 bytes: &self.buffer[..len],
@@ -163,6 +205,20 @@ impl PacketSensor {
             dropped: u64::from(stats.tp_drops),
         })
     }
+}
+
+/// The names among `names` that no interface of this network namespace has now.
+pub fn absent_interfaces(names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .filter(|n| {
+            std::ffi::CString::new(n.as_str())
+                // SAFETY: a NUL-terminated string that outlives the call.
+                .map(|c| unsafe { libc::if_nametoindex(c.as_ptr()) } == 0)
+                .unwrap_or(true)
+        })
+        .cloned()
+        .collect()
 }
 
 /// Interface index of `lo` in this network namespace (1 on Linux, but asked, not assumed).

@@ -411,11 +411,12 @@ pub fn failure(error: &dyn fmt::Display) -> String {
     format!("adminalert: ERROR: {error:#}")
 }
 
-/// 2.x's `-i` on the packet-socket path (no nftables): every interface is watched.
-pub fn interfaces_not_applied(names: &[String]) -> String {
+/// 2.x's `-i` names an interface this host does not have (yet): it is watched once it
+/// appears, as nftables' `iifname` matches by name.
+pub fn interfaces_absent(names: &[String]) -> String {
     format!(
-        "adminalert: WARNING: -i {} is applied by the nftables traps only; without nftables every interface but loopback is watched",
-        names.join(" -i ")
+        "adminalert: WARNING: no interface {} here now; its probes are watched once it appears",
+        names.join(", ")
     )
 }
 /// What 2.x's -L and -S do not change here, and why (one line each when given).

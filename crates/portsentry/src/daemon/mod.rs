@@ -124,6 +124,10 @@ pub fn run(
         log.log(notice);
     }
     let chosen = startup::choose_backend(&settings, &log)?;
+    let absent = portsentry_kernel::packet::absent_interfaces(&settings.interfaces);
+    if !absent.is_empty() {
+        log.log(&alerts::interfaces_absent(&absent));
+    }
 
     // Files first, so a bad path stops startup before anything is installed.
     let history = RecordFile::open(&settings.history_file, false).context("HISTORY_FILE")?;
@@ -157,15 +161,13 @@ pub fn run(
         (kernel, Some(firewall))
     } else {
         let kernel = startup::start_without_nftables(&settings, &log, chosen, &protected)?;
-        if !settings.interfaces.is_empty() {
-            log.log(&alerts::interfaces_not_applied(&settings.interfaces));
-        }
         // Only for the modes that read packets: a classic mode has its own sockets.
         if settings.packet_modes().next().is_some() {
             let mut usage = PortUsage::new().context("cannot open the sock_diag netlink socket")?;
             startup::announce_modes(&settings, &log, &mut usage);
-            let sensor = PacketSensor::open(settings.max_watched_port())
+            let mut sensor = PacketSensor::open(settings.max_watched_port())
                 .context("cannot open the packet socket (AF_PACKET needs root or CAP_NET_RAW)")?;
+            sensor.only_interfaces(&settings.interfaces);
             let fw = &settings.firewall;
             let known = (!fw.known_peer_time.is_zero()).then(|| {
                 known_peers::KnownPeers::new(
