@@ -108,6 +108,8 @@ pub struct NativeSettings {
     pub control_socket: PathBuf,
     /// `[listen]`: handshake trap ports, UDP banner opt-in.
     pub listen: ListenSettings,
+    /// `[fleet]`: sharing bans through a Redis stream (off unless `url` is set).
+    pub fleet: crate::config::FleetSettings,
     /// Where these came from: the file, or "built-in defaults".
     pub source: String,
 }
@@ -144,6 +146,8 @@ pub struct Settings {
     pub log_2x: bool,
     /// Interfaces whose probes are trapped (2.x's `-i`); empty: every one but loopback.
     pub interfaces: Vec<String>,
+    /// `[fleet]` of portsentry.toml.
+    pub fleet: crate::config::FleetSettings,
 }
 
 impl Settings {
