@@ -117,10 +117,12 @@ impl StateFile {
     /// Write the book now.
     pub fn save(&self, bans: &mut BanLifecycle, now: Now) -> Result<(), StateError> {
         let fleet_id = self.fleet_id();
-        store::save_with_fleet(&self.path, bans.book(), now.unix, fleet_id.as_deref()).map_err(|error| StateError::Save {
-            path: self.path.clone(),
-            error,
-        })?;
+        store::save_with_fleet(&self.path, bans.book(), now.unix, fleet_id.as_deref()).map_err(
+            |error| StateError::Save {
+                path: self.path.clone(),
+                error,
+            },
+        )?;
         bans.saved(now.mono);
         Ok(())
     }

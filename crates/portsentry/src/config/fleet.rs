@@ -98,10 +98,18 @@ impl FleetSettings {
             return Err("fleet.url: put no user or password in the URL; use fleet.user and fleet.password_file (readable by root only)".into());
         }
         if self.key_file.is_none() {
-            return Err("fleet.key_file is required with fleet.url (the fleet's shared HMAC key)".into());
+            return Err(
+                "fleet.key_file is required with fleet.url (the fleet's shared HMAC key)".into(),
+            );
         }
-        if self.stream.is_empty() || self.stream.len() > 128 || self.stream.contains(char::is_whitespace) {
-            return Err(format!("fleet.stream `{}`: 1-128 characters, no spaces", self.stream));
+        if self.stream.is_empty()
+            || self.stream.len() > 128
+            || self.stream.contains(char::is_whitespace)
+        {
+            return Err(format!(
+                "fleet.stream `{}`: 1-128 characters, no spaces",
+                self.stream
+            ));
         }
         if let Some(node) = &self.node
             && !valid_node_name(node)
@@ -156,6 +164,8 @@ mod tests {
             ..on.clone()
         };
         assert!(http.validate().is_err());
-        assert!(!valid_node_name("a b") && !valid_node_name("") && valid_node_name("web-1.example"));
+        assert!(
+            !valid_node_name("a b") && !valid_node_name("") && valid_node_name("web-1.example")
+        );
     }
 }

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 
 use portsentry_engine::ignore::IgnoreSet;
 
-pub use fleet::{FleetSettings, valid_node_name};
 pub use debian::{DebianDefaults, ModeKind, parse_debian_defaults};
+pub use fleet::{FleetSettings, valid_node_name};
 pub use legacy::{BlockMode, LegacyConfig, WRAPPER_HOSTS_DENY, legacy_keys, parse_legacy};
 pub use toml_file::{
     Backend, BanSettings, ControlSettings, DEFAULT_SETTINGS_FILE, FirewallSettings, ListenSettings,

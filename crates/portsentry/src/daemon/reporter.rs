@@ -39,6 +39,8 @@ pub enum ToReporter {
     Restore,
     /// SIGUSR1: reopen the record files (they were rotated).
     Reopen,
+    /// What the fleet link read from the stream (`fleet`).
+    Fleet(crate::fleet::Batch),
     /// The capture thread ended: finish and save.
     Stop,
 }
@@ -62,6 +64,8 @@ pub struct Reporter {
     pub known_peers: Option<portsentry_kernel::nft::Nft>,
     /// The last state-file save error logged (each distinct one is logged once).
     pub save_error: Option<String>,
+    /// The fleet link, when `[fleet]` is on: where this node's bans are published.
+    pub fleet: Option<crate::fleet::Fleet>,
 }
 
 impl Reporter {
@@ -126,6 +130,7 @@ impl Reporter {
                     self.responder.flush_records(log);
                     self.responder.reopen_records(log);
                 }
+                ToReporter::Fleet(batch) => self.fleet_batch(batch, log),
                 ToReporter::Stop => return true,
             }
         }
@@ -181,6 +186,9 @@ impl Reporter {
                 // Banned in the first pass, or now when it came after a control request.
                 let native = native.unwrap_or_else(|| self.responder.ban_natively(&probe));
                 let outcome = self.responder.finish(log, &probe, native, &name);
+                if matches!(outcome, Outcome::Blocked { .. }) {
+                    self.publish_ban(&probe, log);
+                }
                 let _ = self
                     .feedback
                     .send(Feedback::Outcome(ip, probe.proto(), outcome));
@@ -221,6 +229,9 @@ impl Reporter {
         if let Request::Unban { net } = request {
             return self.unban(net, log);
         }
+        if let Request::UnbanOrigin { node } = request {
+            return self.unban_origin(&node, log);
+        }
         // A known peer is not banned on the administrator's word alone either (it may
         // be forged evidence that brought the address up); --force overrides.
         let mut over_peer = None;
@@ -246,9 +257,13 @@ impl Reporter {
         };
         match request {
             Request::Status => format!(
-                "ok: portsentry {} running for {uptime}; {} bans in force",
+                "ok: portsentry {} running for {uptime}; {} bans in force{}",
                 env!("CARGO_PKG_VERSION"),
-                kernel.active_count(clock::unix_now())
+                kernel.active_count(clock::unix_now()),
+                self.fleet
+                    .as_ref()
+                    .map(|f| format!("; {}", f.status()))
+                    .unwrap_or_default()
             ),
             Request::Ban {
                 net,
@@ -258,6 +273,19 @@ impl Reporter {
                 Ok(done) => {
                     let (net, offences) = (done.ban.key, done.ban.offences);
                     log.log(&alerts::manual_ban(net, duration, offences, done.overrode));
+                    // A --force ban over this host's own protected set stays here.
+                    if done.overrode.is_none()
+                        && let Some(fleet) = &self.fleet
+                    {
+                        let msg = crate::fleet::message::Message {
+                            evidence: portsentry_engine::Evidence::Manual,
+                            scan: "banned by the administrator".into(),
+                            ends: done.ban.expires_at,
+                            offences,
+                            ..fleet.message(crate::fleet::message::Kind::Ban, net)
+                        };
+                        fleet.publish(msg, log);
+                    }
                     format!(
                         "ok: {net} banned {} (offence {offences}){}{}",
                         alerts::for_how_long(duration),
@@ -269,7 +297,7 @@ impl Reporter {
                 }
                 Err(e) => format!("error: {e:#}"),
             },
-            Request::Unban { .. } => unreachable!("handled above"),
+            Request::Unban { .. } | Request::UnbanOrigin { .. } => unreachable!("handled above"),
         }
     }
 
@@ -298,6 +326,14 @@ impl Reporter {
                     .unwrap_or_default();
                 log.log(&alerts::manual_unban(ban.key, &undone));
                 let _ = self.feedback.send(Feedback::Forget(ban.key));
+                // The fleet lifts its copies of the ban too (each node lifts only bans
+                // it received, never its own detections).
+                if let Some(fleet) = &self.fleet {
+                    fleet.publish(
+                        fleet.message(crate::fleet::message::Kind::Unban, ban.key),
+                        log,
+                    );
+                }
                 alerts::unban_reply(ban.key, &undone)
             }
             None => {
@@ -314,6 +350,174 @@ impl Reporter {
                 alerts::unban_legacy_only_reply(net, &undone)
             }
         }
+    }
+
+    /// Publish the ban just made on `probe`: a ban (verified evidence) or a report
+    /// (unverified: applied elsewhere only by k of n).
+    fn publish_ban(&mut self, probe: &Probe, log: &Logger) {
+        use crate::fleet::message::{Kind, Message};
+        let Some(fleet) = &self.fleet else { return };
+        let kernel = self.responder.bans_mut();
+        let now = clock::unix_now();
+        let evidence = probe.evidence();
+        let key = kernel.policies().for_evidence(evidence).ban_key(probe.src);
+        let Some(ban) = kernel.book().in_force(key, now).cloned() else {
+            return;
+        };
+        let kind = match ban.evidence {
+            portsentry_engine::Evidence::Unverified => Kind::Report,
+            _ => Kind::Ban,
+        };
+        let msg = Message {
+            evidence: ban.evidence,
+            scan: format!("{} to {} port {}", probe.kind, probe.proto(), probe.dport),
+            ports: probe.dport.to_string(),
+            ends: ban.expires_at,
+            offences: ban.offences,
+            ..fleet.message(kind, ban.key)
+        };
+        // A queue full of bans is counted and said once; never waited for.
+        fleet.publish(msg, log);
+    }
+
+    /// `portsentry unban --origin NODE`: lift every ban NODE injected here, and
+    /// publish the revocation so every node does the same.
+    fn unban_origin(&mut self, node: &str, log: &Logger) -> String {
+        let Some(fleet) = &self.fleet else {
+            return "error: the fleet is off here ([fleet] url is not set)".into();
+        };
+        let msg = crate::fleet::message::Message {
+            subject: node.to_string(),
+            ..fleet.message(
+                crate::fleet::message::Kind::Revoke,
+                IpNet::from(std::net::IpAddr::from([0u8, 0, 0, 0])),
+            )
+        };
+        fleet.publish(msg, log);
+        let me = fleet.node().to_string();
+        let n = self.lift_origin(node, log);
+        log.log(&crate::fleet::lines::revoked(node, &me, n));
+        format!(
+            "ok: {n} bans from fleet node {node} lifted here; the revocation is published to the fleet"
+        )
+    }
+
+    /// Lift every ban in force whose origin is `node`; how many.
+    fn lift_origin(&mut self, node: &str, log: &Logger) -> usize {
+        let now = clock::unix_now();
+        let kernel = self.responder.bans_mut();
+        let keys: Vec<IpNet> = kernel
+            .book()
+            .active(now)
+            .filter(|b| crate::fleet::message::origin_of(&b.reason) == Some(node))
+            .map(|b| b.key)
+            .collect();
+        let mut n = 0;
+        for key in keys {
+            match kernel.unban(now, key) {
+                Ok(Some(_)) => {
+                    n += 1;
+                    let _ = self.feedback.send(Feedback::Forget(key));
+                }
+                Ok(None) => {}
+                Err(e) => log.log(&alerts::error("cannot lift a fleet ban", &e)),
+            }
+        }
+        n
+    }
+
+    /// Apply what the fleet link read: through the lifecycle, as every ban, after
+    /// this node's own checks (protected set, known peers). Nothing received is
+    /// published again.
+    fn fleet_batch(&mut self, batch: crate::fleet::Batch, log: &Logger) {
+        use crate::bans::BanError;
+        use crate::fleet::{Inbound, lines, message};
+        use std::sync::atomic::Ordering;
+        let Some(stats) = self.fleet.as_ref().map(|f| std::sync::Arc::clone(&f.stats)) else {
+            return;
+        };
+        self.responder.sync_protected();
+        let now = clock::unix_now();
+        // This host's clients (known peers), read once per batch (one nft run).
+        let wants_peers = batch.items.iter().any(|i| matches!(i, Inbound::Ban { .. }));
+        let peers: std::collections::HashSet<std::net::IpAddr> = match &self.known_peers {
+            Some(nft) if wants_peers => nft.known_peers().unwrap_or_default().into_iter().collect(),
+            _ => Default::default(),
+        };
+        for item in batch.items {
+            match item {
+                Inbound::Ban {
+                    msg,
+                    duration,
+                    quorum,
+                } => {
+                    let net = msg.net;
+                    let origin = match &quorum {
+                        Some(_) => "quorum",
+                        None => msg.origin.as_str(),
+                    };
+                    // A client of this host (a known peer) is never banned on another
+                    // node's word.
+                    if let Some(ip) = host_of(net)
+                        && peers.contains(&ip)
+                    {
+                        stats.refused.fetch_add(1, Ordering::Relaxed);
+                        log.log(&lines::refused(
+                            net,
+                            origin,
+                            &alerts::known_peer_refused(ip),
+                        ));
+                        continue;
+                    }
+                    let reason = match &quorum {
+                        Some(nodes) => message::reason(
+                            "quorum",
+                            &format!("{} (reported by {})", msg.scan, nodes.join(",")),
+                        ),
+                        None => message::reason(&msg.origin, &msg.scan),
+                    };
+                    let kernel = self.responder.bans_mut();
+                    match kernel.fleet_ban(now, net, duration, msg.evidence, &reason) {
+                        Ok(Some(ban)) => {
+                            stats.applied.fetch_add(1, Ordering::Relaxed);
+                            let secs = ban.expires_at.map_or(0, |t| t.saturating_sub(now));
+                            match &quorum {
+                                Some(nodes) => log.log(&lines::quorum_applied(net, nodes, secs)),
+                                None => log.log(&lines::applied(
+                                    net,
+                                    origin,
+                                    secs,
+                                    msg.evidence.as_str(),
+                                )),
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(BanError::NotAllowed(why)) => {
+                            stats.refused.fetch_add(1, Ordering::Relaxed);
+                            log.log(&lines::refused(net, origin, &why.to_string()));
+                        }
+                        Err(e) => log.log(&lines::not_applied(net, origin, &format!("{e:#}"))),
+                    }
+                }
+                Inbound::Unban { net, origin } => {
+                    let kernel = self.responder.bans_mut();
+                    let received = kernel
+                        .book()
+                        .in_force(net, now)
+                        .is_some_and(|b| message::origin_of(&b.reason).is_some());
+                    if received && let Ok(Some(ban)) = kernel.unban(now, net) {
+                        log.log(&lines::unbanned(ban.key, &origin));
+                        let _ = self.feedback.send(Feedback::Forget(ban.key));
+                    }
+                }
+                Inbound::Revoke { subject, origin } => {
+                    let n = self.lift_origin(&subject, log);
+                    log.log(&lines::revoked(&subject, &origin, n));
+                }
+            }
+        }
+        self.state.set_fleet_id(Some(batch.last_id));
+        self.responder.bans_mut().touch();
     }
 
     /// Ended bans (logged, removed where the backend does not expire them), and the
@@ -394,6 +598,7 @@ mod tests {
             started: clock::instant(),
             known_peers: None,
             save_error: None,
+            fleet: None,
         };
         (reporter, rx)
     }
@@ -465,6 +670,7 @@ mod tests {
             started: clock::instant(),
             known_peers: None,
             save_error: None,
+            fleet: None,
         };
         let respond = ToReporter::Action(Action::Respond { probe: probe() });
         let host = format!("{SCANNER}/32");

@@ -17,7 +17,9 @@ pub fn back(url: &str) -> String {
 }
 
 pub fn rejected(id: &str, why: &str) -> String {
-    format!("fleet: rejected stream entry {id}: {why} (further rejections are counted, logged at most once a minute)")
+    format!(
+        "fleet: rejected stream entry {id}: {why} (further rejections are counted, logged at most once a minute)"
+    )
 }
 
 pub fn rate_limited(origin: &str, rate: u32, burst: u32) -> String {

@@ -112,7 +112,8 @@ impl Message {
             clean(&self.scan),
             clean(&self.ports),
             self.sent.to_string(),
-            self.ends.map_or_else(|| "permanent".into(), |t| t.to_string()),
+            self.ends
+                .map_or_else(|| "permanent".into(), |t| t.to_string()),
             self.offences.to_string(),
             clean(&self.subject),
         ]
@@ -123,8 +124,7 @@ impl Message {
         let values = self.values();
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
         let mac = mac_hex(key, &refs);
-        let mut out: Vec<(&'static str, String)> =
-            FIELDS.iter().copied().zip(values).collect();
+        let mut out: Vec<(&'static str, String)> = FIELDS.iter().copied().zip(values).collect();
         out.push(("mac", mac));
         out
     }
@@ -195,7 +195,8 @@ fn canonical(values: &[&str]) -> Vec<u8> {
 }
 
 fn mac_of(key: &[u8], values: &[&str]) -> Hmac<Sha256> {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(&canonical(values));
     mac
 }
@@ -258,7 +259,10 @@ mod tests {
     }
 
     fn as_map(fields: &[(&'static str, String)]) -> HashMap<String, String> {
-        fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     #[test]
@@ -269,7 +273,10 @@ mod tests {
         assert_eq!(back, m);
         let perm = Message { ends: None, ..m };
         let map = as_map(&perm.encode(b"k"));
-        assert_eq!(Message::decode(b"k", |f| map.get(f).cloned()).unwrap().ends, None);
+        assert_eq!(
+            Message::decode(b"k", |f| map.get(f).cloned()).unwrap().ends,
+            None
+        );
     }
 
     #[test]

@@ -415,12 +415,7 @@ struct ReadState {
 }
 
 /// XREAD from the last ID on, for ever: decode, judge, hand to the reporter.
-fn reader(
-    config: &Config,
-    link: &Link,
-    last_id: Option<String>,
-    deliver: &dyn Fn(Batch) -> bool,
-) {
+fn reader(config: &Config, link: &Link, last_id: Option<String>, deliver: &dyn Fn(Batch) -> bool) {
     let s = &config.settings;
     let mut state = ReadState {
         quorum: Quorum::new(s.quorum, s.quorum_window),

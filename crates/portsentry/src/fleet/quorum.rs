@@ -88,7 +88,9 @@ struct Bucket {
 pub enum Rate {
     Allowed,
     /// Over the limit; `log`: the first such message of this origin in a minute.
-    Limited { log: bool },
+    Limited {
+        log: bool,
+    },
 }
 
 impl RateLimit {
@@ -106,9 +108,8 @@ impl RateLimit {
         if !self.buckets.contains_key(origin) && self.buckets.len() >= MAX_ORIGINS {
             // Forget the origins whose buckets are full again: they are idle.
             let rate = u64::from(self.rate);
-            self.buckets.retain(|_, b| {
-                b.milli + now_ms.saturating_sub(b.at_ms) * rate < full
-            });
+            self.buckets
+                .retain(|_, b| b.milli + now_ms.saturating_sub(b.at_ms) * rate < full);
             if self.buckets.len() >= MAX_ORIGINS {
                 return Rate::Limited { log: false };
             }
@@ -143,7 +144,10 @@ pub enum Verdict {
     /// Its ban ended before we read it.
     Expired,
     /// Ban `net` for `duration` (`max_ban_time` at most; a permanent ban is capped too).
-    Ban { net: IpNet, duration: Duration },
+    Ban {
+        net: IpNet,
+        duration: Duration,
+    },
     /// A report, counted; `Some` when it completed a quorum: ban with these nodes.
     Counted(Option<Vec<String>>),
     Unban(IpNet),
@@ -230,7 +234,10 @@ mod tests {
         let mut q = Quorum::new(2, Duration::from_secs(10));
         assert_eq!(q.report(1000, 1000, net(), "a"), None);
         assert_eq!(q.report(1020, 1020, net(), "b"), None);
-        assert_eq!(q.report(1021, 1021, net(), "c"), Some(vec!["b".into(), "c".into()]));
+        assert_eq!(
+            q.report(1021, 1021, net(), "c"),
+            Some(vec!["b".into(), "c".into()])
+        );
         // A report read long after it was made (catching up) is too old.
         assert_eq!(q.report(5000, 1000, net(), "a"), None);
     }
@@ -262,26 +269,50 @@ mod tests {
     fn judge_caps_skips_own_and_expired() {
         let mut q = Quorum::new(2, Duration::from_secs(600));
         let max = Duration::from_secs(3600);
-        assert_eq!(judge(&msg(Kind::Ban, "me", Some(2000)), 1000, "me", max, &mut q), Verdict::Own);
+        assert_eq!(
+            judge(&msg(Kind::Ban, "me", Some(2000)), 1000, "me", max, &mut q),
+            Verdict::Own
+        );
         assert_eq!(
             judge(&msg(Kind::Ban, "a", Some(900)), 1000, "me", max, &mut q),
             Verdict::Expired
         );
         assert_eq!(
             judge(&msg(Kind::Ban, "a", Some(1600)), 1000, "me", max, &mut q),
-            Verdict::Ban { net: net(), duration: Duration::from_secs(600) }
+            Verdict::Ban {
+                net: net(),
+                duration: Duration::from_secs(600)
+            }
         );
         assert_eq!(
             judge(&msg(Kind::Ban, "a", None), 1000, "me", max, &mut q),
-            Verdict::Ban { net: net(), duration: max }
+            Verdict::Ban {
+                net: net(),
+                duration: max
+            }
         );
         assert_eq!(
-            judge(&msg(Kind::Ban, "a", Some(1_000_000)), 1000, "me", max, &mut q),
-            Verdict::Ban { net: net(), duration: max }
+            judge(
+                &msg(Kind::Ban, "a", Some(1_000_000)),
+                1000,
+                "me",
+                max,
+                &mut q
+            ),
+            Verdict::Ban {
+                net: net(),
+                duration: max
+            }
         );
         // Own reports count.
         assert_eq!(
-            judge(&msg(Kind::Report, "me", Some(2000)), 1000, "me", max, &mut q),
+            judge(
+                &msg(Kind::Report, "me", Some(2000)),
+                1000,
+                "me",
+                max,
+                &mut q
+            ),
             Verdict::Counted(None)
         );
         assert_eq!(

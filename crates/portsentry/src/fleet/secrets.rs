@@ -69,7 +69,10 @@ mod tests {
         std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = format!("{:#}", read_key(&path).unwrap_err());
-        assert!(e.contains("fleet.key.") || e.contains(&path.display().to_string()), "{e}");
+        assert!(
+            e.contains("fleet.key.") || e.contains(&path.display().to_string()),
+            "{e}"
+        );
         assert!(e.contains("mode 0644"), "{e}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_key(&path).unwrap(), b"0123456789abcdef0123");
