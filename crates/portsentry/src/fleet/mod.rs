@@ -254,7 +254,12 @@ impl Link {
     fn up(&self, first_line: impl FnOnce() -> String) {
         self.stats.connected.store(true, Ordering::Relaxed);
         match self.state.swap(1, Ordering::SeqCst) {
-            0 => self.log.log(&first_line()),
+            0 => {
+                let line = first_line();
+                if !line.is_empty() {
+                    self.log.log(&line);
+                }
+            }
             2 => self.log.log(&lines::back(&self.url)),
             _ => {}
         }
@@ -383,7 +388,7 @@ fn publisher(config: &Config, link: &Link, outbox: Receiver<Message>) {
         }
         match pipe.query::<()>(c) {
             Ok(()) => {
-                link.up(|| String::new());
+                link.up(String::new);
                 link.stats
                     .published
                     .fetch_add(pending.len() as u64, Ordering::Relaxed);
@@ -455,7 +460,7 @@ fn reader(config: &Config, link: &Link, last_id: Option<String>, deliver: &dyn F
                     break;
                 }
             };
-            link.up(|| String::new());
+            link.up(String::new);
             let Some(reply) = reply else { continue };
             let mut items = Vec::new();
             for key in reply.keys {
