@@ -40,17 +40,32 @@ struct Redis {
     proc: Option<Proc>,
     dir: tempfile::TempDir,
     addr: Ipv4Addr,
+    /// Arguments after the common ones (TLS, ACL users).
+    extra: Vec<String>,
+    scheme: &'static str,
 }
 
 impl Redis {
     fn start(host: &Host) -> Redis {
+        Redis::start_with(host, |_| (Vec::new(), "redis"))
+    }
+
+    /// With arguments of its own, made from the server's temp dir; and its URL scheme.
+    fn start_with(
+        host: &Host,
+        extra: impl FnOnce(&std::path::Path) -> (Vec<String>, &'static str),
+    ) -> Redis {
+        let dir = tempfile::Builder::new()
+            .prefix("pst-redis-")
+            .tempdir()
+            .unwrap();
+        let (extra, scheme) = extra(dir.path());
         let mut r = Redis {
             proc: None,
-            dir: tempfile::Builder::new()
-                .prefix("pst-redis-")
-                .tempdir()
-                .unwrap(),
+            dir,
             addr: host.v4,
+            extra,
+            scheme,
         };
         r.up(&host.ns);
         r
@@ -60,9 +75,10 @@ impl Redis {
         let addr = self.addr.to_string();
         let port = REDIS_PORT.to_string();
         let dir = self.dir.path().display().to_string();
-        self.proc = Some(ns.spawn(&[
+        let tls = self.scheme == "rediss";
+        let mut argv: Vec<&str> = vec![
             "redis-server",
-            "--port",
+            if tls { "--tls-port" } else { "--port" },
             &port,
             "--bind",
             &addr,
@@ -74,7 +90,12 @@ impl Redis {
             &dir,
             "--protected-mode",
             "no",
-        ]));
+        ];
+        if tls {
+            argv.extend(["--port", "0"]);
+        }
+        argv.extend(self.extra.iter().map(String::as_str));
+        self.proc = Some(ns.spawn(&argv));
         let ip = IpAddr::V4(self.addr);
         assert!(
             wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
@@ -91,7 +112,7 @@ impl Redis {
     }
 
     fn url(&self) -> String {
-        format!("redis://{}:{REDIS_PORT}/", self.addr)
+        format!("{}://{}:{REDIS_PORT}/", self.scheme, self.addr)
     }
 }
 
@@ -551,4 +572,141 @@ fn issue10_wrong_mac_gateway_and_flood_are_rejected_refused_and_rate_limited() {
     }
     let st = status(b, &conf);
     db.check(st.contains("rejected 1,"), format!("status: {st}"));
+}
+
+/// TLS (`rediss://` with `ca_file`), an ACL user with its password from a root-only
+/// file: a verified ban on A reaches B. A password file readable by others stops the
+/// daemon at start, naming the file.
+#[test]
+fn issue10_tls_and_acl_user_and_a_password_file_readable_by_others_is_refused() {
+    let test = "issue10_tls_and_acl_user_and_a_password_file_readable_by_others_is_refused";
+    if !fleet_test_or_skip(test) || !common::root_or_skip(test, &["openssl"]) {
+        return;
+    }
+    let lab = Lab::builder().peer("b").peer("redis").peer("scan").build();
+    let (a, b, s) = (&lab.defender, lab.peer("b"), lab.peer("scan"));
+    let redis_host = lab.peer("redis");
+    let ip = redis_host.v4.to_string();
+    let redis = Redis::start_with(redis_host, |dir| {
+        let d = |n: &str| dir.join(n).display().to_string();
+        let ossl = |args: &[&str]| {
+            let out = common::run_argv(&[&["openssl"][..], args].concat(), Duration::from_secs(30));
+            assert!(out.success(), "openssl {args:?}: {out}");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let (ca_key, ca_crt) = (d("ca.key"), d("ca.crt"));
+        let (key, csr, crt, ext) = (d("server.key"), d("server.csr"), d("server.crt"), d("ext"));
+        let ca_args = [
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca_crt,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=pst-test-ca",
+        ];
+        ossl(&[&["req", "-x509"][..], &ec, &ca_args].concat());
+        ossl(
+            &[
+                &["req"][..],
+                &ec,
+                &["-keyout", &key, "-out", &csr, "-subj", "/CN=pst-redis"],
+            ]
+            .concat(),
+        );
+        std::fs::write(&ext, format!("subjectAltName=IP:{ip}\n")).unwrap();
+        ossl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_crt,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+        ]);
+        let args = [
+            "--tls-cert-file",
+            &crt,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca_crt,
+            "--tls-auth-clients",
+            "no",
+            "--user",
+            "default",
+            "off",
+            "--user",
+            "psfleet",
+            "on",
+            ">fleet-secret-pw",
+            "~*",
+            "&*",
+            "+@all",
+        ];
+        (args.iter().map(|s| s.to_string()).collect(), "rediss")
+    });
+    let ca = redis.dir.path().join("ca.crt");
+    // node_conf's text ends inside [fleet] (no extra table): these keys join it.
+    let conf_for = |name: &str| {
+        let conf = node_conf(name, &redis, "");
+        let pw = conf.path("fleet.password");
+        std::fs::write(&pw, "fleet-secret-pw\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!(
+            "user = \"psfleet\"\npassword_file = \"{}\"\nca_file = \"{}\"\n",
+            pw.display(),
+            ca.display()
+        );
+        conf.toml(&text)
+    };
+    let conf_a = conf_for("node-a");
+    let conf_b = conf_for("node-b");
+
+    // A password file others can read: the daemon refuses to start and names it.
+    let pw_b = conf_b.path("fleet.password");
+    std::fs::set_permissions(&pw_b, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bad = Daemon::start(&b.ns, &conf_b, MODES);
+    let exited = wait_until(REACT, Duration::from_millis(100), || !bad.is_running());
+    let lines = bad.lines().join("\n");
+    bad.check(
+        exited
+            && lines.contains(&format!("fleet.password_file {}", pw_b.display()))
+            && lines.contains("mode 0644"),
+        format!("the daemon did not refuse a password file of mode 0644:\n{lines}"),
+    );
+    drop(bad);
+    std::fs::set_permissions(&pw_b, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let da = start(a, &conf_a);
+    let db = start(b, &conf_b);
+    db.check(
+        db.has_line("fleet: connected to rediss://"),
+        "B is not connected over TLS",
+    );
+    handshake(s, a);
+    let ip_s = v4(s);
+    da.check(
+        wait_banned(&a.ns, ip_s, REACT).is_some(),
+        "A did not ban the scanner",
+    );
+    db.check(
+        wait_banned(&b.ns, ip_s, REACT).is_some(),
+        "B did not get A's ban over TLS with the ACL user",
+    );
 }

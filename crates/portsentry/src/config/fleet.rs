@@ -32,6 +32,9 @@ pub struct FleetSettings {
     pub user: Option<String>,
     /// File holding the password; must be readable by root only.
     pub password_file: Option<PathBuf>,
+    /// With `rediss://`: PEM file of the CA that signed the server's certificate, trusted
+    /// instead of the system's store.
+    pub ca_file: Option<PathBuf>,
     /// File holding the fleet key (the HMAC-SHA256 key every node shares); must be
     /// readable by root only. Required with `url`.
     pub key_file: Option<PathBuf>,
@@ -57,6 +60,7 @@ impl Default for FleetSettings {
             url: None,
             user: None,
             password_file: None,
+            ca_file: None,
             key_file: None,
             stream: STREAM.into(),
             node: None,
@@ -96,6 +100,9 @@ impl FleetSettings {
         }
         if url.contains('@') {
             return Err("fleet.url: put no user or password in the URL; use fleet.user and fleet.password_file (readable by root only)".into());
+        }
+        if self.ca_file.is_some() && !url.starts_with("rediss://") {
+            return Err("fleet.ca_file is for a rediss:// (TLS) url".into());
         }
         if self.key_file.is_none() {
             return Err(

@@ -176,6 +176,8 @@ pub struct Config {
     pub user: Option<String>,
     pub password: Option<String>,
     pub key: Vec<u8>,
+    /// `ca_file`'s PEM (TLS: trusted instead of the system's store).
+    pub ca: Option<Vec<u8>>,
     pub stream: String,
     pub node: String,
     pub settings: FleetSettings,
@@ -198,6 +200,13 @@ impl Config {
             ),
             None => None,
         };
+        let ca = match &settings.ca_file {
+            Some(p) => Some(
+                std::fs::read(p)
+                    .with_context(|| format!("fleet.ca_file {}: cannot read it", p.display()))?,
+            ),
+            None => None,
+        };
         let node = match &settings.node {
             Some(n) => n.clone(),
             None => host_name()?,
@@ -210,6 +219,7 @@ impl Config {
             user: settings.user.clone(),
             password,
             key,
+            ca,
             stream: settings.stream.clone(),
             node,
             settings: settings.clone(),
@@ -225,7 +235,17 @@ impl Config {
         if let Some(p) = &self.password {
             redis = redis.set_password(p);
         }
-        redis::Client::open(info.set_redis_settings(redis))
+        let info = info.set_redis_settings(redis);
+        match &self.ca {
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
     }
 }
 
