@@ -713,4 +713,166 @@ mod tests {
         );
         assert_eq!(deny(), "");
     }
+
+    mod fleet {
+        use super::*;
+        use crate::fleet::message::{Kind, Message, origin_of};
+        use crate::fleet::{Batch, Fleet, Inbound};
+        use portsentry_engine::{Evidence, ProbeKind};
+
+        fn received(origin: &str, net: &str, secs: u64) -> Message {
+            Message {
+                kind: Kind::Ban,
+                origin: origin.into(),
+                net: net.parse().unwrap(),
+                evidence: Evidence::Verified,
+                scan: "TCP connect to TCP port 23".into(),
+                ports: "23".into(),
+                sent: now(),
+                ends: Some(now() + secs),
+                offences: 1,
+                subject: String::new(),
+            }
+        }
+
+        fn batch(items: Vec<Inbound>) -> ToReporter {
+            ToReporter::Fleet(Batch {
+                items,
+                last_id: "1700000000000-1".into(),
+            })
+        }
+
+        fn with_fleet(dir: &std::path::Path) -> (Reporter, Receiver<Message>, Receiver<Feedback>) {
+            let (mut r, feedback) = reporter(dir);
+            let (fleet, published) = Fleet::detached("node-b");
+            r.fleet = Some(fleet);
+            (r, published, feedback)
+        }
+
+        /// A verified ban is published as a ban, an unverified one as a report (for k
+        /// of n), with what the issue lists.
+        #[test]
+        fn local_bans_are_published_verified_as_bans_unverified_as_reports() {
+            let dir = tempfile::tempdir().unwrap();
+            let cap = Captured::new(dir.path());
+            let (mut r, published, _fb) = with_fleet(dir.path());
+            r.handle_batch(
+                vec![ToReporter::Action(Action::Respond { probe: probe() })],
+                &cap.log,
+            );
+            let report = published.try_recv().unwrap();
+            assert_eq!(
+                (report.kind, report.evidence, report.origin.as_str()),
+                (Kind::Report, Evidence::Unverified, "node-b")
+            );
+            assert_eq!(report.net.to_string(), format!("{SCANNER}/32"));
+            assert_eq!((report.ports.as_str(), report.offences), ("111", 1));
+            assert!(report.ends.is_some_and(|t| t > now()));
+            let mut p = probe();
+            p.src = "198.18.0.3".parse().unwrap();
+            p.kind = ProbeKind::Connect;
+            r.handle_batch(
+                vec![ToReporter::Action(Action::Respond { probe: p })],
+                &cap.log,
+            );
+            let ban = published.try_recv().unwrap();
+            assert_eq!((ban.kind, ban.evidence), (Kind::Ban, Evidence::Verified));
+            assert!(published.try_recv().is_err());
+        }
+
+        /// A received ban goes into the book with its origin, capped as judged, and is
+        /// never published again; the stream ID is kept for the state file.
+        #[test]
+        fn a_received_ban_is_applied_with_its_origin_and_not_republished() {
+            let dir = tempfile::tempdir().unwrap();
+            let cap = Captured::new(dir.path());
+            let (mut r, published, _fb) = with_fleet(dir.path());
+            let msg = received("node-a", "198.18.0.7/32", 3600);
+            let item = Inbound::Ban {
+                msg,
+                duration: Duration::from_secs(600),
+                quorum: None,
+            };
+            r.handle_batch(vec![batch(vec![item])], &cap.log);
+            let book = r.responder.bans_mut().book();
+            let ban = book
+                .in_force("198.18.0.7/32".parse().unwrap(), now())
+                .unwrap();
+            assert_eq!(origin_of(&ban.reason), Some("node-a"));
+            assert!(ban.expires_at.is_some_and(|t| t <= now() + 601));
+            assert_eq!(ban.evidence, Evidence::Verified);
+            assert!(
+                published.try_recv().is_err(),
+                "a received ban was published"
+            );
+            assert_eq!(r.state.fleet_id().as_deref(), Some("1700000000000-1"));
+            assert!(cap.lines().iter().any(|l| l.contains(
+                "fleet: 198.18.0.7/32 banned for 600s on the word of node node-a (verified)"
+            )));
+        }
+
+        /// A received unban lifts only a ban that came from the fleet; a revoke lifts
+        /// everything its subject injected; `unban --origin` does it here and publishes
+        /// the revocation.
+        #[test]
+        fn unban_and_revoke_lift_only_fleet_bans_of_their_origin() {
+            let dir = tempfile::tempdir().unwrap();
+            let cap = Captured::new(dir.path());
+            let (mut r, published, _fb) = with_fleet(dir.path());
+            // A local ban of SCANNER, and fleet bans from node-a and node-c.
+            r.handle_batch(
+                vec![ToReporter::Action(Action::Respond { probe: probe() })],
+                &cap.log,
+            );
+            let _ = published.try_recv();
+            let ban = |origin: &str, net: &str| Inbound::Ban {
+                msg: received(origin, net, 3600),
+                duration: Duration::from_secs(3600),
+                quorum: None,
+            };
+            r.handle_batch(
+                vec![batch(vec![
+                    ban("node-a", "198.18.0.7/32"),
+                    ban("node-a", "198.18.0.8/32"),
+                    ban("node-c", "198.18.0.9/32"),
+                ])],
+                &cap.log,
+            );
+            let active = |r: &mut Reporter| r.responder.bans_mut().active_count(now());
+            assert_eq!(active(&mut r), 4);
+            let scanner: IpNet = format!("{SCANNER}/32").parse().unwrap();
+            let unban = |net: IpNet| Inbound::Unban {
+                net,
+                origin: "node-c".into(),
+            };
+            // Not a fleet ban: kept.
+            r.handle_batch(vec![batch(vec![unban(scanner)])], &cap.log);
+            assert_eq!(active(&mut r), 4);
+            r.handle_batch(
+                vec![batch(vec![unban("198.18.0.9/32".parse().unwrap())])],
+                &cap.log,
+            );
+            assert_eq!(active(&mut r), 3);
+            // unban --origin node-a: both of its bans, the revocation published.
+            let (reply, answer) = mpsc::channel();
+            let pending = control::Pending {
+                request: control::Request::UnbanOrigin {
+                    node: "node-a".into(),
+                },
+                reply,
+            };
+            r.handle_batch(vec![ToReporter::Control(pending)], &cap.log);
+            assert_eq!(
+                answer.recv().unwrap(),
+                "ok: 2 bans from fleet node node-a lifted here; the revocation is published to the fleet"
+            );
+            assert_eq!(active(&mut r), 1);
+            let revoke = published.try_recv().unwrap();
+            assert_eq!(
+                (revoke.kind, revoke.subject.as_str()),
+                (Kind::Revoke, "node-a")
+            );
+            assert!(published.try_recv().is_err());
+        }
+    }
 }

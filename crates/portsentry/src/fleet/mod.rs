@@ -108,6 +108,20 @@ impl Fleet {
         &self.node
     }
 
+    /// A link with no threads, for tests: what it publishes comes out of the receiver.
+    #[cfg(test)]
+    pub fn detached(node: &str) -> (Fleet, Receiver<Message>) {
+        let (tx, rx) = mpsc::sync_channel(OUTBOX);
+        let fleet = Fleet {
+            node: node.into(),
+            url: "redis://198.18.0.9:6379/".into(),
+            outbox: tx,
+            full_logged: AtomicBool::new(false),
+            stats: Arc::new(Stats::default()),
+        };
+        (fleet, rx)
+    }
+
     /// Queue `msg` for the stream; never blocks. True if queued.
     pub fn publish(&self, msg: Message, log: &Logger) -> bool {
         match self.outbox.try_send(msg) {
