@@ -91,6 +91,10 @@ pub enum DecodeError {
     BadMac,
     #[error("field {field}: bad value {value:?}")]
     Bad { field: &'static str, value: String },
+    #[error(
+        "signed at {sent} but added to the stream at {at} (Unix seconds): a replayed entry, or clocks more than 2 minutes apart"
+    )]
+    Replayed { sent: u64, at: u64 },
 }
 
 /// A field value as it may travel: no newline (the encoding's separator), bounded.

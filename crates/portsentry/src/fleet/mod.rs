@@ -51,6 +51,11 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A rejected entry is logged at most once in this long (the rest are counted).
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(60);
+/// Most seconds between a message's signed send time and its stream ID's time (the
+/// Redis server's clock). The publisher signs each message as it sends it, so a
+/// genuine entry is within clock skew; an old signed entry added again by someone
+/// without the key (a replay) is not.
+const MAX_SKEW_SECS: u64 = 120;
 
 /// What the reader hands the reporter: what to apply, and how far it has read.
 #[derive(Debug)]
@@ -407,6 +412,11 @@ fn publisher(config: &Config, link: &Link, outbox: Receiver<Message>) {
         };
         let minid = format!("{}-0", unix_ms().saturating_sub(trim_ms));
         let mut pipe = redis::pipe();
+        // Signed as sent (see MAX_SKEW_SECS): a ban queued while Redis was down too.
+        let sent = clock::unix_now();
+        for m in &mut pending {
+            m.sent = sent;
+        }
         for m in &pending {
             let cmd = pipe
                 .cmd("XADD")
@@ -495,7 +505,11 @@ fn reader(config: &Config, link: &Link, last_id: Option<String>, deliver: &dyn F
                 }
             };
             link.up(String::new);
-            let Some(reply) = reply else { continue };
+            let Some(reply) = reply else {
+                // Nothing new within the block time: caught up.
+                link.stats.lag_ms.store(0, Ordering::Relaxed);
+                continue;
+            };
             let mut items = Vec::new();
             for key in reply.keys {
                 for entry in key.ids {
@@ -544,7 +558,14 @@ fn take(
     entry: &redis::streams::StreamId,
 ) -> Option<Inbound> {
     let stats = &link.stats;
-    let msg = match Message::decode(&config.key, |f| field(entry, f)) {
+    let decoded = Message::decode(&config.key, |f| field(entry, f)).and_then(|m| {
+        let at = entry_ms(&entry.id).map_or(0, |t| t / 1000);
+        if at.abs_diff(m.sent) > MAX_SKEW_SECS {
+            return Err(DecodeError::Replayed { sent: m.sent, at });
+        }
+        Ok(m)
+    });
+    let msg = match decoded {
         Ok(m) => m,
         Err(e) => {
             stats.rejected.fetch_add(1, Ordering::Relaxed);
@@ -554,11 +575,7 @@ fn take(
                 .is_none_or(|t| now.duration_since(t) >= REJECT_LOG_EVERY)
             {
                 state.reject_logged = Some(now);
-                let why = match e {
-                    DecodeError::BadMac => e.to_string(),
-                    other => format!("{other}"),
-                };
-                link.log.log(&lines::rejected(&entry.id, &why));
+                link.log.log(&lines::rejected(&entry.id, &e.to_string()));
             }
             return None;
         }
