@@ -719,3 +719,52 @@ fn issue10_tls_and_acl_user_and_a_password_file_readable_by_others_is_refused() 
         "B did not get A's ban over TLS with the ACL user",
     );
 }
+
+/// Issue 10: the stream stays bounded: each XADD trims entries older than
+/// `trim_after` (MINID).
+#[test]
+fn issue10_the_stream_is_trimmed_by_age() {
+    let test = "issue10_the_stream_is_trimmed_by_age";
+    if !fleet_test_or_skip(test) {
+        return;
+    }
+    let lab = Lab::builder().peer("redis").build();
+    let a = &lab.defender;
+    let redis_host = lab.peer("redis");
+    let redis = Redis::start(redis_host);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let old_id = format!("{}-0", now_ms - 600_000);
+    let addr = redis.addr.to_string();
+    let cli = |args: &[&str]| {
+        let mut argv = vec!["redis-cli", "-h", &addr];
+        argv.extend_from_slice(args);
+        redis_host.ns.exec(&argv, Duration::from_secs(10)).stdout
+    };
+    // An entry ten minutes old (unsigned: A rejects it when it reads it).
+    assert_eq!(
+        cli(&["XADD", STREAM, &old_id, "kind", "old"]).trim(),
+        old_id
+    );
+    let conf = node_conf("node-a", &redis, "").toml("trim_after = \"1m\"\n");
+    let d = start(a, &conf);
+    let target = lab.v4(50).to_string();
+    let out = client(&a.ns, &conf, &["ban", &target, "--time", "1h"]);
+    d.check(out.success(), format!("ban: {out}"));
+    d.check(
+        wait_until(REACT, Duration::from_millis(100), || {
+            cli(&["XLEN", STREAM]).trim() == "1"
+        }),
+        format!(
+            "the stream was not trimmed: {}",
+            cli(&["XRANGE", STREAM, "-", "+"])
+        ),
+    );
+    let left = cli(&["XRANGE", STREAM, "-", "+"]);
+    d.check(
+        !left.contains(&old_id) && left.contains(&target),
+        format!("stream after the trim: {left}"),
+    );
+}

@@ -372,7 +372,7 @@ fn next_backoff(b: Duration) -> Duration {
 }
 
 /// XADD each queued message (a pipeline per batch), trimming entries older than
-/// `trim_after` (MINID ~). A batch that fails is kept and sent again after the
+/// `trim_after` (exact MINID: a few entries at a time, as they age out). A batch that fails is kept and sent again after the
 /// reconnect: bans made while Redis was down reach the fleet when it is back.
 fn publisher(config: &Config, link: &Link, outbox: Receiver<Message>) {
     let mut con: Option<redis::Connection> = None;
@@ -422,7 +422,6 @@ fn publisher(config: &Config, link: &Link, outbox: Receiver<Message>) {
                 .cmd("XADD")
                 .arg(&config.stream)
                 .arg("MINID")
-                .arg("~")
                 .arg(&minid)
                 .arg("*");
             for (k, v) in m.encode(&config.key) {
