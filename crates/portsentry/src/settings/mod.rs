@@ -251,6 +251,20 @@ impl Settings {
         } else {
             "unverified bans (single packets): none, alert only".to_string()
         });
+        let f = &self.fleet;
+        if let Some(url) = &f.url {
+            lines.push(format!(
+                "fleet: {url}, stream {}, node {}, k of n with k = {} within {}, received bans at most {}, {} a second (burst {}) per origin, trimmed after {}",
+                f.stream,
+                f.node.as_deref().unwrap_or("(the host name)"),
+                f.quorum,
+                humantime::format_duration(f.quorum_window),
+                humantime::format_duration(f.max_ban_time),
+                f.rate,
+                f.burst,
+                humantime::format_duration(f.trim_after),
+            ));
+        }
         lines
     }
 
