@@ -768,3 +768,45 @@ fn issue10_the_stream_is_trimmed_by_age() {
         format!("stream after the trim: {left}"),
     );
 }
+
+/// Issue 10: a node cut off from Redis (a partition: its packets to and from the
+/// server are dropped) misses nothing: once the path is back it reads on from its last ID.
+#[test]
+fn issue10_a_partitioned_node_reads_what_it_missed() {
+    let test = "issue10_a_partitioned_node_reads_what_it_missed";
+    if !fleet_test_or_skip(test) {
+        return;
+    }
+    let lab = Lab::builder().peer("b").peer("redis").peer("scan").build();
+    let (a, b, s) = (&lab.defender, lab.peer("b"), lab.peer("scan"));
+    let redis = Redis::start(lab.peer("redis"));
+    let conf_a = node_conf("node-a", &redis, "");
+    let conf_b = node_conf("node-b", &redis, "");
+    let da = start(a, &conf_a);
+    let db = start(b, &conf_b);
+    // The partition: a table of the test's own in B's namespace.
+    let r = redis.addr.to_string();
+    let nft = |script: &str| {
+        let out = b.ns.exec(&["nft", script], Duration::from_secs(10));
+        assert!(out.success(), "nft {script}: {out}");
+    };
+    nft(&format!(
+        "add table inet fleetcut; add chain inet fleetcut out {{ type filter hook output priority 0; }}; add rule inet fleetcut out ip daddr {r} drop; add chain inet fleetcut in {{ type filter hook input priority -300; }}; add rule inet fleetcut in ip saddr {r} drop"
+    ));
+    handshake(s, a);
+    let ip = v4(s);
+    da.check(
+        wait_banned(&a.ns, ip, REACT).is_some(),
+        "A did not ban the scanner",
+    );
+    std::thread::sleep(QUIET);
+    db.check(
+        ban_of(&b.ns, ip).is_none(),
+        "B got the ban through the partition",
+    );
+    nft("delete table inet fleetcut");
+    db.check(
+        wait_banned(&b.ns, ip, Duration::from_secs(30)).is_some(),
+        "B did not read the ban it missed during the partition",
+    );
+}
