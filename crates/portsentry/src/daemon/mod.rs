@@ -20,6 +20,10 @@
 //!   budget, full set) and their damped lines;
 //! - [`signals`]: the handlers' flags, the mask across a reload's exec, reload settling.
 //!
+//! With `[fleet]`, the fleet link (`crate::fleet`, two threads of its own) is one more
+//! producer and consumer of the reporter: the reporter publishes through a bounded
+//! queue, the link hands it what it read as `ToReporter::Fleet`.
+//!
 //! This module wires them together and owns the process-level choices: what a stop
 //! means, and the re-execution that a SIGHUP reload is.
 
