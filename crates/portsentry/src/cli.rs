@@ -141,7 +141,12 @@ pub enum Subcommand {
     /// what the 1.2 KILL_HOSTS_DENY and KILL_ROUTE responses added for the address.
     Unban {
         /// Address or network.
-        target: String,
+        #[arg(required_unless_present = "origin", conflicts_with = "origin")]
+        target: Option<String>,
+        /// Lift every ban the fleet node NODE injected, here and (through the stream)
+        /// on every node: for a compromised node.
+        #[arg(long, value_name = "NODE")]
+        origin: Option<String>,
     },
     /// Ask the running daemon whether it runs, and how many bans are in force.
     Status,

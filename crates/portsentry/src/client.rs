@@ -199,6 +199,13 @@ pub fn unban(settings: &NativeSettings, target: &str) -> Result<()> {
     ask_every(settings, &request)
 }
 
+/// `portsentry unban --origin NODE`: lift and revoke every ban that fleet node
+/// injected (the daemon publishes the revocation to the fleet).
+pub fn unban_origin(settings: &NativeSettings, node: &str) -> Result<()> {
+    let request = Request::parse(&format!("unban-origin {node}")).map_err(anyhow::Error::msg)?;
+    ask(settings, &request)
+}
+
 /// `portsentry status`, of every running daemon of this host.
 pub fn status(settings: &NativeSettings) -> Result<()> {
     ask_every(settings, &Request::Status)

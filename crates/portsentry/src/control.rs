@@ -6,6 +6,7 @@
 //! - `ban <addr|net> <seconds|permanent> [force]` → `ok: ...` | `error: ...` (`force`:
 //!   ban even a protected address; see `bans::guard`)
 //! - `unban <addr|net>`
+//! - `unban-origin <node>`: lift and revoke every ban that fleet node injected
 //! - `status`
 //!
 //! Only root may talk to it: the socket lives in a 0700 directory, is mode 0600, and the
@@ -38,6 +39,10 @@ pub enum Request {
     },
     Unban {
         net: IpNet,
+    },
+    /// Lift every ban a fleet node injected, on every node (`unban --origin NODE`).
+    UnbanOrigin {
+        node: String,
     },
     Status,
 }
@@ -75,6 +80,12 @@ impl Request {
                 })
             }
             ["unban", target] => Ok(Request::Unban { net: net(target)? }),
+            ["unban-origin", node] if crate::config::valid_node_name(node) => {
+                Ok(Request::UnbanOrigin {
+                    node: node.to_string(),
+                })
+            }
+            ["unban-origin", node] => Err(format!("`{node}` is not a fleet node name")),
             ["status"] => Ok(Request::Status),
             _ => Err(format!("unknown request `{}`", line.trim())),
         }
@@ -93,6 +104,7 @@ impl Request {
                 if *force { " force" } else { "" }
             ),
             Request::Unban { net } => format!("unban {net}\n"),
+            Request::UnbanOrigin { node } => format!("unban-origin {node}\n"),
             Request::Status => "status\n".into(),
         }
     }

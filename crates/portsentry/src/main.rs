@@ -34,7 +34,11 @@ fn main() -> ExitCode {
                 permanent,
                 force,
             } => client::ban(&toml, target, *time, *permanent, *force),
-            Subcommand::Unban { target } => client::unban(&toml, target),
+            Subcommand::Unban { target, origin } => match (target, origin) {
+                (_, Some(node)) => client::unban_origin(&toml, node),
+                (Some(target), None) => client::unban(&toml, target),
+                (None, None) => unreachable!("clap requires one"),
+            },
             Subcommand::Status => client::status(&toml),
             Subcommand::Replay { .. } => unreachable!("handled above"),
             Subcommand::Flush { all: true } => client::flush_all(&toml),

@@ -15,6 +15,9 @@
 //! it); a record without it, written before bans carried their class, is `manual` when
 //! its reason is that of `portsentry ban`, else `unverified` (every automatic ban of
 //! those versions came from a single packet).
+//! `fleet_last_id` (also additive, present only with `[fleet]`) is the ID of the last
+//! fleet stream entry this node has read, so that after a restart it reads on from
+//! there (`XREAD`); a file without it loads as before.
 //! `expires_at` is `null` for a permanent ban; a record whose `expires_at` has passed is
 //! offence history (it still counts towards escalation). `settled_through` is
 //! [`BanBook::settled_through`]: bans that ended after it were perhaps not yet removed
@@ -123,6 +126,8 @@ pub struct LoadedState {
     /// [`into_book`](Self::into_book) the first `take_expired` hands them out once so
     /// leftovers in non-expiring backends (routes, iptables) are removed.
     pub expired: usize,
+    /// The last fleet stream entry read (see the module doc).
+    pub fleet_last_id: Option<String>,
 }
 
 impl LoadedState {
@@ -169,6 +174,8 @@ struct StateFile {
     #[serde(default)]
     settled_through: u64,
     bans: Vec<BanRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fleet_last_id: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -196,6 +203,16 @@ struct Header {
 /// Write `book` to `path` atomically: at every instant `path` holds either the previous
 /// complete state or the new one. The parent directory is created (mode 0700) if missing.
 pub fn save(path: &Path, book: &BanBook, now: u64) -> Result<(), StoreError> {
+    save_with_fleet(path, book, now, None)
+}
+
+/// [`save`], with the last fleet stream ID read (kept in the file when `Some`).
+pub fn save_with_fleet(
+    path: &Path,
+    book: &BanBook,
+    now: u64,
+    fleet_last_id: Option<&str>,
+) -> Result<(), StoreError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -217,6 +234,7 @@ pub fn save(path: &Path, book: &BanBook, now: u64) -> Result<(), StoreError> {
         saved_at: now,
         settled_through: book.settled_through(now),
         bans: records.into_iter().map(to_record).collect(),
+        fleet_last_id: fleet_last_id.map(str::to_string),
     };
     let mut bytes = serde_json::to_vec_pretty(&file).map_err(|source| StoreError::Encode {
         path: path.to_path_buf(),
@@ -315,6 +333,7 @@ pub fn load(path: &Path, now: u64) -> Result<LoadedState, StoreError> {
         records: Vec::with_capacity(file.bans.len()),
         active: 0,
         expired: 0,
+        fleet_last_id: file.fleet_last_id,
     };
     for (index, r) in file.bans.into_iter().enumerate() {
         let ban = from_record(r).map_err(|bad| match bad {
@@ -467,6 +486,7 @@ mod tests {
             ],
             active: 3,
             expired: 0,
+            fleet_last_id: None,
         };
         let (book, dropped) = loaded.into_book_reporting(3);
         assert_eq!(book.len(), 3);
@@ -479,8 +499,24 @@ mod tests {
             records: vec![rec("198.18.0.1/32", T0, None)],
             active: 1,
             expired: 0,
+            fleet_last_id: None,
         };
         assert!(loaded.into_book_reporting(3).1.is_empty());
+    }
+
+    /// The fleet stream position is kept; a file without it (every file written
+    /// before `[fleet]`) loads with none, and saving without one leaves it out.
+    #[test]
+    fn the_fleet_stream_id_is_kept_and_old_files_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let book = sample_book();
+        save_with_fleet(&path, &book, T0, Some("1700000000000-3")).unwrap();
+        let loaded = load(&path, T0).unwrap();
+        assert_eq!(loaded.fleet_last_id.as_deref(), Some("1700000000000-3"));
+        save(&path, &book, T0).unwrap();
+        assert!(!fs::read_to_string(&path).unwrap().contains("fleet_last_id"));
+        assert_eq!(load(&path, T0).unwrap().fleet_last_id, None);
     }
 
     #[test]

@@ -554,6 +554,55 @@ impl BanLifecycle {
         Ok(ManualBan { ban, overrode })
     }
 
+    /// A ban received from the fleet (`fleet::`): of `net` for `duration` (already
+    /// capped by the caller), with the class and reason it came with. Refused like an
+    /// administrator's ban without `--force` ([`guard::check`]: this host's own
+    /// addresses, gateways, resolvers, `[protect] extra`). A ban already in force here
+    /// that lasts as long or longer is kept (`Ok(None)`): a received ban never shortens
+    /// one, nor replaces a stronger local one.
+    pub fn fleet_ban(
+        &mut self,
+        now: u64,
+        net: IpNet,
+        duration: Duration,
+        evidence: Evidence,
+        reason: &str,
+    ) -> Result<Option<Ban>> {
+        let Some(b) = self.backend.as_deref_mut() else {
+            return Err(BanError::NoBackend);
+        };
+        let net = guard::canonical(net);
+        guard::check(net, &self.protected, false)?;
+        if host_of(net).is_none() && !b.holds_networks() {
+            return Err(BanError::NetworksUnsupported);
+        }
+        let until = now.saturating_add(duration.as_secs().max(1));
+        if let Some(held) = self.book.in_force(net, now)
+            && held.expires_at.is_none_or(|t| t >= until)
+        {
+            return Ok(None);
+        }
+        let duration = match b.max_timeout() {
+            Some(max) => duration.min(max),
+            None => duration,
+        };
+        let timeout = Duration::from_secs(duration.as_secs().max(1));
+        b.add(net, Some(timeout))
+            .map_err(|e| BanError::Refused(Box::new(e)))?;
+        let policy = self.policies.for_evidence(evidence).clone();
+        let ban = self
+            .book
+            .ban(&policy, net, now, Some(timeout), evidence, reason);
+        self.dirty = true;
+        Ok(Some(ban))
+    }
+
+    /// Something saved beside the book changed (the fleet stream position): save it
+    /// with the next save.
+    pub fn touch(&mut self) {
+        self.dirty = true;
+    }
+
     /// Lift the ban covering `net` (exact, or the most specific one containing it).
     /// Returns the lifted ban; the kernel's copy is removed. An element only the kernel
     /// holds (not in the book) is removed too and returned as a ban of 0 offences.

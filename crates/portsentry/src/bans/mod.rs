@@ -75,11 +75,26 @@ pub enum StateError {
 #[derive(Debug, Clone)]
 pub struct StateFile {
     path: PathBuf,
+    /// The last fleet stream ID read: loaded with the book, saved with it.
+    fleet_id: std::cell::RefCell<Option<String>>,
 }
 
 impl StateFile {
     pub fn new(path: PathBuf) -> Self {
-        StateFile { path }
+        StateFile {
+            path,
+            fleet_id: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// The last fleet stream ID, as loaded or last set.
+    pub fn fleet_id(&self) -> Option<String> {
+        self.fleet_id.borrow().clone()
+    }
+
+    /// Keep `id` as the last fleet stream ID read (written with the next save).
+    pub fn set_fleet_id(&self, id: Option<String>) {
+        *self.fleet_id.borrow_mut() = id;
     }
 
     pub fn path(&self) -> &Path {
@@ -94,16 +109,20 @@ impl StateFile {
             error,
         })?;
         let expired = loaded.expired;
+        self.set_fleet_id(loaded.fleet_last_id.clone());
         let (book, dropped) = loaded.into_book_reporting(BOOK_CAPACITY);
         Ok((book, expired, dropped))
     }
 
     /// Write the book now.
     pub fn save(&self, bans: &mut BanLifecycle, now: Now) -> Result<(), StateError> {
-        store::save(&self.path, bans.book(), now.unix).map_err(|error| StateError::Save {
-            path: self.path.clone(),
-            error,
-        })?;
+        let fleet_id = self.fleet_id();
+        store::save_with_fleet(&self.path, bans.book(), now.unix, fleet_id.as_deref()).map_err(
+            |error| StateError::Save {
+                path: self.path.clone(),
+                error,
+            },
+        )?;
         bans.saved(now.mono);
         Ok(())
     }

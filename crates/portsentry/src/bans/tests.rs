@@ -1162,3 +1162,67 @@ fn start_adopts_only_what_the_book_has_room_for() {
         "nothing removed from the kernel"
     );
 }
+
+/// Issue 10: a ban received from the fleet is refused for this host's protected set
+/// (its gateway, its own addresses) and for what no ban may cover; it never shortens a
+/// ban in force here; otherwise it is written with its own length and class.
+#[test]
+fn issue10_fleet_bans_pass_the_guard_and_never_shorten_a_ban() {
+    let fake = Fake::nftables_like();
+    let (mut bans, _) = start_protected(&fake, BanBook::new(100));
+    let hour = Duration::from_secs(3600);
+    for target in [
+        "198.18.0.254",
+        "198.18.0.1",
+        "198.19.7.9",
+        "0.0.0.0/0",
+        "127.0.0.1",
+    ] {
+        let e = bans
+            .fleet_ban(
+                T0,
+                net(target),
+                hour,
+                Evidence::Verified,
+                "from fleet node a: x",
+            )
+            .unwrap_err();
+        assert!(matches!(e, BanError::NotAllowed(_)), "{target}: {e}");
+    }
+    assert!(fake.take_adds().is_empty(), "nothing reached the kernel");
+    let done = bans
+        .fleet_ban(
+            T0,
+            net("198.18.0.7"),
+            hour,
+            Evidence::Verified,
+            "from fleet node a: x",
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.expires_at, Some(T0 + 3600));
+    assert_eq!(done.evidence, Evidence::Verified);
+    assert_eq!(fake.take_adds(), vec![(net("198.18.0.7/32"), Some(hour))]);
+    // A shorter one later changes nothing; a longer one extends it.
+    let shorter = bans
+        .fleet_ban(
+            T0 + 10,
+            net("198.18.0.7"),
+            secs(60).unwrap(),
+            Evidence::Verified,
+            "r",
+        )
+        .unwrap();
+    assert!(shorter.is_none());
+    assert!(fake.take_adds().is_empty());
+    let longer = bans
+        .fleet_ban(
+            T0 + 10,
+            net("198.18.0.7"),
+            2 * hour,
+            Evidence::Verified,
+            "r",
+        )
+        .unwrap();
+    assert_eq!(longer.and_then(|b| b.expires_at), Some(T0 + 10 + 7200));
+}

@@ -14,6 +14,7 @@
 //! sees U+FFFD). portsentry.toml is ours and must be UTF-8, as TOML requires.
 
 mod debian;
+mod fleet;
 mod legacy;
 mod toml_file;
 
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use portsentry_engine::ignore::IgnoreSet;
 
 pub use debian::{DebianDefaults, ModeKind, parse_debian_defaults};
+pub use fleet::{FleetSettings, valid_node_name};
 pub use legacy::{BlockMode, LegacyConfig, WRAPPER_HOSTS_DENY, legacy_keys, parse_legacy};
 pub use toml_file::{
     Backend, BanSettings, ControlSettings, DEFAULT_SETTINGS_FILE, FirewallSettings, ListenSettings,

@@ -383,6 +383,7 @@ pub struct TomlSettings {
     pub state: StateSettings,
     pub control: ControlSettings,
     pub listen: ListenSettings,
+    pub fleet: super::fleet::FleetSettings,
 }
 
 impl TomlSettings {
@@ -414,6 +415,7 @@ impl TomlSettings {
             return Err("firewall.set_size must be more than 0".into());
         }
         self.listen.handshake_set()?;
+        self.fleet.validate()?;
         let fw = &self.firewall;
         if fw.ban_budget > defaults::MAX_BAN_BUDGET {
             return Err(format!(
@@ -467,7 +469,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Durations as humans write them ("1h", "30m", "7d 12h") or as whole seconds.
-mod humantime_serde_compat {
+pub(super) mod humantime_serde_compat {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 

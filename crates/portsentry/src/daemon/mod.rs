@@ -20,6 +20,10 @@
 //!   budget, full set) and their damped lines;
 //! - [`signals`]: the handlers' flags, the mask across a reload's exec, reload settling.
 //!
+//! With `[fleet]`, the fleet link (`crate::fleet`, two threads of its own) is one more
+//! producer and consumer of the reporter: the reporter publishes through a bounded
+//! queue, the link hands it what it read as `ToReporter::Fleet`.
+//!
 //! This module wires them together and owns the process-level choices: what a stop
 //! means, and the re-execution that a SIGHUP reload is.
 
@@ -131,6 +135,8 @@ pub fn run(
 
     // Files first, so a bad path stops startup before anything is installed.
     let history = RecordFile::open(&settings.history_file, false).context("HISTORY_FILE")?;
+    // The fleet's key and password files too: one readable by others stops the start.
+    let fleet_config = crate::fleet::Config::load(&settings.fleet)?;
     let mode_response = |proto| -> Result<Option<ModeResponse>> {
         settings
             .mode(proto)
@@ -192,11 +198,31 @@ pub fn run(
     let spawn_mask = signals::mask_for_spawning().context("cannot set the signal mask")?;
     let (action_tx, action_rx) = mpsc::sync_channel::<ToReporter>(ACTION_QUEUE);
     let (feedback_tx, feedback_rx) = mpsc::channel::<Feedback>();
+    // Where the state file says this node stopped reading the stream.
+    let fleet_last_id = fleet_config.as_ref().and_then(|_| {
+        crate::store::load(&settings.state_file, clock::unix_now())
+            .ok()
+            .and_then(|l| l.fleet_last_id)
+    });
+    let fleet = match fleet_config {
+        Some(config) => {
+            let tx = action_tx.clone();
+            Some(crate::fleet::start(
+                config,
+                fleet_last_id.clone(),
+                move |batch| tx.send(ToReporter::Fleet(batch)).is_ok(),
+                Arc::clone(&log),
+            )?)
+        }
+        None => None,
+    };
     let reporter = {
         let log = Arc::clone(&log);
+        let state = StateFile::new(settings.state_file.clone());
+        state.set_fleet_id(fleet_last_id);
         let reporter = Reporter {
             responder,
-            state: StateFile::new(settings.state_file.clone()),
+            state,
             resolver: Resolver::new(settings.resolve_host),
             feedback: feedback_tx,
             started: clock::instant(),
@@ -205,6 +231,7 @@ pub fn run(
                 .filter(|fw| fw.spec.known_peer_time.is_some())
                 .map(|fw| fw.nft.clone()),
             save_error: None,
+            fleet,
         };
         thread::Builder::new()
             .name("reporter".into())

@@ -39,6 +39,8 @@ pub enum ToReporter {
     Restore,
     /// SIGUSR1: reopen the record files (they were rotated).
     Reopen,
+    /// What the fleet link read from the stream (`fleet`).
+    Fleet(crate::fleet::Batch),
     /// The capture thread ended: finish and save.
     Stop,
 }
@@ -62,6 +64,8 @@ pub struct Reporter {
     pub known_peers: Option<portsentry_kernel::nft::Nft>,
     /// The last state-file save error logged (each distinct one is logged once).
     pub save_error: Option<String>,
+    /// The fleet link, when `[fleet]` is on: where this node's bans are published.
+    pub fleet: Option<crate::fleet::Fleet>,
 }
 
 impl Reporter {
@@ -126,6 +130,7 @@ impl Reporter {
                     self.responder.flush_records(log);
                     self.responder.reopen_records(log);
                 }
+                ToReporter::Fleet(batch) => self.fleet_batch(batch, log),
                 ToReporter::Stop => return true,
             }
         }
@@ -181,6 +186,9 @@ impl Reporter {
                 // Banned in the first pass, or now when it came after a control request.
                 let native = native.unwrap_or_else(|| self.responder.ban_natively(&probe));
                 let outcome = self.responder.finish(log, &probe, native, &name);
+                if matches!(outcome, Outcome::Blocked { .. }) {
+                    self.publish_ban(&probe, log);
+                }
                 let _ = self
                     .feedback
                     .send(Feedback::Outcome(ip, probe.proto(), outcome));
@@ -221,6 +229,9 @@ impl Reporter {
         if let Request::Unban { net } = request {
             return self.unban(net, log);
         }
+        if let Request::UnbanOrigin { node } = request {
+            return self.unban_origin(&node, log);
+        }
         // A known peer is not banned on the administrator's word alone either (it may
         // be forged evidence that brought the address up); --force overrides.
         let mut over_peer = None;
@@ -246,9 +257,13 @@ impl Reporter {
         };
         match request {
             Request::Status => format!(
-                "ok: portsentry {} running for {uptime}; {} bans in force",
+                "ok: portsentry {} running for {uptime}; {} bans in force{}",
                 env!("CARGO_PKG_VERSION"),
-                kernel.active_count(clock::unix_now())
+                kernel.active_count(clock::unix_now()),
+                self.fleet
+                    .as_ref()
+                    .map(|f| format!("; {}", f.status()))
+                    .unwrap_or_default()
             ),
             Request::Ban {
                 net,
@@ -258,6 +273,19 @@ impl Reporter {
                 Ok(done) => {
                     let (net, offences) = (done.ban.key, done.ban.offences);
                     log.log(&alerts::manual_ban(net, duration, offences, done.overrode));
+                    // A --force ban over this host's own protected set stays here.
+                    if done.overrode.is_none()
+                        && let Some(fleet) = &self.fleet
+                    {
+                        let msg = crate::fleet::message::Message {
+                            evidence: portsentry_engine::Evidence::Manual,
+                            scan: "banned by the administrator".into(),
+                            ends: done.ban.expires_at,
+                            offences,
+                            ..fleet.message(crate::fleet::message::Kind::Ban, net)
+                        };
+                        fleet.publish(msg, log);
+                    }
                     format!(
                         "ok: {net} banned {} (offence {offences}){}{}",
                         alerts::for_how_long(duration),
@@ -269,7 +297,7 @@ impl Reporter {
                 }
                 Err(e) => format!("error: {e:#}"),
             },
-            Request::Unban { .. } => unreachable!("handled above"),
+            Request::Unban { .. } | Request::UnbanOrigin { .. } => unreachable!("handled above"),
         }
     }
 
@@ -298,6 +326,14 @@ impl Reporter {
                     .unwrap_or_default();
                 log.log(&alerts::manual_unban(ban.key, &undone));
                 let _ = self.feedback.send(Feedback::Forget(ban.key));
+                // The fleet lifts its copies of the ban too (each node lifts only bans
+                // it received, never its own detections).
+                if let Some(fleet) = &self.fleet {
+                    fleet.publish(
+                        fleet.message(crate::fleet::message::Kind::Unban, ban.key),
+                        log,
+                    );
+                }
                 alerts::unban_reply(ban.key, &undone)
             }
             None => {
@@ -314,6 +350,174 @@ impl Reporter {
                 alerts::unban_legacy_only_reply(net, &undone)
             }
         }
+    }
+
+    /// Publish the ban just made on `probe`: a ban (verified evidence) or a report
+    /// (unverified: applied elsewhere only by k of n).
+    fn publish_ban(&mut self, probe: &Probe, log: &Logger) {
+        use crate::fleet::message::{Kind, Message};
+        let Some(fleet) = &self.fleet else { return };
+        let kernel = self.responder.bans_mut();
+        let now = clock::unix_now();
+        let evidence = probe.evidence();
+        let key = kernel.policies().for_evidence(evidence).ban_key(probe.src);
+        let Some(ban) = kernel.book().in_force(key, now).cloned() else {
+            return;
+        };
+        let kind = match ban.evidence {
+            portsentry_engine::Evidence::Unverified => Kind::Report,
+            _ => Kind::Ban,
+        };
+        let msg = Message {
+            evidence: ban.evidence,
+            scan: format!("{} to {} port {}", probe.kind, probe.proto(), probe.dport),
+            ports: probe.dport.to_string(),
+            ends: ban.expires_at,
+            offences: ban.offences,
+            ..fleet.message(kind, ban.key)
+        };
+        // A queue full of bans is counted and said once; never waited for.
+        fleet.publish(msg, log);
+    }
+
+    /// `portsentry unban --origin NODE`: lift every ban NODE injected here, and
+    /// publish the revocation so every node does the same.
+    fn unban_origin(&mut self, node: &str, log: &Logger) -> String {
+        let Some(fleet) = &self.fleet else {
+            return "error: the fleet is off here ([fleet] url is not set)".into();
+        };
+        let msg = crate::fleet::message::Message {
+            subject: node.to_string(),
+            ..fleet.message(
+                crate::fleet::message::Kind::Revoke,
+                IpNet::from(std::net::IpAddr::from([0u8, 0, 0, 0])),
+            )
+        };
+        fleet.publish(msg, log);
+        let me = fleet.node().to_string();
+        let n = self.lift_origin(node, log);
+        log.log(&crate::fleet::lines::revoked(node, &me, n));
+        format!(
+            "ok: {n} bans from fleet node {node} lifted here; the revocation is published to the fleet"
+        )
+    }
+
+    /// Lift every ban in force whose origin is `node`; how many.
+    fn lift_origin(&mut self, node: &str, log: &Logger) -> usize {
+        let now = clock::unix_now();
+        let kernel = self.responder.bans_mut();
+        let keys: Vec<IpNet> = kernel
+            .book()
+            .active(now)
+            .filter(|b| crate::fleet::message::origin_of(&b.reason) == Some(node))
+            .map(|b| b.key)
+            .collect();
+        let mut n = 0;
+        for key in keys {
+            match kernel.unban(now, key) {
+                Ok(Some(_)) => {
+                    n += 1;
+                    let _ = self.feedback.send(Feedback::Forget(key));
+                }
+                Ok(None) => {}
+                Err(e) => log.log(&alerts::error("cannot lift a fleet ban", &e)),
+            }
+        }
+        n
+    }
+
+    /// Apply what the fleet link read: through the lifecycle, as every ban, after
+    /// this node's own checks (protected set, known peers). Nothing received is
+    /// published again.
+    fn fleet_batch(&mut self, batch: crate::fleet::Batch, log: &Logger) {
+        use crate::bans::BanError;
+        use crate::fleet::{Inbound, lines, message};
+        use std::sync::atomic::Ordering;
+        let Some(stats) = self.fleet.as_ref().map(|f| std::sync::Arc::clone(&f.stats)) else {
+            return;
+        };
+        self.responder.sync_protected();
+        let now = clock::unix_now();
+        // This host's clients (known peers), read once per batch (one nft run).
+        let wants_peers = batch.items.iter().any(|i| matches!(i, Inbound::Ban { .. }));
+        let peers: std::collections::HashSet<std::net::IpAddr> = match &self.known_peers {
+            Some(nft) if wants_peers => nft.known_peers().unwrap_or_default().into_iter().collect(),
+            _ => Default::default(),
+        };
+        for item in batch.items {
+            match item {
+                Inbound::Ban {
+                    msg,
+                    duration,
+                    quorum,
+                } => {
+                    let net = msg.net;
+                    let origin = match &quorum {
+                        Some(_) => "quorum",
+                        None => msg.origin.as_str(),
+                    };
+                    // A client of this host (a known peer) is never banned on another
+                    // node's word.
+                    if let Some(ip) = host_of(net)
+                        && peers.contains(&ip)
+                    {
+                        stats.refused.fetch_add(1, Ordering::Relaxed);
+                        log.log(&lines::refused(
+                            net,
+                            origin,
+                            &alerts::known_peer_refused(ip),
+                        ));
+                        continue;
+                    }
+                    let reason = match &quorum {
+                        Some(nodes) => message::reason(
+                            "quorum",
+                            &format!("{} (reported by {})", msg.scan, nodes.join(",")),
+                        ),
+                        None => message::reason(&msg.origin, &msg.scan),
+                    };
+                    let kernel = self.responder.bans_mut();
+                    match kernel.fleet_ban(now, net, duration, msg.evidence, &reason) {
+                        Ok(Some(ban)) => {
+                            stats.applied.fetch_add(1, Ordering::Relaxed);
+                            let secs = ban.expires_at.map_or(0, |t| t.saturating_sub(now));
+                            match &quorum {
+                                Some(nodes) => log.log(&lines::quorum_applied(net, nodes, secs)),
+                                None => log.log(&lines::applied(
+                                    net,
+                                    origin,
+                                    secs,
+                                    msg.evidence.as_str(),
+                                )),
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(BanError::NotAllowed(why)) => {
+                            stats.refused.fetch_add(1, Ordering::Relaxed);
+                            log.log(&lines::refused(net, origin, &why.to_string()));
+                        }
+                        Err(e) => log.log(&lines::not_applied(net, origin, &format!("{e:#}"))),
+                    }
+                }
+                Inbound::Unban { net, origin } => {
+                    let kernel = self.responder.bans_mut();
+                    let received = kernel
+                        .book()
+                        .in_force(net, now)
+                        .is_some_and(|b| message::origin_of(&b.reason).is_some());
+                    if received && let Ok(Some(ban)) = kernel.unban(now, net) {
+                        log.log(&lines::unbanned(ban.key, &origin));
+                        let _ = self.feedback.send(Feedback::Forget(ban.key));
+                    }
+                }
+                Inbound::Revoke { subject, origin } => {
+                    let n = self.lift_origin(&subject, log);
+                    log.log(&lines::revoked(&subject, &origin, n));
+                }
+            }
+        }
+        self.state.set_fleet_id(Some(batch.last_id));
+        self.responder.bans_mut().touch();
     }
 
     /// Ended bans (logged, removed where the backend does not expire them), and the
@@ -394,6 +598,7 @@ mod tests {
             started: clock::instant(),
             known_peers: None,
             save_error: None,
+            fleet: None,
         };
         (reporter, rx)
     }
@@ -465,6 +670,7 @@ mod tests {
             started: clock::instant(),
             known_peers: None,
             save_error: None,
+            fleet: None,
         };
         let respond = ToReporter::Action(Action::Respond { probe: probe() });
         let host = format!("{SCANNER}/32");
@@ -506,5 +712,167 @@ mod tests {
             )
         );
         assert_eq!(deny(), "");
+    }
+
+    mod fleet {
+        use super::*;
+        use crate::fleet::message::{Kind, Message, origin_of};
+        use crate::fleet::{Batch, Fleet, Inbound};
+        use portsentry_engine::{Evidence, ProbeKind};
+
+        fn received(origin: &str, net: &str, secs: u64) -> Message {
+            Message {
+                kind: Kind::Ban,
+                origin: origin.into(),
+                net: net.parse().unwrap(),
+                evidence: Evidence::Verified,
+                scan: "TCP connect to TCP port 23".into(),
+                ports: "23".into(),
+                sent: now(),
+                ends: Some(now() + secs),
+                offences: 1,
+                subject: String::new(),
+            }
+        }
+
+        fn batch(items: Vec<Inbound>) -> ToReporter {
+            ToReporter::Fleet(Batch {
+                items,
+                last_id: "1700000000000-1".into(),
+            })
+        }
+
+        fn with_fleet(dir: &std::path::Path) -> (Reporter, Receiver<Message>, Receiver<Feedback>) {
+            let (mut r, feedback) = reporter(dir);
+            let (fleet, published) = Fleet::detached("node-b");
+            r.fleet = Some(fleet);
+            (r, published, feedback)
+        }
+
+        /// A verified ban is published as a ban, an unverified one as a report (for k
+        /// of n), with what the issue lists.
+        #[test]
+        fn local_bans_are_published_verified_as_bans_unverified_as_reports() {
+            let dir = tempfile::tempdir().unwrap();
+            let cap = Captured::new(dir.path());
+            let (mut r, published, _fb) = with_fleet(dir.path());
+            r.handle_batch(
+                vec![ToReporter::Action(Action::Respond { probe: probe() })],
+                &cap.log,
+            );
+            let report = published.try_recv().unwrap();
+            assert_eq!(
+                (report.kind, report.evidence, report.origin.as_str()),
+                (Kind::Report, Evidence::Unverified, "node-b")
+            );
+            assert_eq!(report.net.to_string(), format!("{SCANNER}/32"));
+            assert_eq!((report.ports.as_str(), report.offences), ("111", 1));
+            assert!(report.ends.is_some_and(|t| t > now()));
+            let mut p = probe();
+            p.src = "198.18.0.3".parse().unwrap();
+            p.kind = ProbeKind::Connect;
+            r.handle_batch(
+                vec![ToReporter::Action(Action::Respond { probe: p })],
+                &cap.log,
+            );
+            let ban = published.try_recv().unwrap();
+            assert_eq!((ban.kind, ban.evidence), (Kind::Ban, Evidence::Verified));
+            assert!(published.try_recv().is_err());
+        }
+
+        /// A received ban goes into the book with its origin, capped as judged, and is
+        /// never published again; the stream ID is kept for the state file.
+        #[test]
+        fn a_received_ban_is_applied_with_its_origin_and_not_republished() {
+            let dir = tempfile::tempdir().unwrap();
+            let cap = Captured::new(dir.path());
+            let (mut r, published, _fb) = with_fleet(dir.path());
+            let msg = received("node-a", "198.18.0.7/32", 3600);
+            let item = Inbound::Ban {
+                msg,
+                duration: Duration::from_secs(600),
+                quorum: None,
+            };
+            r.handle_batch(vec![batch(vec![item])], &cap.log);
+            let book = r.responder.bans_mut().book();
+            let ban = book
+                .in_force("198.18.0.7/32".parse().unwrap(), now())
+                .unwrap();
+            assert_eq!(origin_of(&ban.reason), Some("node-a"));
+            assert!(ban.expires_at.is_some_and(|t| t <= now() + 601));
+            assert_eq!(ban.evidence, Evidence::Verified);
+            assert!(
+                published.try_recv().is_err(),
+                "a received ban was published"
+            );
+            assert_eq!(r.state.fleet_id().as_deref(), Some("1700000000000-1"));
+            assert!(cap.lines().iter().any(|l| l.contains(
+                "fleet: 198.18.0.7/32 banned for 600s on the word of node node-a (verified)"
+            )));
+        }
+
+        /// A received unban lifts only a ban that came from the fleet; a revoke lifts
+        /// everything its subject injected; `unban --origin` does it here and publishes
+        /// the revocation.
+        #[test]
+        fn unban_and_revoke_lift_only_fleet_bans_of_their_origin() {
+            let dir = tempfile::tempdir().unwrap();
+            let cap = Captured::new(dir.path());
+            let (mut r, published, _fb) = with_fleet(dir.path());
+            // A local ban of SCANNER, and fleet bans from node-a and node-c.
+            r.handle_batch(
+                vec![ToReporter::Action(Action::Respond { probe: probe() })],
+                &cap.log,
+            );
+            let _ = published.try_recv();
+            let ban = |origin: &str, net: &str| Inbound::Ban {
+                msg: received(origin, net, 3600),
+                duration: Duration::from_secs(3600),
+                quorum: None,
+            };
+            r.handle_batch(
+                vec![batch(vec![
+                    ban("node-a", "198.18.0.7/32"),
+                    ban("node-a", "198.18.0.8/32"),
+                    ban("node-c", "198.18.0.9/32"),
+                ])],
+                &cap.log,
+            );
+            let active = |r: &mut Reporter| r.responder.bans_mut().active_count(now());
+            assert_eq!(active(&mut r), 4);
+            let scanner: IpNet = format!("{SCANNER}/32").parse().unwrap();
+            let unban = |net: IpNet| Inbound::Unban {
+                net,
+                origin: "node-c".into(),
+            };
+            // Not a fleet ban: kept.
+            r.handle_batch(vec![batch(vec![unban(scanner)])], &cap.log);
+            assert_eq!(active(&mut r), 4);
+            r.handle_batch(
+                vec![batch(vec![unban("198.18.0.9/32".parse().unwrap())])],
+                &cap.log,
+            );
+            assert_eq!(active(&mut r), 3);
+            // unban --origin node-a: both of its bans, the revocation published.
+            let (reply, answer) = mpsc::channel();
+            let pending = control::Pending {
+                request: control::Request::UnbanOrigin {
+                    node: "node-a".into(),
+                },
+                reply,
+            };
+            r.handle_batch(vec![ToReporter::Control(pending)], &cap.log);
+            assert_eq!(
+                answer.recv().unwrap(),
+                "ok: 2 bans from fleet node node-a lifted here; the revocation is published to the fleet"
+            );
+            assert_eq!(active(&mut r), 1);
+            let revoke = published.try_recv().unwrap();
+            assert_eq!(
+                (revoke.kind, revoke.subject.as_str()),
+                (Kind::Revoke, "node-a")
+            );
+            assert!(published.try_recv().is_err());
+        }
     }
 }

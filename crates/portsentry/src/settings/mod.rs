@@ -108,6 +108,8 @@ pub struct NativeSettings {
     pub control_socket: PathBuf,
     /// `[listen]`: handshake trap ports, UDP banner opt-in.
     pub listen: ListenSettings,
+    /// `[fleet]`: sharing bans through a Redis stream (off unless `url` is set).
+    pub fleet: crate::config::FleetSettings,
     /// Where these came from: the file, or "built-in defaults".
     pub source: String,
 }
@@ -144,6 +146,8 @@ pub struct Settings {
     pub log_2x: bool,
     /// Interfaces whose probes are trapped (2.x's `-i`); empty: every one but loopback.
     pub interfaces: Vec<String>,
+    /// `[fleet]` of portsentry.toml.
+    pub fleet: crate::config::FleetSettings,
 }
 
 impl Settings {
@@ -247,6 +251,20 @@ impl Settings {
         } else {
             "unverified bans (single packets): none, alert only".to_string()
         });
+        let f = &self.fleet;
+        if let Some(url) = &f.url {
+            lines.push(format!(
+                "fleet: {url}, stream {}, node {}, k of n with k = {} within {}, received bans at most {}, {} a second (burst {}) per origin, trimmed after {}",
+                f.stream,
+                f.node.as_deref().unwrap_or("(the host name)"),
+                f.quorum,
+                humantime::format_duration(f.quorum_window),
+                humantime::format_duration(f.max_ban_time),
+                f.rate,
+                f.burst,
+                humantime::format_duration(f.trim_after),
+            ));
+        }
         lines
     }
 

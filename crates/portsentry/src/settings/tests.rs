@@ -946,3 +946,41 @@ fn issue_8_a_2x_style_config_without_a_mode_runs_as_2x_does() {
     assert_eq!(mode_names(&st), (Some("atcp"), Some("audp")));
     assert!(!st.log_2x);
 }
+
+// ---- fleet ---------------------------------------------------------------------------
+
+/// `[fleet]` is off by default; set, it reaches the settings and `--check-config`'s
+/// description; a bad value is an error with file:line.
+#[test]
+fn issue10_fleet_settings_from_the_toml_file() {
+    let st = ok(&with_flags(conf(BASE), Some(ModeKind::Advanced), None));
+    assert!(!st.fleet.enabled());
+    assert!(!st.describe().iter().any(|l| l.starts_with("fleet:")));
+    let text = "[fleet]\nurl = \"redis://198.18.0.9:6379/\"\nkey_file = \"/etc/portsentry/fleet.key\"\nnode = \"web-1\"\nquorum = 2\nmax_ban_time = \"2h\"\n";
+    let st = ok(&with_toml(
+        with_flags(conf(BASE), Some(ModeKind::Advanced), None),
+        text,
+    ));
+    assert!(st.fleet.enabled());
+    assert_eq!(st.fleet.quorum, 2);
+    assert_eq!(st.fleet.max_ban_time, std::time::Duration::from_secs(7200));
+    let line = st
+        .describe()
+        .into_iter()
+        .find(|l| l.starts_with("fleet:"))
+        .unwrap();
+    assert!(
+        line.contains("node web-1") && line.contains("k = 2"),
+        "{line}"
+    );
+    let e = err(&with_toml(
+        with_flags(conf(BASE), Some(ModeKind::Advanced), None),
+        "[fleet]\nurl = \"redis://198.18.0.9/\"\nquorum = 2\n",
+    ));
+    assert!(e.contains("key_file"), "{e}");
+    let e = err(&with_toml(
+        with_flags(conf(BASE), Some(ModeKind::Advanced), None),
+        "[fleet]\nurl = \"redis://198.18.0.9/\"\nkey_file = \"/k\"\nquorom = 2\n",
+    ));
+    assert!(e.contains("quorom"), "{e}");
+}

@@ -108,6 +108,7 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
         state_file,
         control_socket,
         listen: _,
+        fleet,
         source: toml_source,
     } = native;
     Ok(Settings {
@@ -132,6 +133,7 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
         toml_source,
         notices,
         listen,
+        fleet,
     })
 }
 
@@ -226,6 +228,7 @@ pub fn native_settings(toml: &TomlSource) -> Result<NativeSettings> {
         state_file: t.state.file,
         control_socket: t.control.socket,
         listen: t.listen,
+        fleet: t.fleet,
         source,
     })
 }
