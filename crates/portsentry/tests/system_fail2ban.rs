@@ -247,3 +247,69 @@ fn issue_9_package_fail2ban_filter_matches_only_proven_scanners() {
         "a proven scanner's line was missed:\n{text}"
     );
 }
+
+/// Issue 9: the package's jail (`dist/fail2ban/portsentry-verified.jail.conf`), once
+/// enabled, loads in Debian's fail2ban with the package's filter: `fail2ban-client
+/// --test` on a copy of the unpacked package's configuration (no server is started).
+#[test]
+fn issue_9_package_fail2ban_jail_loads_with_its_filter() {
+    let test = "issue_9_package_fail2ban_jail_loads_with_its_filter";
+    let Some(root) = fail2ban_or_skip(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("fail2ban");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(root.join("etc/fail2ban"))
+        .arg(&conf)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    // Only our jail: Debian's defaults enable sshd, whose log may not exist here.
+    let _ = std::fs::remove_file(conf.join("jail.d/defaults-debian.conf"));
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/fail2ban");
+    std::fs::copy(
+        dist.join("portsentry-verified.filter.conf"),
+        conf.join("filter.d/portsentry-verified.conf"),
+    )
+    .unwrap();
+    let log = dir.path().join("portsentry.history");
+    std::fs::write(&log, "").unwrap();
+    let jail = std::fs::read_to_string(dist.join("portsentry-verified.jail.conf")).unwrap();
+    assert!(
+        jail.contains("\nenabled  = false\n"),
+        "the jail must ship disabled"
+    );
+    let jail = jail
+        .replace("\nenabled  = false\n", "\nenabled  = true\n")
+        .replace(
+            "/var/lib/portsentry/portsentry.history",
+            log.to_str().unwrap(),
+        );
+    std::fs::write(conf.join("jail.d/portsentry-verified.conf"), jail).unwrap();
+    let client = |arg: &str| {
+        Command::new("python3")
+            .arg(root.join("usr/bin/fail2ban-client"))
+            .arg("-c")
+            .arg(&conf)
+            .arg(arg)
+            .env("PYTHONPATH", root.join("usr/lib/python3/dist-packages"))
+            .output()
+            .expect("run fail2ban-client")
+    };
+    let out = client("--test");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("OK: configuration test is successful"),
+        "fail2ban-client --test:\n{text}"
+    );
+    let dump = String::from_utf8_lossy(&client("-d").stdout).into_owned();
+    assert!(
+        dump.contains("['add', 'portsentry-verified'")
+            && dump
+                .contains("'portsentry-verified', 'addfailregex', '\\\\[(?:verified|manual)\\\\]"),
+        "the jail or its filter is not loaded:\n{dump}"
+    );
+}
