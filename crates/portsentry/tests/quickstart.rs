@@ -142,3 +142,33 @@ fn cargo_config_runs_programs_through_the_runner() {
     let mode = std::fs::metadata(runner()).unwrap().permissions().mode();
     assert!(mode & 0o111 != 0, "the runner is not executable");
 }
+
+/// `cargo run --release -- --foreground` at the workspace root needs exactly one
+/// binary among the default members (a second one, like the doc generator, makes
+/// cargo refuse with "could not determine which binary to run").
+#[test]
+fn cargo_run_at_the_root_finds_only_the_daemon() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap()).unwrap();
+    let members = manifest["workspace"]
+        .get("default-members")
+        .and_then(|m| m.as_array())
+        .expect("workspace.default-members");
+    let mut bins = Vec::new();
+    for m in members {
+        let dir = root.join(m.as_str().unwrap());
+        let crate_toml: toml::Table =
+            toml::from_str(&std::fs::read_to_string(dir.join("Cargo.toml")).unwrap()).unwrap();
+        let name = crate_toml["package"]["name"].as_str().unwrap().to_string();
+        match crate_toml.get("bin").and_then(|b| b.as_array()) {
+            Some(list) => bins.extend(
+                list.iter()
+                    .map(|b| b["name"].as_str().unwrap_or(&name).to_string()),
+            ),
+            None if dir.join("src/main.rs").exists() => bins.push(name),
+            None => {}
+        }
+    }
+    assert_eq!(bins, ["portsentry"], "binaries `cargo run` chooses from");
+}
