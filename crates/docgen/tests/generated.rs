@@ -147,3 +147,63 @@ fn every_man_page_formats_without_warnings() {
         );
     }
 }
+
+/// The completions complete: a command from its prefix, and an option of a command,
+/// in the real shells (bash always; zsh and fish where installed, else a loud skip).
+#[test]
+fn completions_complete_commands_and_options() {
+    let root = workspace_root();
+    let bash = root.join("dist/completions/portsentry.bash");
+    let script = format!(
+        "source {}; COMP_WORDS=(portsentry fl); COMP_CWORD=1; _portsentry portsentry fl portsentry; \
+         echo \"${{COMPREPLY[@]}}\"; COMP_WORDS=(portsentry ban 198.18.0.2 --pe); COMP_CWORD=3; \
+         _portsentry portsentry --pe ban; echo \"${{COMPREPLY[@]}}\"",
+        bash.display()
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "flush\n--permanent\n",
+        "bash: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fish = root.join("dist/completions/portsentry.fish");
+    match Command::new("fish")
+        .arg("-c")
+        .arg(format!(
+            "source {}; complete -C 'portsentry fl'; complete -C 'portsentry --che'",
+            fish.display()
+        ))
+        .output()
+    {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.lines().any(|l| l.starts_with("flush\t"))
+                    && text.lines().any(|l| l.starts_with("--check-config\t")),
+                "fish: {text}"
+            );
+        }
+        Err(_) => {
+            eprintln!("skipped: fish not installed (completions_complete_commands_and_options)")
+        }
+    }
+    match Command::new("zsh")
+        .arg("-n")
+        .arg(root.join("dist/completions/_portsentry"))
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "zsh -n: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(_) => {
+            eprintln!("skipped: zsh not installed (completions_complete_commands_and_options)")
+        }
+    }
+}
