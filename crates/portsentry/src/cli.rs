@@ -54,6 +54,9 @@ pub struct Cli {
     pub connect: bool,
     /// PortSentry 2.x: watch only this interface (repeatable). ALL, ALL_NLO (all but
     /// loopback: the default) and any watch every interface.
+    ///
+    /// Named interfaces limit the kernel traps; bans still drop a banned source on
+    /// every interface. Without nftables every interface is watched, with a warning.
     #[arg(short = 'i', long = "interface", value_name = "IF")]
     pub interfaces: Vec<String>,
     /// PortSentry 2.x: stealth method. Both are served the same way here (kernel
@@ -80,6 +83,10 @@ pub struct Cli {
     pub verbose: bool,
 
     /// Configuration file (PortSentry 1.2 or 2.x syntax).
+    ///
+    /// Default: /etc/portsentry/portsentry.conf; when that does not exist and no -c is
+    /// given, built-in defaults are used: advanced TCP and UDP (excluding TCP 113, 139
+    /// and UDP 67, 137, 138, 520), blocking with the native ban.
     #[arg(short = 'c', long = "configfile", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Stay attached to the terminal and also log to stderr.
@@ -89,6 +96,9 @@ pub struct Cli {
     #[arg(short = 'D', long = "daemon", conflicts_with = "foreground")]
     pub daemon: bool,
     /// Read the configuration, report every problem with file:line, and exit.
+    ///
+    /// Reads the configuration, the ignore file and the settings, prints every problem
+    /// as file:line and the effective settings; exit status 3 when startup would fail.
     #[arg(long = "check-config")]
     pub check_config: bool,
 
@@ -101,6 +111,7 @@ pub struct Cli {
     #[arg(long = "defaults-file", value_name = "FILE", default_value = DEFAULT_DEBIAN_DEFAULTS)]
     pub defaults_file: PathBuf,
     /// File that KILL_HOSTS_DENY lines are added to (overrides HOSTS_DENY_FILE).
+    /// Default: /etc/hosts.deny.
     #[arg(long = "hosts-deny", value_name = "FILE")]
     pub hosts_deny: Option<PathBuf>,
     /// Unix datagram socket of the syslog daemon.

@@ -191,3 +191,125 @@ fn issue_8_a_2x_command_line_blocks_and_2x_fail2ban_filter_matches() {
     );
     daemon.stop();
 }
+
+/// Issue 9: the package's own filter (`dist/fail2ban/portsentry-verified.filter.conf`,
+/// installed as `filter.d/portsentry-verified.conf`, a name Debian's fail2ban does not
+/// use) matches the history lines of proven scanners only: `[verified]` and
+/// `[manual]`, never `[unverified]` (one packet, any source address). The lines are
+/// made by the daemon's own formatter, `records::blocked_line`.
+#[test]
+fn issue_9_package_fail2ban_filter_matches_only_proven_scanners() {
+    use portsentry_engine::{Evidence, Proto};
+    let test = "issue_9_package_fail2ban_filter_matches_only_proven_scanners";
+    let Some(root) = fail2ban_or_skip(test) else {
+        return;
+    };
+    let now = chrono::Local::now();
+    let line = |ip: &str, port, proto, evidence| {
+        portsentry::records::blocked_line(&now, ip, ip.parse().unwrap(), port, proto, evidence)
+    };
+    let history: String = [
+        line("198.18.0.2", 23, Proto::Tcp, Evidence::Unverified),
+        line("198.18.0.3", 2323, Proto::Tcp, Evidence::Verified),
+        line("fd00:5e17::4", 0, Proto::Tcp, Evidence::Manual),
+        line("198.18.0.5", 161, Proto::Udp, Evidence::Unverified),
+        line("fd00:5e17::6", 1080, Proto::Tcp, Evidence::Verified),
+    ]
+    .concat();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("portsentry.history");
+    std::fs::write(&log, &history).unwrap();
+    let filter = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../dist/fail2ban/portsentry-verified.filter.conf");
+    let (matched, missed, text) = fail2ban_regex(&root, &log, &filter);
+    assert_eq!(
+        (matched, missed),
+        (3, 2),
+        "the package's filter on:\n{history}\n{text}"
+    );
+    // And which: the two it missed are the unverified ones.
+    let out = Command::new("python3")
+        .arg(root.join("usr/bin/fail2ban-regex"))
+        .arg("--print-all-missed")
+        .arg(&log)
+        .arg(&filter)
+        .env("PYTHONPATH", root.join("usr/lib/python3/dist-packages"))
+        .output()
+        .expect("run fail2ban-regex");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let missed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" - ") && l.contains(" Host: "))
+        .collect();
+    assert_eq!(missed.len(), 2, "missed lines:\n{text}");
+    assert!(
+        missed.iter().all(|l| l.contains("[unverified]")),
+        "a proven scanner's line was missed:\n{text}"
+    );
+}
+
+/// Issue 9: the package's jail (`dist/fail2ban/portsentry-verified.jail.conf`), once
+/// enabled, loads in Debian's fail2ban with the package's filter: `fail2ban-client
+/// --test` on a copy of the unpacked package's configuration (no server is started).
+#[test]
+fn issue_9_package_fail2ban_jail_loads_with_its_filter() {
+    let test = "issue_9_package_fail2ban_jail_loads_with_its_filter";
+    let Some(root) = fail2ban_or_skip(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("fail2ban");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(root.join("etc/fail2ban"))
+        .arg(&conf)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    // Only our jail: Debian's defaults enable sshd, whose log may not exist here.
+    let _ = std::fs::remove_file(conf.join("jail.d/defaults-debian.conf"));
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/fail2ban");
+    std::fs::copy(
+        dist.join("portsentry-verified.filter.conf"),
+        conf.join("filter.d/portsentry-verified.conf"),
+    )
+    .unwrap();
+    let log = dir.path().join("portsentry.history");
+    std::fs::write(&log, "").unwrap();
+    let jail = std::fs::read_to_string(dist.join("portsentry-verified.jail.conf")).unwrap();
+    assert!(
+        jail.contains("\nenabled  = false\n"),
+        "the jail must ship disabled"
+    );
+    let jail = jail
+        .replace("\nenabled  = false\n", "\nenabled  = true\n")
+        .replace(
+            "/var/lib/portsentry/portsentry.history",
+            log.to_str().unwrap(),
+        );
+    std::fs::write(conf.join("jail.d/portsentry-verified.conf"), jail).unwrap();
+    let client = |arg: &str| {
+        Command::new("python3")
+            .arg(root.join("usr/bin/fail2ban-client"))
+            .arg("-c")
+            .arg(&conf)
+            .arg(arg)
+            .env("PYTHONPATH", root.join("usr/lib/python3/dist-packages"))
+            .output()
+            .expect("run fail2ban-client")
+    };
+    let out = client("--test");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("OK: configuration test is successful"),
+        "fail2ban-client --test:\n{text}"
+    );
+    let dump = String::from_utf8_lossy(&client("-d").stdout).into_owned();
+    assert!(
+        dump.contains("['add', 'portsentry-verified'")
+            && dump
+                .contains("'portsentry-verified', 'addfailregex', '\\\\[(?:verified|manual)\\\\]"),
+        "the jail or its filter is not loaded:\n{dump}"
+    );
+}
