@@ -28,6 +28,9 @@ _portsentry() {
             portsentry,list)
                 cmd="portsentry__subcmd__list"
                 ;;
+            portsentry,replay)
+                cmd="portsentry__subcmd__replay"
+                ;;
             portsentry,status)
                 cmd="portsentry__subcmd__status"
                 ;;
@@ -46,6 +49,9 @@ _portsentry() {
             portsentry__subcmd__help,list)
                 cmd="portsentry__subcmd__help__subcmd__list"
                 ;;
+            portsentry__subcmd__help,replay)
+                cmd="portsentry__subcmd__help__subcmd__replay"
+                ;;
             portsentry__subcmd__help,status)
                 cmd="portsentry__subcmd__help__subcmd__status"
                 ;;
@@ -59,7 +65,7 @@ _portsentry() {
 
     case "${cmd}" in
         portsentry)
-            opts="-i -m -l -L -S -d -v -c -F -D -h -V --tcp --stcp --atcp --udp --sudp --audp --stealth --connect --interface --method --logoutput --disable-local-check --disable-service-check --debug --verbose --configfile --foreground --daemon --check-config --settings --defaults-file --hosts-deny --syslog-socket --no-syslog --help --version list ban unban status flush help"
+            opts="-i -m -l -L -S -d -v -c -F -D -h -V --tcp --stcp --atcp --udp --sudp --audp --stealth --connect --interface --method --logoutput --disable-local-check --disable-service-check --debug --verbose --configfile --foreground --daemon --check-config --settings --defaults-file --hosts-deny --syslog-socket --no-syslog --help --version list ban unban status replay flush help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -177,7 +183,7 @@ _portsentry() {
             return 0
             ;;
         portsentry__subcmd__help)
-            opts="list ban unban status flush help"
+            opts="list ban unban status replay flush help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -246,6 +252,20 @@ _portsentry() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        portsentry__subcmd__help__subcmd__replay)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         portsentry__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -300,6 +320,36 @@ _portsentry() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        portsentry__subcmd__replay)
+            opts="-c -h --local --json --configfile --settings --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --local)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --configfile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --settings)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         portsentry__subcmd__status)
             opts="-c -h --configfile --settings --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -327,12 +377,16 @@ _portsentry() {
             return 0
             ;;
         portsentry__subcmd__unban)
-            opts="-c -h --configfile --settings --help"
+            opts="-c -h --origin --configfile --settings --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --origin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --configfile)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
