@@ -27,19 +27,25 @@ pub const TRIM_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 #[serde(deny_unknown_fields, default)]
 pub struct FleetSettings {
     /// `redis://host:port/` or `rediss://host:port/` (TLS). Unset: no fleet.
+    #[serde(deserialize_with = "empty_is_unset")]
     pub url: Option<String>,
     /// ACL user (Redis 6+); unset: the default user.
+    #[serde(deserialize_with = "empty_is_unset")]
     pub user: Option<String>,
     /// File holding the password; must be readable by root only.
+    #[serde(deserialize_with = "empty_is_unset")]
     pub password_file: Option<PathBuf>,
     /// With `rediss://`: PEM file of the CA that signed the server's certificate, trusted
     /// instead of the system's store.
+    #[serde(deserialize_with = "empty_is_unset")]
     pub ca_file: Option<PathBuf>,
     /// File holding the fleet key (the HMAC-SHA256 key every node shares); must be
     /// readable by root only. Required with `url`.
+    #[serde(deserialize_with = "empty_is_unset")]
     pub key_file: Option<PathBuf>,
     pub stream: String,
     /// This node's name in the stream; default: the host name.
+    #[serde(deserialize_with = "empty_is_unset")]
     pub node: Option<String>,
     /// k of k-of-n: distinct nodes that must report one unverified source.
     pub quorum: u32,
@@ -52,6 +58,17 @@ pub struct FleetSettings {
     pub burst: u32,
     #[serde(with = "super::toml_file::humantime_serde_compat")]
     pub trim_after: Duration,
+}
+
+/// An empty string is the key left unset (the example file writes every key, so its
+/// optional ones read `""`).
+fn empty_is_unset<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: From<String>,
+{
+    let text = String::deserialize(d)?;
+    Ok((!text.is_empty()).then(|| T::from(text)))
 }
 
 impl Default for FleetSettings {
