@@ -15,6 +15,8 @@ use portsentry_engine::engine::{Action, Outcome};
 use portsentry_engine::{Probe, Proto};
 use portsentry_kernel::backend::host_of;
 
+use super::answers::{self, About};
+use super::gauges::Gauges;
 use super::respond::{NativeBan, Responder};
 use crate::alerts::{self, Host, Undo};
 use crate::bans::StateFile;
@@ -62,6 +64,9 @@ pub struct Reporter {
     pub known_peers: Option<portsentry_kernel::nft::Nft>,
     /// The last state-file save error logged (each distinct one is logged once).
     pub save_error: Option<String>,
+    /// What `status --json` reports of the daemon's setup.
+    pub about: About,
+    pub gauges: std::sync::Arc<Gauges>,
 }
 
 impl Reporter {
@@ -70,13 +75,19 @@ impl Reporter {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             match inbox.recv_timeout(REPORTER_TICK) {
-                Ok(first) => batch.push(first),
+                Ok(first) => {
+                    self.gauges.to_reporter.taken();
+                    batch.push(first);
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             while batch.len() < BATCH {
                 match inbox.try_recv() {
-                    Ok(m) => batch.push(m),
+                    Ok(m) => {
+                        self.gauges.to_reporter.taken();
+                        batch.push(m);
+                    }
                     Err(_) => break,
                 }
             }
@@ -181,9 +192,7 @@ impl Reporter {
                 // Banned in the first pass, or now when it came after a control request.
                 let native = native.unwrap_or_else(|| self.responder.ban_natively(&probe));
                 let outcome = self.responder.finish(log, &probe, native, &name);
-                let _ = self
-                    .feedback
-                    .send(Feedback::Outcome(ip, probe.proto(), outcome));
+                self.send_feedback(Feedback::Outcome(ip, probe.proto(), outcome));
             }
             Action::Suppressed { count, .. } => {
                 log.log(&alerts::hits_not_logged_last(
@@ -211,12 +220,37 @@ impl Reporter {
         }
     }
 
+    fn send_feedback(&self, feedback: Feedback) {
+        if self.feedback.send(feedback).is_ok() {
+            self.gauges.feedback.sent();
+        }
+    }
+
     /// Carry out one request from the control socket; the reply line for the client.
     fn control_request(&mut self, request: control::Request, log: &Logger) -> String {
         use control::Request;
-        let uptime = humantime::format_duration(Duration::from_secs(
-            clock::instant().duration_since(self.started).as_secs(),
-        ));
+        let running = clock::instant().duration_since(self.started);
+        let uptime = humantime::format_duration(Duration::from_secs(running.as_secs()));
+        match request {
+            Request::StatusJson => {
+                let book = self.responder.bans_mut().book();
+                let view =
+                    answers::status(&self.about, book, &self.gauges, running, clock::unix_now());
+                return serde_json::to_string(&view)
+                    .unwrap_or_else(|e| control::protocol::json_error(&e.to_string()));
+            }
+            Request::Explain { ip } => {
+                let known_peer = self
+                    .known_peers
+                    .as_ref()
+                    .and_then(|nft| nft.is_known_peer(ip).ok());
+                let book = self.responder.bans_mut().book();
+                let view = answers::bans_of(ip, book, known_peer, clock::unix_now());
+                return serde_json::to_string(&view)
+                    .unwrap_or_else(|e| control::protocol::json_error(&e.to_string()));
+            }
+            _ => {}
+        }
         self.responder.sync_protected();
         if let Request::Unban { net } = request {
             return self.unban(net, log);
@@ -269,7 +303,9 @@ impl Reporter {
                 }
                 Err(e) => format!("error: {e:#}"),
             },
-            Request::Unban { .. } => unreachable!("handled above"),
+            Request::Unban { .. } | Request::StatusJson | Request::Explain { .. } => {
+                unreachable!("handled above")
+            }
         }
     }
 
@@ -297,7 +333,7 @@ impl Reporter {
                     })
                     .unwrap_or_default();
                 log.log(&alerts::manual_unban(ban.key, &undone));
-                let _ = self.feedback.send(Feedback::Forget(ban.key));
+                self.send_feedback(Feedback::Forget(ban.key));
                 alerts::unban_reply(ban.key, &undone)
             }
             None => {
@@ -310,7 +346,7 @@ impl Reporter {
                 }
                 let undone: Vec<Undo> = undone.into_iter().filter(Undo::lifted).collect();
                 log.log(&alerts::legacy_unban(net, &undone));
-                let _ = self.feedback.send(Feedback::Forget(net));
+                self.send_feedback(Feedback::Forget(net));
                 alerts::unban_legacy_only_reply(net, &undone)
             }
         }
@@ -394,6 +430,8 @@ mod tests {
             started: clock::instant(),
             known_peers: None,
             save_error: None,
+            about: About::default(),
+            gauges: Default::default(),
         };
         (reporter, rx)
     }
@@ -465,6 +503,8 @@ mod tests {
             started: clock::instant(),
             known_peers: None,
             save_error: None,
+            about: About::default(),
+            gauges: Default::default(),
         };
         let respond = ToReporter::Action(Action::Respond { probe: probe() });
         let host = format!("{SCANNER}/32");
