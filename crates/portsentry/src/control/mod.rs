@@ -70,6 +70,11 @@ impl Routes {
 
 /// Bind the socket (replacing a stale one) and serve it ([`server`]).
 pub fn serve(path: &Path, routes: Routes) -> io::Result<PathBuf> {
+    serve_with(path, routes, server::Limits::default())
+}
+
+/// [`serve`] with other bounds (tests).
+pub fn serve_with(path: &Path, routes: Routes, limits: server::Limits) -> io::Result<PathBuf> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.exists()
     {
@@ -106,7 +111,7 @@ pub fn serve(path: &Path, routes: Routes) -> io::Result<PathBuf> {
     }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    server::spawn(listener, routes)?;
+    server::spawn(listener, routes, limits)?;
     Ok(path.to_path_buf())
 }
 

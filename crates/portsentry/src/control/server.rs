@@ -5,9 +5,14 @@
 //! nothing within [`LINE_TIMEOUT`] is told so and closed, without delaying anyone else.
 //! A complete line goes to a small fixed pool of [`WORKERS`] threads, which wait for
 //! the daemon's answer (at most [`ANSWER_TIMEOUT`]) and write it back. So an idle
-//! client costs one slot of the poll set and nothing more; a client beyond the bound,
-//! a non-root client, or one that arrives while every worker is busy and the work
-//! queue full, gets one error line at once.
+//! client costs one slot of the poll set and nothing more.
+//!
+//! When every slot is taken, the oldest connection makes room for the new one if it
+//! has been silent for [`EVICT_AFTER`] (a client that means to ask sends its line at
+//! once), so a pile of idle connections cannot lock out `portsentry status`; if even
+//! the oldest is younger, the new client is refused with one error line at once. A
+//! non-root client, or one whose line arrives while every worker is busy and the work
+//! queue is full, gets one error line at once too.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -27,6 +32,9 @@ use crate::clock;
 pub const MAX_CLIENTS: usize = 256;
 /// How long a client may take to send its request line after connecting.
 pub const LINE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long the oldest connection must have been silent to be closed for a new one
+/// when every slot is taken.
+pub const EVICT_AFTER: Duration = Duration::from_millis(250);
 /// Threads answering complete requests; each waits at most [`ANSWER_TIMEOUT`].
 pub const WORKERS: usize = 4;
 /// Complete requests waiting for a worker; beyond it the client is told to retry.
@@ -38,17 +46,36 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Connections accepted per poll turn, so reading the others is never starved.
 const ACCEPTS_PER_TURN: usize = 64;
 
+/// The bounds of the poll loop (the constants above; tests use small ones).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_clients: usize,
+    pub line_timeout: Duration,
+    pub evict_after: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_clients: MAX_CLIENTS,
+            line_timeout: LINE_TIMEOUT,
+            evict_after: EVICT_AFTER,
+        }
+    }
+}
+
 /// One connection still sending its request line.
 struct Client {
     stream: UnixStream,
     line: Vec<u8>,
+    accepted: Instant,
     deadline: Instant,
 }
 
 type Job = (UnixStream, String);
 
 /// Serve `listener` on a poll thread and [`WORKERS`] worker threads.
-pub fn spawn(listener: UnixListener, routes: Routes) -> io::Result<()> {
+pub fn spawn(listener: UnixListener, routes: Routes, limits: Limits) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let routes = Arc::new(routes);
     let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(WORK_QUEUE);
@@ -61,7 +88,7 @@ pub fn spawn(listener: UnixListener, routes: Routes) -> io::Result<()> {
     }
     std::thread::Builder::new()
         .name("control".into())
-        .spawn(move || poll_loop(&listener, &jobs_tx))?;
+        .spawn(move || poll_loop(&listener, &jobs_tx, limits))?;
     Ok(())
 }
 
@@ -77,26 +104,67 @@ fn work(routes: &Routes, jobs: &Mutex<mpsc::Receiver<Job>>) {
     }
 }
 
-/// One best-effort error line to a client we are done with. Its send buffer is empty,
-/// so a short line never blocks.
-fn refuse(mut stream: UnixStream, message: &str) {
-    let _ = stream.set_nonblocking(true);
-    let _ = writeln!(stream, "error: {message}");
+/// A refused connection kept open a moment after its error line: closing a unix
+/// socket whose peer's request is still unread resets it (ECONNRESET), and the client
+/// would lose the line that says why. It is closed when the client hangs up, or after
+/// [`LINGER`].
+struct Lingering {
+    stream: UnixStream,
+    until: Instant,
 }
 
-fn poll_loop(listener: &UnixListener, jobs: &mpsc::SyncSender<Job>) {
+/// How long a refused connection waits for its client to hang up.
+const LINGER: Duration = Duration::from_millis(500);
+/// Refused connections lingering at once; beyond, they are closed at once.
+const LINGER_MAX: usize = 64;
+
+/// Read and drop what the client sent; false when it hung up (or failed).
+fn drain(stream: &mut UnixStream) -> bool {
+    let mut buf = [0u8; 1024];
+    for _ in 0..16 {
+        match stream.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// One best-effort error line to a client we are done with (its send buffer is empty,
+/// so a short line never blocks), then the end of our side; it lingers (above).
+fn refuse(closing: &mut VecDeque<Lingering>, mut stream: UnixStream, message: &str, now: Instant) {
+    let _ = stream.set_nonblocking(true);
+    let _ = writeln!(stream, "error: {message}");
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    if drain(&mut stream) && closing.len() < LINGER_MAX {
+        closing.push_back(Lingering {
+            stream,
+            until: now + LINGER,
+        });
+    }
+}
+
+fn poll_loop(listener: &UnixListener, jobs: &mpsc::SyncSender<Job>, limits: Limits) {
+    // In the order accepted: the front is the oldest.
     let mut clients: VecDeque<Client> = VecDeque::new();
-    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(MAX_CLIENTS + 1);
+    let mut closing: VecDeque<Lingering> = VecDeque::new();
+    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(limits.max_clients + LINGER_MAX + 1);
     loop {
         let now = clock::instant();
         let wait = clients
             .iter()
-            .map(|c| c.deadline.saturating_duration_since(now))
+            .map(|c| c.deadline)
+            .chain(closing.iter().map(|l| l.until))
+            .map(|t| t.saturating_duration_since(now))
             .min()
             .map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as i32 + 1);
         fds.clear();
         fds.push(pollfd(listener.as_raw_fd()));
         fds.extend(clients.iter().map(|c| pollfd(c.stream.as_raw_fd())));
+        fds.extend(closing.iter().map(|l| pollfd(l.stream.as_raw_fd())));
         // SAFETY: `fds` is a valid, initialised array of `fds.len()` pollfd structs.
         let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
         if rc < 0 {
@@ -108,26 +176,38 @@ fn poll_loop(listener: &UnixListener, jobs: &mpsc::SyncSender<Job>) {
             continue;
         }
         let now = clock::instant();
-        // Clients first (their indices match `fds[1..]`), then new connections.
+        // Lingering first (their indices follow the clients'), then clients (their
+        // indices match `fds[1..]`), then new connections.
+        let lingering = &fds[1 + clients.len()..];
+        let mut still = VecDeque::with_capacity(closing.len());
+        for (mut l, fd) in closing.drain(..).zip(lingering) {
+            if (fd.revents == 0 || drain(&mut l.stream)) && now < l.until {
+                still.push_back(l);
+            }
+        }
+        closing = still;
         let mut kept = VecDeque::with_capacity(clients.len());
         for (client, fd) in clients.drain(..).zip(&fds[1..]) {
             let ready = fd.revents != 0;
-            match step(client, ready, now) {
+            match step(client, ready, now, limits.line_timeout) {
                 Step::Wait(client) => kept.push_back(client),
                 Step::Line(stream, line) => match jobs.try_send((stream, line)) {
                     Ok(()) => {}
                     Err(mpsc::TrySendError::Full((stream, _)))
                     | Err(mpsc::TrySendError::Disconnected((stream, _))) => refuse(
+                        &mut closing,
                         stream,
                         "the daemon is busy with other control requests; try again",
+                        now,
                     ),
                 },
+                Step::Refuse(stream, message) => refuse(&mut closing, stream, &message, now),
                 Step::Done => {}
             }
         }
         clients = kept;
         if fds[0].revents != 0 {
-            accept(listener, &mut clients, now);
+            accept(listener, &mut clients, &mut closing, now, limits);
         }
     }
 }
@@ -143,11 +223,12 @@ fn pollfd(fd: i32) -> libc::pollfd {
 enum Step {
     Wait(Client),
     Line(UnixStream, String),
+    Refuse(UnixStream, String),
     Done,
 }
 
 /// Read what a ready client sent; its line when complete, or its end.
-fn step(mut client: Client, ready: bool, now: Instant) -> Step {
+fn step(mut client: Client, ready: bool, now: Instant, line_timeout: Duration) -> Step {
     if ready {
         let mut buf = [0u8; 1024];
         loop {
@@ -161,8 +242,7 @@ fn step(mut client: Client, ready: bool, now: Instant) -> Step {
                         return line_of(client);
                     }
                     if client.line.len() > MAX_REQUEST {
-                        refuse(client.stream, "request line too long");
-                        return Step::Done;
+                        return Step::Refuse(client.stream, "request line too long".into());
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -172,14 +252,13 @@ fn step(mut client: Client, ready: bool, now: Instant) -> Step {
         }
     }
     if now >= client.deadline {
-        refuse(
+        return Step::Refuse(
             client.stream,
-            &format!(
+            format!(
                 "no request line within {} ms; closing",
-                LINE_TIMEOUT.as_millis()
+                line_timeout.as_millis()
             ),
         );
-        return Step::Done;
     }
     Step::Wait(client)
 }
@@ -194,7 +273,13 @@ fn line_of(client: Client) -> Step {
     Step::Line(client.stream, line)
 }
 
-fn accept(listener: &UnixListener, clients: &mut VecDeque<Client>, now: Instant) {
+fn accept(
+    listener: &UnixListener,
+    clients: &mut VecDeque<Client>,
+    closing: &mut VecDeque<Lingering>,
+    now: Instant,
+    limits: Limits,
+) {
     for _ in 0..ACCEPTS_PER_TURN {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
@@ -203,17 +288,29 @@ fn accept(listener: &UnixListener, clients: &mut VecDeque<Client>, now: Instant)
             Err(_) => return,
         };
         if !matches!(peer_uid(&stream), Ok(0)) {
-            refuse(stream, "only root may control portsentry");
+            refuse(closing, stream, "only root may control portsentry", now);
             continue;
         }
-        if clients.len() >= MAX_CLIENTS {
-            refuse(
-                stream,
-                &format!(
-                    "too many clients on the control socket (at most {MAX_CLIENTS} at once); try again"
-                ),
-            );
-            continue;
+        if clients.len() >= limits.max_clients {
+            let oldest_silent = clients
+                .front()
+                .is_some_and(|c| now.saturating_duration_since(c.accepted) >= limits.evict_after);
+            if !oldest_silent {
+                let message = format!(
+                    "too many clients on the control socket (at most {} at once); try again",
+                    limits.max_clients
+                );
+                refuse(closing, stream, &message, now);
+                continue;
+            }
+            if let Some(old) = clients.pop_front() {
+                refuse(
+                    closing,
+                    old.stream,
+                    "closed to make room for another client: too many idle connections",
+                    now,
+                );
+            }
         }
         if stream.set_nonblocking(true).is_err() {
             continue;
@@ -221,7 +318,8 @@ fn accept(listener: &UnixListener, clients: &mut VecDeque<Client>, now: Instant)
         clients.push_back(Client {
             stream,
             line: Vec::new(),
-            deadline: now + LINE_TIMEOUT,
+            accepted: now,
+            deadline: now + limits.line_timeout,
         });
     }
 }
