@@ -315,3 +315,65 @@ fn issue_9_json_status_list_and_explain_after_a_scan() {
         format!("list --json without the daemon: {list:#}"),
     );
 }
+
+/// Without nftables bans (`backend = "none"`, the packet socket and the KILL_*
+/// commands), `status --json` says so; a client that is not root is told that only
+/// root may control portsentry (text and JSON), not a raw "Permission denied".
+#[test]
+fn issue_9_status_json_without_a_backend_and_the_error_for_non_root() {
+    let test = "issue_9_status_json_without_a_backend_and_the_error_for_non_root";
+    if !common::root_or_skip(test, &["setpriv"]) {
+        return;
+    }
+    let lab = Lab::builder().build();
+    let def = &lab.defender;
+    let conf = common::Conf::new().packet_socket_only();
+    let mut d = Daemon::start(&def.ns, &conf, MODES);
+    d.wait_ready();
+    let status = json(&kernel::client(&def.ns, &conf, &["status", "--json"]));
+    d.check(
+        status["backend"] == "none"
+            && status["table"].is_null()
+            && status["fast_path"]["tcp"] == false
+            && status["fast_path"]["udp"] == false
+            && status["bans_in_force"] == 0
+            && status["engine"]["tracked_sources"] == 0,
+        format!("status --json without a backend: {status:#}"),
+    );
+    // The temp dir is root's (0700): open it for reading so that the client as
+    // nobody gets as far as the socket (0600), which is what is tested here.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(conf.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        let conf_path = conf.conf_path().display().to_string();
+        let settings = conf.settings_path().display().to_string();
+        let mut argv = vec![
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            common::daemon_bin(),
+            "-c",
+            &conf_path,
+            "--settings",
+            &settings,
+        ];
+        argv.extend_from_slice(args);
+        def.ns.exec(&argv, Duration::from_secs(20))
+    };
+    let out = as_nobody(&["status"]);
+    d.check(
+        !out.success() && out.stderr.contains("only root may control portsentry"),
+        format!("status as nobody: {out:?}"),
+    );
+    let out = as_nobody(&["explain", "198.18.0.9", "--json"]);
+    let v = json(&out);
+    d.check(
+        !out.success()
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("only root may control portsentry"))
+            && v["exit_status"] == 4,
+        format!("explain --json as nobody: {out:?}"),
+    );
+}
