@@ -19,6 +19,9 @@ _portsentry() {
             portsentry,ban)
                 cmd="portsentry__subcmd__ban"
                 ;;
+            portsentry,explain)
+                cmd="portsentry__subcmd__explain"
+                ;;
             portsentry,flush)
                 cmd="portsentry__subcmd__flush"
                 ;;
@@ -39,6 +42,9 @@ _portsentry() {
                 ;;
             portsentry__subcmd__help,ban)
                 cmd="portsentry__subcmd__help__subcmd__ban"
+                ;;
+            portsentry__subcmd__help,explain)
+                cmd="portsentry__subcmd__help__subcmd__explain"
                 ;;
             portsentry__subcmd__help,flush)
                 cmd="portsentry__subcmd__help__subcmd__flush"
@@ -65,7 +71,7 @@ _portsentry() {
 
     case "${cmd}" in
         portsentry)
-            opts="-i -m -l -L -S -d -v -c -F -D -h -V --tcp --stcp --atcp --udp --sudp --audp --stealth --connect --interface --method --logoutput --disable-local-check --disable-service-check --debug --verbose --configfile --foreground --daemon --check-config --settings --defaults-file --hosts-deny --syslog-socket --no-syslog --help --version list ban unban status replay flush help"
+            opts="-i -m -l -L -S -d -v -c -F -D -h -V --tcp --stcp --atcp --udp --sudp --audp --stealth --connect --interface --method --logoutput --disable-local-check --disable-service-check --debug --verbose --configfile --foreground --daemon --check-config --settings --defaults-file --hosts-deny --syslog-socket --no-syslog --help --version list ban unban status explain replay flush help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -156,6 +162,32 @@ _portsentry() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        portsentry__subcmd__explain)
+            opts="-c -h --json --configfile --settings --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --configfile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --settings)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         portsentry__subcmd__flush)
             opts="-c -h --all --configfile --settings --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -183,7 +215,7 @@ _portsentry() {
             return 0
             ;;
         portsentry__subcmd__help)
-            opts="list ban unban status replay flush help"
+            opts="list ban unban status explain replay flush help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -197,6 +229,20 @@ _portsentry() {
             return 0
             ;;
         portsentry__subcmd__help__subcmd__ban)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        portsentry__subcmd__help__subcmd__explain)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -295,7 +341,7 @@ _portsentry() {
             return 0
             ;;
         portsentry__subcmd__list)
-            opts="-c -h --configfile --settings --help"
+            opts="-c -h --json --configfile --settings --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -351,7 +397,7 @@ _portsentry() {
             return 0
             ;;
         portsentry__subcmd__status)
-            opts="-c -h --configfile --settings --help"
+            opts="-c -h --json --configfile --settings --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -136,6 +136,34 @@ pub struct EngineStats {
     pub not_banned_by_kernel: u64,
 }
 
+/// What the engine holds about one (source, protocol), for an administrator's
+/// question ([`Engine::source_view`]); a copy, the engine is not changed by asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceView {
+    pub proto: Proto,
+    /// Hits counted toward SCAN_TRIGGER.
+    pub hits: u32,
+    pub last_hit: Millis,
+    /// The local port of the latest hit.
+    pub last_port: u16,
+    pub state: SourceStatus,
+}
+
+/// Where a source stands with the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceStatus {
+    /// Counting hits (below the trigger, or a ban that ran out).
+    Watching,
+    /// A response was asked for and has not been reported back yet.
+    Responding,
+    /// Blocked until then (`None`: for good).
+    Blocked { until: Option<Millis> },
+    /// The response only reported it (no block configured).
+    Reported,
+    /// The response failed at this time; it is retried after the back-off.
+    Failed { at: Millis },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
     /// Counting grace hits, or triggered with no response run yet.
@@ -165,6 +193,8 @@ struct SourceState {
     generation: u64,
     hits: u32,
     last_hit: Millis,
+    /// The local port of the latest hit (for `portsentry explain`).
+    last_port: u16,
     status: Status,
     damper: Damper,
 }
@@ -320,6 +350,35 @@ impl Engine {
         }
     }
 
+    /// Why `src` is never acted on, if it is (the ignore list first).
+    pub fn exemption(&self, src: IpAddr) -> Option<Exempt> {
+        self.exempt(src)
+    }
+
+    /// The state held for `src`, per protocol (none when it is not tracked). Two hash
+    /// lookups: cheap enough to answer between two turns of the capture loop.
+    pub fn source_view(&self, src: IpAddr) -> Vec<SourceView> {
+        [Proto::Tcp, Proto::Udp]
+            .into_iter()
+            .filter_map(|proto| {
+                let s = self.sources.get(&(src, proto))?;
+                Some(SourceView {
+                    proto,
+                    hits: s.hits,
+                    last_hit: s.last_hit,
+                    last_port: s.last_port,
+                    state: match s.status {
+                        Status::Watching => SourceStatus::Watching,
+                        Status::Pending { .. } => SourceStatus::Responding,
+                        Status::Blocked { until } => SourceStatus::Blocked { until },
+                        Status::Reported => SourceStatus::Reported,
+                        Status::Failed { at } => SourceStatus::Failed { at },
+                    },
+                })
+            })
+            .collect()
+    }
+
     /// Is this source currently known as blocked for `proto`?
     pub fn is_blocked(&self, src: IpAddr, proto: Proto) -> bool {
         self.sources
@@ -395,6 +454,7 @@ impl Engine {
                 None => self.stats.suppressed_lines += 1,
             }
             state.last_hit = now;
+            state.last_port = probe.dport;
             lower(
                 &mut self.next_deadline,
                 state.damper.flush_due(config_damping),
@@ -405,6 +465,7 @@ impl Engine {
             state.hits = 0;
         }
         state.last_hit = now;
+        state.last_port = probe.dport;
         state.hits = state.hits.saturating_add(1);
         if state.hits <= config.scan_trigger {
             self.stats.grace_hits += 1;
@@ -568,6 +629,7 @@ impl Engine {
                 generation,
                 hits: 0,
                 last_hit: now,
+                last_port: 0,
                 status: Status::Watching,
                 damper: Damper::default(),
             },
@@ -635,6 +697,49 @@ mod tests {
             },
             IgnoreSet::new(),
         )
+    }
+
+    /// Issue 9 (`portsentry explain`): the view follows a source from its grace hits
+    /// through the response to the ban, per protocol, and asking changes nothing.
+    #[test]
+    fn issue_9_source_view_shows_hits_port_and_state() {
+        let mut e = engine(1);
+        assert!(e.source_view(v4(2)).is_empty());
+        e.handle_probe(Millis(5), syn(v4(2), 23));
+        let view = e.source_view(v4(2));
+        assert_eq!(
+            view,
+            vec![SourceView {
+                proto: Proto::Tcp,
+                hits: 1,
+                last_hit: Millis(5),
+                last_port: 23,
+                state: SourceStatus::Watching,
+            }]
+        );
+        e.handle_probe(Millis(9), syn(v4(2), 25));
+        assert_eq!(e.source_view(v4(2))[0].state, SourceStatus::Responding);
+        assert_eq!(e.source_view(v4(2))[0].last_port, 25);
+        e.handle_outcome(
+            Millis(10),
+            v4(2),
+            Proto::Tcp,
+            Outcome::Blocked {
+                length: Some(Duration::from_secs(60)),
+            },
+        );
+        let view = e.source_view(v4(2));
+        assert_eq!(view.len(), 1);
+        assert_eq!(view[0].hits, 2);
+        // Counted from when the response was asked for (Millis(9)).
+        assert_eq!(
+            view[0].state,
+            SourceStatus::Blocked {
+                until: Some(Millis(9) + Duration::from_secs(60))
+            }
+        );
+        assert_eq!(e.source_view(v4(2)), view);
+        assert_eq!(e.exemption(v4(2)), None);
     }
 
     #[test]

@@ -129,7 +129,11 @@ pub struct Cli {
 #[derive(Debug, clap::Subcommand)]
 pub enum Subcommand {
     /// List the bans in force: from the state file, and what the kernel set holds now.
-    List,
+    List {
+        /// One JSON object on stdout (field names: portsentry(8), JSON OUTPUT).
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the running daemon to ban an address or network (CIDR).
     Ban {
         /// Address (198.18.0.2, fd00::2) or network (198.18.0.0/24).
@@ -160,7 +164,21 @@ pub enum Subcommand {
         origin: Option<String>,
     },
     /// Ask the running daemon whether it runs, and how many bans are in force.
-    Status,
+    Status {
+        /// One JSON object on stdout: modes, backend, fast path, bans by evidence
+        /// class, queue depths, uptime, the engine's counters.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running daemon what it knows about one address: its bans (offences,
+    /// evidence, reason, end), the engine's state for it, and what protects it.
+    Explain {
+        /// Address (198.18.0.2, fd00::2).
+        address: String,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Replay a capture (pcap or pcapng, e.g. from `tcpdump -w`) through the engine and
     /// ban policy of these settings, with the capture's own time stamps, and print per
     /// source what the daemon would have logged and done, and why. Nothing is banned,
@@ -192,15 +210,28 @@ Legacy flags are accepted with one dash, as PortSentry 1.2 takes them:
   portsentry -atcp -audp      TCP and UDP in one process
 
 Commands:
-  portsentry list                         bans in force (state file and kernel)
+  portsentry list [--json]                bans in force (state file and kernel)
   portsentry ban ADDR [--time 12h | --permanent]
-  portsentry unban ADDR
-  portsentry status
+  portsentry unban ADDR | --origin NODE
+  portsentry status [--json]
+  portsentry explain ADDR [--json]        bans, engine state, protection of ADDR
   portsentry flush --all                  remove our nftables table and every ban
   portsentry replay FILE.pcap [--json]    what these settings would do to a capture
 
 Exit status: 0 on a clean shutdown, 2 on a usage error, 3 on a configuration error,
 4 when the sensor or another resource cannot be set up.";
+
+impl Subcommand {
+    /// Whether output (errors included) is to be JSON.
+    pub fn json(&self) -> bool {
+        match self {
+            Subcommand::List { json }
+            | Subcommand::Status { json }
+            | Subcommand::Explain { json, .. } => *json,
+            _ => false,
+        }
+    }
+}
 
 impl Cli {
     /// Parse from the process arguments, accepting 1.2's single-dash mode flags.
@@ -305,6 +336,18 @@ mod tests {
             let args = normalize_legacy_flags(bad.iter().map(OsString::from));
             assert!(Cli::try_parse_from(args).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn json_flags_of_the_client_commands() {
+        let cli = parse(&["portsentry", "status", "--json"]);
+        assert!(cli.command.as_ref().is_some_and(Subcommand::json));
+        let cli = parse(&["portsentry", "explain", "198.18.0.2"]);
+        assert!(matches!(
+            &cli.command,
+            Some(Subcommand::Explain { address, json: false }) if address == "198.18.0.2"
+        ));
+        assert!(!parse(&["portsentry", "list"]).command.unwrap().json());
     }
 
     #[test]

@@ -19,15 +19,21 @@ fn main() -> ExitCode {
     // Client commands need only the TOML settings (socket, table, state file): they
     // must work whatever state the legacy configuration is in.
     if let Some(command) = &cli.command {
+        // With --json, a failure is a JSON object on stdout too (portsentry(8)).
+        let fail = |message: String, code: u8| {
+            if command.json() {
+                println!("{}", client::json_failure(&message, code));
+            } else {
+                eprintln!("portsentry: {message}");
+            }
+            ExitCode::from(code)
+        };
         let toml = match settings::native_from_cli(&cli) {
             Ok(t) => t,
-            Err(e) => {
-                eprintln!("portsentry: configuration error: {e:#}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
+            Err(e) => return fail(format!("configuration error: {e:#}"), EXIT_CONFIG),
         };
         let result = match command {
-            Subcommand::List => client::list(&toml),
+            Subcommand::List { json } => client::list(&toml, *json),
             Subcommand::Ban {
                 target,
                 time,
@@ -39,7 +45,8 @@ fn main() -> ExitCode {
                 (Some(target), None) => client::unban(&toml, target),
                 (None, None) => unreachable!("clap requires one"),
             },
-            Subcommand::Status => client::status(&toml),
+            Subcommand::Status { json } => client::status(&toml, *json),
+            Subcommand::Explain { address, json } => client::explain(&toml, address, *json),
             Subcommand::Replay { .. } => unreachable!("handled above"),
             Subcommand::Flush { all: true } => client::flush_all(&toml),
             Subcommand::Flush { all: false } => {
@@ -51,10 +58,7 @@ fn main() -> ExitCode {
         };
         return match result {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("portsentry: {e:#}");
-                ExitCode::from(EXIT_RUNTIME)
-            }
+            Err(e) => fail(format!("{e:#}"), EXIT_RUNTIME),
         };
     }
     // The daemon's handlers go in before its configuration is read: a reload's exec

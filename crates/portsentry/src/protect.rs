@@ -137,6 +137,62 @@ fn host_net(ip: IpAddr) -> IpNet {
     IpNet::from(ip.to_canonical())
 }
 
+/// Why an address is protected: every part of the set that holds it, as (what, entry):
+/// `ignore_list`, `extra` (`[protect] extra`), and, when the protected set is enabled,
+/// `own_address`, `gateway`, `resolver`, `loopback`. Pure; [`why`] reads the parts.
+pub fn reasons(
+    ip: IpAddr,
+    kernel: Option<(&[IpAddr], &[IpAddr], &[IpAddr])>,
+    ignore: &[IpNet],
+    extra: &[IpNet],
+) -> Vec<(&'static str, IpNet)> {
+    let ip = ip.to_canonical();
+    let mut out: Vec<(&'static str, IpNet)> = Vec::new();
+    let nets = |what, list: &[IpNet], out: &mut Vec<_>| {
+        for n in list.iter().map(IpNet::trunc).filter(|n| n.contains(&ip)) {
+            out.push((what, n));
+        }
+    };
+    nets("ignore_list", ignore, &mut out);
+    nets("extra", extra, &mut out);
+    if let Some((local, gateways, resolvers)) = kernel {
+        for (what, list) in [
+            ("own_address", local),
+            ("gateway", gateways),
+            ("resolver", resolvers),
+        ] {
+            if list.iter().any(|a| a.to_canonical() == ip) {
+                out.push((what, host_net(ip)));
+            }
+        }
+        nets("loopback", &loopback_ranges(), &mut out);
+    }
+    out
+}
+
+/// [`reasons`] with this host's addresses, gateways and resolvers read now (when
+/// `enabled`, as the daemon's `[protect] enabled`).
+pub fn why(
+    ip: IpAddr,
+    resolv_conf: &Path,
+    enabled: bool,
+    ignore: &[IpNet],
+    extra: &[IpNet],
+) -> io::Result<Vec<(&'static str, IpNet)>> {
+    if !enabled {
+        return Ok(reasons(ip, None, ignore, extra));
+    }
+    let local = rtnl::local_addresses()?;
+    let gateways = rtnl::default_gateways()?;
+    let resolvers = read_resolvers(resolv_conf)?;
+    Ok(reasons(
+        ip,
+        Some((&local, &gateways, &resolvers)),
+        ignore,
+        extra,
+    ))
+}
+
 fn loopback_ranges() -> Vec<IpNet> {
     vec![
         IpNet::V4(Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).expect("valid prefix")),
@@ -154,6 +210,48 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn issue_9_reasons_name_every_part_that_protects_an_address() {
+        let local = [ip("198.18.0.1"), ip("fd00:5e17::1")];
+        let gateways = [ip("198.18.0.254")];
+        let resolvers = [ip("198.18.0.254"), ip("198.18.0.53")];
+        let kernel = Some((&local[..], &gateways[..], &resolvers[..]));
+        let ignore = [net("198.18.0.0/30"), net("198.18.0.2/32")];
+        let extra = [net("198.18.1.0/24")];
+        assert_eq!(
+            reasons(ip("198.18.0.1"), kernel, &ignore, &extra),
+            vec![
+                ("ignore_list", net("198.18.0.0/30")),
+                ("own_address", net("198.18.0.1/32"))
+            ]
+        );
+        assert_eq!(
+            reasons(ip("198.18.0.2"), kernel, &ignore, &extra),
+            vec![
+                ("ignore_list", net("198.18.0.0/30")),
+                ("ignore_list", net("198.18.0.2/32"))
+            ]
+        );
+        assert_eq!(
+            reasons(ip("::ffff:198.18.0.254"), kernel, &ignore, &extra),
+            vec![
+                ("gateway", net("198.18.0.254/32")),
+                ("resolver", net("198.18.0.254/32"))
+            ]
+        );
+        assert_eq!(
+            reasons(ip("198.18.1.9"), kernel, &ignore, &extra),
+            vec![("extra", net("198.18.1.0/24"))]
+        );
+        assert_eq!(
+            reasons(ip("127.0.0.5"), kernel, &[], &[]),
+            vec![("loopback", net("127.0.0.0/8"))]
+        );
+        assert!(reasons(ip("198.18.0.9"), kernel, &ignore, &extra).is_empty());
+        // With the protected set disabled only the lists protect.
+        assert!(reasons(ip("198.18.0.254"), None, &ignore, &extra).is_empty());
     }
 
     #[test]

@@ -122,7 +122,7 @@ fn ban_unban_status_list_and_flush_from_the_cli() {
     );
     let out = cli(def, &conf, &["ban", &ip.to_string()]);
     d.check(
-        !out.success() && out.stderr.contains("cannot reach the daemon"),
+        !out.success() && out.stderr.contains("no daemon is listening on"),
         format!("ban without a daemon: {out:?}"),
     );
 }

@@ -7,6 +7,7 @@
 //! and counted, and a dropped response is reported to the engine as failed, so that it
 //! is retried after the back-off.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use portsentry_engine::{Millis, Probe};
 use portsentry_kernel::rtnl::ChangeWatcher;
 
 use super::Stop;
+use super::gauges::Gauges;
 use super::reporter::{Feedback, ToReporter, action_probe};
 use super::signals::{Flags, Settle};
 use super::source::{PACKETS_PER_TURN, ProbeSource, SourceStats};
@@ -24,6 +26,7 @@ use super::startup::{self, NativeFirewall};
 use super::unbanned::{Notice, Unbanned};
 use crate::alerts;
 use crate::clock::{self, boottime_now};
+use crate::control;
 use crate::defaults;
 use crate::logger::Logger;
 use crate::protect::{Latest, ProtectedSources};
@@ -38,10 +41,15 @@ const PROTECT_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(2);
 /// another tool, e.g. a firewall reload, removes it).
 const TABLE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The channels to and from the reporter.
+/// Control-socket questions answered per turn; the rest wait for the next turn.
+const QUERIES_PER_TURN: usize = 16;
+
+/// The channels to and from the reporter, and the control socket's questions.
 pub struct Links {
     pub actions: SyncSender<ToReporter>,
     pub feedback: Receiver<Feedback>,
+    pub queries: Receiver<control::CaptureQuery>,
+    pub gauges: Arc<Gauges>,
 }
 
 pub struct Capture<'a> {
@@ -135,6 +143,8 @@ impl<'a> Capture<'a> {
                 // The reporter owns the files. A full queue: ask again next turn.
                 if links.actions.try_send(ToReporter::Reopen).is_err() {
                     reopen.store(true, Ordering::Relaxed);
+                } else {
+                    links.gauges.to_reporter.sent();
                 }
             }
             let now = boottime_now();
@@ -170,6 +180,7 @@ impl<'a> Capture<'a> {
             self.probes = probes;
             self.report_over_budget(now);
             while let Ok(feedback) = links.feedback.try_recv() {
+                links.gauges.feedback.taken();
                 match feedback {
                     Feedback::Outcome(src, proto, outcome) => {
                         self.engine
@@ -182,7 +193,10 @@ impl<'a> Capture<'a> {
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 self.engine.handle_timeout(now);
             }
-            self.dispatch(now, &links.actions);
+            self.dispatch(now, &links);
+            for query in links.queries.try_iter().take(QUERIES_PER_TURN) {
+                self.answer(now, query);
+            }
 
             if watcher.as_mut().is_some_and(ChangeWatcher::changed) {
                 protect_pending = true;
@@ -198,12 +212,14 @@ impl<'a> Capture<'a> {
             }
             if after.duration_since(last_table_check) >= TABLE_CHECK_INTERVAL {
                 last_table_check = after;
-                self.check_table(&links.actions);
+                self.check_table(&links);
             }
         }
         // Blocking send: the reporter is draining, and must hear that we are done (the
         // control thread holds another sender, so the channel never disconnects).
-        let _ = links.actions.send(ToReporter::Stop);
+        if links.actions.send(ToReporter::Stop).is_ok() {
+            links.gauges.to_reporter.sent();
+        }
         self.log_stats();
         Ok(stop)
     }
@@ -261,13 +277,82 @@ impl<'a> Capture<'a> {
             .ok()
     }
 
+    /// Answer one question of the control socket from the engine's state (a copy of a
+    /// few values; the reply channel never blocks).
+    fn answer(&self, now: Millis, query: control::CaptureQuery) {
+        use control::CaptureQuery;
+        use control::views::{EngineExplainView, EngineSourceView, EngineStatsView};
+        use portsentry_engine::engine::{Exempt, SourceStatus};
+        let trigger = self.engine.config().scan_trigger;
+        match query {
+            CaptureQuery::Stats { reply } => {
+                let s = self.engine.stats();
+                let _ = reply.send(EngineStatsView {
+                    scan_trigger: trigger,
+                    tracked_sources: self.engine.tracked_sources() as u64,
+                    capacity: self.engine.config().capacity as u64,
+                    probes: s.probes,
+                    grace_hits: s.grace_hits,
+                    alerts: s.alerts,
+                    responses: s.responses,
+                    ignored: s.ignored,
+                    already_blocked: s.already_blocked,
+                    possibly_forged: s.possibly_forged,
+                    not_banned_by_kernel: s.not_banned_by_kernel,
+                    suppressed_lines: s.suppressed_lines,
+                    evictions: s.evictions,
+                    kernel_losses: self.source.kernel_losses(),
+                });
+            }
+            CaptureQuery::Source { ip, reply } => {
+                let secs = |d: std::time::Duration| d.as_secs();
+                let sources = self
+                    .engine
+                    .source_view(ip)
+                    .into_iter()
+                    .map(|v| {
+                        let (state, blocked_for) = match v.state {
+                            SourceStatus::Watching => ("watching", None),
+                            SourceStatus::Responding => ("responding", None),
+                            SourceStatus::Blocked { until } => {
+                                ("blocked", until.map(|t| secs(t.since(now))))
+                            }
+                            SourceStatus::Reported => ("reported", None),
+                            SourceStatus::Failed { .. } => ("failed", None),
+                        };
+                        EngineSourceView {
+                            proto: v.proto.to_string().to_lowercase(),
+                            hits: v.hits,
+                            state: state.into(),
+                            last_port: v.last_port,
+                            last_hit_seconds_ago: secs(now.since(v.last_hit)),
+                            blocked_for_seconds: blocked_for,
+                        }
+                    })
+                    .collect();
+                let _ = reply.send(EngineExplainView {
+                    scan_trigger: trigger,
+                    exempt: self.engine.exemption(ip).map(|e| {
+                        match e {
+                            Exempt::IgnoreList => "ignore_list",
+                            Exempt::Protected => "protected",
+                        }
+                        .into()
+                    }),
+                    sources,
+                });
+            }
+        }
+    }
+
     /// Hand the engine's actions to the reporter without ever waiting for it.
-    fn dispatch(&mut self, now: Millis, actions: &SyncSender<ToReporter>) {
+    fn dispatch(&mut self, now: Millis, links: &Links) {
         while let Some(action) = self.engine.poll_action() {
-            match actions.try_send(ToReporter::Action(action)) {
-                Ok(()) => {}
+            match links.actions.try_send(ToReporter::Action(action)) {
+                Ok(()) => links.gauges.to_reporter.sent(),
                 Err(TrySendError::Full(rejected)) | Err(TrySendError::Disconnected(rejected)) => {
                     self.dropped_actions += 1;
+                    links.gauges.dropped_actions.fetch_add(1, Ordering::Relaxed);
                     if let ToReporter::Action(action @ Action::Respond { .. }) = rejected {
                         let probe = action_probe(&action);
                         self.engine
@@ -279,7 +364,7 @@ impl<'a> Capture<'a> {
     }
 
     /// Re-install our table if something removed it, and have the bans put back.
-    fn check_table(&mut self, actions: &SyncSender<ToReporter>) {
+    fn check_table(&mut self, links: &Links) {
         let Some(fw) = self.firewall else { return };
         match fw.nft.exists() {
             Ok(true) => {}
@@ -289,7 +374,9 @@ impl<'a> Capture<'a> {
                     // The same refresh as on an address change: the kernel's set and
                     // the engine's protected set stay one list.
                     self.refresh_protected("table installed again");
-                    let _ = actions.send(ToReporter::Restore);
+                    if links.actions.send(ToReporter::Restore).is_ok() {
+                        links.gauges.to_reporter.sent();
+                    }
                 }
                 Err(e) => self.log.log(&alerts::error(
                     &format!(

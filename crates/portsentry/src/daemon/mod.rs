@@ -18,7 +18,9 @@
 //! - [`respond`]: one response: native ban, then 1.2's chain and records;
 //! - [`unbanned`]: probes the kernel dropped without a ban (known peers, past the ban
 //!   budget, full set) and their damped lines;
-//! - [`signals`]: the handlers' flags, the mask across a reload's exec, reload settling.
+//! - [`signals`]: the handlers' flags, the mask across a reload's exec, reload settling;
+//! - [`gauges`]: the depths of the queues between the threads;
+//! - [`answers`]: the reporter's parts of the control socket's JSON answers.
 //!
 //! With `[fleet]`, the fleet link (`crate::fleet`, two threads of its own) is one more
 //! producer and consumer of the reporter: the reporter publishes through a bounded
@@ -27,7 +29,9 @@
 //! This module wires them together and owns the process-level choices: what a stop
 //! means, and the re-execution that a SIGHUP reload is.
 
+pub mod answers;
 pub mod capture;
+pub mod gauges;
 pub mod known_peers;
 pub mod listener;
 pub mod reporter;
@@ -67,6 +71,44 @@ use startup::Chosen;
 /// Actions waiting for the reporter. Deep enough for a burst of alerts from many
 /// sources while a slow KILL_ROUTE runs; beyond that alerts are dropped, not queued.
 const ACTION_QUEUE: usize = 4096;
+
+/// Control-socket questions for the capture thread waiting for its next turn; more are
+/// refused (the asking worker reports the engine's part as unknown).
+const CAPTURE_QUERIES: usize = 32;
+
+/// What `status --json` says of the daemon's setup.
+fn about(
+    settings: &Settings,
+    backend: String,
+    firewall: Option<&startup::NativeFirewall>,
+) -> answers::About {
+    use crate::config::BlockMode;
+    use control::views::{FastPathView, ModeView};
+    let modes = [&settings.tcp, &settings.udp]
+        .into_iter()
+        .flatten()
+        .map(|m| ModeView {
+            name: m.name.to_string(),
+            proto: m.proto.as_str().to_lowercase(),
+            response: match m.plan.block {
+                BlockMode::LogOnly => "log_only",
+                BlockMode::Block => "block",
+                BlockMode::RunCmdOnly => "run_cmd_only",
+            }
+            .to_string(),
+        })
+        .collect();
+    answers::About {
+        modes,
+        backend,
+        table: firewall.map(|fw| fw.nft.table().to_string()),
+        fast_path: firewall.map_or(FastPathView::default(), |fw| FastPathView {
+            tcp: fw.spec.ban_tcp,
+            udp: fw.spec.ban_udp,
+        }),
+        reporter_capacity: ACTION_QUEUE as u64,
+    }
+}
 
 /// Set in the environment of a re-executed daemon (SIGHUP reload): do not detach again.
 pub const REEXEC_ENV: &str = "PORTSENTRY_REEXEC";
@@ -132,6 +174,11 @@ pub fn run(
     if !absent.is_empty() {
         log.log(&alerts::interfaces_absent(&absent));
     }
+    let backend_name = match &chosen {
+        Chosen::Nftables => "nftables".to_string(),
+        Chosen::Fallback(b) => b.name().to_string(),
+        Chosen::LegacyOnly => "none".to_string(),
+    };
 
     // Files first, so a bad path stops startup before anything is installed.
     let history = RecordFile::open(&settings.history_file, false).context("HISTORY_FILE")?;
@@ -216,6 +263,9 @@ pub fn run(
         }
         None => None,
     };
+    let (query_tx, query_rx) = mpsc::sync_channel::<control::CaptureQuery>(CAPTURE_QUERIES);
+    let gauges = Arc::new(gauges::Gauges::default());
+    let about = about(&settings, backend_name, firewall.as_ref());
     let reporter = {
         let log = Arc::clone(&log);
         let state = StateFile::new(settings.state_file.clone());
@@ -232,6 +282,8 @@ pub fn run(
                 .map(|fw| fw.nft.clone()),
             save_error: None,
             fleet,
+            about,
+            gauges: Arc::clone(&gauges),
         };
         thread::Builder::new()
             .name("reporter".into())
@@ -241,10 +293,46 @@ pub fn run(
     let control_path = settings.control_socket.clone();
     {
         let tx = action_tx.clone();
-        control::serve(&control_path, move |pending| {
-            tx.send(ToReporter::Control(pending)).is_ok()
-        })
-        .with_context(|| format!("cannot open the control socket {}", control_path.display()))?;
+        let sent = Arc::clone(&gauges);
+        // The ignore list only when there is a file: without one it is the loopback
+        // ranges, which are this host's own (reported as such).
+        let ignore: Vec<ipnet::IpNet> = match settings.ignore_file {
+            Some(_) => settings.ignore.iter().collect(),
+            None => Vec::new(),
+        };
+        let extra = settings.protect.extra.clone();
+        let (resolv_conf, enabled) = (
+            settings.protect.resolv_conf.clone(),
+            settings.protect.enabled,
+        );
+        let routes = control::Routes {
+            // A blocking send, as before: the reporter drains its queue, and the
+            // worker that waits here is one of a few, never the capture thread.
+            reporter: Box::new(move |pending| {
+                let ok = tx.send(ToReporter::Control(pending)).is_ok();
+                if ok {
+                    sent.to_reporter.sent();
+                }
+                ok
+            }),
+            capture: Box::new(move |query| query_tx.try_send(query).is_ok()),
+            protection: Box::new(move |ip| {
+                crate::protect::why(ip, &resolv_conf, enabled, &ignore, &extra)
+                    .map(|found| {
+                        found
+                            .into_iter()
+                            .map(|(by, network)| control::views::ProtectionView {
+                                by: by.to_string(),
+                                network,
+                            })
+                            .collect()
+                    })
+                    .map_err(|e| e.to_string())
+            }),
+        };
+        control::serve(&control_path, routes).with_context(|| {
+            format!("cannot open the control socket {}", control_path.display())
+        })?;
     }
     drop(spawn_mask);
 
@@ -272,6 +360,8 @@ pub fn run(
     let links = Links {
         actions: action_tx,
         feedback: feedback_rx,
+        queries: query_rx,
+        gauges,
     };
     let result = capture.run(flags, validate, links);
     drop(capture);

@@ -15,6 +15,8 @@ use portsentry_engine::engine::{Action, Outcome};
 use portsentry_engine::{Probe, Proto};
 use portsentry_kernel::backend::host_of;
 
+use super::answers::{self, About};
+use super::gauges::Gauges;
 use super::respond::{NativeBan, Responder};
 use crate::alerts::{self, Host, Undo};
 use crate::bans::StateFile;
@@ -66,6 +68,9 @@ pub struct Reporter {
     pub save_error: Option<String>,
     /// The fleet link, when `[fleet]` is on: where this node's bans are published.
     pub fleet: Option<crate::fleet::Fleet>,
+    /// What `status --json` reports of the daemon's setup.
+    pub about: About,
+    pub gauges: std::sync::Arc<Gauges>,
 }
 
 impl Reporter {
@@ -74,13 +79,19 @@ impl Reporter {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             match inbox.recv_timeout(REPORTER_TICK) {
-                Ok(first) => batch.push(first),
+                Ok(first) => {
+                    self.gauges.to_reporter.taken();
+                    batch.push(first);
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             while batch.len() < BATCH {
                 match inbox.try_recv() {
-                    Ok(m) => batch.push(m),
+                    Ok(m) => {
+                        self.gauges.to_reporter.taken();
+                        batch.push(m);
+                    }
                     Err(_) => break,
                 }
             }
@@ -189,9 +200,7 @@ impl Reporter {
                 if matches!(outcome, Outcome::Blocked { .. }) {
                     self.publish_ban(&probe, log);
                 }
-                let _ = self
-                    .feedback
-                    .send(Feedback::Outcome(ip, probe.proto(), outcome));
+                self.send_feedback(Feedback::Outcome(ip, probe.proto(), outcome));
             }
             Action::Suppressed { count, .. } => {
                 log.log(&alerts::hits_not_logged_last(
@@ -219,12 +228,37 @@ impl Reporter {
         }
     }
 
+    fn send_feedback(&self, feedback: Feedback) {
+        if self.feedback.send(feedback).is_ok() {
+            self.gauges.feedback.sent();
+        }
+    }
+
     /// Carry out one request from the control socket; the reply line for the client.
     fn control_request(&mut self, request: control::Request, log: &Logger) -> String {
         use control::Request;
-        let uptime = humantime::format_duration(Duration::from_secs(
-            clock::instant().duration_since(self.started).as_secs(),
-        ));
+        let running = clock::instant().duration_since(self.started);
+        let uptime = humantime::format_duration(Duration::from_secs(running.as_secs()));
+        match request {
+            Request::StatusJson => {
+                let book = self.responder.bans_mut().book();
+                let view =
+                    answers::status(&self.about, book, &self.gauges, running, clock::unix_now());
+                return serde_json::to_string(&view)
+                    .unwrap_or_else(|e| control::protocol::json_error(&e.to_string()));
+            }
+            Request::Explain { ip } => {
+                let known_peer = self
+                    .known_peers
+                    .as_ref()
+                    .and_then(|nft| nft.is_known_peer(ip).ok());
+                let book = self.responder.bans_mut().book();
+                let view = answers::bans_of(ip, book, known_peer, clock::unix_now());
+                return serde_json::to_string(&view)
+                    .unwrap_or_else(|e| control::protocol::json_error(&e.to_string()));
+            }
+            _ => {}
+        }
         self.responder.sync_protected();
         if let Request::Unban { net } = request {
             return self.unban(net, log);
@@ -297,7 +331,10 @@ impl Reporter {
                 }
                 Err(e) => format!("error: {e:#}"),
             },
-            Request::Unban { .. } | Request::UnbanOrigin { .. } => unreachable!("handled above"),
+            Request::Unban { .. }
+            | Request::UnbanOrigin { .. }
+            | Request::StatusJson
+            | Request::Explain { .. } => unreachable!("handled above"),
         }
     }
 
@@ -325,7 +362,7 @@ impl Reporter {
                     })
                     .unwrap_or_default();
                 log.log(&alerts::manual_unban(ban.key, &undone));
-                let _ = self.feedback.send(Feedback::Forget(ban.key));
+                self.send_feedback(Feedback::Forget(ban.key));
                 // The fleet lifts its copies of the ban too (each node lifts only bans
                 // it received, never its own detections).
                 if let Some(fleet) = &self.fleet {
@@ -346,7 +383,7 @@ impl Reporter {
                 }
                 let undone: Vec<Undo> = undone.into_iter().filter(Undo::lifted).collect();
                 log.log(&alerts::legacy_unban(net, &undone));
-                let _ = self.feedback.send(Feedback::Forget(net));
+                self.send_feedback(Feedback::Forget(net));
                 alerts::unban_legacy_only_reply(net, &undone)
             }
         }
@@ -405,8 +442,9 @@ impl Reporter {
     /// Lift every ban in force whose origin is `node`; how many.
     fn lift_origin(&mut self, node: &str, log: &Logger) -> usize {
         let now = clock::unix_now();
-        let kernel = self.responder.bans_mut();
-        let keys: Vec<IpNet> = kernel
+        let keys: Vec<IpNet> = self
+            .responder
+            .bans_mut()
             .book()
             .active(now)
             .filter(|b| crate::fleet::message::origin_of(&b.reason) == Some(node))
@@ -414,10 +452,10 @@ impl Reporter {
             .collect();
         let mut n = 0;
         for key in keys {
-            match kernel.unban(now, key) {
+            match self.responder.bans_mut().unban(now, key) {
                 Ok(Some(_)) => {
                     n += 1;
-                    let _ = self.feedback.send(Feedback::Forget(key));
+                    self.send_feedback(Feedback::Forget(key));
                 }
                 Ok(None) => {}
                 Err(e) => log.log(&alerts::error("cannot lift a fleet ban", &e)),
@@ -507,7 +545,7 @@ impl Reporter {
                         .is_some_and(|b| message::origin_of(&b.reason).is_some());
                     if received && let Ok(Some(ban)) = kernel.unban(now, net) {
                         log.log(&lines::unbanned(ban.key, &origin));
-                        let _ = self.feedback.send(Feedback::Forget(ban.key));
+                        self.send_feedback(Feedback::Forget(ban.key));
                     }
                 }
                 Inbound::Revoke { subject, origin } => {
@@ -599,6 +637,8 @@ mod tests {
             known_peers: None,
             save_error: None,
             fleet: None,
+            about: About::default(),
+            gauges: Default::default(),
         };
         (reporter, rx)
     }
@@ -671,6 +711,8 @@ mod tests {
             known_peers: None,
             save_error: None,
             fleet: None,
+            about: About::default(),
+            gauges: Default::default(),
         };
         let respond = ToReporter::Action(Action::Respond { probe: probe() });
         let host = format!("{SCANNER}/32");

@@ -1,8 +1,12 @@
-//! The client subcommands. `ban`, `unban` and `status` ask the running daemon over its
-//! control socket (it owns the bans, so nothing races). `list` (bans in the state file
-//! and in the kernel set) and `flush --all` (remove our table and every ban) work
-//! without the daemon. All read the same settings as the daemon, so they find the same
-//! socket, table and state file.
+//! The client subcommands. `ban`, `unban`, `status` and `explain` ask the running
+//! daemon over its control socket (it owns the bans, so nothing races). `list` (bans in
+//! the state file and in the kernel set) and `flush --all` (remove our table and every
+//! ban) work without the daemon. All read the same settings as the daemon, so they find
+//! the same socket, table and state file. `list`, `status` and `explain` print one JSON
+//! object with `--json` ([`crate::control::views`]), and so do their failures
+//! ([`json_failure`]); [`explain`] renders the text form.
+
+mod explain;
 
 use std::collections::BTreeMap;
 
@@ -12,6 +16,7 @@ use portsentry_engine::bans::BanBook;
 
 use crate::bans::{self, describe};
 use crate::clock::unix_now;
+use crate::control::views::{ListView, ListedBan};
 use crate::control::{self, Request};
 use crate::settings::{NativeSettings, instance};
 use crate::store;
@@ -33,7 +38,16 @@ fn udp_instance_present(settings: &NativeSettings) -> Option<NativeSettings> {
 /// `portsentry list`: one line per ban in force, with the class of its evidence
 /// (unverified, verified, manual; see [`Evidence`](portsentry_engine::Evidence)), for
 /// every daemon of this host.
-pub fn list(settings: &NativeSettings) -> Result<()> {
+pub fn list(settings: &NativeSettings, json: bool) -> Result<()> {
+    if json {
+        let mut view = ListView::default();
+        list_json(settings, &mut view)?;
+        if let Some(udp) = udp_instance_present(settings) {
+            list_json(&udp, &mut view)?;
+        }
+        println!("{}", serde_json::to_string(&view)?);
+        return Ok(());
+    }
     list_one(settings)?;
     if let Some(udp) = udp_instance_present(settings) {
         println!();
@@ -47,20 +61,71 @@ pub fn list(settings: &NativeSettings) -> Result<()> {
     Ok(())
 }
 
+/// What the kernel's ban sets of `table` hold, with each element's time left; a note
+/// (empty sets) when they cannot be read.
+fn kernel_bans(table: &str) -> (BTreeMap<IpNet, Option<std::time::Duration>>, Option<String>) {
+    match NftablesBackend::open(table).and_then(|mut b| b.list()) {
+        Ok(held) => (
+            held.into_iter().map(|h| (h.key, h.expiry.left())).collect(),
+            None,
+        ),
+        Err(e) => (
+            BTreeMap::new(),
+            Some(format!(
+                "cannot read the kernel ban sets of table inet {table}: {e}"
+            )),
+        ),
+    }
+}
+
+/// The bans of one daemon's state file and table, added to `view`.
+fn list_json(settings: &NativeSettings, view: &mut ListView) -> Result<()> {
+    let now = unix_now();
+    let book = load_book(&settings.state_file, now)?;
+    let table = &settings.firewall.table;
+    let (kernel, note) = kernel_bans(table);
+    view.notes.extend(note);
+    let mut listed = std::collections::HashSet::new();
+    for ban in book.active(now) {
+        listed.insert(ban.key);
+        view.bans.push(ListedBan {
+            address: ban.key,
+            evidence: ban.evidence.as_str().to_string(),
+            permanent: ban.expires_at.is_none(),
+            expires_at: ban.expires_at,
+            expires_in_seconds: ban.expires_at.map(|at| at.saturating_sub(now)),
+            offences: Some(ban.offences),
+            reason: Some(ban.reason.clone()),
+            in_kernel: kernel.contains_key(&ban.key),
+            in_state_file: true,
+            table: table.clone(),
+        });
+    }
+    for (key, left) in kernel.iter().filter(|(k, _)| !listed.contains(*k)) {
+        view.bans.push(ListedBan {
+            address: *key,
+            evidence: portsentry_engine::Evidence::Unverified.as_str().to_string(),
+            permanent: left.is_none(),
+            expires_at: left.map(|d| now + d.as_secs()),
+            expires_in_seconds: left.map(|d| d.as_secs()),
+            offences: None,
+            reason: None,
+            in_kernel: true,
+            in_state_file: false,
+            table: table.clone(),
+        });
+    }
+    Ok(())
+}
+
 fn list_one(settings: &NativeSettings) -> Result<()> {
     let now = unix_now();
     let book = load_book(&settings.state_file, now)?;
     let table = &settings.firewall.table;
-    let kernel: BTreeMap<IpNet, Option<std::time::Duration>> =
-        match NftablesBackend::open(table).and_then(|mut b| b.list()) {
-            Ok(held) => held.into_iter().map(|h| (h.key, h.expiry.left())).collect(),
-            Err(e) => {
-                eprintln!(
-                    "portsentry: note: cannot read the kernel ban sets of table inet {table}: {e}"
-                );
-                BTreeMap::new()
-            }
-        };
+    let (kernel, note) = kernel_bans(table);
+    if let Some(note) = note {
+        eprintln!("portsentry: note: {note}");
+    }
     println!(
         "{:<40} {:>12} {:>8} {:<10} {:<7} reason",
         "address", "expires in", "offence", "evidence", "kernel"
@@ -206,9 +271,89 @@ pub fn unban_origin(settings: &NativeSettings, node: &str) -> Result<()> {
     ask(settings, &request)
 }
 
-/// `portsentry status`, of every running daemon of this host.
-pub fn status(settings: &NativeSettings) -> Result<()> {
+/// `portsentry status [--json]`, of every running daemon of this host.
+pub fn status(settings: &NativeSettings, json: bool) -> Result<()> {
+    if json {
+        return ask_json(settings, &Request::StatusJson);
+    }
     ask_every(settings, &Request::Status)
+}
+
+/// `portsentry explain ADDR [--json]`.
+pub fn explain(settings: &NativeSettings, address: &str, json: bool) -> Result<()> {
+    let request = Request::parse(&format!("explain {address}")).map_err(anyhow::Error::msg)?;
+    if json {
+        return ask_json(settings, &request);
+    }
+    ask_json_with(settings, &request, |view, heading| {
+        let view: control::views::ExplainView = serde_json::from_value(view.clone())
+            .context("the daemon's explanation is not one this client knows")?;
+        if let Some(heading) = heading {
+            println!("{heading}");
+        }
+        print!("{}", explain::render(&view, unix_now()));
+        Ok(())
+    })
+}
+
+/// `{"error": message, "exit_status": code}`: a failure of a `--json` command, printed
+/// on stdout (the exit status is non-zero as well).
+pub fn json_failure(message: &str, code: u8) -> String {
+    serde_json::json!({ "error": message, "exit_status": code }).to_string()
+}
+
+/// One JSON reply of `settings`' daemon (and of the UDP-only daemon, when it runs,
+/// under `udp_only_daemon`), printed as one object.
+fn ask_json(settings: &NativeSettings, request: &Request) -> Result<()> {
+    let mut first: Option<serde_json::Value> = None;
+    ask_json_with(settings, request, |view, heading| {
+        match (&mut first, heading) {
+            (Some(serde_json::Value::Object(o)), Some(_)) => {
+                o.insert("udp_only_daemon".into(), view.clone());
+            }
+            _ => first = Some(view.clone()),
+        }
+        Ok(())
+    })?;
+    if let Some(v) = first {
+        println!("{v}");
+    }
+    Ok(())
+}
+
+/// Ask the configured daemon and, if one runs, the UDP-only daemon; `each` gets every
+/// JSON reply that is not an error, with a heading for the second daemon's. Fails with
+/// the daemon's own error message when the (only) daemon refused.
+fn ask_json_with(
+    settings: &NativeSettings,
+    request: &Request,
+    mut each: impl FnMut(&serde_json::Value, Option<&str>) -> Result<()>,
+) -> Result<()> {
+    let one = |settings: &NativeSettings| -> Result<serde_json::Value> {
+        let reply = control::ask(&settings.control_socket, request)?;
+        let value: serde_json::Value = serde_json::from_str(&reply)
+            .with_context(|| format!("the daemon's reply is not JSON: {reply}"))?;
+        if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
+            anyhow::bail!("{error}");
+        }
+        Ok(value)
+    };
+    let udp = instance::udp_instance(settings);
+    if !udp.control_socket.exists() {
+        return each(&one(settings)?, None);
+    }
+    match one(settings) {
+        Ok(v) => {
+            each(&v, None)?;
+            if let Ok(v) = one(&udp) {
+                each(&v, Some("UDP-only daemon:"))?;
+            }
+            Ok(())
+        }
+        // Only the UDP-only daemon runs.
+        Err(_) if !settings.control_socket.exists() => each(&one(&udp)?, None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Asks the configured daemon and, if one runs, the UDP-only daemon; succeeds when one
