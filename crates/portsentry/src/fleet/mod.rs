@@ -320,7 +320,7 @@ pub fn start(
     last_id: Option<String>,
     deliver: impl Fn(Batch) -> bool + Send + 'static,
     log: Arc<Logger>,
-) -> Result<Fleet> {
+) -> Result<(Fleet, Publisher)> {
     let stats = Arc::new(Stats::default());
     let (tx, rx) = mpsc::sync_channel::<Message>(OUTBOX);
     let config = Arc::new(config);
@@ -342,13 +342,13 @@ pub fn start(
     {
         *g = id.clone();
     }
-    {
+    let publishing = {
         let (config, link) = (Arc::clone(&config), Arc::clone(&link));
         thread::Builder::new()
             .name("fleet-publish".into())
             .spawn(move || publisher(&config, &link, rx))
-            .context("cannot start the fleet publisher thread")?;
-    }
+            .context("cannot start the fleet publisher thread")?
+    };
     {
         let (config, link) = (Arc::clone(&config), Arc::clone(&link));
         thread::Builder::new()
@@ -356,7 +356,22 @@ pub fn start(
             .spawn(move || reader(&config, &link, last_id, &deliver))
             .context("cannot start the fleet reader thread")?;
     }
-    Ok(fleet)
+    Ok((fleet, Publisher(publishing)))
+}
+
+/// The publisher thread, to let it send what is queued when the daemon stops.
+pub struct Publisher(thread::JoinHandle<()>);
+
+impl Publisher {
+    /// Wait (at most `limit`) for the publisher to send what the reporter queued
+    /// before it ended (the reporter's `Fleet` must be gone: its end is the signal).
+    /// Redis being down costs the wait, never a hang.
+    pub fn finish(self, limit: Duration) {
+        let start = Instant::now();
+        while !self.0.is_finished() && start.elapsed() < limit {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 fn connect(config: &Config) -> redis::RedisResult<redis::Connection> {
