@@ -276,7 +276,11 @@ fn issue10_verified_bans_spread_unverified_need_k_of_n_and_unban_origin_revokes(
     );
     let st = status(b, &confs[1]);
     db.check(
-        st.contains("fleet: connected to redis://") && st.contains("as node node-b"),
+        st.contains("fleet: connected to redis://")
+            && st.contains("as node node-b")
+            && !st.contains("last ID -,")
+            && st.contains(" lag ")
+            && st.contains("applied 1,"),
         format!("status: {st}"),
     );
 
