@@ -52,6 +52,15 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch: the time part of Redis stream IDs (the fleet's
+/// trimming and lag).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// `std`'s monotonic clock, for the kernel helpers that take an [`Instant`] (the
 /// socket table cache of `sock_diag`) and for short intervals of the capture loop.
 pub fn instant() -> Instant {

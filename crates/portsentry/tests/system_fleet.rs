@@ -276,7 +276,11 @@ fn issue10_verified_bans_spread_unverified_need_k_of_n_and_unban_origin_revokes(
     );
     let st = status(b, &confs[1]);
     db.check(
-        st.contains("fleet: connected to redis://") && st.contains("as node node-b"),
+        st.contains("fleet: connected to redis://")
+            && st.contains("as node node-b")
+            && !st.contains("last ID -,")
+            && st.contains(" lag ")
+            && st.contains("applied 1,"),
         format!("status: {st}"),
     );
 
@@ -717,6 +721,17 @@ fn issue10_tls_and_acl_user_and_a_password_file_readable_by_others_is_refused() 
     db.check(
         wait_banned(&b.ns, ip_s, REACT).is_some(),
         "B did not get A's ban over TLS with the ACL user",
+    );
+    // IPv6 too: a handshake from the scanner's IPv6 address.
+    let ip6 = s.addr(true);
+    let _ = can_connect(&s.ns, a.addr(true), HANDSHAKE, Duration::from_secs(2));
+    da.check(
+        wait_banned(&a.ns, ip6, REACT).is_some(),
+        "A did not ban the IPv6 scanner",
+    );
+    db.check(
+        wait_banned(&b.ns, ip6, REACT).is_some(),
+        format!("B did not get A's ban of {ip6}"),
     );
 }
 

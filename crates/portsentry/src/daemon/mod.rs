@@ -251,17 +251,18 @@ pub fn run(
             .ok()
             .and_then(|l| l.fleet_last_id)
     });
-    let fleet = match fleet_config {
+    let (fleet, fleet_publisher) = match fleet_config {
         Some(config) => {
             let tx = action_tx.clone();
-            Some(crate::fleet::start(
+            let (fleet, publisher) = crate::fleet::start(
                 config,
                 fleet_last_id.clone(),
                 move |batch| tx.send(ToReporter::Fleet(batch)).is_ok(),
                 Arc::clone(&log),
-            )?)
+            )?;
+            (Some(fleet), Some(publisher))
         }
-        None => None,
+        None => (None, None),
     };
     let (query_tx, query_rx) = mpsc::sync_channel::<control::CaptureQuery>(CAPTURE_QUERIES);
     let gauges = Arc::new(gauges::Gauges::default());
@@ -367,6 +368,10 @@ pub fn run(
     drop(capture);
     // run() sent Stop; the reporter drains what came before and ends.
     let _ = reporter.join();
+    // Bans of the last moments still reach the fleet (bounded: Redis may be down).
+    if let Some(p) = fleet_publisher {
+        p.finish(std::time::Duration::from_secs(2));
+    }
     let _ = std::fs::remove_file(&control_path);
     crate::notify::notify(match result {
         Ok(Stop::Reload) => "RELOADING=1",

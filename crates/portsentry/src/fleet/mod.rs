@@ -320,7 +320,7 @@ pub fn start(
     last_id: Option<String>,
     deliver: impl Fn(Batch) -> bool + Send + 'static,
     log: Arc<Logger>,
-) -> Result<Fleet> {
+) -> Result<(Fleet, Publisher)> {
     let stats = Arc::new(Stats::default());
     let (tx, rx) = mpsc::sync_channel::<Message>(OUTBOX);
     let config = Arc::new(config);
@@ -342,13 +342,13 @@ pub fn start(
     {
         *g = id.clone();
     }
-    {
+    let publishing = {
         let (config, link) = (Arc::clone(&config), Arc::clone(&link));
         thread::Builder::new()
             .name("fleet-publish".into())
             .spawn(move || publisher(&config, &link, rx))
-            .context("cannot start the fleet publisher thread")?;
-    }
+            .context("cannot start the fleet publisher thread")?
+    };
     {
         let (config, link) = (Arc::clone(&config), Arc::clone(&link));
         thread::Builder::new()
@@ -356,7 +356,22 @@ pub fn start(
             .spawn(move || reader(&config, &link, last_id, &deliver))
             .context("cannot start the fleet reader thread")?;
     }
-    Ok(fleet)
+    Ok((fleet, Publisher(publishing)))
+}
+
+/// The publisher thread, to let it send what is queued when the daemon stops.
+pub struct Publisher(thread::JoinHandle<()>);
+
+impl Publisher {
+    /// Wait (at most `limit`) for the publisher to send what the reporter queued
+    /// before it ended (the reporter's `Fleet` must be gone: its end is the signal).
+    /// Redis being down costs the wait, never a hang.
+    pub fn finish(self, limit: Duration) {
+        let start = clock::instant();
+        while !self.0.is_finished() && start.elapsed() < limit {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 fn connect(config: &Config) -> redis::RedisResult<redis::Connection> {
@@ -410,7 +425,7 @@ fn publisher(config: &Config, link: &Link, outbox: Receiver<Message>) {
                 }
             },
         };
-        let minid = format!("{}-0", unix_ms().saturating_sub(trim_ms));
+        let minid = format!("{}-0", clock::unix_ms().saturating_sub(trim_ms));
         let mut pipe = redis::pipe();
         // Signed as sent (see MAX_SKEW_SECS): a ban queued while Redis was down too.
         let sent = clock::unix_now();
@@ -448,12 +463,6 @@ fn publisher(config: &Config, link: &Link, outbox: Receiver<Message>) {
     }
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The reader's own decisions (pure parts in `quorum`), kept across reconnects.
 struct ReadState {
     quorum: Quorum,
@@ -468,7 +477,7 @@ fn reader(config: &Config, link: &Link, last_id: Option<String>, deliver: &dyn F
     let mut state = ReadState {
         quorum: Quorum::new(s.quorum, s.quorum_window),
         rate: RateLimit::new(s.rate, s.burst),
-        started: Instant::now(),
+        started: clock::instant(),
         reject_logged: None,
     };
     let mut last = last_id.unwrap_or_else(|| "0-0".into());
@@ -518,7 +527,7 @@ fn reader(config: &Config, link: &Link, last_id: Option<String>, deliver: &dyn F
                     }
                 }
             }
-            let lag = entry_ms(&last).map_or(0, |t| unix_ms().saturating_sub(t));
+            let lag = entry_ms(&last).map_or(0, |t| clock::unix_ms().saturating_sub(t));
             link.stats.lag_ms.store(lag, Ordering::Relaxed);
             if let Ok(mut g) = link.stats.last_id.lock() {
                 g.clone_from(&last);
@@ -568,7 +577,7 @@ fn take(
         Ok(m) => m,
         Err(e) => {
             stats.rejected.fetch_add(1, Ordering::Relaxed);
-            let now = Instant::now();
+            let now = clock::instant();
             if state
                 .reject_logged
                 .is_none_or(|t| now.duration_since(t) >= REJECT_LOG_EVERY)
