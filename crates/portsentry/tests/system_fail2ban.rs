@@ -140,21 +140,12 @@ fn issue_8_a_2x_command_line_blocks_and_2x_fail2ban_filter_matches() {
     let conf_path = conf.write();
     std::fs::write(&conf_path, conf_text).unwrap();
     std::fs::write(d.join("portsentry.ignore"), "127.0.0.1/32\n").unwrap();
-    let args: Vec<String> = [
-        "--stealth",
-        "-i",
-        "eth0",
-        "-l",
-        "stdout",
-        "-c",
-        &conf_path.display().to_string(),
-        "--settings",
-        &conf.settings_path().display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut daemon = common::Daemon::start_args(&def.ns, &args);
+    let mut daemon = common::Daemon::start_flags(
+        &def.ns,
+        &conf,
+        &conf_path,
+        &["--stealth", "-i", "eth0", "-l", "stdout"],
+    );
     daemon.wait_ready();
     // -i eth0: only eth0's probes are trapped (the lab's only interface besides lo).
     let chain = common::kernel::input_chain(&def.ns);

@@ -15,21 +15,12 @@ use common::{Conf, Daemon, Lab, Path, both_paths};
 
 fn start_2x(def: &common::Host, conf: &Conf, interface: &str) -> Daemon {
     let conf_path = conf.write();
-    let args: Vec<String> = [
-        "--stealth",
-        "-i",
-        interface,
-        "-l",
-        "stdout",
-        "-c",
-        &conf_path.display().to_string(),
-        "--settings",
-        &conf.settings_path().display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut d = Daemon::start_args(&def.ns, &args);
+    let mut d = Daemon::start_flags(
+        &def.ns,
+        conf,
+        &conf_path,
+        &["--stealth", "-i", interface, "-l", "stdout"],
+    );
     d.wait_ready();
     d
 }

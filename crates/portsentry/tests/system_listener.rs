@@ -717,19 +717,7 @@ fn issue_8_2x_connect_mode_listens_and_bans_a_connect() {
         .set("TCP_PORTS", TCP_RANGE)
         .set("UDP_PORTS", UDP_RANGE);
     let conf_path = conf.write();
-    let args: Vec<String> = [
-        "--connect",
-        "-l",
-        "stdout",
-        "-c",
-        &conf_path.display().to_string(),
-        "--settings",
-        &conf.settings_path().display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut d = Daemon::start_args(&def.ns, &args);
+    let mut d = Daemon::start_flags(&def.ns, &conf, &conf_path, &["--connect", "-l", "stdout"]);
     d.wait_ready();
     // The TCP side connects (nothing is sent back without PORT_BANNER).
     d.check(

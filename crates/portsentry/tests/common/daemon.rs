@@ -232,6 +232,19 @@ impl Daemon {
         d
     }
 
+    /// Starts the daemon in `ns` with `flags` (a 2.x command line, say) followed by
+    /// `-c conf_path --settings <conf's settings>`.
+    pub fn start_flags(ns: &Netns, conf: &Conf, conf_path: &Path, flags: &[&str]) -> Daemon {
+        let mut args: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+        args.extend([
+            "-c".to_string(),
+            conf_path.display().to_string(),
+            "--settings".to_string(),
+            conf.settings_path().display().to_string(),
+        ]);
+        Self::start_args(ns, &args)
+    }
+
     /// Starts the daemon in `ns` with exactly these arguments.
     pub fn start_args(ns: &Netns, args: &[String]) -> Daemon {
         Self::start_argv(ns, &[], args)
