@@ -9,6 +9,8 @@ pub mod bpf;
 pub mod flood;
 pub mod listen;
 mod netlink;
+/// Room to send on a non-blocking socket (the logger's syslog datagrams).
+pub use netlink::wait_writable;
 pub mod nflog;
 pub mod nft;
 pub mod packet;

@@ -6,9 +6,13 @@
 //! daemon costs a single warning on stderr, and the socket is re-tried on later lines.
 
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+/// How long the first line that finds syslog's queue full waits for room.
+const CONGESTION_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// RFC 3164 priority: facility daemon (3) * 8 + severity notice (5).
 const PRIORITY_DAEMON_NOTICE: u8 = 29;
@@ -143,6 +147,17 @@ impl SyslogSink {
                         return;
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        // The first line that finds the queue full waits a moment for
+                        // room (a start's burst of lines against a small queue, a busy
+                        // syslog); once lines are being dropped, none waits until one
+                        // gets through, so a stuck syslog costs one wait, not one each.
+                        if self.dropped == 0
+                            && portsentry_kernel::wait_writable(s.as_fd(), CONGESTION_WAIT)
+                                .unwrap_or(false)
+                            && s.send(frame).is_ok()
+                        {
+                            return;
+                        }
                         self.dropped += 1;
                         return;
                     }

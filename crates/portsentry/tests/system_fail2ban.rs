@@ -15,12 +15,7 @@ use common::{Conf, loud};
 
 /// Debian's fail2ban package unpacked by `.ci/run` (`$PORTSENTRY_DEB_ROOT/fail2ban`).
 fn fail2ban_root() -> PathBuf {
-    std::env::var_os("PORTSENTRY_DEB_ROOT")
-        .map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/deb-root"),
-            PathBuf::from,
-        )
-        .join("fail2ban")
+    common::deb_root("fail2ban")
 }
 
 /// `fail2ban-regex LOG FILTER`; returns (matched, missed) from its summary line.

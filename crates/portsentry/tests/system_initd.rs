@@ -13,22 +13,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::checks::nmap;
 use common::syslog::Syslog;
-use common::{Lab, daemon_bin, loud, root_or_skip, script, wait_until};
-
-/// Where `.ci/run` unpacks Debian's packages: `$PORTSENTRY_DEB_ROOT`, else
-/// `target/deb-root` of the repository.
-fn deb_root(package: &str) -> PathBuf {
-    let base = std::env::var_os("PORTSENTRY_DEB_ROOT").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/deb-root"),
-        PathBuf::from,
-    );
-    base.join(package)
-}
+use common::{Lab, daemon_bin, deb_root, loud, root_or_skip, script, wait_until};
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()

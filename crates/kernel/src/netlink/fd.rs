@@ -98,13 +98,24 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result
     wait_any(&[fd], timeout)
 }
 
+/// Waits up to `timeout` until `fd` has room to send (`POLLOUT`, or `POLLERR`: the
+/// next send says what is wrong). `Ok(false)`: no room yet, or a signal came.
+pub fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    poll_for(&[fd], libc::POLLOUT, timeout)
+}
+
 /// [`wait_readable`] for several descriptors at once: true when any of them is.
 pub(crate) fn wait_any(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<bool> {
+    poll_for(fds, libc::POLLIN, timeout)
+}
+
+/// One poll(2) of `fds` for `events`, EINTR being "nothing yet".
+fn poll_for(fds: &[BorrowedFd<'_>], events: libc::c_short, timeout: Duration) -> io::Result<bool> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
         .map(|fd| libc::pollfd {
             fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
+            events,
             revents: 0,
         })
         .collect();

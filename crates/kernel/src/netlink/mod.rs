@@ -23,6 +23,7 @@ pub(crate) mod fd;
 mod message;
 mod socket;
 
+pub use fd::wait_writable;
 pub(crate) use fd::{wait_any, wait_readable};
 pub(crate) use message::{Message, Messages, attributes};
 #[cfg(test)]

@@ -131,3 +131,13 @@ pub const NMAP_FAST: &[&str] = &[
     "--host-timeout",
     "60s",
 ];
+
+/// Where `.ci/run` unpacks Debian's packages (never installs them): the folder of
+/// `package` under `$PORTSENTRY_DEB_ROOT`, else under `target/deb-root` of the repository.
+pub fn deb_root(package: &str) -> std::path::PathBuf {
+    let base = std::env::var_os("PORTSENTRY_DEB_ROOT").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/deb-root"),
+        std::path::PathBuf::from,
+    );
+    base.join(package)
+}
