@@ -276,7 +276,12 @@ pub fn run(
             settings.protect.resolv_conf.clone(),
             settings.protect.enabled,
         );
+        let peers = firewall
+            .as_ref()
+            .filter(|fw| fw.spec.known_peer_time.is_some())
+            .map(|fw| fw.nft.clone());
         let routes = control::Routes {
+            known_peer: Box::new(move |ip| peers.as_ref().and_then(|n| n.is_known_peer(ip).ok())),
             // A blocking send, as before: the reporter drains its queue, and the
             // worker that waits here is one of a few, never the capture thread.
             reporter: Box::new(move |pending| {

@@ -240,12 +240,8 @@ impl Reporter {
                     .unwrap_or_else(|e| control::protocol::json_error(&e.to_string()));
             }
             Request::Explain { ip } => {
-                let known_peer = self
-                    .known_peers
-                    .as_ref()
-                    .and_then(|nft| nft.is_known_peer(ip).ok());
                 let book = self.responder.bans_mut().book();
-                let view = answers::bans_of(ip, book, known_peer, clock::unix_now());
+                let view = answers::bans_of(ip, book, clock::unix_now());
                 return serde_json::to_string(&view)
                     .unwrap_or_else(|e| control::protocol::json_error(&e.to_string()));
             }
