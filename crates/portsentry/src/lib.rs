@@ -11,6 +11,7 @@ pub mod control;
 pub mod daemon;
 pub mod defaults;
 pub mod detach;
+pub mod history;
 pub mod logger;
 pub mod notify;
 pub mod protect;

@@ -219,6 +219,13 @@ fn issue_9_json_status_list_and_explain_after_a_scan() {
             && ban["expires_in_seconds"]
                 .as_u64()
                 .is_some_and(|s| s > 500 && s <= 600)
+            && ex["history"].as_array().is_some_and(|h| {
+                h.iter().any(|l| {
+                    l.as_str().is_some_and(|l| {
+                        l.contains(&format!("[unverified] Host: {ip}/{ip} Port: "))
+                    })
+                })
+            })
             && engine_tcp["state"] == "blocked"
             && engine_tcp["hits"].as_u64() >= Some(1)
             && (21..=25).contains(&engine_tcp["last_port"].as_u64().unwrap_or(0)),

@@ -85,6 +85,12 @@ fn explain(routes: &Routes, ip: std::net::IpAddr) -> String {
             .push(format!("cannot read what protects it: {e}")),
     }
     view.known_peer = (routes.known_peer)(ip);
+    match (routes.history)(ip) {
+        Ok(lines) => view.history = lines,
+        Err(e) => view
+            .notes
+            .push(format!("cannot read the history file: {e}")),
+    }
     let reply = ask_reporter(routes, Request::Explain { ip });
     match serde_json::from_str::<BansExplainView>(&reply) {
         Ok(bans) => view.bans = bans.records,

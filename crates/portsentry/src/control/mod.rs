@@ -57,6 +57,8 @@ pub struct Routes {
     pub protection: Box<dyn Fn(IpAddr) -> Result<Vec<ProtectionView>, String> + Send + Sync>,
     /// Whether the kernel's known-peer set holds an address (`None`: not tracked).
     pub known_peer: Box<dyn Fn(IpAddr) -> Option<bool> + Send + Sync>,
+    /// Its latest lines in the history file.
+    pub history: Box<dyn Fn(IpAddr) -> Result<Vec<String>, String> + Send + Sync>,
 }
 
 impl Routes {
@@ -67,6 +69,7 @@ impl Routes {
             capture: Box::new(|_| false),
             protection: Box::new(|_| Ok(Vec::new())),
             known_peer: Box::new(|_| None),
+            history: Box::new(|_| Ok(Vec::new())),
         }
     }
 }

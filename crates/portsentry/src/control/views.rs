@@ -189,6 +189,9 @@ pub struct ExplainView {
     /// packet-socket path or with known peers off).
     pub known_peer: Option<bool>,
     pub bans: Vec<BanRecordView>,
+    /// Its latest lines in HISTORY_FILE (at most 10, oldest first; from the file's last
+    /// MiB): every block of it on record, as written when it happened.
+    pub history: Vec<String>,
     /// `null` when the capture thread did not answer in time.
     pub engine: Option<EngineExplainView>,
     /// What could not be found out, if anything.
