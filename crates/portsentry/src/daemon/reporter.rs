@@ -75,19 +75,13 @@ impl Reporter {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             match inbox.recv_timeout(REPORTER_TICK) {
-                Ok(first) => {
-                    self.gauges.to_reporter.taken();
-                    batch.push(first);
-                }
+                Ok(first) => batch.push(first),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             while batch.len() < BATCH {
                 match inbox.try_recv() {
-                    Ok(m) => {
-                        self.gauges.to_reporter.taken();
-                        batch.push(m);
-                    }
+                    Ok(m) => batch.push(m),
                     Err(_) => break,
                 }
             }
@@ -119,6 +113,9 @@ impl Reporter {
         }
         natives.resize_with(batch.len(), || None);
         for (message, native) in batch.into_iter().zip(natives.iter_mut()) {
+            // Counted out when handled, so a status request sees the rest of its batch
+            // as still waiting.
+            self.gauges.to_reporter.taken();
             match message {
                 ToReporter::Action(action) => self.report(action, native.take(), log),
                 ToReporter::Control(pending) => {
