@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod defaults;
 pub mod detach;
 pub mod fleet;
+pub mod history;
 pub mod logger;
 pub mod notify;
 pub mod protect;

@@ -99,6 +99,7 @@ fn issue_9_json_status_list_and_explain_after_a_scan() {
         .peer("attacker")
         .peer("friend")
         .peer("resolver")
+        .peer("client")
         .build();
     let (def, atk) = (&lab.defender, lab.peer("attacker"));
     let (friend, resolver) = (lab.peer("friend"), lab.peer("resolver"));
@@ -218,6 +219,13 @@ fn issue_9_json_status_list_and_explain_after_a_scan() {
             && ban["expires_in_seconds"]
                 .as_u64()
                 .is_some_and(|s| s > 500 && s <= 600)
+            && ex["history"].as_array().is_some_and(|h| {
+                h.iter().any(|l| {
+                    l.as_str().is_some_and(|l| {
+                        l.contains(&format!("[unverified] Host: {ip}/{ip} Port: "))
+                    })
+                })
+            })
             && engine_tcp["state"] == "blocked"
             && engine_tcp["hits"].as_u64() >= Some(1)
             && (21..=25).contains(&engine_tcp["last_port"].as_u64().unwrap_or(0)),
@@ -277,6 +285,23 @@ fn issue_9_json_status_list_and_explain_after_a_scan() {
     d.check(
         ignored["engine"]["exempt"] == "ignore_list",
         format!("the engine's exemption of the ignored peer: {ignored:#}"),
+    );
+
+    // A client that used a real service is a known peer, and explain says so.
+    let client = lab.peer("client");
+    let _http = common::TcpServer::start(&def.ns, 80);
+    d.check(
+        common::net::connect_many(&client.ns, def.addr(false), 80, 1, Duration::from_secs(2)) == 1,
+        "the client must reach the service",
+    );
+    let ex = json(&kernel::client(
+        &def.ns,
+        &conf,
+        &["explain", &client.addr(false).to_string(), "--json"],
+    ));
+    d.check(
+        ex["known_peer"] == true && ex["bans"].as_array().is_some_and(Vec::is_empty),
+        format!("explain --json of a known peer: {ex:#}"),
     );
 
     // --json failures: one JSON object on stdout, non-zero exit.

@@ -89,6 +89,9 @@ pub fn render(v: &ExplainView, now: u64) -> String {
     for b in &v.bans {
         let _ = writeln!(out, "  ban: {}", ban_line(b, now));
     }
+    for line in &v.history {
+        let _ = writeln!(out, "  history: {line}");
+    }
     match &v.engine {
         None => {}
         Some(e) => {
@@ -167,6 +170,9 @@ mod tests {
                     blocked_for_seconds: Some(598),
                 }],
             }),
+            history: vec![
+                "1 - x [unverified] Host: 198.18.0.2/198.18.0.2 Port: 23 TCP Blocked".into(),
+            ],
             notes: vec![],
         };
         let text = render(&v, now);
@@ -176,6 +182,9 @@ mod tests {
         );
         assert!(text.contains(", ends in 9m 58s ("), "{text}");
         assert!(text.contains("reason: TCP SYN/Normal scan to TCP port 23\n"));
+        assert!(text.contains(
+            "  history: 1 - x [unverified] Host: 198.18.0.2/198.18.0.2 Port: 23 TCP Blocked\n"
+        ));
         assert!(text.contains(
             "  engine tcp: blocked for 9m 58s, 1 hit(s) counted (SCAN_TRIGGER 0), last on port 23 2s ago\n"
         ));

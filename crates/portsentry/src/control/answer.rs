@@ -6,7 +6,8 @@
 //! - `status json`: the reporter's [`StatusView`] with the capture thread's engine
 //!   counters joined in.
 //! - `explain ADDR`: the reporter's ban records, the capture thread's per-source state,
-//!   and what protects the address (read here, from the kernel and the ignore list).
+//!   and what protects the address and whether it is a known peer (both read here,
+//!   from the kernel and the ignore list: a fork of `nft` never delays the reporter).
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -83,12 +84,16 @@ fn explain(routes: &Routes, ip: std::net::IpAddr) -> String {
             .notes
             .push(format!("cannot read what protects it: {e}")),
     }
+    view.known_peer = (routes.known_peer)(ip);
+    match (routes.history)(ip) {
+        Ok(lines) => view.history = lines,
+        Err(e) => view
+            .notes
+            .push(format!("cannot read the history file: {e}")),
+    }
     let reply = ask_reporter(routes, Request::Explain { ip });
     match serde_json::from_str::<BansExplainView>(&reply) {
-        Ok(bans) => {
-            view.bans = bans.records;
-            view.known_peer = bans.known_peer;
-        }
+        Ok(bans) => view.bans = bans.records,
         Err(_) => {
             let error = serde_json::from_str::<serde_json::Value>(&reply)
                 .ok()

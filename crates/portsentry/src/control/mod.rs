@@ -55,6 +55,10 @@ pub struct Routes {
     pub capture: Box<dyn Fn(CaptureQuery) -> bool + Send + Sync>,
     /// What protects an address (read on a control thread: it may read the kernel).
     pub protection: Box<dyn Fn(IpAddr) -> Result<Vec<ProtectionView>, String> + Send + Sync>,
+    /// Whether the kernel's known-peer set holds an address (`None`: not tracked).
+    pub known_peer: Box<dyn Fn(IpAddr) -> Option<bool> + Send + Sync>,
+    /// Its latest lines in the history file.
+    pub history: Box<dyn Fn(IpAddr) -> Result<Vec<String>, String> + Send + Sync>,
 }
 
 impl Routes {
@@ -64,6 +68,8 @@ impl Routes {
             reporter: Box::new(reporter),
             capture: Box::new(|_| false),
             protection: Box::new(|_| Ok(Vec::new())),
+            known_peer: Box::new(|_| None),
+            history: Box::new(|_| Ok(Vec::new())),
         }
     }
 }

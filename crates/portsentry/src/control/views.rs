@@ -177,8 +177,6 @@ pub struct EngineExplainView {
 pub struct BansExplainView {
     /// Book records of networks that hold the address (the host, a grouped prefix).
     pub records: Vec<BanRecordView>,
-    /// Whether the kernel's known-peer set holds it (`null`: not tracked here).
-    pub known_peer: Option<bool>,
 }
 
 /// `portsentry explain ADDR --json`.
@@ -187,8 +185,13 @@ pub struct ExplainView {
     pub address: Option<IpAddr>,
     /// Everything that protects it; empty when nothing does.
     pub protected: Vec<ProtectionView>,
+    /// Whether the kernel's known-peer set holds it (`null`: not tracked, e.g. on the
+    /// packet-socket path or with known peers off).
     pub known_peer: Option<bool>,
     pub bans: Vec<BanRecordView>,
+    /// Its latest lines in HISTORY_FILE (at most 10, oldest first; from the file's last
+    /// MiB): every block of it on record, as written when it happened.
+    pub history: Vec<String>,
     /// `null` when the capture thread did not answer in time.
     pub engine: Option<EngineExplainView>,
     /// What could not be found out, if anything.

@@ -83,17 +83,14 @@ pub fn record(ban: &Ban, book: &BanBook, now: u64) -> BanRecordView {
 }
 
 /// The book's records of networks that hold `ip`, most specific first.
-pub fn bans_of(ip: IpAddr, book: &BanBook, known_peer: Option<bool>, now: u64) -> BansExplainView {
+pub fn bans_of(ip: IpAddr, book: &BanBook, now: u64) -> BansExplainView {
     let mut records: Vec<BanRecordView> = book
         .records()
         .filter(|b| b.key.contains(&ip))
         .map(|b| record(b, book, now))
         .collect();
     records.sort_by_key(|r| std::cmp::Reverse(r.network.prefix_len()));
-    BansExplainView {
-        records,
-        known_peer,
-    }
+    BansExplainView { records }
 }
 
 #[cfg(test)]
@@ -136,7 +133,7 @@ mod tests {
         assert_eq!((s.uptime_seconds, s.queues.reporter_depth), (61, 1));
         assert_eq!((s.book_records, s.book_capacity), (2, 16));
 
-        let e = bans_of(a, &book, Some(false), now + 10);
+        let e = bans_of(a, &book, now + 10);
         assert_eq!(e.records.len(), 1);
         let r = &e.records[0];
         assert_eq!(r.network, "198.18.0.2/32".parse::<ipnet::IpNet>().unwrap());
@@ -146,7 +143,7 @@ mod tests {
         assert_eq!(r.reason, "TCP SYN/Normal scan to TCP port 23");
         assert_eq!(r.expires_in_seconds, r.expires_at.map(|t| t - (now + 10)));
         assert!(
-            bans_of("198.18.0.9".parse().unwrap(), &book, None, now)
+            bans_of("198.18.0.9".parse().unwrap(), &book, now)
                 .records
                 .is_empty()
         );

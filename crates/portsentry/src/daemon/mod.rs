@@ -76,6 +76,9 @@ const ACTION_QUEUE: usize = 4096;
 /// refused (the asking worker reports the engine's part as unknown).
 const CAPTURE_QUERIES: usize = 32;
 
+/// History lines `portsentry explain` shows of one address.
+const EXPLAIN_HISTORY_LINES: usize = 10;
+
 /// What `status --json` says of the daemon's setup.
 fn about(
     settings: &Settings,
@@ -306,7 +309,17 @@ pub fn run(
             settings.protect.resolv_conf.clone(),
             settings.protect.enabled,
         );
+        let peers = firewall
+            .as_ref()
+            .filter(|fw| fw.spec.known_peer_time.is_some())
+            .map(|fw| fw.nft.clone());
+        let history_file = settings.history_file.clone();
         let routes = control::Routes {
+            history: Box::new(move |ip| {
+                crate::history::read_about(&history_file, ip, EXPLAIN_HISTORY_LINES)
+                    .map_err(|e| format!("{}: {e}", history_file.display()))
+            }),
+            known_peer: Box::new(move |ip| peers.as_ref().and_then(|n| n.is_known_peer(ip).ok())),
             // A blocking send, as before: the reporter drains its queue, and the
             // worker that waits here is one of a few, never the capture thread.
             reporter: Box::new(move |pending| {

@@ -79,19 +79,13 @@ impl Reporter {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             match inbox.recv_timeout(REPORTER_TICK) {
-                Ok(first) => {
-                    self.gauges.to_reporter.taken();
-                    batch.push(first);
-                }
+                Ok(first) => batch.push(first),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             while batch.len() < BATCH {
                 match inbox.try_recv() {
-                    Ok(m) => {
-                        self.gauges.to_reporter.taken();
-                        batch.push(m);
-                    }
+                    Ok(m) => batch.push(m),
                     Err(_) => break,
                 }
             }
@@ -123,6 +117,9 @@ impl Reporter {
         }
         natives.resize_with(batch.len(), || None);
         for (message, native) in batch.into_iter().zip(natives.iter_mut()) {
+            // Counted out when handled, so a status request sees the rest of its batch
+            // as still waiting.
+            self.gauges.to_reporter.taken();
             match message {
                 ToReporter::Action(action) => self.report(action, native.take(), log),
                 ToReporter::Control(pending) => {
@@ -248,12 +245,8 @@ impl Reporter {
                     .unwrap_or_else(|e| control::protocol::json_error(&e.to_string()));
             }
             Request::Explain { ip } => {
-                let known_peer = self
-                    .known_peers
-                    .as_ref()
-                    .and_then(|nft| nft.is_known_peer(ip).ok());
                 let book = self.responder.bans_mut().book();
-                let view = answers::bans_of(ip, book, known_peer, clock::unix_now());
+                let view = answers::bans_of(ip, book, clock::unix_now());
                 return serde_json::to_string(&view)
                     .unwrap_or_else(|e| control::protocol::json_error(&e.to_string()));
             }
