@@ -15,6 +15,7 @@
 
 mod debian;
 mod legacy;
+mod observe;
 mod toml_file;
 
 use std::fmt;
@@ -24,6 +25,7 @@ use portsentry_engine::ignore::IgnoreSet;
 
 pub use debian::{DebianDefaults, ModeKind, parse_debian_defaults};
 pub use legacy::{BlockMode, LegacyConfig, WRAPPER_HOSTS_DENY, legacy_keys, parse_legacy};
+pub use observe::{DEFAULT_METRICS_PORT, LoggingSettings, MetricsSettings};
 pub use toml_file::{
     Backend, BanSettings, ControlSettings, DEFAULT_SETTINGS_FILE, FirewallSettings, ListenSettings,
     ProtectSettings, StateSettings, TomlSettings, parse_toml_settings,

@@ -108,6 +108,10 @@ pub struct NativeSettings {
     pub control_socket: PathBuf,
     /// `[listen]`: handshake trap ports, UDP banner opt-in.
     pub listen: ListenSettings,
+    /// `[metrics] listen`: where the Prometheus endpoint is served (None: off).
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `[logging] format`: the stderr format.
+    pub log_format: crate::logger::LogFormat,
     /// Where these came from: the file, or "built-in defaults".
     pub source: String,
 }
@@ -144,6 +148,10 @@ pub struct Settings {
     pub log_2x: bool,
     /// Interfaces whose probes are trapped (2.x's `-i`); empty: every one but loopback.
     pub interfaces: Vec<String>,
+    /// `[metrics] listen`: where the Prometheus endpoint is served (None: off).
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `[logging] format`: the stderr format.
+    pub log_format: crate::logger::LogFormat,
 }
 
 impl Settings {

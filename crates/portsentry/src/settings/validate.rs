@@ -108,6 +108,8 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
         state_file,
         control_socket,
         listen: _,
+        metrics_listen,
+        log_format,
         source: toml_source,
     } = native;
     Ok(Settings {
@@ -132,6 +134,8 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
         toml_source,
         notices,
         listen,
+        metrics_listen,
+        log_format,
     })
 }
 
@@ -226,6 +230,8 @@ pub fn native_settings(toml: &TomlSource) -> Result<NativeSettings> {
         state_file: t.state.file,
         control_socket: t.control.socket,
         listen: t.listen,
+        metrics_listen: t.metrics.address().map_err(|m| anyhow::anyhow!(m))?,
+        log_format: t.logging.format,
         source,
     })
 }
