@@ -28,7 +28,28 @@ pub fn socket_from_env() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(SOCKET_ENV) {
         return Some(PathBuf::from(p));
     }
-    std::env::var_os("JOURNAL_STREAM").map(|_| PathBuf::from(JOURNAL_SOCKET))
+    stderr_is_journal().then(|| PathBuf::from(JOURNAL_SOCKET))
+}
+
+/// `$JOURNAL_STREAM` is `DEVICE:INODE` of the stream systemd gave us; it is ours only
+/// if stderr is still that stream (a child started from a service, e.g. a test run,
+/// inherits the variable with other stdio), as systemd.exec(5) says to check.
+pub fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // SAFETY: fstat on fd 2 into a zeroed stat buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(2, &mut st) } != 0 {
+        return false;
+    }
+    st.st_dev == dev && st.st_ino == ino
 }
 
 /// A connection to the journal's socket.

@@ -38,7 +38,7 @@ pub struct Logger {
     to_stderr: bool,
     /// PortSentry 2.x's `-l stdout`: each message alone on a line of stdout.
     to_stdout: bool,
-    /// stderr is connected to the systemd journal ($JOURNAL_STREAM is set).
+    /// stderr is connected to the systemd journal ($JOURNAL_STREAM names it).
     journal: bool,
     pid: u32,
     /// The journal's native socket (under systemd, or named by the environment).
@@ -83,7 +83,7 @@ impl Logger {
             }),
             to_stderr,
             to_stdout: false,
-            journal: std::env::var_os("JOURNAL_STREAM").is_some(),
+            journal: crate::journal::stderr_is_journal(),
             pid: std::process::id(),
             native: None,
             syslog_is_journal: false,
