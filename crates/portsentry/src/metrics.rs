@@ -163,6 +163,32 @@ impl Metrics {
             m.start_time.clone(),
         );
         m.start_time.set(crate::clock::unix_now() as i64);
+        // Series that exist from the start at 0, so that a rate over the first event
+        // is not lost and a dashboard shows 0 rather than "no data".
+        for (kind, proto) in [
+            ("syn", "tcp"),
+            ("fin", "tcp"),
+            ("null", "tcp"),
+            ("xmas", "tcp"),
+            ("ack", "tcp"),
+            ("maimon", "tcp"),
+            ("other", "tcp"),
+            ("connect", "tcp"),
+            ("udp", "udp"),
+        ] {
+            let _ = m.probes.get_or_create(&ProbeLabels { kind, proto });
+        }
+        for proto in ["tcp", "udp"] {
+            for evidence in ["unverified", "verified"] {
+                let _ = m.alerts.get_or_create(&AlertLabels { proto, evidence });
+            }
+        }
+        for family in ["ipv4", "ipv6"] {
+            let _ = m.ban_set_elements.get_or_create(&FamilyLabels { family });
+        }
+        for command in ["KILL_HOSTS_DENY", "KILL_ROUTE", "KILL_RUN_CMD", "backend"] {
+            let _ = m.command_failures.get_or_create(&CommandLabels { command });
+        }
         m
     }
 
@@ -288,5 +314,32 @@ mod tests {
         assert!(text.contains("# HELP portsentry_bans_in_force"), "{text}");
         assert!(text.contains("portsentry_process_resident_memory_bytes "));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// dist/portsentry-grafana.json queries only names the daemon exports.
+    #[test]
+    fn the_grafana_dashboard_uses_our_names() {
+        let dashboard = include_str!("../../../dist/portsentry-grafana.json");
+        let m = Metrics::new();
+        // The one family whose labels come only with the first ban (the backend).
+        m.ban(Evidence::Unverified, "nftables");
+        let text = m.encode();
+        let re = regex::Regex::new(r"portsentry_[a-z_]+").unwrap();
+        let mut seen = 0;
+        for m in re.find_iter(dashboard) {
+            let name = m.as_str();
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            // Labelled families appear once used; their TYPE line is always there.
+            let family = base.strip_suffix("_total").unwrap_or(base);
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "dashboard uses {name}, not exported:\n{text}"
+            );
+            seen += 1;
+        }
+        assert!(seen > 10, "{seen} names in the dashboard");
     }
 }
