@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use common::checks::{REACT, nmap};
 use common::kernel::{self, wait_banned};
-use common::{Daemon, Lab, Netns, OPEN, wait_until};
+use common::{Conf, Daemon, Lab, Netns, OPEN, wait_until};
 use portsentry::journal;
 
 const MODES: &[&str] = &["-atcp", "-audp"];
@@ -404,6 +404,60 @@ fn issue9_no_endpoint_unless_enabled_and_json_stderr_has_the_fields() {
     d.check(
         text.is_empty(),
         format!("lines that are not JSON: {text:?}"),
+    );
+    d.stop();
+}
+
+/// Issue 9 item 3: a failing KILL_RUN_CMD (no ban backend, the packet socket) is counted
+/// in `portsentry_command_failures_total{command="KILL_RUN_CMD"}`, once per failure
+/// line, and counts as no ban.
+#[test]
+fn issue9_a_failing_kill_command_is_counted_and_is_no_ban() {
+    let test = "issue9_a_failing_kill_command_is_counted_and_is_no_ban";
+    if !or_skip(test) {
+        return;
+    }
+    let lab = Lab::builder().peer("attacker").build();
+    let (def, atk) = (&lab.defender, lab.peer("attacker"));
+    let conf = Conf::new()
+        .packet_socket_only()
+        .unset("KILL_ROUTE")
+        .unset("KILL_HOSTS_DENY")
+        .set("KILL_RUN_CMD", "/bin/false")
+        .toml(&format!("[metrics]\nlisten = \"{PORT}\""));
+    let mut d = Daemon::ready(&def.ns, &conf, MODES);
+    let ip = atk.addr(false);
+    let failed = format!("attackalert: ERROR: KILL_RUN_CMD command failed for host {ip}");
+    nmap(atk, &["-sS", "-p", TRAP], def.addr(false));
+    d.check(
+        d.wait_for_line(&failed, REACT),
+        format!("no line {failed:?}"),
+    );
+    let mut m = BTreeMap::new();
+    let counted = wait_until(REACT, Duration::from_millis(200), || {
+        m = scrape(&def.ns);
+        let lines = d.lines_with(&failed).len() as f64;
+        value(
+            &m,
+            "portsentry_command_failures_total{command=\"KILL_RUN_CMD\"}",
+        ) == lines
+    });
+    d.check(
+        counted,
+        format!(
+            "KILL_RUN_CMD failures counted {:?}, lines {}",
+            m.get("portsentry_command_failures_total{command=\"KILL_RUN_CMD\"}"),
+            d.lines_with(&failed).len()
+        ),
+    );
+    d.check(
+        sum(&m, "portsentry_bans_total") == 0.0 && value(&m, "portsentry_bans_in_force") == 0.0,
+        format!("a failed command counted as a ban: {m:#?}"),
+    );
+    d.check(
+        sum(&m, "portsentry_alerts_total") >= 1.0
+            && value(&m, "portsentry_probes_total{kind=\"syn\",proto=\"tcp\"}") >= 1.0,
+        format!("the probe and alert were not counted: {m:#?}"),
     );
     d.stop();
 }
