@@ -244,7 +244,49 @@ mod tests {
         // Bigger than the socket's largest datagram: EMSGSIZE, then the memfd.
         let big = "x".repeat(300_000);
         j.send(&[("MESSAGE", &big)]).unwrap();
-        let n = server.recv(&mut buf).unwrap();
+        let (n, fd) = recv_with_fd(&server, &mut buf);
         assert_eq!(n, 0, "the memfd comes in an empty datagram");
+        let mut file = std::fs::File::from(fd.expect("a descriptor with the datagram"));
+        // journald maps the file from offset 0; the shared offset is past our write.
+        io::Seek::seek(&mut file, io::SeekFrom::Start(0)).unwrap();
+        let mut data = Vec::new();
+        io::Read::read_to_end(&mut file, &mut data).unwrap();
+        let f = decode(&data).unwrap();
+        assert_eq!(f[0].0, "MESSAGE");
+        assert_eq!(f[0].1.len(), 300_000);
+        // Sealed, as journald requires: it cannot be written any more.
+        // SAFETY: fcntl on a descriptor we own.
+        let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+        assert!(seals & libc::F_SEAL_WRITE != 0, "seals {seals:#x}");
+    }
+
+    /// One datagram and the descriptor it carries (SCM_RIGHTS), as journald reads them.
+    fn recv_with_fd(socket: &UnixDatagram, buf: &mut [u8]) -> (usize, Option<OwnedFd>) {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: CMSG_SPACE is a pure computation.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
+        let mut control = vec![0u8; space];
+        // SAFETY: zeroed msghdr is valid; the buffers outlive recvmsg.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: a valid socket and message.
+        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) };
+        assert!(n >= 0, "{}", io::Error::last_os_error());
+        // SAFETY: the control buffer was filled by recvmsg.
+        let fd = unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (!cmsg.is_null() && (*cmsg).cmsg_type == libc::SCM_RIGHTS).then(|| {
+                OwnedFd::from_raw_fd(std::ptr::read_unaligned(
+                    libc::CMSG_DATA(cmsg).cast::<i32>(),
+                ))
+            })
+        };
+        (n as usize, fd)
     }
 }
