@@ -6,8 +6,8 @@
 //! request per connection and nothing but `GET /metrics`, so a crate's router,
 //! keep-alive and chunked bodies would be code to trust without use. Bounds: at most
 //! [`MAX_CLIENTS`] connections at once (more get 503 and are closed), a request head
-//! of at most [`MAX_REQUEST`] bytes (431), [`IO_TIMEOUT`] to send it and to take the
-//! answer. Anything but GET is 405, any other path 404.
+//! of at most [`MAX_REQUEST`] bytes (431), [`IO_TIMEOUT`] to send all of it (408) and
+//! to take the answer. Anything but GET is 405, any other path 404.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -32,7 +32,11 @@ pub fn serve(addr: SocketAddr) -> io::Result<SocketAddr> {
         .name("metrics".into())
         .spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
+                let Ok(mut stream) = stream else {
+                    // Out of descriptors, say: do not spin on the error.
+                    thread::sleep(Duration::from_millis(100));
+                    continue;
+                };
                 if active.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
                     active.fetch_sub(1, Ordering::AcqRel);
                     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
@@ -89,10 +93,18 @@ fn handle(mut stream: TcpStream) -> io::Result<()> {
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
+    // The whole head within IO_TIMEOUT, not each read: a client trickling a byte at a
+    // time must not hold a slot for long.
+    let start = crate::clock::instant();
     let head_len = loop {
         if let Some(end) = find_head_end(&buf) {
             break end;
         }
+        let left = IO_TIMEOUT.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return respond(&mut stream, "408 Request Timeout", "", "too slow\n");
+        }
+        stream.set_read_timeout(Some(left))?;
         if buf.len() >= MAX_REQUEST {
             return respond(
                 &mut stream,
@@ -101,7 +113,19 @@ fn handle(mut stream: TcpStream) -> io::Result<()> {
                 "request too large\n",
             );
         }
-        let n = stream.read(&mut chunk)?;
+        let n = match stream.read(&mut chunk) {
+            Ok(n) => n,
+            // The time is up: answered at the top of the loop.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             return Ok(());
         }
@@ -182,5 +206,16 @@ mod tests {
         let big = vec![b'a'; MAX_REQUEST + 10];
         let big = ask(addr, &big);
         assert!(big.starts_with("HTTP/1.1 431"), "{big}");
+        // A client that sends part of a head and stops: 408 after IO_TIMEOUT, and
+        // meanwhile others are served.
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.write_all(b"GET /met").unwrap();
+        let ok = ask(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        slow.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut out = String::new();
+        let _ = slow.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
     }
 }
