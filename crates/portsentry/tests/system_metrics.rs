@@ -328,6 +328,27 @@ fn issue9_metrics_count_one_scan_and_the_journal_gets_its_fields() {
         d.lines_with("attackalert:").is_empty(),
         format!("stderr repeated the journal's lines: {:?}", d.lines()),
     );
+
+    // `portsentry unban`: its line has the address (not `/32`) and ACTION=unban, and
+    // bans in force goes back to 0.
+    let out = kernel::client(&def.ns, &conf, &["unban", &ip.to_string()]);
+    d.check(out.success(), format!("unban: {out}"));
+    let mut lifted = None;
+    wait_until(REACT, Duration::from_millis(100), || {
+        lifted = stand_in.find(&format!("{ip}/32"));
+        lifted.is_some()
+    });
+    d.check(
+        lifted.as_ref().is_some_and(|e| {
+            e.get("ACTION").map(String::as_str) == Some("unban")
+                && e.get("SRC_IP") == Some(&ip.to_string())
+        }),
+        format!("unban entry: {lifted:?}"),
+    );
+    let gone = wait_until(REACT, Duration::from_millis(250), || {
+        value(&scrape(&def.ns), "portsentry_bans_in_force") == 0.0
+    });
+    d.check(gone, "bans in force did not go back to 0 after the unban");
     d.stop();
 }
 

@@ -292,7 +292,7 @@ impl Reporter {
                     );
                     let line = alerts::manual_ban(net, duration, offences, done.overrode);
                     let mut event = Event::text(&line);
-                    event.fields.push(("SRC_IP", net.to_string()));
+                    event.fields.push(("SRC_IP", src_field(net)));
                     event.fields.push(("EVIDENCE", "manual".into()));
                     event.fields.push(("ACTION", "ban".into()));
                     log.event(&event.ban_until(clock::unix_now(), duration));
@@ -334,7 +334,10 @@ impl Reporter {
                             .undo_legacy(ip, !crate::bans::by_administrator(&ban))
                     })
                     .unwrap_or_default();
-                log.log(&alerts::manual_unban(ban.key, &undone));
+                log.event(&unban_event(
+                    &alerts::manual_unban(ban.key, &undone),
+                    ban.key,
+                ));
                 let _ = self.feedback.send(Feedback::Forget(ban.key));
                 alerts::unban_reply(ban.key, &undone)
             }
@@ -347,7 +350,7 @@ impl Reporter {
                     return format!("error: no ban covers {net}");
                 }
                 let undone: Vec<Undo> = undone.into_iter().filter(Undo::lifted).collect();
-                log.log(&alerts::legacy_unban(net, &undone));
+                log.event(&unban_event(&alerts::legacy_unban(net, &undone), net));
                 let _ = self.feedback.send(Feedback::Forget(net));
                 alerts::unban_legacy_only_reply(net, &undone)
             }
@@ -381,7 +384,7 @@ impl Reporter {
                 {
                     let line = alerts::ban_ended(ban.key, ban.offences);
                     let mut event = Event::text(&line);
-                    event.fields.push(("SRC_IP", ban.key.to_string()));
+                    event.fields.push(("SRC_IP", src_field(ban.key)));
                     event.fields.push(("ACTION", "ban_ended".into()));
                     log.event(&event);
                 }
@@ -434,6 +437,20 @@ fn publish_ban_gauges(bans: &crate::bans::BanLifecycle, now: u64) {
             .get_or_create(&metrics::FamilyLabels { family })
             .set(if native { n } else { 0 });
     }
+}
+
+/// `SRC_IP` of a ban key: the address of a one-host key (as the alert's field, so one
+/// `journalctl SRC_IP=` finds both), else the network.
+fn src_field(net: IpNet) -> String {
+    host_of(net).map_or_else(|| net.to_string(), |ip| ip.to_string())
+}
+
+/// The line of a lifted ban, with its address and `ACTION=unban`.
+fn unban_event(line: &str, net: IpNet) -> Event<'_> {
+    let mut event = Event::text(line);
+    event.fields.push(("SRC_IP", src_field(net)));
+    event.fields.push(("ACTION", "unban".into()));
+    event
 }
 
 /// How often the ban gauges are recounted.
