@@ -491,6 +491,11 @@ pub fn reload_refused(error: &dyn fmt::Display) -> String {
     )
 }
 
+/// The metrics endpoint is up (`[metrics] listen`).
+pub fn metrics_served(addr: std::net::SocketAddr) -> String {
+    format!("adminalert: metrics served on http://{addr}/metrics")
+}
+
 pub fn fallback_chosen(backend: &str) -> String {
     format!(
         "adminalert: nftables not available: bans go to {backend}; probes are read from the packet socket"

@@ -4,6 +4,23 @@
 //! Lines are the 1.2 `adminalert:` / `attackalert:` texts; this module only adds the
 //! transport framing. Logging never fails the caller: a missing or restarting syslog
 //! daemon costs a single warning on stderr, and the socket is re-tried on later lines.
+//!
+//! Under systemd (`$JOURNAL_STREAM`, or a socket named by `$PORTSENTRY_JOURNAL_SOCKET`)
+//! each line goes to the journal through its native protocol ([`crate::journal`]) with
+//! the fields of its [`Event`] (SRC_IP, DST_PORT, PROTO, SCAN_KIND, EVIDENCE, ACTION,
+//! BAN_UNTIL) besides MESSAGE, SYSLOG_IDENTIFIER=portsentry, SYSLOG_PID, PRIORITY and
+//! SYSLOG_FACILITY. So that each event is in the journal once:
+//! - stderr is not written for a line the journal took (the unit's stderr is the
+//!   journal too); a line it refused is written there as before;
+//! - syslog (`/dev/log`) is skipped while the journal takes lines when `/dev/log` is
+//!   journald's own socket (`/run/systemd/journal/dev-log`), since journald would store
+//!   the line a second time. journald forwards native entries to the syslog daemon
+//!   (ForwardToSyslog, or rsyslog's imjournal) as `portsentry[PID]: MESSAGE`, so
+//!   /var/log/syslog still gets the 1.2 line. A `/dev/log` that is a syslog daemon's
+//!   own socket keeps getting every line, framed exactly as before.
+//!
+//! `[logging] format = "json"` makes stderr one JSON object per line: `time`,
+//! `message` and the event's fields in lower case (`src_ip`, `dst_port`, ...).
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -13,6 +30,8 @@ use std::sync::Mutex;
 
 /// How long the first line that finds syslog's queue full waits for room.
 const CONGESTION_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+use crate::event::Event;
+use crate::journal::Journal;
 
 /// RFC 3164 priority: facility daemon (3) * 8 + severity notice (5).
 const PRIORITY_DAEMON_NOTICE: u8 = 29;
@@ -22,9 +41,26 @@ pub struct Logger {
     to_stderr: bool,
     /// PortSentry 2.x's `-l stdout`: each message alone on a line of stdout.
     to_stdout: bool,
-    /// stderr is connected to the systemd journal ($JOURNAL_STREAM is set).
+    /// stderr is connected to the systemd journal ($JOURNAL_STREAM names it).
     journal: bool,
     pid: u32,
+    /// The journal's native socket (under systemd, or named by the environment).
+    native: Option<Mutex<Journal>>,
+    /// Skip syslog while the journal takes lines: `/dev/log` is journald's.
+    syslog_is_journal: bool,
+    /// stderr lines as JSON objects (`[logging] format = "json"`).
+    json: bool,
+}
+
+/// `[logging] format`: how stderr lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `TIME portsentry[PID]: MESSAGE` (the message alone under systemd).
+    #[default]
+    Text,
+    /// One JSON object per line: `time`, `message` and the line's fields.
+    Json,
 }
 
 struct SyslogSink {
@@ -50,9 +86,27 @@ impl Logger {
             }),
             to_stderr,
             to_stdout: false,
-            journal: std::env::var_os("JOURNAL_STREAM").is_some(),
+            journal: crate::journal::stderr_is_journal(),
             pid: std::process::id(),
+            native: None,
+            syslog_is_journal: false,
+            json: false,
         }
+    }
+
+    /// The stderr format, and the journal when the environment says we run under it
+    /// ([`crate::journal::socket_from_env`]).
+    pub fn with_format(mut self, format: LogFormat) -> Self {
+        self.json = format == LogFormat::Json;
+        if let Some(path) = crate::journal::socket_from_env() {
+            self.syslog_is_journal = self.syslog.as_ref().is_some_and(|s| {
+                let sink = s.lock().unwrap_or_else(|e| e.into_inner());
+                std::fs::canonicalize(&sink.path)
+                    .is_ok_and(|p| p.starts_with("/run/systemd/journal"))
+            });
+            self.native = Some(Mutex::new(Journal::new(&path)));
+        }
+        self
     }
 
     /// PortSentry 2.x's `-l stdout`: every message on its own line of stdout, without
@@ -66,16 +120,28 @@ impl Logger {
 
     /// Log one line (e.g. `attackalert: ...`).
     pub fn log(&self, message: &str) {
+        self.event(&Event::text(message));
+    }
+
+    /// Log one line with its fields.
+    pub fn event(&self, event: &Event<'_>) {
+        let message = event.message;
         let now = chrono::Local::now();
+        let journaled = self.native.as_ref().is_some_and(|j| {
+            let mut j = j.lock().unwrap_or_else(|e| e.into_inner());
+            self.send_native(&mut j, event).is_ok()
+        });
         if self.to_stdout {
             let _ = std::io::stdout()
                 .lock()
                 .write_all(format!("{message}\n").as_bytes());
         }
-        if self.to_stderr {
+        if self.to_stderr && !journaled {
             // Under systemd, stderr goes to the journal, which stamps time, name and pid
             // itself.
-            let line = if self.journal {
+            let line = if self.json {
+                json_line(&now, event)
+            } else if self.journal {
                 format!("{message}\n")
             } else {
                 format!(
@@ -87,7 +153,11 @@ impl Logger {
             };
             let _ = std::io::stderr().lock().write_all(line.as_bytes());
         }
-        if let Some(sink) = &self.syslog {
+        if let Some(sink) = self
+            .syslog
+            .as_ref()
+            .filter(|_| !(journaled && self.syslog_is_journal))
+        {
             let frame = format!(
                 "<{}>{} portsentry[{}]: {}",
                 PRIORITY_DAEMON_NOTICE,
@@ -99,6 +169,43 @@ impl Logger {
             sink.send(frame.as_bytes(), self.to_stderr);
         }
     }
+}
+
+impl Logger {
+    fn send_native(&self, journal: &mut Journal, event: &Event<'_>) -> std::io::Result<()> {
+        let pid = self.pid.to_string();
+        let mut fields: Vec<(&str, &str)> = vec![
+            ("MESSAGE", event.message),
+            ("PRIORITY", "5"),
+            ("SYSLOG_FACILITY", "3"),
+            ("SYSLOG_IDENTIFIER", "portsentry"),
+            ("SYSLOG_PID", &pid),
+        ];
+        fields.extend(event.fields.iter().map(|(k, v)| (*k, v.as_str())));
+        journal.send(&fields)
+    }
+}
+
+/// One JSON object: `time`, `message`, then the fields in lower case (`dst_port` as a
+/// number).
+fn json_line(now: &chrono::DateTime<chrono::Local>, event: &Event<'_>) -> String {
+    let mut map = serde_json::Map::new();
+    map.insert(
+        "time".into(),
+        now.format("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string().into(),
+    );
+    map.insert("message".into(), event.message.into());
+    for (key, value) in &event.fields {
+        let key = key.to_ascii_lowercase();
+        let value = match (key.as_str(), value.parse::<u64>()) {
+            ("dst_port", Ok(n)) => serde_json::Value::from(n),
+            _ => serde_json::Value::from(value.as_str()),
+        };
+        map.insert(key, value);
+    }
+    let mut line = serde_json::Value::Object(map).to_string();
+    line.push('\n');
+    line
 }
 
 impl SyslogSink {

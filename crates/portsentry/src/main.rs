@@ -121,13 +121,16 @@ fn main() -> ExitCode {
         }
     }
     let syslog = (!cli.no_syslog).then_some(cli.syslog_socket.as_path());
-    let log = Arc::new(match (run_2x, cli.logoutput.as_deref()) {
-        // 2.x: stdout by default; -D forces syslog, as in 2.x.
-        (true, Some("syslog")) => Logger::new(syslog, false),
-        (true, _) if cli.daemon => Logger::new(syslog, false),
-        (true, _) => Logger::stdout(None),
-        (false, _) => Logger::new(syslog, foreground),
-    });
+    let log = Arc::new(
+        match (run_2x, cli.logoutput.as_deref()) {
+            // 2.x: stdout by default; -D forces syslog, as in 2.x.
+            (true, Some("syslog")) => Logger::new(syslog, false),
+            (true, _) if cli.daemon => Logger::new(syslog, false),
+            (true, _) => Logger::stdout(None),
+            (false, _) => Logger::new(syslog, foreground),
+        }
+        .with_format(settings.log_format),
+    );
     for line in alerts::flags_2x_notes(cli.disable_local_check, cli.disable_service_check) {
         log.log(&line);
     }

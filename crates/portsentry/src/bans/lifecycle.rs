@@ -351,6 +351,11 @@ impl BanLifecycle {
         self.backend.is_some()
     }
 
+    /// The backend's name (`nftables`, `ipset`, ...), for metrics; None without one.
+    pub fn backend_name(&self) -> Option<&'static str> {
+        self.backend.as_ref().map(|b| b.name())
+    }
+
     /// The budget of new unverified bans the daemon decides (unlimited until set).
     pub fn set_budget(&mut self, budget: BanBudget) {
         self.budget = budget;

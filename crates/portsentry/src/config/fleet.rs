@@ -62,7 +62,7 @@ pub struct FleetSettings {
 
 /// An empty string is the key left unset (the example file writes every key, so its
 /// optional ones read `""`).
-fn empty_is_unset<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+pub(crate) fn empty_is_unset<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: From<String>,

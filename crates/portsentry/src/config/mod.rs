@@ -16,6 +16,7 @@
 mod debian;
 mod fleet;
 mod legacy;
+mod observe;
 mod toml_file;
 
 use std::fmt;
@@ -26,6 +27,7 @@ use portsentry_engine::ignore::IgnoreSet;
 pub use debian::{DebianDefaults, ModeKind, parse_debian_defaults};
 pub use fleet::{FleetSettings, valid_node_name};
 pub use legacy::{BlockMode, LegacyConfig, WRAPPER_HOSTS_DENY, legacy_keys, parse_legacy};
+pub use observe::{DEFAULT_METRICS_PORT, LoggingSettings, MetricsSettings};
 pub use toml_file::{
     Backend, BanSettings, ControlSettings, DEFAULT_SETTINGS_FILE, FirewallSettings, ListenSettings,
     ProtectSettings, StateSettings, TomlSettings, parse_toml_settings,

@@ -384,10 +384,13 @@ pub struct TomlSettings {
     pub control: ControlSettings,
     pub listen: ListenSettings,
     pub fleet: super::fleet::FleetSettings,
+    pub metrics: super::MetricsSettings,
+    pub logging: super::LoggingSettings,
 }
 
 impl TomlSettings {
     fn validate(&self) -> std::result::Result<(), String> {
+        self.metrics.address()?;
         let b = &self.bans;
         b.verified().validate("bans")?;
         b.unverified.validate("bans.unverified")?;

@@ -161,7 +161,9 @@ impl<'a> Capture<'a> {
                 .read(now, self.settings, &mut self.stats, &mut self.probes)
                 .context("reading probes")?;
             let mut probes = std::mem::take(&mut self.probes);
+            let metrics = crate::metrics::get();
             for probe in probes.drain(..) {
+                metrics.probe(&probe);
                 if Unbanned::takes(&probe) {
                     // Past the budget or a full set: dropped by the kernel without a
                     // ban; a summary line at most, never a response (which could ban
@@ -212,6 +214,7 @@ impl<'a> Capture<'a> {
             }
             if after.duration_since(last_table_check) >= TABLE_CHECK_INTERVAL {
                 last_table_check = after;
+                self.publish_kernel_losses();
                 self.check_table(&links);
             }
         }
@@ -348,12 +351,15 @@ impl<'a> Capture<'a> {
     /// Hand the engine's actions to the reporter without ever waiting for it.
     fn dispatch(&mut self, now: Millis, links: &Links) {
         while let Some(action) = self.engine.poll_action() {
-            match links.actions.try_send(ToReporter::Action(action)) {
-                Ok(()) => links.gauges.to_reporter.sent(),
+            match links.actions.try_send(ToReporter::Action(action, now)) {
+                Ok(()) => {
+                    links.gauges.to_reporter.sent();
+                    crate::metrics::get().reporter_queue.inc();
+                }
                 Err(TrySendError::Full(rejected)) | Err(TrySendError::Disconnected(rejected)) => {
                     self.dropped_actions += 1;
                     links.gauges.dropped_actions.fetch_add(1, Ordering::Relaxed);
-                    if let ToReporter::Action(action @ Action::Respond { .. }) = rejected {
+                    if let ToReporter::Action(action @ Action::Respond { .. }, _) = rejected {
                         let probe = action_probe(&action);
                         self.engine
                             .handle_outcome(now, probe.src, probe.proto(), Outcome::Failed);
@@ -413,6 +419,16 @@ impl<'a> Capture<'a> {
         self.protected_out.publish(set.clone());
         self.engine.set_protected(set);
         self.log.log(&alerts::protected_refreshed(why, nets.len()));
+    }
+
+    /// The sources' kernel losses (cumulative) into the metrics counter.
+    fn publish_kernel_losses(&mut self) {
+        let total = self.source.kernel_losses();
+        let counter = &crate::metrics::get().kernel_drops;
+        let seen = counter.get();
+        if total > seen {
+            counter.inc_by(total - seen);
+        }
     }
 
     fn log_stats(&self) {

@@ -246,6 +246,14 @@ pub fn run(
     let protected_out = responder.protected_updates();
     // The threads start with the handled signals blocked: only this one takes them.
     let spawn_mask = signals::mask_for_spawning().context("cannot set the signal mask")?;
+    crate::metrics::get()
+        .ban_set_size
+        .set(i64::from(settings.firewall.set_size));
+    if let Some(addr) = settings.metrics_listen {
+        let bound = crate::metrics_http::serve(addr)
+            .with_context(|| format!("cannot serve metrics on {addr} ([metrics] listen)"))?;
+        log.log(&alerts::metrics_served(bound));
+    }
     let (action_tx, action_rx) = mpsc::sync_channel::<ToReporter>(ACTION_QUEUE);
     let (feedback_tx, feedback_rx) = mpsc::channel::<Feedback>();
     // Where the state file says this node stopped reading the stream.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use portsentry_engine::engine::{Action, Outcome};
-use portsentry_engine::{Probe, Proto};
+use portsentry_engine::{Millis, Probe, Proto};
 use portsentry_kernel::backend::host_of;
 
 use super::answers::{self, About};
@@ -22,7 +22,9 @@ use crate::alerts::{self, Host, Undo};
 use crate::bans::StateFile;
 use crate::clock;
 use crate::control;
+use crate::event::Event;
 use crate::logger::Logger;
+use crate::metrics;
 use crate::resolve::Resolver;
 
 /// How often the reporter wakes without work, to save the state file and note expiry.
@@ -34,8 +36,9 @@ const MAX_ENDED_LINES: usize = 10;
 
 /// What the capture and control threads send the reporter.
 pub enum ToReporter {
-    /// One engine action, with the probe it is about.
-    Action(Action),
+    /// One engine action, with the probe it is about, and when the capture thread
+    /// read the probe that decided it (CLOCK_BOOTTIME), for the ban latency metric.
+    Action(Action, Millis),
     Control(control::Pending),
     /// Our table was re-created empty: put the bans in force back into it.
     Restore,
@@ -106,22 +109,30 @@ impl Reporter {
         // is not an engine action (a control request, a restore): an `unban` must still
         // come after the bans queued before it and before the ones queued after it.
         let mut natives: Vec<Option<NativeBan>> = Vec::with_capacity(batch.len());
+        let m = metrics::get();
         for message in &batch {
             match message {
-                ToReporter::Action(Action::Respond { probe }) => {
-                    natives.push(Some(self.responder.ban_natively(probe)));
+                ToReporter::Action(Action::Respond { probe }, read_at) => {
+                    natives.push(Some(self.ban_natively(probe, *read_at)));
                 }
-                ToReporter::Action(_) => natives.push(None),
+                ToReporter::Action(..) => natives.push(None),
                 _ => break,
             }
         }
+        let actions = batch
+            .iter()
+            .filter(|m| matches!(m, ToReporter::Action(..)))
+            .count();
+        m.reporter_queue.dec_by(actions as i64);
         natives.resize_with(batch.len(), || None);
         for (message, native) in batch.into_iter().zip(natives.iter_mut()) {
             // Counted out when handled, so a status request sees the rest of its batch
             // as still waiting.
             self.gauges.to_reporter.taken();
             match message {
-                ToReporter::Action(action) => self.report(action, native.take(), log),
+                ToReporter::Action(action, read_at) => {
+                    self.report(action, read_at, native.take(), log)
+                }
                 ToReporter::Control(pending) => {
                     let reply = self.control_request(pending.request, log);
                     let _ = pending.reply.send(reply);
@@ -145,12 +156,26 @@ impl Reporter {
         false
     }
 
+    /// The native ban of `probe`, timed from `read_at` for the latency histogram when
+    /// one was made.
+    fn ban_natively(&mut self, probe: &Probe, read_at: Millis) -> NativeBan {
+        let native = self.responder.ban_natively(probe);
+        if native.banned() {
+            let ms = clock::boottime_now().0.saturating_sub(read_at.0);
+            metrics::get().ban_latency.observe(ms as f64 / 1000.0);
+        }
+        native
+    }
+
     /// The lines of one engine action and, for a response, the rest of it.
-    fn report(&mut self, action: Action, native: Option<NativeBan>, log: &Logger) {
+    fn report(&mut self, action: Action, read_at: Millis, native: Option<NativeBan>, log: &Logger) {
         let probe: Probe = *action_probe(&action);
         let ip = probe.src;
         let name = self.resolver.name(ip);
         let host = Host { name: &name, ip };
+        if matches!(action, Action::Alert { .. }) {
+            metrics::get().alert(&probe);
+        }
         match action {
             Action::Alert { .. } if self.responder.log_2x() => {
                 // 2.x writes one line per hit, after the response (Respond follows).
@@ -181,18 +206,19 @@ impl Reporter {
                     log.log(&alerts::hits_not_logged(host, suppressed));
                 }
                 // 1.2's classic -udp mode said "Connect" of a datagram too.
-                if self.responder.classic(probe.proto()) {
-                    log.log(&alerts::connect(host, &probe));
+                let line = if self.responder.classic(probe.proto()) {
+                    alerts::connect(host, &probe)
                 } else {
-                    log.log(&alerts::scan(host, &probe));
-                }
+                    alerts::scan(host, &probe)
+                };
+                log.event(&Event::probe(&line, &probe, "alert"));
                 if probe.ip_options {
                     log.log(&alerts::ip_options(host, &probe));
                 }
             }
             Action::Respond { .. } => {
                 // Banned in the first pass, or now when it came after a control request.
-                let native = native.unwrap_or_else(|| self.responder.ban_natively(&probe));
+                let native = native.unwrap_or_else(|| self.ban_natively(&probe, read_at));
                 let outcome = self.responder.finish(log, &probe, native, &name);
                 if matches!(outcome, Outcome::Blocked { .. }) {
                     self.publish_ban(&probe, log);
@@ -208,19 +234,22 @@ impl Reporter {
                 ));
             }
             Action::AlreadyBlocked { suppressed, .. } => {
-                if self.responder.classic(probe.proto()) {
-                    log.log(&alerts::already_blocked_classic(host, suppressed));
+                let line = if self.responder.classic(probe.proto()) {
+                    alerts::already_blocked_classic(host, suppressed)
                 } else {
-                    log.log(&alerts::already_blocked(host, suppressed));
-                }
+                    alerts::already_blocked(host, suppressed)
+                };
+                log.event(&Event::probe(&line, &probe, "already_blocked"));
             }
             Action::Ignored {
                 suppressed, why, ..
             } => {
-                log.log(&alerts::ignored(host, &probe, suppressed, why));
+                let line = alerts::ignored(host, &probe, suppressed, why);
+                log.event(&Event::probe(&line, &probe, "ignored"));
             }
             Action::PossiblyForged { suppressed, .. } => {
-                log.log(&alerts::possibly_forged(host, &probe, suppressed));
+                let line = alerts::possibly_forged(host, &probe, suppressed);
+                log.event(&Event::probe(&line, &probe, "possibly_forged"));
             }
         }
     }
@@ -299,7 +328,16 @@ impl Reporter {
             } => match kernel.manual_ban(clock::unix_now(), net, duration, force) {
                 Ok(done) => {
                     let (net, offences) = (done.ban.key, done.ban.offences);
-                    log.log(&alerts::manual_ban(net, duration, offences, done.overrode));
+                    metrics::get().ban(
+                        portsentry_engine::Evidence::Manual,
+                        kernel.backend_name().unwrap_or("native"),
+                    );
+                    let line = alerts::manual_ban(net, duration, offences, done.overrode);
+                    let mut event = Event::text(&line);
+                    event.fields.push(("SRC_IP", src_field(net)));
+                    event.fields.push(("EVIDENCE", "manual".into()));
+                    event.fields.push(("ACTION", "ban".into()));
+                    log.event(&event.ban_until(clock::unix_now(), duration));
                     // A --force ban over this host's own protected set stays here.
                     if done.overrode.is_none()
                         && let Some(fleet) = &self.fleet
@@ -354,7 +392,10 @@ impl Reporter {
                             .undo_legacy(ip, !crate::bans::by_administrator(&ban))
                     })
                     .unwrap_or_default();
-                log.log(&alerts::manual_unban(ban.key, &undone));
+                log.event(&unban_event(
+                    &alerts::manual_unban(ban.key, &undone),
+                    ban.key,
+                ));
                 self.send_feedback(Feedback::Forget(ban.key));
                 // The fleet lifts its copies of the ban too (each node lifts only bans
                 // it received, never its own detections).
@@ -375,7 +416,7 @@ impl Reporter {
                     return format!("error: no ban covers {net}");
                 }
                 let undone: Vec<Undo> = undone.into_iter().filter(Undo::lifted).collect();
-                log.log(&alerts::legacy_unban(net, &undone));
+                log.event(&unban_event(&alerts::legacy_unban(net, &undone), net));
                 self.send_feedback(Feedback::Forget(net));
                 alerts::unban_legacy_only_reply(net, &undone)
             }
@@ -576,12 +617,17 @@ impl Reporter {
                 None if expired.len() <= MAX_ENDED_LINES
                     && ban.expires_at.is_some_and(|t| t <= now) =>
                 {
-                    log.log(&alerts::ban_ended(ban.key, ban.offences));
+                    let line = alerts::ban_ended(ban.key, ban.offences);
+                    let mut event = Event::text(&line);
+                    event.fields.push(("SRC_IP", src_field(ban.key)));
+                    event.fields.push(("ACTION", "ban_ended".into()));
+                    log.event(&event);
                 }
                 None => {}
                 Some(e) => log.log(&alerts::ban_not_removed(ban.key, e)),
             }
         }
+        publish_ban_gauges(kernel, now);
         let saving = kernel.save_due(clocks.mono, force_save);
         match self.state.save_if_due(kernel, clocks, force_save) {
             // Each distinct error once (a full disk fails the same way every try).
@@ -598,6 +644,52 @@ impl Reporter {
         self.responder.kill_limit_tick(log);
     }
 }
+
+/// Bans in force and the native ones per family, for the metrics; at most every
+/// [`GAUGE_INTERVAL_MS`] (counting walks the book, which may hold a million bans).
+fn publish_ban_gauges(bans: &crate::bans::BanLifecycle, now: u64) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let mono = clock::boottime_now().0;
+    let last = LAST.load(Ordering::Relaxed);
+    if last != 0 && mono.saturating_sub(last) < GAUGE_INTERVAL_MS {
+        return;
+    }
+    LAST.store(mono.max(1), Ordering::Relaxed);
+    let (mut total, mut v4, mut v6) = (0i64, 0i64, 0i64);
+    for ban in bans.book().active(now) {
+        total += 1;
+        match ban.key {
+            IpNet::V4(_) => v4 += 1,
+            IpNet::V6(_) => v6 += 1,
+        }
+    }
+    let m = metrics::get();
+    m.bans_in_force.set(total);
+    let native = bans.is_native();
+    for (family, n) in [("ipv4", v4), ("ipv6", v6)] {
+        m.ban_set_elements
+            .get_or_create(&metrics::FamilyLabels { family })
+            .set(if native { n } else { 0 });
+    }
+}
+
+/// `SRC_IP` of a ban key: the address of a one-host key (as the alert's field, so one
+/// `journalctl SRC_IP=` finds both), else the network.
+fn src_field(net: IpNet) -> String {
+    host_of(net).map_or_else(|| net.to_string(), |ip| ip.to_string())
+}
+
+/// The line of a lifted ban, with its address and `ACTION=unban`.
+fn unban_event(line: &str, net: IpNet) -> Event<'_> {
+    let mut event = Event::text(line);
+    event.fields.push(("SRC_IP", src_field(net)));
+    event.fields.push(("ACTION", "unban".into()));
+    event
+}
+
+/// How often the ban gauges are recounted.
+const GAUGE_INTERVAL_MS: u64 = 1000;
 
 /// The probe an action is about.
 pub fn action_probe(action: &Action) -> &Probe {
@@ -655,7 +747,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cap = Captured::new(dir.path());
         let (mut reporter, feedback) = reporter(dir.path());
-        let respond = || ToReporter::Action(Action::Respond { probe: probe() });
+        let respond = || ToReporter::Action(Action::Respond { probe: probe() }, Millis(0));
         let (unban, answer) = unban(&format!("{SCANNER}/32"));
         let stop = reporter.handle_batch(vec![respond(), unban, respond()], &cap.log);
         assert!(!stop);
@@ -678,7 +770,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cap = Captured::new(dir.path());
         let (mut reporter, _feedback) = reporter(dir.path());
-        let respond = ToReporter::Action(Action::Respond { probe: probe() });
+        let respond = ToReporter::Action(Action::Respond { probe: probe() }, Millis(0));
         assert!(reporter.handle_batch(vec![respond, ToReporter::Stop], &cap.log));
         assert_eq!(reporter.responder.bans_mut().active_count(now()), 1);
     }
@@ -707,7 +799,7 @@ mod tests {
             about: About::default(),
             gauges: Default::default(),
         };
-        let respond = ToReporter::Action(Action::Respond { probe: probe() });
+        let respond = ToReporter::Action(Action::Respond { probe: probe() }, Millis(0));
         let host = format!("{SCANNER}/32");
         let (unban1, answer1) = unban(&host);
         let (unban2, answer2) = unban(&host);
@@ -792,7 +884,10 @@ mod tests {
             let cap = Captured::new(dir.path());
             let (mut r, published, _fb) = with_fleet(dir.path());
             r.handle_batch(
-                vec![ToReporter::Action(Action::Respond { probe: probe() })],
+                vec![ToReporter::Action(
+                    Action::Respond { probe: probe() },
+                    Millis(0),
+                )],
                 &cap.log,
             );
             let report = published.try_recv().unwrap();
@@ -807,7 +902,7 @@ mod tests {
             p.src = "198.18.0.3".parse().unwrap();
             p.kind = ProbeKind::Connect;
             r.handle_batch(
-                vec![ToReporter::Action(Action::Respond { probe: p })],
+                vec![ToReporter::Action(Action::Respond { probe: p }, Millis(0))],
                 &cap.log,
             );
             let ban = published.try_recv().unwrap();
@@ -856,7 +951,10 @@ mod tests {
             let (mut r, published, _fb) = with_fleet(dir.path());
             // A local ban of SCANNER, and fleet bans from node-a and node-c.
             r.handle_batch(
-                vec![ToReporter::Action(Action::Respond { probe: probe() })],
+                vec![ToReporter::Action(
+                    Action::Respond { probe: probe() },
+                    Millis(0),
+                )],
                 &cap.log,
             );
             let _ = published.try_recv();

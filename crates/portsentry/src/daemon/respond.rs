@@ -93,6 +93,13 @@ pub struct ModeResponse {
     pub blocked: RecordFile,
 }
 
+impl NativeBan {
+    /// Whether a native ban was made (or confirmed).
+    pub fn banned(&self) -> bool {
+        matches!(self.outcome, Some(Outcome::Blocked { .. }))
+    }
+}
+
 /// What [`Responder::ban_natively`] did: the outcome when the kernel holds the ban, and
 /// the line to log about it.
 #[derive(Debug, Default)]
@@ -254,6 +261,10 @@ impl Responder {
             .ban(now.unix, target, evidence, probe.kernel_banned(), &reason)
         {
             Ok(banned) => {
+                crate::metrics::get().ban(
+                    banned.ban.evidence,
+                    self.bans.backend_name().unwrap_or("native"),
+                );
                 let mut line = alerts::kernel_ban(
                     target,
                     &banned.place,
@@ -295,7 +306,10 @@ impl Responder {
                 }
             }
             Err(e) => NativeBan {
-                outcome: None,
+                outcome: {
+                    crate::metrics::get().command_failed("backend");
+                    None
+                },
                 line: Some(alerts::kernel_ban_failed(target, &e)),
                 alert_only: false,
             },
@@ -356,8 +370,19 @@ impl Responder {
         resolved: &str,
     ) -> Outcome {
         if let Some(lines) = &native.line {
+            // The ban's fields on each of its lines (journal, JSON stderr).
+            let action = match native.outcome {
+                Some(Outcome::Blocked { .. }) => "ban",
+                Some(Outcome::Failed) | None => "ban_failed",
+                Some(_) => "not_banned",
+            };
             for line in lines.split('\n') {
-                log.log(line);
+                let event = crate::event::Event::probe(line, probe, action);
+                let event = match native.outcome {
+                    Some(Outcome::Blocked { length }) => event.ban_until(clock::unix_now(), length),
+                    _ => event,
+                };
+                log.event(&event);
             }
         }
         if native.alert_only {
@@ -448,6 +473,7 @@ impl Responder {
                             probe.kind, probe.dport
                         ),
                     );
+                    crate::metrics::get().ban(probe.evidence(), "kill_commands");
                     log.log(&alerts::legacy_ban_recorded(target));
                     (Outcome::Blocked { length: None }, true)
                 } else {
@@ -594,6 +620,7 @@ fn run_step(log: &Logger, plan: &ResponsePlan, step: Step, target: IpAddr, port:
                     true
                 }
                 Err(e) => {
+                    crate::metrics::get().command_failed("KILL_HOSTS_DENY");
                     log.log(&alerts::hosts_deny_failed(target, &e));
                     false
                 }
@@ -617,6 +644,7 @@ fn run_step(log: &Logger, plan: &ResponsePlan, step: Step, target: IpAddr, port:
                     true
                 }
                 Err(why) => {
+                    crate::metrics::get().command_failed(key);
                     log.log(&alerts::command_failed(key, target, &why, &command));
                     false
                 }

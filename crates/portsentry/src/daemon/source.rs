@@ -180,6 +180,8 @@ pub struct PacketSource {
     usage: PortUsage,
     /// Known peers from the socket table (`None`: `known_peer_time` is 0).
     known: Option<KnownPeers>,
+    /// Packets the kernel dropped so far ([`ProbeSource::kernel_losses`]).
+    lost: std::cell::Cell<u64>,
 }
 
 impl PacketSource {
@@ -189,6 +191,7 @@ impl PacketSource {
             classifier: Classifier::new(Classifier::DEFAULT_PENDING_CAPACITY),
             usage,
             known,
+            lost: std::cell::Cell::new(0),
         }
     }
 
@@ -272,7 +275,12 @@ impl ProbeSource for PacketSource {
     }
 
     fn kernel_losses(&self) -> u64 {
-        self.sensor.take_stats().map(|k| k.dropped).unwrap_or(0)
+        // PACKET_STATISTICS resets on each read: kept as a running total, so that the
+        // metrics can read it while running and the statistics line at stop still has
+        // all of them.
+        let new = self.sensor.take_stats().map(|k| k.dropped).unwrap_or(0);
+        self.lost.set(self.lost.get() + new);
+        self.lost.get()
     }
 
     fn wait_fd(&self) -> BorrowedFd<'_> {

@@ -5,7 +5,8 @@
 //!
 //! The rule: a process that runs UDP modes only is the *udp instance* and derives its
 //! own names from the configured ones: table `<table>_udp`, NFLOG group `<group> + 1`,
-//! state file `<stem>-udp.<ext>`, control socket `<stem>-udp.<ext>`. Every other
+//! state file `<stem>-udp.<ext>`, control socket `<stem>-udp.<ext>`, metrics port
+//! `<port> + 1` (when `[metrics] listen` is set). Every other
 //! process (TCP only, or both in one) keeps the configured names. So `-tcp` + `-udp`,
 //! and `-atcp -audp` in one process, both work, and two TCP processes are refused
 //! clearly (the NFLOG group is taken). A ban made by either instance drops all the
@@ -26,6 +27,12 @@ pub fn udp_instance(native: &NativeSettings) -> NativeSettings {
     n.firewall.nflog_group = native.firewall.nflog_group.wrapping_add(1);
     n.state_file = suffixed(&native.state_file, UDP_INSTANCE);
     n.control_socket = suffixed(&native.control_socket, UDP_INSTANCE);
+    n.metrics_listen = native
+        .metrics_listen
+        // Port 0 (any free port) stays 0.
+        .map(|a| {
+            std::net::SocketAddr::new(a.ip(), a.port().saturating_add(u16::from(a.port() != 0)))
+        });
     n
 }
 
@@ -78,5 +85,13 @@ mod tests {
         assert!(portsentry_kernel::nft::valid_table_name(
             &udp.firewall.table
         ));
+        let with_metrics = NativeSettings {
+            metrics_listen: Some("127.0.0.1:9512".parse().unwrap()),
+            ..native
+        };
+        assert_eq!(
+            udp_instance(&with_metrics).metrics_listen,
+            Some("127.0.0.1:9513".parse().unwrap())
+        );
     }
 }

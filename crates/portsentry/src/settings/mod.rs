@@ -110,6 +110,10 @@ pub struct NativeSettings {
     pub listen: ListenSettings,
     /// `[fleet]`: sharing bans through a Redis stream (off unless `url` is set).
     pub fleet: crate::config::FleetSettings,
+    /// `[metrics] listen`: where the Prometheus endpoint is served (None: off).
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `[logging] format`: the stderr format.
+    pub log_format: crate::logger::LogFormat,
     /// Where these came from: the file, or "built-in defaults".
     pub source: String,
 }
@@ -148,6 +152,10 @@ pub struct Settings {
     pub interfaces: Vec<String>,
     /// `[fleet]` of portsentry.toml.
     pub fleet: crate::config::FleetSettings,
+    /// `[metrics] listen`: where the Prometheus endpoint is served (None: off).
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `[logging] format`: the stderr format.
+    pub log_format: crate::logger::LogFormat,
 }
 
 impl Settings {

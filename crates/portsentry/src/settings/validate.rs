@@ -109,6 +109,8 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
         control_socket,
         listen: _,
         fleet,
+        metrics_listen,
+        log_format,
         source: toml_source,
     } = native;
     Ok(Settings {
@@ -134,6 +136,8 @@ pub fn validate(sources: &Sources) -> Result<Settings> {
         notices,
         listen,
         fleet,
+        metrics_listen,
+        log_format,
     })
 }
 
@@ -229,6 +233,8 @@ pub fn native_settings(toml: &TomlSource) -> Result<NativeSettings> {
         control_socket: t.control.socket,
         listen: t.listen,
         fleet: t.fleet,
+        metrics_listen: t.metrics.address().map_err(|m| anyhow::anyhow!(m))?,
+        log_format: t.logging.format,
         source,
     })
 }
