@@ -273,6 +273,17 @@ impl Settings {
                 humantime::format_duration(f.trim_after),
             ));
         }
+        lines.push(match self.metrics_listen {
+            Some(addr) => format!("metrics: GET /metrics on {addr}"),
+            None => "metrics: off ([metrics] listen)".to_string(),
+        });
+        lines.push(format!(
+            "stderr log format: {}",
+            match self.log_format {
+                crate::logger::LogFormat::Text => "text",
+                crate::logger::LogFormat::Json => "json",
+            }
+        ));
         lines
     }
 
