@@ -283,6 +283,20 @@ fn issue10_verified_bans_spread_unverified_need_k_of_n_and_unban_origin_revokes(
             && st.contains("applied 1,"),
         format!("status: {st}"),
     );
+    // The same in `status --json`.
+    let json = client(&b.ns, &confs[1], &["status", "--json"]).stdout;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+    let fleet = &v["fleet"];
+    db.check(
+        fleet["connected"] == true
+            && fleet["node"] == "node-b"
+            && fleet["applied"] == 1
+            && fleet["last_id"].is_string()
+            && fleet["url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("redis://")),
+        format!("status --json fleet: {json}"),
+    );
 
     // 2. nmap -sS against A alone: A bans (unverified) and reports; B and C read the
     // report (their received count goes up) and do not ban.

@@ -34,6 +34,32 @@ pub struct StatusView {
     pub queues: QueuesView,
     /// The engine's counters, from the capture thread; `null` if it did not answer.
     pub engine: Option<EngineStatsView>,
+    /// The fleet link (`[fleet]`); `null` when it is off.
+    #[serde(default)]
+    pub fleet: Option<FleetView>,
+}
+
+/// The fleet link in `status --json`: the counters `portsentry status` prints.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetView {
+    pub url: String,
+    pub node: String,
+    pub connected: bool,
+    /// The last stream entry read (`null` before the first).
+    pub last_id: Option<String>,
+    /// Between the last entry's stream time and its reading.
+    pub lag_ms: u64,
+    pub received: u64,
+    pub applied: u64,
+    pub published: u64,
+    /// Bad signature or replayed.
+    pub rejected: u64,
+    /// Protected address or known peer.
+    pub refused: u64,
+    pub rate_limited: u64,
+    pub expired: u64,
+    /// Bans not shared because the publish queue was full.
+    pub not_shared: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -59,6 +59,7 @@ pub fn status(
                 .load(std::sync::atomic::Ordering::Relaxed),
         },
         engine: None,
+        fleet: None,
     }
 }
 

@@ -268,8 +268,9 @@ impl Reporter {
         match request {
             Request::StatusJson => {
                 let book = self.responder.bans_mut().book();
-                let view =
+                let mut view =
                     answers::status(&self.about, book, &self.gauges, running, clock::unix_now());
+                view.fleet = self.fleet.as_ref().map(|f| f.view());
                 return serde_json::to_string(&view)
                     .unwrap_or_else(|e| control::protocol::json_error(&e.to_string()));
             }

@@ -161,6 +161,28 @@ impl Fleet {
     }
 
     /// The `portsentry status` part about the link.
+    /// The link for `status --json`.
+    pub fn view(&self) -> crate::control::views::FleetView {
+        let s = &self.stats;
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let last = s.last_id.lock().map(|g| g.clone()).unwrap_or_default();
+        crate::control::views::FleetView {
+            url: self.url.clone(),
+            node: self.node.clone(),
+            connected: s.connected.load(Ordering::Relaxed),
+            last_id: (!last.is_empty()).then_some(last),
+            lag_ms: n(&s.lag_ms),
+            received: n(&s.received),
+            applied: n(&s.applied),
+            published: n(&s.published),
+            rejected: n(&s.rejected),
+            refused: n(&s.refused),
+            rate_limited: n(&s.rate_limited),
+            expired: n(&s.expired),
+            not_shared: n(&s.dropped),
+        }
+    }
+
     pub fn status(&self) -> String {
         let s = &self.stats;
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
