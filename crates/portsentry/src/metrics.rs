@@ -25,6 +25,39 @@ use portsentry_engine::{Evidence, Probe, ProbeKind, Proto};
 use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FleetLabels {
+    pub event: &'static str,
+}
+
+/// The fleet link's counters as `portsentry_fleet_bans_total{event}`, in the order of
+/// [`fleet_counts`].
+const FLEET_EVENTS: [&str; 8] = [
+    "received",
+    "applied",
+    "published",
+    "rejected",
+    "refused",
+    "rate_limited",
+    "expired",
+    "not_shared",
+];
+
+/// The link's counters now, in [`FLEET_EVENTS`]' order.
+fn fleet_counts(s: &crate::fleet::Stats) -> [u64; 8] {
+    use std::sync::atomic::Ordering::Relaxed;
+    [
+        s.received.load(Relaxed),
+        s.applied.load(Relaxed),
+        s.published.load(Relaxed),
+        s.rejected.load(Relaxed),
+        s.refused.load(Relaxed),
+        s.rate_limited.load(Relaxed),
+        s.expired.load(Relaxed),
+        s.dropped.load(Relaxed),
+    ]
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeLabels {
     pub kind: &'static str,
     pub proto: &'static str,
@@ -68,6 +101,14 @@ pub struct Metrics {
     pub resident_memory: Gauge,
     pub cpu_seconds: Gauge<f64, AtomicU64>,
     pub start_time: Gauge,
+    /// The fleet link (`[fleet]`), read when scraped: its counters, whether it is
+    /// connected, and its lag.
+    fleet: OnceLock<std::sync::Arc<crate::fleet::Stats>>,
+    fleet_bans: Family<FleetLabels, Counter>,
+    /// What `fleet_bans` was last brought up to (the link's counters only grow).
+    fleet_seen: std::sync::Mutex<[u64; 8]>,
+    fleet_connected: Gauge,
+    fleet_lag: Gauge,
 }
 
 /// The process's metrics (made on first use).
@@ -95,6 +136,11 @@ impl Metrics {
             resident_memory: Gauge::default(),
             cpu_seconds: Gauge::default(),
             start_time: Gauge::default(),
+            fleet: OnceLock::new(),
+            fleet_bans: Family::default(),
+            fleet_seen: std::sync::Mutex::new([0; 8]),
+            fleet_connected: Gauge::default(),
+            fleet_lag: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -162,6 +208,21 @@ impl Metrics {
             "When the daemon started, Unix seconds",
             m.start_time.clone(),
         );
+        r.register(
+            "fleet_bans",
+            "Fleet link: bans received, applied, published, rejected (bad signature or replayed), refused (protected, known peer), rate_limited, expired, not_shared (queue full)",
+            m.fleet_bans.clone(),
+        );
+        r.register(
+            "fleet_connected",
+            "Fleet link: 1 while connected to the Redis server (0 also when [fleet] is off)",
+            m.fleet_connected.clone(),
+        );
+        r.register(
+            "fleet_lag_milliseconds",
+            "Fleet link: between the last stream entry's time and its reading",
+            m.fleet_lag.clone(),
+        );
         m.start_time.set(crate::clock::unix_now() as i64);
         // Series that exist from the start at 0, so that a rate over the first event
         // is not lost and a dashboard shows 0 rather than "no data".
@@ -226,13 +287,44 @@ impl Metrics {
             .inc();
     }
 
+    /// Read the fleet link's counters when scraped (called once, when the link starts).
+    pub fn watch_fleet(&self, stats: std::sync::Arc<crate::fleet::Stats>) {
+        let _ = self.fleet.set(stats);
+        for event in FLEET_EVENTS {
+            let _ = self.fleet_bans.get_or_create(&FleetLabels { event });
+        }
+    }
+
+    /// Bring the fleet series up to the link's counters.
+    fn read_fleet(&self) {
+        let Some(stats) = self.fleet.get() else {
+            return;
+        };
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = fleet_counts(stats);
+        let mut seen = self.fleet_seen.lock().unwrap_or_else(|p| p.into_inner());
+        for ((event, now), seen) in FLEET_EVENTS.iter().zip(now).zip(seen.iter_mut()) {
+            if now > *seen {
+                self.fleet_bans
+                    .get_or_create(&FleetLabels { event })
+                    .inc_by(now - *seen);
+                *seen = now;
+            }
+        }
+        self.fleet_connected
+            .set(i64::from(stats.connected.load(Relaxed)));
+        self.fleet_lag
+            .set(i64::try_from(stats.lag_ms.load(Relaxed)).unwrap_or(i64::MAX));
+    }
+
     /// The text exposition (OpenMetrics text, which Prometheus reads), after reading
-    /// the process's own RSS and CPU.
+    /// the process's own RSS and CPU and the fleet link's counters.
     pub fn encode(&self) -> String {
         if let Some((rss, cpu)) = read_proc_self() {
             self.resident_memory.set(rss as i64);
             self.cpu_seconds.set(cpu);
         }
+        self.read_fleet();
         let mut out = String::with_capacity(8192);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

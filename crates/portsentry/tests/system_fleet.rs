@@ -239,7 +239,15 @@ fn issue10_verified_bans_spread_unverified_need_k_of_n_and_unban_origin_revokes(
     let _open_b = TcpServer::start(&b.ns, common::OPEN);
     let confs: Vec<Conf> = ["node-a", "node-b", "node-c", "node-d"]
         .iter()
-        .map(|n| node_conf(n, &redis, ""))
+        .map(|n| {
+            // B also serves its metrics, for the fleet series.
+            let extra = if *n == "node-b" {
+                "[metrics]\nlisten = \"127.0.0.1:9512\"\n"
+            } else {
+                ""
+            };
+            node_conf(n, &redis, extra)
+        })
         .collect();
     let hosts = [a, b, c, d_host];
     let daemons: Vec<Daemon> = hosts.iter().zip(&confs).map(|(h, c)| start(h, c)).collect();
@@ -296,6 +304,24 @@ fn issue10_verified_bans_spread_unverified_need_k_of_n_and_unban_origin_revokes(
                 .as_str()
                 .is_some_and(|u| u.starts_with("redis://")),
         format!("status --json fleet: {json}"),
+    );
+    // And on B's metrics endpoint.
+    let metrics = b.ns.run_in(|| {
+        use std::io::{Read, Write};
+        let mut out = String::new();
+        if let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:9512") {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            let _ = s.read_to_string(&mut out);
+        }
+        out
+    });
+    db.check(
+        metrics
+            .lines()
+            .any(|l| l == "portsentry_fleet_bans_total{event=\"applied\"} 1")
+            && metrics.lines().any(|l| l == "portsentry_fleet_connected 1"),
+        format!("B's metrics lack the fleet series:\n{metrics}"),
     );
 
     // 2. nmap -sS against A alone: A bans (unverified) and reports; B and C read the

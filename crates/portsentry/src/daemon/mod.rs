@@ -271,6 +271,7 @@ pub fn run(
                 move |batch| tx.send(ToReporter::Fleet(batch)).is_ok(),
                 Arc::clone(&log),
             )?;
+            crate::metrics::get().watch_fleet(Arc::clone(&fleet.stats));
             (Some(fleet), Some(publisher))
         }
         None => (None, None),
