@@ -52,19 +52,7 @@ write_conf() { # DIR SCENARIO
     : >"$d/killroute.count"
     {
         echo "# portsentry flood bench ($s); every file in $d"
-        echo 'TCP_PORTS="1,11,15,79,111,119,143,540,635,1080,1524,2000"'
-        echo 'UDP_PORTS="1,7,9,69,161,162,513,635,640,641,700"'
-        echo 'ADVANCED_PORTS_TCP="1024"'
-        echo 'ADVANCED_PORTS_UDP="1024"'
-        echo 'ADVANCED_EXCLUDE_TCP="113,139"'
-        echo 'ADVANCED_EXCLUDE_UDP="520,138,137,67"'
-        echo "IGNORE_FILE=\"$d/portsentry.ignore\""
-        echo "HISTORY_FILE=\"$d/portsentry.history\""
-        echo "BLOCKED_FILE=\"$d/portsentry.blocked\""
-        echo 'RESOLVE_HOST="0"'
-        echo 'BLOCK_TCP="1"'
-        echo 'BLOCK_UDP="1"'
-        echo 'SCAN_TRIGGER="0"'
+        conf_12_keys "$d"
         echo "KILL_ROUTE=\"/bin/sh $d/killroute.sh \$TARGET\$\""
         if [ "$s" = ours ]; then
             echo "HOSTS_DENY_FILE=\"$d/hosts.deny\""

@@ -20,6 +20,25 @@ BENCH_KEEP_TMP=${BENCH_KEEP_TMP:-0}
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+# The 1.2 keys the daemon benchmarks share (advanced modes below 1024, blocking, trigger
+# 0), with the record files in DIR; printed on stdout, one portsentry.conf line each.
+conf_12_keys() { # DIR
+    local d=$1
+    echo 'TCP_PORTS="1,11,15,79,111,119,143,540,635,1080,1524,2000"'
+    echo 'UDP_PORTS="1,7,9,69,161,162,513,635,640,641,700"'
+    echo 'ADVANCED_PORTS_TCP="1024"'
+    echo 'ADVANCED_PORTS_UDP="1024"'
+    echo 'ADVANCED_EXCLUDE_TCP="113,139"'
+    echo 'ADVANCED_EXCLUDE_UDP="520,138,137,67"'
+    echo "IGNORE_FILE=\"$d/portsentry.ignore\""
+    echo "HISTORY_FILE=\"$d/portsentry.history\""
+    echo "BLOCKED_FILE=\"$d/portsentry.blocked\""
+    echo 'RESOLVE_HOST="0"'
+    echo 'BLOCK_TCP="1"'
+    echo 'BLOCK_UDP="1"'
+    echo 'SCAN_TRIGGER="0"'
+}
+
 need_root() {
     [ "$(id -u)" = 0 ] || { echo "skipped: needs root (network namespaces, nftables)" >&2; exit 77; }
 }
