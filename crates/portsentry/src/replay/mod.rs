@@ -5,11 +5,12 @@
 //! of [`table`], and the bans go into that model through the real
 //! [`BanLifecycle`](crate::bans::BanLifecycle).
 //!
-//! One pass learns the ports this host had sockets on (what it answered from), the
-//! second replays: capture frame → [`capture`] → `wire::parse_ip` → [`table`] (the
-//! rules the live kernel applies first) → `Engine::handle_probe` → actions → the same
-//! admission, ban and log-line functions the reporter uses → outcome back to the
-//! engine at once (the live reporter answers within milliseconds).
+//! One pass learns this host's addresses in the capture and the ports it had sockets
+//! on (what it answered from), the second replays: capture frame → [`capture`] →
+//! `wire::parse_ip` → [`table`] (the rules the live kernel applies first) →
+//! `Engine::handle_probe` → actions → the same admission, ban and log-line functions
+//! the reporter uses → outcome back to the engine at once (the live reporter answers
+//! within milliseconds).
 
 pub mod capture;
 pub mod report;
@@ -49,41 +50,41 @@ pub struct Options {
 
 /// Replay the capture at `path` under `settings`.
 pub fn run(settings: &Settings, path: &Path, options: &Options) -> Result<Report> {
-    // Pass 1: which addresses are this host's, and which ports it had sockets on.
-    let mut seen_addrs: HashSet<IpAddr> = HashSet::new();
+    // Pass 1: which addresses are this host's, and which ports it had sockets on (what
+    // the candidates, this host's addresses or `--local`, sent from).
+    let given = !options.local.is_empty();
+    let candidates: HashSet<IpAddr> = if given {
+        options.local.iter().map(|a| a.to_canonical()).collect()
+    } else {
+        portsentry_kernel::rtnl::local_addresses()
+            .context("cannot read this host's addresses (give them with --local)")?
+            .into_iter()
+            .map(|a| a.to_canonical())
+            .collect()
+    };
+    let mut seen_local: HashSet<IpAddr> = HashSet::new();
+    let mut in_use = PortsInUse::default();
     let mut first_time = None;
     capture::for_each_frame(path, |frame| {
         if let Some(Ok(seg)) = frame.ip.map(wire::parse_ip) {
             first_time.get_or_insert(frame.time);
-            seen_addrs.insert(seg.src);
-            seen_addrs.insert(seg.dst);
+            for addr in [seg.src, seg.dst].map(|a| a.to_canonical()) {
+                if candidates.contains(&addr) {
+                    seen_local.insert(addr);
+                }
+            }
+            if candidates.contains(&seg.src.to_canonical()) {
+                in_use.learn(&seg);
+            }
         }
     })
     .with_context(|| format!("cannot read the capture {}", path.display()))?;
-    let local: HashSet<IpAddr> = if options.local.is_empty() {
-        let own = portsentry_kernel::rtnl::local_addresses()
-            .context("cannot read this host's addresses (give them with --local)")?;
-        own.into_iter()
-            .map(|a| a.to_canonical())
-            .filter(|a| seen_addrs.contains(a))
-            .collect()
-    } else {
-        options.local.iter().map(|a| a.to_canonical()).collect()
-    };
-    if local.is_empty() && !seen_addrs.is_empty() {
+    let local = if given { candidates } else { seen_local };
+    if local.is_empty() && first_time.is_some() {
         bail!(
             "none of this host's addresses is in the capture: say which are the captured host's with --local ADDR"
         );
     }
-    let mut in_use = PortsInUse::default();
-    capture::for_each_frame(path, |frame| {
-        if let Some(Ok(seg)) = frame.ip.map(wire::parse_ip)
-            && local.contains(&seg.src)
-        {
-            in_use.learn(&seg);
-        }
-    })
-    .with_context(|| format!("cannot read the capture {}", path.display()))?;
 
     // The protected set as the daemon builds it here, with the captured host's own.
     let mut protected = startup::gather_protected(settings, &startup::protect_sources(settings))
@@ -264,7 +265,7 @@ impl Replay<'_> {
                     if probe.ip_options {
                         lines.push(alerts::ip_options(host, &probe));
                     }
-                    self.report.source(ip).alerted(now_ms, &probe);
+                    self.report.source(ip).alerted(now_ms);
                 }
                 Action::Respond { .. } => {
                     let outcome = self.respond(now_ms, mono, &probe, &mut lines);
@@ -385,7 +386,6 @@ impl Replay<'_> {
                 ));
             }
         }
-        let _ = &self.sets;
         outcome
     }
 

@@ -339,7 +339,7 @@ impl SourceReport {
         }
     }
 
-    pub fn alerted(&mut self, time: u64, _probe: &Probe) {
+    pub fn alerted(&mut self, time: u64) {
         if self.alerted_at_probe.is_none() {
             self.alerted_at_probe = Some(self.probes);
             self.alert_time = Some(time);
