@@ -740,6 +740,11 @@ mod tests {
         (ToReporter::Control(pending), answer)
     }
 
+    /// The engine's response to `probe`, as the capture thread queues it.
+    fn respond(probe: Probe) -> ToReporter {
+        ToReporter::Action(Action::Respond { probe }, Millis(0))
+    }
+
     /// The native bans of a batch run before its lines, but never across a control
     /// request: ban, unban, ban again in one batch leaves the source banned, as it
     /// would one message at a time.
@@ -748,7 +753,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cap = Captured::new(dir.path());
         let (mut reporter, feedback) = reporter(dir.path());
-        let respond = || ToReporter::Action(Action::Respond { probe: probe() }, Millis(0));
+        let respond = || respond(probe());
         let (unban, answer) = unban(&format!("{SCANNER}/32"));
         let stop = reporter.handle_batch(vec![respond(), unban, respond()], &cap.log);
         assert!(!stop);
@@ -771,7 +776,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cap = Captured::new(dir.path());
         let (mut reporter, _feedback) = reporter(dir.path());
-        let respond = ToReporter::Action(Action::Respond { probe: probe() }, Millis(0));
+        let respond = respond(probe());
         assert!(reporter.handle_batch(vec![respond, ToReporter::Stop], &cap.log));
         assert_eq!(reporter.responder.bans_mut().active_count(now()), 1);
     }
@@ -800,7 +805,7 @@ mod tests {
             about: About::default(),
             gauges: Default::default(),
         };
-        let respond = ToReporter::Action(Action::Respond { probe: probe() }, Millis(0));
+        let respond = respond(probe());
         let host = format!("{SCANNER}/32");
         let (unban1, answer1) = unban(&host);
         let (unban2, answer2) = unban(&host);
@@ -884,13 +889,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let cap = Captured::new(dir.path());
             let (mut r, published, _fb) = with_fleet(dir.path());
-            r.handle_batch(
-                vec![ToReporter::Action(
-                    Action::Respond { probe: probe() },
-                    Millis(0),
-                )],
-                &cap.log,
-            );
+            r.handle_batch(vec![respond(probe())], &cap.log);
             let report = published.try_recv().unwrap();
             assert_eq!(
                 (report.kind, report.evidence, report.origin.as_str()),
@@ -902,10 +901,7 @@ mod tests {
             let mut p = probe();
             p.src = "198.18.0.3".parse().unwrap();
             p.kind = ProbeKind::Connect;
-            r.handle_batch(
-                vec![ToReporter::Action(Action::Respond { probe: p }, Millis(0))],
-                &cap.log,
-            );
+            r.handle_batch(vec![respond(p)], &cap.log);
             let ban = published.try_recv().unwrap();
             assert_eq!((ban.kind, ban.evidence), (Kind::Ban, Evidence::Verified));
             assert!(published.try_recv().is_err());
@@ -951,13 +947,7 @@ mod tests {
             let cap = Captured::new(dir.path());
             let (mut r, published, _fb) = with_fleet(dir.path());
             // A local ban of SCANNER, and fleet bans from node-a and node-c.
-            r.handle_batch(
-                vec![ToReporter::Action(
-                    Action::Respond { probe: probe() },
-                    Millis(0),
-                )],
-                &cap.log,
-            );
+            r.handle_batch(vec![respond(probe())], &cap.log);
             let _ = published.try_recv();
             let ban = |origin: &str, net: &str| Inbound::Ban {
                 msg: received(origin, net, 3600),
